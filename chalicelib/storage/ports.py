@@ -1,0 +1,187 @@
+"""The storage contract: the only thing `server/` and `client/` know about storage.
+
+Every adapter (local: files + SQLite; AWS: S3 + DynamoDB) implements these protocols and
+passes the same contract tests (`tests/storage/test_contract_*.py`).
+
+Records carry the DICOM JSON model (PS3.18 Annex F) of the main attributes of each level, so
+that QIDO-RS answers come from the index alone, and pointers (blob keys, versions) to what
+lives in the BlobStore.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+DicomJson = dict[str, Any]
+"""One dataset in the DICOM JSON model: {"0020000D": {"vr": "UI", "Value": [...]}, ...}."""
+
+
+class StorageError(Exception):
+    """Base of the errors that adapters translate their backend's errors into."""
+
+
+class NotFound(StorageError):
+    """The key, study, series or instance does not exist."""
+
+
+class Conflict(StorageError):
+    """The write contradicts what is stored (e.g. a SOP Instance UID under another study)."""
+
+
+class OutOfResources(StorageError):
+    """The backend refused for lack of space or capacity (maps to FailureReason 0xA7xx)."""
+
+
+@dataclass
+class InstanceRecord:
+    """What the index keeps of one stored instance (a few KB at most)."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    blob_key: str
+    """Key of the original bytes in the BlobStore: `{study}/{series}/{sop}/{sha256[:16]}.dcm`."""
+    size: int
+    sha256: str
+    study_tags: DicomJson
+    """Patient and study level main attributes of this instance (the study record takes them)."""
+    series_tags: DicomJson
+    instance_tags: DicomJson
+    orthanc_ids: dict[str, str]
+    """{"patient": ..., "study": ..., "series": ..., "instance": ...}, see dicom/ids.py."""
+    has_file_meta: bool = True
+    metadata_key: str | None = None
+    """Key of the precomputed WADO-RS metadata (DICOM JSON) of this instance, if any."""
+    metadata_size: int = 0
+    pixel: dict[str, Any] = field(default_factory=dict)
+    """Frame access facts recorded at ingest (offsets, fragment table): see dicom/parse.py."""
+    bulk: dict[str, Any] = field(default_factory=dict)
+    """Bulk element offsets recorded at ingest, keyed by tag path: see dicom/parse.py."""
+    stored_at: str = ""
+    """ISO 8601 UTC time of the store, set by the adapter."""
+
+
+@dataclass
+class SeriesRecord:
+    study_uid: str
+    series_uid: str
+    series_tags: DicomJson
+    num_instances: int
+    version: int
+    """Bumped by every store, re-store with overwrite, and delete inside the series."""
+    orthanc_id: str = ""
+
+
+@dataclass
+class StudyRecord:
+    study_uid: str
+    study_tags: DicomJson
+    num_series: int
+    num_instances: int
+    modalities: list[str]
+    """Sorted distinct Modality (0008,0060) values of the study's series."""
+    sop_classes: list[str]
+    """Sorted distinct SOP Class UIDs of the study's instances."""
+    version: int
+    orthanc_id: str = ""
+
+
+StoreOutcome = Literal["created", "kept", "replaced"]
+
+
+@dataclass
+class StoreResult:
+    outcome: StoreOutcome
+    record: InstanceRecord
+    """The record the index points to after the call (the old one when `kept`)."""
+    replaced_blob_keys: list[str] = field(default_factory=list)
+    """Blob keys the index no longer points to; the caller deletes them after the commit."""
+
+
+@dataclass
+class DeleteResult:
+    instances: list[InstanceRecord]
+    """The records removed; the caller deletes their blobs and derived documents."""
+
+
+class BlobStore(Protocol):
+    """Immutable-by-convention object storage (S3, a folder)."""
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Write `data` at `key` (callers never reuse a key for different bytes)."""
+
+    def get(self, key: str) -> bytes:
+        """Read the whole object; raise NotFound."""
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Read `length` bytes from `start` (clamped at the end); raise NotFound."""
+
+    def delete(self, key: str) -> None:
+        """Remove the object; deleting a missing key is not an error."""
+
+    def exists(self, key: str) -> bool: ...
+
+    def presigned_url(self, key: str, expires_in: int = 3600) -> str | None:
+        """A URL a client can GET without credentials, or None where the store has none."""
+
+
+class TagIndex(Protocol):
+    """The index of stored instances, series and studies."""
+
+    def store_instance(self, record: InstanceRecord, overwrite: bool) -> StoreResult:
+        """Commit an instance and update its series and study records in one step.
+
+        A crash never leaves a half-stored instance visible. Re-storing a SOP Instance UID
+        under the same study and series changes no count: with `overwrite` False the stored
+        record is kept (`kept`), with True it is replaced (`replaced`, the old blob key in
+        `replaced_blob_keys` when it differs). Raise Conflict when the SOP Instance UID is
+        already stored under another study or series.
+        """
+
+    def get_instance(self, study_uid: str, series_uid: str | None, sop_uid: str) -> InstanceRecord:
+        """Raise NotFound, also when the instance is under another study or series."""
+
+    def find_instance(self, sop_uid: str) -> InstanceRecord:
+        """Look an instance up by SOP Instance UID alone (WADO-URI); raise NotFound."""
+
+    def get_series(self, study_uid: str, series_uid: str) -> SeriesRecord:
+        """Raise NotFound, also when the series is under another study."""
+
+    def get_study(self, study_uid: str) -> StudyRecord:
+        """Raise NotFound."""
+
+    def list_series(self, study_uid: str) -> list[SeriesRecord]:
+        """The series of a study; empty when the study is unknown."""
+
+    def list_instances(self, study_uid: str, series_uid: str | None = None) -> list[InstanceRecord]:
+        """The instances of a study or of one of its series, from one indexed read."""
+
+    def iter_studies(self) -> Iterator[StudyRecord]:
+        """Every study, in a stable order (used by bounded listings and tests)."""
+
+    def delete_study(self, study_uid: str) -> DeleteResult:
+        """Raise NotFound."""
+
+    def delete_series(self, study_uid: str, series_uid: str) -> DeleteResult:
+        """Raise NotFound; removes the study record when it was its last series."""
+
+    def delete_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> DeleteResult:
+        """Raise NotFound; removes emptied series and study records; keeps aggregates exact."""
+
+
+class ConfigStore(Protocol):
+    """Small named JSON documents: remote DICOMweb servers (`ServersInDatabase`), settings."""
+
+    def put_item(self, namespace: str, name: str, value: dict[str, Any]) -> None: ...
+
+    def get_item(self, namespace: str, name: str) -> dict[str, Any]:
+        """Raise NotFound."""
+
+    def list_items(self, namespace: str) -> dict[str, dict[str, Any]]: ...
+
+    def delete_item(self, namespace: str, name: str) -> None:
+        """Raise NotFound."""
