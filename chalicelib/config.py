@@ -1,0 +1,204 @@
+"""Typed settings, read once per process.
+
+Keys follow the Orthanc DICOMweb plugin's manual (`DicomWeb.Root`, `StudiesMetadata`, ...) so
+that a user finds them where they would look. Sources, later ones winning:
+
+1. the defaults below;
+2. a JSON file named by `DICOMWEB_CONFIG` (Orthanc style: `{"DicomWeb": {...}}`) or the JSON
+   text itself in that variable;
+3. a few environment variables for deployment wiring: `BACKEND`, `DATA_DIR`, `BUCKET`,
+   `TABLE`, `AWS_REGION`.
+
+A bad value is rejected at start with the allowed values listed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+BACKENDS = ("local", "aws")
+METADATA_MODES = ("Full", "MainDicomTags", "Extrapolate")
+
+DEFAULT_SERIES_EXTRAPOLATED_TAGS = (
+    "BitsAllocated",
+    "BitsStored",
+    "Columns",
+    "HighBit",
+    "PhotometricInterpretation",
+    "PixelSpacing",
+    "PlanarConfiguration",
+    "RescaleIntercept",
+    "RescaleSlope",
+    "Rows",
+    "SOPClassUID",
+    "SamplesPerPixel",
+    "SliceThickness",
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value is not allowed; the message lists what is."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    backend: str = "local"
+    data_dir: Path = Path("var")
+    bucket: str = ""
+    table: str = ""
+    region: str = "us-east-1"
+
+    # DicomWeb section of the Orthanc plugin's manual.
+    root: str = "/dicom-web"
+    enable_wado: bool = True
+    wado_root: str = "/wado"
+    ssl: bool = False
+    host: str = ""
+    public_root: str = ""
+    """Absolute URL prefix of the DICOMweb root as clients see it (e.g. behind a proxy)."""
+    qido_case_sensitive: bool = False
+    studies_metadata: str = "Full"
+    series_metadata: str = "Full"
+    studies_metadata_extrapolated_tags: tuple[str, ...] = ()
+    series_metadata_extrapolated_tags: tuple[str, ...] = DEFAULT_SERIES_EXTRAPOLATED_TAGS
+    servers: Mapping[str, Any] = field(default_factory=dict)
+    servers_in_database: bool = False
+
+    # Our own options.
+    overwrite_instances: bool = False
+    max_stow_body: int = 0
+    """Largest STOW-RS body in bytes; 0: 4,000,000 on AWS (Lambda payload), none locally."""
+    inline_limit: int = 4_000_000
+    """Largest answer sent inline on AWS; larger ones go through S3 and 303 See Other."""
+    strict_accept: bool = False
+    """True: a request without Accept gets 406 as PS3.18 §8.7.5 says (default: `*/*`)."""
+    enable_delete: bool = True
+    bulk_threshold: int = 1024
+    """Binary values up to this many bytes are inlined in metadata, larger get a BulkDataURI."""
+    qido_max_limit: int = 1000
+    qido_default_limit: int = 100
+    cors_allowed_origins: tuple[str, ...] = ()
+
+
+# Orthanc-style key → Settings field.
+_DICOMWEB_KEYS = {
+    "Root": "root",
+    "EnableWado": "enable_wado",
+    "WadoRoot": "wado_root",
+    "Ssl": "ssl",
+    "Host": "host",
+    "PublicRoot": "public_root",
+    "QidoCaseSensitive": "qido_case_sensitive",
+    "StudiesMetadata": "studies_metadata",
+    "SeriesMetadata": "series_metadata",
+    "StudiesMetadataExtrapolatedTags": "studies_metadata_extrapolated_tags",
+    "SeriesMetadataExtrapolatedTags": "series_metadata_extrapolated_tags",
+    "Servers": "servers",
+    "ServersInDatabase": "servers_in_database",
+    "MaxStowBody": "max_stow_body",
+    "InlineLimit": "inline_limit",
+    "StrictAccept": "strict_accept",
+    "EnableDelete": "enable_delete",
+    "BulkDataThreshold": "bulk_threshold",
+    "QidoMaxLimit": "qido_max_limit",
+    "QidoDefaultLimit": "qido_default_limit",
+    "CorsAllowedOrigins": "cors_allowed_origins",
+}
+_TOP_LEVEL_KEYS = {"OverwriteInstances": "overwrite_instances"}
+_ENV_KEYS = {
+    "BACKEND": "backend",
+    "DATA_DIR": "data_dir",
+    "BUCKET": "bucket",
+    "TABLE": "table",
+    "AWS_REGION": "region",
+}
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+            return value.lower() in ("true", "1")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, not {value!r}")
+        return value
+    if isinstance(default, int):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be an integer, not {value!r}") from None
+    if isinstance(default, Path):
+        return Path(value)
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{name} must be a list, not {value!r}")
+        return tuple(str(v) for v in value)
+    if isinstance(default, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name} must be an object, not {value!r}")
+        return dict(value)
+    return str(value)
+
+
+def _read_document(raw: str) -> dict[str, Any]:
+    text = raw if raw.lstrip().startswith("{") else Path(raw).read_text(encoding="utf-8")
+    document = json.loads(text)
+    if not isinstance(document, dict):
+        raise ConfigError("DICOMWEB_CONFIG must hold a JSON object")
+    return document
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from the environment (see the module docstring)."""
+    env = os.environ if env is None else env
+    defaults = {f.name: f.default for f in fields(Settings) if f.default is not field}
+    defaults["servers"] = {}
+    chosen: dict[str, Any] = {}
+    if env.get("DICOMWEB_CONFIG"):
+        document = _read_document(env["DICOMWEB_CONFIG"])
+        section = document.get("DicomWeb", {})
+        for key, value in section.items():
+            if key in _DICOMWEB_KEYS:
+                chosen[_DICOMWEB_KEYS[key]] = (f"DicomWeb.{key}", value)
+            elif key == "Enable":
+                continue
+            else:
+                raise ConfigError(
+                    f"Unknown option DicomWeb.{key}; known: {', '.join(sorted(_DICOMWEB_KEYS))}"
+                )
+        for key, attr in _TOP_LEVEL_KEYS.items():
+            if key in document:
+                chosen[attr] = (key, document[key])
+    for key, attr in _ENV_KEYS.items():
+        if env.get(key):
+            chosen[attr] = (key, env[key])
+    values = {attr: _coerce(name, value, defaults[attr]) for attr, (name, value) in chosen.items()}
+    for attr in ("root", "wado_root"):
+        if attr in values:
+            values[attr] = "/" + values[attr].strip("/")
+    settings = Settings(**values)
+    _validate(settings)
+    if settings.backend == "aws" and not settings.max_stow_body:
+        settings = replace(settings, max_stow_body=4_000_000)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    if settings.backend not in BACKENDS:
+        raise ConfigError(f"BACKEND must be one of {', '.join(BACKENDS)}, not {settings.backend!r}")
+    for name in ("studies_metadata", "series_metadata"):
+        if getattr(settings, name) not in METADATA_MODES:
+            raise ConfigError(
+                f"{name} must be one of {', '.join(METADATA_MODES)}, "
+                f"not {getattr(settings, name)!r}"
+            )
+    if settings.backend == "aws" and not (settings.bucket and settings.table):
+        raise ConfigError("BACKEND=aws needs BUCKET and TABLE")
+    if not settings.root.startswith("/"):
+        raise ConfigError(f"DicomWeb.Root must start with '/', not {settings.root!r}")

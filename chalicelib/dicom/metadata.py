@@ -1,0 +1,69 @@
+"""What ingest precomputes from a dataset: the main attributes of each level and the instance's
+WADO-RS metadata (PS3.18 §10.4.1.1.2, Retrieve Metadata, 2025b).
+
+The metadata document is stored gzip-compressed with BulkDataURIs relative to a placeholder;
+`resolve_base` puts the request's base URL in place when it is served, so that proxies and the
+API Gateway stage prefix are honoured without recomputing anything.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+
+from chalicelib.dicom.jsonmodel import dataset_to_json
+from chalicelib.dicom.tags import INSTANCE_LEVEL_TAGS, SERIES_LEVEL_TAGS, STUDY_LEVEL_TAGS
+
+BASE_PLACEHOLDER = "@@DICOMWEB_BASE@@"
+"""Stands for the absolute DICOMweb root URL inside stored metadata documents."""
+
+_SPECIFIC_CHARACTER_SET = 0x00080005
+
+
+@dataclass
+class LevelTags:
+    study: dict[str, Any]
+    series: dict[str, Any]
+    instance: dict[str, Any]
+
+
+def _subset(ds: Dataset, tags: tuple[str, ...]) -> dict[str, Any]:
+    sub = Dataset()
+    for hex_tag in (*tags, "00080005"):
+        tag = Tag(int(hex_tag, 16))
+        if tag in ds:
+            sub[tag] = ds[tag]
+    return dataset_to_json(sub, None)
+
+
+def level_tags(ds: Dataset) -> LevelTags:
+    """The DICOM JSON of the main attributes of each level, values decoded to Unicode."""
+    return LevelTags(
+        study=_subset(ds, STUDY_LEVEL_TAGS),
+        series=_subset(ds, SERIES_LEVEL_TAGS),
+        instance=_subset(ds, INSTANCE_LEVEL_TAGS),
+    )
+
+
+def instance_path(study_uid: str, series_uid: str, sop_uid: str) -> str:
+    return f"/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+
+
+def instance_metadata(
+    ds: Dataset, study_uid: str, series_uid: str, sop_uid: str, bulk_threshold: int
+) -> bytes:
+    """The gzip-compressed DICOM JSON of every attribute, bulk values as BulkDataURIs."""
+    prefix = BASE_PLACEHOLDER + instance_path(study_uid, series_uid, sop_uid) + "/bulk/"
+    document = dataset_to_json(ds, lambda path: prefix + path, bulk_threshold)
+    text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+    return gzip.compress(text.encode("utf-8"), compresslevel=5, mtime=0)
+
+
+def resolve_base(document: bytes, base_url: str) -> bytes:
+    """Replace the placeholder by the DICOMweb root URL (`document` is plain JSON bytes)."""
+    return document.replace(BASE_PLACEHOLDER.encode("ascii"), base_url.encode("utf-8"))

@@ -1,0 +1,137 @@
+"""multipart/related bodies (RFC 2387 over RFC 2046 §5.1), as PS3.18 §8.6.1.2 (2025b) uses them.
+
+`parse_media_type` reads a Content-Type or Accept member; `split_multipart` decodes a request
+body strictly enough to name what is wrong; `encode_multipart` builds an answer in one join.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_PARAM = re.compile(rf'\s*;\s*({_TOKEN})\s*=\s*("(?:[^"\\]|\\.)*"|{_TOKEN}|[^;,]*)')
+
+
+class MultipartError(ValueError):
+    """The body or its Content-Type is not a usable multipart/related message."""
+
+
+@dataclass
+class MediaType:
+    type: str
+    """Lower-case `type/subtype`."""
+    params: dict[str, str] = field(default_factory=dict)
+    """Parameter names lower-cased, values unquoted."""
+
+    def __str__(self) -> str:
+        params = "".join(f"; {k}={_quote(v)}" for k, v in self.params.items())
+        return self.type + params
+
+
+def _quote(value: str) -> str:
+    if re.fullmatch(_TOKEN, value):
+        return value
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def parse_media_type(text: str) -> MediaType:
+    """Parse `type/subtype; name=value; name="quoted value"` (RFC 9110 §8.3.1)."""
+    main, _, rest = text.strip().partition(";")
+    params: dict[str, str] = {}
+    for match in _PARAM.finditer(";" + rest if rest else ""):
+        name, value = match.group(1).lower(), match.group(2).strip()
+        if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        params[name] = value
+    return MediaType(main.strip().lower(), params)
+
+
+@dataclass
+class Part:
+    headers: dict[str, str]
+    """Header names lower-cased."""
+    body: bytes
+
+    @property
+    def content_type(self) -> MediaType | None:
+        value = self.headers.get("content-type")
+        return parse_media_type(value) if value else None
+
+
+def split_multipart(body: bytes, boundary: str) -> list[Part]:
+    """Split a multipart body into its parts.
+
+    Delimiters are CRLF + `--boundary` (the first may open the body); a bare LF before a
+    delimiter is tolerated as some clients send it. The preamble and epilogue are ignored.
+    Raise MultipartError when the boundary never occurs or the closing delimiter is missing.
+    """
+    if not boundary or len(boundary) > 70:
+        raise MultipartError("the multipart boundary parameter is missing or longer than 70")
+    delimiter = b"--" + boundary.encode("latin-1")
+    if body.startswith(delimiter):
+        position = 0
+    else:
+        position = body.find(b"\n" + delimiter)
+        if position < 0:
+            raise MultipartError(f"the boundary '{boundary}' does not occur in the body")
+        position += 1
+    parts: list[Part] = []
+    while True:
+        position += len(delimiter)
+        if body[position : position + 2] == b"--":
+            return parts
+        line_end = body.find(b"\n", position)
+        if line_end < 0:
+            raise MultipartError("the body ends inside a boundary line")
+        start = line_end + 1
+        end = body.find(b"\n" + delimiter, start)
+        if end < 0:
+            raise MultipartError(
+                f"the closing delimiter '--{boundary}--' is missing (body truncated?)"
+            )
+        part_end = end - 1 if end > start and body[end - 1 : end] == b"\r" else end
+        parts.append(_read_part(body[start:part_end]))
+        position = end + 1
+
+
+def _read_part(raw: bytes) -> Part:
+    if raw.startswith(b"\r\n"):
+        return Part({}, raw[2:])
+    if raw.startswith(b"\n"):
+        return Part({}, raw[1:])
+    split = raw.find(b"\r\n\r\n")
+    skip = 4
+    if split < 0:
+        split, skip = raw.find(b"\n\n"), 2
+    if split < 0:
+        raise MultipartError("a part has no blank line between its headers and its body")
+    headers: dict[str, str] = {}
+    for line in raw[:split].decode("latin-1").splitlines():
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise MultipartError(f"a part has a malformed header line {line!r}")
+        headers[name.strip().lower()] = value.strip()
+    return Part(headers, raw[split + skip :])
+
+
+def new_boundary() -> str:
+    return "DICOMwebBoundary" + secrets.token_hex(12)
+
+
+def encode_multipart(parts: list[tuple[dict[str, str], bytes]], boundary: str) -> bytes:
+    """Build a multipart body; every part carries its own headers."""
+    delimiter = b"--" + boundary.encode("ascii")
+    chunks: list[bytes] = []
+    for headers, body in parts:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        chunks += [delimiter, b"\r\n", head.encode("latin-1"), b"\r\n", body, b"\r\n"]
+    chunks += [delimiter, b"--\r\n"]
+    return b"".join(chunks)
+
+
+def multipart_content_type(part_type: str, boundary: str, **params: str) -> str:
+    extra = "".join(f"; {k.replace('_', '-')}={_quote(v)}" for k, v in params.items())
+    return f'multipart/related; type="{part_type}"{extra}; boundary={boundary}'

@@ -1,0 +1,261 @@
+"""Read an uploaded instance without decoding its pixel data.
+
+`parse_instance` reads the header with pydicom, deferring every value longer than
+`_DEFER_SIZE` (Pixel Data included), so that ingest costs a header parse whatever the image
+size. It records what later reads need without parsing the file again: the UIDs, the transfer
+syntax, and where Pixel Data and its frames (or fragments) lie in the stored bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from chalicelib.dicom.ids import is_valid_uid
+
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1.99"
+NOT_FOR_WEB = (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN)
+"""PS3.18 §8.7.3 (2025b): these shall not be used with web services."""
+
+_DEFER_SIZE = 1024
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_PIXEL_DATA = 0x7FE00010
+_ITEM = 0xFFFEE000
+_SEQUENCE_DELIMITER = 0xFFFEE0DD
+
+
+class UnreadableInstance(ValueError):
+    """The bytes are not a DICOM instance we can store; the message says why."""
+
+
+class MissingAttribute(ValueError):
+    """A required attribute is missing or invalid; the message names it."""
+
+
+@dataclass
+class ParsedInstance:
+    dataset: Dataset
+    """The header as pydicom read it; large values are deferred (read from `data` on access)."""
+    data: bytes
+    transfer_syntax_uid: str
+    has_file_meta: bool
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_uid: str = ""
+    series_uid: str = ""
+    pixel: dict[str, Any] = field(default_factory=dict)
+
+
+def _uid(ds: Dataset, keyword: str, fallback: str = "") -> str:
+    value = ds.get(keyword, None)
+    text = str(value).strip("\0 ") if value is not None else fallback
+    return text
+
+
+def read_dataset(data: bytes) -> tuple[Dataset, bool]:
+    """Read a Part-10 file, or a bare dataset without File Meta (returns has_file_meta)."""
+    try:
+        ds = dcmread(io.BytesIO(data), defer_size=_DEFER_SIZE)
+        return ds, True
+    except InvalidDicomError:
+        pass
+    except Exception as exc:  # pydicom raises many types on corrupt input
+        raise UnreadableInstance(f"not a readable DICOM file: {exc}") from exc
+    try:
+        ds = dcmread(io.BytesIO(data), defer_size=_DEFER_SIZE, force=True)
+    except Exception as exc:
+        raise UnreadableInstance(f"not a readable DICOM file: {exc}") from exc
+    if len(ds) == 0:
+        raise UnreadableInstance("not a DICOM file: no Part-10 header and no readable dataset")
+    return ds, False
+
+
+def _transfer_syntax(ds: Dataset, has_file_meta: bool) -> str:
+    meta = getattr(ds, "file_meta", None)
+    if has_file_meta and meta is not None and "TransferSyntaxUID" in meta:
+        return str(meta.TransferSyntaxUID)
+    implicit, little = ds.original_encoding
+    if implicit:
+        return IMPLICIT_VR_LITTLE_ENDIAN
+    return EXPLICIT_VR_LITTLE_ENDIAN if little else EXPLICIT_VR_BIG_ENDIAN
+
+
+def parse_instance(data: bytes) -> ParsedInstance:
+    """Parse an instance's header and locate its pixel data.
+
+    Raise UnreadableInstance when the bytes are not DICOM (or are truncated), and
+    MissingAttribute when SOP Class or SOP Instance UID cannot be read. Study and Series
+    Instance UIDs are returned as read (possibly empty): the caller decides what a missing
+    one means, since by then the instance can be named in a failure item.
+    """
+    ds, has_file_meta = read_dataset(data)
+    try:
+        meta = getattr(ds, "file_meta", None) or Dataset()
+        sop_class = _uid(ds, "SOPClassUID", _uid(meta, "MediaStorageSOPClassUID"))
+        sop_instance = _uid(ds, "SOPInstanceUID", _uid(meta, "MediaStorageSOPInstanceUID"))
+        study = _uid(ds, "StudyInstanceUID")
+        series = _uid(ds, "SeriesInstanceUID")
+    except Exception as exc:
+        raise UnreadableInstance(f"cannot read the UIDs: {exc}") from exc
+    for keyword, value, tag in (
+        ("SOPClassUID", sop_class, "(0008,0016)"),
+        ("SOPInstanceUID", sop_instance, "(0008,0018)"),
+    ):
+        if not value:
+            raise MissingAttribute(f"{tag} {keyword} is missing")
+        if not is_valid_uid(value):
+            raise MissingAttribute(f"{tag} {keyword} '{value}' is not a valid UID")
+    parsed = ParsedInstance(
+        dataset=ds,
+        data=data,
+        transfer_syntax_uid=_transfer_syntax(ds, has_file_meta),
+        has_file_meta=has_file_meta,
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance,
+        study_uid=study,
+        series_uid=series,
+    )
+    _check_not_truncated(ds, len(data))
+    parsed.pixel = locate_pixel_data(ds, data)
+    return parsed
+
+
+def _check_not_truncated(ds: Dataset, size: int) -> None:
+    for raw in ds._dict.values():
+        tell = getattr(raw, "value_tell", None)
+        length = getattr(raw, "length", 0)
+        if tell is not None and length != _UNDEFINED_LENGTH and tell + length > size:
+            raise UnreadableInstance(
+                f"truncated: element ({raw.tag >> 16:04X},{raw.tag & 0xFFFF:04X}) needs "
+                f"{length} bytes at offset {tell}, the file has {size}"
+            )
+
+
+def _int(ds: Dataset, keyword: str, default: int = 0) -> int:
+    try:
+        value = ds.get(keyword, default)
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def locate_pixel_data(ds: Dataset, data: bytes) -> dict[str, Any]:
+    """Where Pixel Data (7FE0,0010) and its frames lie in `data` ({} when it has none).
+
+    Native: `offset`, `length`, `frame_length` (frame n starts at offset + (n-1) ×
+    frame_length; bit-packed 1-bit data is not byte-aligned per frame, see `frame_bits`).
+    Encapsulated (PS3.5 §A.4, 2025b): `frames`, a list per frame of [offset, length] of its
+    fragments' bytes, built from the Extended Offset Table, the Basic Offset Table, or the
+    fragments themselves.
+    """
+    raw = ds._dict.get(_PIXEL_DATA)
+    if raw is None or getattr(raw, "value_tell", None) is None:
+        return {}
+    offset, length = raw.value_tell, raw.length
+    facts: dict[str, Any] = {
+        "offset": offset,
+        "length": length,
+        "vr": raw.VR,
+        "rows": _int(ds, "Rows"),
+        "columns": _int(ds, "Columns"),
+        "samples_per_pixel": _int(ds, "SamplesPerPixel", 1),
+        "bits_allocated": _int(ds, "BitsAllocated", 8),
+        "number_of_frames": max(_int(ds, "NumberOfFrames", 1), 1),
+    }
+    if length != _UNDEFINED_LENGTH:
+        frame_bits = (
+            facts["rows"] * facts["columns"] * facts["samples_per_pixel"] * facts["bits_allocated"]
+        )
+        facts["encapsulated"] = False
+        facts["frame_bits"] = frame_bits
+        facts["frame_length"] = frame_bits // 8 if frame_bits % 8 == 0 else 0
+        return facts
+    facts["encapsulated"] = True
+    little = ds.original_encoding[1] is not False
+    bot, fragments = _scan_fragments(data, offset, little)
+    facts["frames"] = _group_frames(ds, data, bot, fragments, facts["number_of_frames"])
+    return facts
+
+
+def _scan_fragments(
+    data: bytes, offset: int, little: bool
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """Basic Offset Table values and (offset, length) of every fragment's value."""
+    fmt = "<HHL" if little else ">HHL"
+    position, items = offset, []
+    while position + 8 <= len(data):
+        group, element, length = struct.unpack_from(fmt, data, position)
+        tag = (group << 16) | element
+        position += 8
+        if tag == _SEQUENCE_DELIMITER:
+            break
+        if tag != _ITEM or position + length > len(data):
+            raise UnreadableInstance(
+                f"Pixel Data (7FE0,0010): bad encapsulated item at offset {position - 8}"
+            )
+        items.append((position, length))
+        position += length
+    else:
+        raise UnreadableInstance("Pixel Data (7FE0,0010): truncated, no sequence delimiter")
+    if not items:
+        raise UnreadableInstance("Pixel Data (7FE0,0010): no Basic Offset Table item")
+    (bot_offset, bot_length), fragments = items[0], items[1:]
+    count = bot_length // 4
+    bot = list(struct.unpack_from(("<" if little else ">") + "L" * count, data, bot_offset))
+    return bot, fragments
+
+
+def _group_frames(
+    ds: Dataset,
+    data: bytes,
+    bot: list[int],
+    fragments: list[tuple[int, int]],
+    number_of_frames: int,
+) -> list[list[list[int]]]:
+    if not fragments:
+        return []
+    first = fragments[0][0] - 8
+    if "ExtendedOffsetTable" in ds:
+        starts = list(
+            struct.unpack(f"<{len(ds.ExtendedOffsetTable) // 8}Q", ds.ExtendedOffsetTable)
+        )
+        return _split_at(fragments, [first + s for s in starts])
+    if bot:
+        return _split_at(fragments, [first + s for s in bot])
+    if number_of_frames == 1:
+        return [[[o, n] for o, n in fragments]]
+    if len(fragments) == number_of_frames:
+        return [[[o, n]] for o, n in fragments]
+    # No offset table and more fragments than frames: a new frame starts at each fragment
+    # that opens with a codestream start marker (JPEG SOI, JPEG 2000 SOC).
+    frames: list[list[list[int]]] = []
+    for o, n in fragments:
+        if data[o : o + 2] in (b"\xff\xd8", b"\xff\x4f") or not frames:
+            frames.append([])
+        frames[-1].append([o, n])
+    if len(frames) != number_of_frames:
+        raise UnreadableInstance(
+            f"Pixel Data (7FE0,0010): {len(fragments)} fragments cannot be split into "
+            f"NumberOfFrames {number_of_frames} without an offset table"
+        )
+    return frames
+
+
+def _split_at(fragments: list[tuple[int, int]], starts: list[int]) -> list[list[list[int]]]:
+    """Group fragments into frames given each frame's first item-tag position."""
+    frames: list[list[list[int]]] = []
+    boundaries = set(starts)
+    for o, n in fragments:
+        if o - 8 in boundaries or not frames:
+            frames.append([])
+        frames[-1].append([o, n])
+    return frames

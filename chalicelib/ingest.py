@@ -1,0 +1,166 @@
+"""Store one instance: parse, validate, write the blob and its metadata, commit to the index.
+
+Used by STOW-RS and by every other way data comes in (retrieve jobs, imports). The index
+write is the commit point: a failure before it leaves no visible instance, and a blob the index
+stops pointing to is deleted only after the commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+from chalicelib.context import Context
+from chalicelib.dicom import metadata
+from chalicelib.dicom.ids import is_valid_uid, orthanc_ids
+from chalicelib.dicom.parse import MissingAttribute, UnreadableInstance, parse_instance
+from chalicelib.storage.ports import Conflict, InstanceRecord, OutOfResources, StorageError
+
+log = logging.getLogger(__name__)
+
+# FailureReason (0008,1197) values, PS3.4 Annex I Table I.2-2 and PS3.18 Annex I (2025b).
+PROCESSING_FAILURE = 0x0110
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+TRANSFER_SYNTAX_NOT_SUPPORTED = 0xC122
+
+
+@dataclass
+class IngestResult:
+    status: Literal["stored", "failed", "unreadable"]
+    """`unreadable`: SOP Class/Instance UID could not be read, so no failure item names it."""
+    message: str = ""
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+    study_uid: str = ""
+    series_uid: str = ""
+    failure_reason: int = 0
+    outcome: str = ""
+    """created | kept | replaced, for stored instances."""
+
+    @property
+    def conflict(self) -> bool:
+        return self.failure_reason == PROCESSING_FAILURE
+
+
+def blob_key(study_uid: str, series_uid: str, sop_uid: str, sha256: str) -> str:
+    """Keys come from validated UIDs and a content hash only: no traversal, never reused."""
+    return f"{study_uid}/{series_uid}/{sop_uid}/{sha256[:16]}.dcm"
+
+
+def metadata_key(key: str) -> str:
+    """Where the precomputed WADO-RS metadata of the blob at `key` lives."""
+    return key.removesuffix(".dcm") + ".json.gz"
+
+
+def store_instance(
+    ctx: Context, data: bytes, expected_study_uid: str | None = None
+) -> IngestResult:
+    """Store one Part-10 file (or bare dataset) and say what happened."""
+    try:
+        parsed = parse_instance(data)
+    except (UnreadableInstance, MissingAttribute) as exc:
+        return IngestResult("unreadable", str(exc))
+    result = IngestResult(
+        "failed",
+        sop_class_uid=parsed.sop_class_uid,
+        sop_instance_uid=parsed.sop_instance_uid,
+        study_uid=parsed.study_uid,
+        series_uid=parsed.series_uid,
+    )
+    for keyword, tag, value in (
+        ("StudyInstanceUID", "(0020,000D)", parsed.study_uid),
+        ("SeriesInstanceUID", "(0020,000E)", parsed.series_uid),
+    ):
+        if not value:
+            result.failure_reason, result.message = CANNOT_UNDERSTAND, f"{tag} {keyword} is missing"
+            return result
+        if not is_valid_uid(value):
+            result.failure_reason = CANNOT_UNDERSTAND
+            result.message = f"{tag} {keyword} '{value}' is not a valid UID"
+            return result
+    if expected_study_uid is not None and parsed.study_uid != expected_study_uid:
+        result.failure_reason = PROCESSING_FAILURE
+        result.message = (
+            f"(0020,000D) StudyInstanceUID '{parsed.study_uid}' does not match the study in "
+            f"the URL '{expected_study_uid}'"
+        )
+        return result
+
+    ds = parsed.dataset
+    sha256 = hashlib.sha256(data).hexdigest()
+    key = blob_key(parsed.study_uid, parsed.series_uid, parsed.sop_instance_uid, sha256)
+    try:
+        levels = metadata.level_tags(ds)
+        document = metadata.instance_metadata(
+            ds,
+            parsed.study_uid,
+            parsed.series_uid,
+            parsed.sop_instance_uid,
+            ctx.settings.bulk_threshold,
+        )
+    except Exception as exc:  # one unreadable value must not crash the request
+        result.failure_reason = CANNOT_UNDERSTAND
+        result.message = f"cannot read the attributes: {exc}"
+        return result
+    patient_id = str(ds.get("PatientID", "") or "")
+    record = InstanceRecord(
+        study_uid=parsed.study_uid,
+        series_uid=parsed.series_uid,
+        sop_uid=parsed.sop_instance_uid,
+        sop_class_uid=parsed.sop_class_uid,
+        transfer_syntax_uid=parsed.transfer_syntax_uid,
+        blob_key=key,
+        size=len(data),
+        sha256=sha256,
+        study_tags=levels.study,
+        series_tags=levels.series,
+        instance_tags=levels.instance,
+        orthanc_ids=orthanc_ids(
+            patient_id, parsed.study_uid, parsed.series_uid, parsed.sop_instance_uid
+        ),
+        has_file_meta=parsed.has_file_meta,
+        metadata_key=metadata_key(key),
+        metadata_size=len(document),
+        pixel=parsed.pixel,
+    )
+    try:
+        ctx.blobs.put(key, data, "application/dicom")
+        ctx.blobs.put(record.metadata_key, document, "application/gzip")
+        stored = ctx.index.store_instance(record, ctx.settings.overwrite_instances)
+    except Conflict as exc:
+        _forget(ctx, record)
+        result.failure_reason, result.message = PROCESSING_FAILURE, str(exc)
+        return result
+    except OutOfResources as exc:
+        _forget(ctx, record)
+        result.failure_reason, result.message = OUT_OF_RESOURCES, str(exc)
+        return result
+    except StorageError as exc:
+        _forget(ctx, record)
+        log.exception("storing %s failed", parsed.sop_instance_uid)
+        result.failure_reason, result.message = OUT_OF_RESOURCES, f"storage failed: {exc}"
+        return result
+    if stored.outcome == "kept" and stored.record.blob_key != key:
+        _forget(ctx, record)
+    for old_key in stored.replaced_blob_keys:
+        _delete_quietly(ctx, old_key)
+        _delete_quietly(ctx, metadata_key(old_key))
+    result.status, result.outcome = "stored", stored.outcome
+    return result
+
+
+def _forget(ctx: Context, record: InstanceRecord) -> None:
+    """Remove the blobs of a record the index does not (or no longer) point to."""
+    for key in (record.blob_key, record.metadata_key):
+        if key:
+            _delete_quietly(ctx, key)
+
+
+def _delete_quietly(ctx: Context, key: str) -> None:
+    try:
+        ctx.blobs.delete(key)
+    except StorageError:
+        log.warning("could not delete unreferenced blob %s", key, exc_info=True)

@@ -1,0 +1,98 @@
+"""The Chalice application: every service's routes, registered once per path.
+
+`create_app` is what `app.py` calls; tests call it with their own context factory (inject,
+don't patch). Each path is registered with all methods on one view that hands the request to
+`RouteTable.dispatch`, so 404/405/OPTIONS and errors are answered the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from chalice import Chalice, Response
+from chalice.app import CaseInsensitiveMapping, Request
+
+from chalicelib.context import Context, default_context
+from chalicelib.errors import NotAcceptable
+from chalicelib.server import stow, wado_rs
+from chalicelib.server.http import (
+    ALL_METHODS,
+    RouteTable,
+    WebRequest,
+    WebResponse,
+    error_response,
+)
+from chalicelib.server.urls import api_base_url, stage_prefix
+
+
+def build_route_table(root: str) -> RouteTable:
+    return RouteTable([(root, stow.service), (root, wado_rs.service)])
+
+
+def to_web_request(request: Request, ctx: Context) -> WebRequest:
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    query: list[tuple[str, str]] = []
+    if request.query_params:
+        for name in request.query_params:
+            query += [(name, value) for value in request.query_params.getlist(name)]
+    event = request.to_original_event()
+    base = api_base_url(ctx.settings, headers, stage_prefix(event))
+    body = request.raw_body if request.method in ("POST", "PUT", "PATCH") else b""
+    return WebRequest(
+        method=request.method,
+        path=(event.get("requestContext") or {}).get("path") or request.path,
+        headers=headers,
+        query=query,
+        body=body if isinstance(body, bytes) else body.encode("utf-8"),
+        base_url=base,
+        dicomweb_root=base + ctx.settings.root,
+        context=ctx,
+    )
+
+
+def to_chalice_response(response: WebResponse) -> Response:
+    headers = dict(response.headers)
+    if response.content_type:
+        headers["Content-Type"] = response.content_type
+    elif response.body:
+        headers["Content-Type"] = "application/octet-stream"
+    return Response(body=response.body, status_code=response.status, headers=headers)
+
+
+def create_app(
+    context_factory: Callable[[], Context] = default_context, app_name: str = "dicomweb"
+) -> Chalice:
+    app = Chalice(app_name=app_name)
+    # Chalice does not treat image/* as a wildcard: every answer is binary (DESIGN.md).
+    app.api.binary_types = ["*/*"]
+    settings = context_factory().settings
+    table = build_route_table(settings.root)
+
+    @app.middleware("http")
+    def accept_missing_is_any(request: Request, get_response: Callable) -> Response:
+        """A request without Accept is treated as `*/*`: a documented deviation from
+        PS3.18 §8.7.5 (2025b), which says 406, for clients that send none;
+        `DicomWeb.StrictAccept` restores 406 for retrievals."""
+        if "accept" not in request.headers:
+            if settings.strict_accept and request.method == "GET":
+                return to_chalice_response(
+                    error_response(
+                        NotAcceptable("the request has no Accept header (DicomWeb.StrictAccept)")
+                    )
+                )
+            request.headers = CaseInsensitiveMapping({**request.headers, "accept": "*/*"})
+        return get_response(request)
+
+    def register(path: str) -> None:
+        def view(**params: str) -> Response:
+            ctx = context_factory()
+            web_request = to_web_request(app.current_request, ctx)
+            return to_chalice_response(table.dispatch(path, web_request, params))
+
+        name = "route" + path.replace("/", "_").replace("{", "").replace("}", "").replace("-", "_")
+        app.route(path, methods=ALL_METHODS, name=name, content_types=["*/*"])(view)
+
+    for path in table.routes:
+        register(path)
+    app.route_table = table  # the local server answers unknown paths with it
+    return app

@@ -1,0 +1,141 @@
+"""The HTTP layer shared by every service: request wrapper, responses, route table, errors.
+
+Handlers take a `WebRequest` and return a `WebResponse`; they raise `DicomWebError`s, which
+`dispatch` turns into a JSON error answer. Every path is registered once on the Chalice app
+with all methods, so that a known path with an unsupported method gets our 405 with `Allow`
+(not Chalice's), and OPTIONS answers `Allow` too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from chalicelib.errors import DicomWebError, MethodNotAllowed
+
+log = logging.getLogger(__name__)
+
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]
+
+
+@dataclass
+class WebRequest:
+    method: str
+    path: str
+    """The request path below the API root (e.g. `/dicom-web/studies/1.2`)."""
+    headers: dict[str, str]
+    """Names lower-cased."""
+    query: list[tuple[str, str]]
+    """Decoded query parameters in arrival order, repeated names kept."""
+    body: bytes
+    base_url: str
+    """Absolute URL of the API root as the client sees it (scheme, host, stage prefix)."""
+    dicomweb_root: str = ""
+    """Absolute URL of the DICOMweb root (base_url + `DicomWeb.Root`), for links."""
+    context: Any = None
+    """The `chalicelib.context.Context` (ports and settings) serving this request."""
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name.lower(), default)
+
+    def query_values(self, name: str) -> list[str]:
+        return [v for k, v in self.query if k == name]
+
+
+@dataclass
+class WebResponse:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = ""
+
+
+def json_response(
+    document: Any,
+    status: int = 200,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> WebResponse:
+    body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return WebResponse(status, body, dict(headers or {}), content_type)
+
+
+def error_response(error: DicomWebError) -> WebResponse:
+    document = {"Status": error.status, "Message": error.message}
+    return json_response(document, error.status, headers=error.headers)
+
+
+def quote_uid_path(*parts: str) -> str:
+    return "/".join(quote(p, safe="") for p in parts)
+
+
+Handler = Callable[..., WebResponse]
+
+
+class Service:
+    """The routes of one DICOMweb service module (a lighter Chalice Blueprint)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.routes: dict[str, dict[str, Handler]] = {}
+
+    def route(self, path: str, *methods: str) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            for method in methods:
+                self.routes.setdefault(path, {})[method] = handler
+            return handler
+
+        return register
+
+
+class RouteTable:
+    """Every path of the API with its handlers per method."""
+
+    def __init__(self, services: Iterable[tuple[str, Service]]) -> None:
+        self.routes: dict[str, dict[str, Handler]] = {}
+        for prefix, service in services:
+            for path, handlers in service.routes.items():
+                full = (prefix + path) if path != "/" else (prefix or "/")
+                existing = self.routes.setdefault(full, {})
+                clash = set(existing) & set(handlers)
+                if clash:
+                    raise ValueError(f"{full}: {sorted(clash)} registered twice")
+                existing.update(handlers)
+
+    def allowed(self, path: str) -> list[str]:
+        methods = set(self.routes[path])
+        if "GET" in methods:
+            methods.add("HEAD")
+        methods.add("OPTIONS")
+        return [m for m in ALL_METHODS if m in methods]
+
+    def dispatch(self, path: str, request: WebRequest, params: dict[str, str]) -> WebResponse:
+        """Call the handler of `path` for the request's method; never raise."""
+        handlers = self.routes[path]
+        method = request.method
+        try:
+            if method == "OPTIONS" and "OPTIONS" not in handlers:
+                return WebResponse(204, headers={"Allow": ", ".join(self.allowed(path))})
+            handler = handlers.get("GET" if method == "HEAD" else method)
+            if handler is None:
+                allow = ", ".join(self.allowed(path))
+                raise MethodNotAllowed(
+                    f"{method} is not supported on {request.path}; allowed: {allow}",
+                    headers={"Allow": allow},
+                )
+            response = handler(request, **params)
+        except DicomWebError as error:
+            response = error_response(error)
+        except Exception:
+            log.exception("unhandled error on %s %s", method, request.path)
+            response = json_response(
+                {"Status": 500, "Message": "internal error; the server log has the details"},
+                500,
+            )
+        if method == "HEAD":
+            response.body = b""
+        return response

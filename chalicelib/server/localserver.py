@@ -1,0 +1,111 @@
+"""`make run`: the app on Chalice's local server, fixed where it falls short for DICOMweb.
+
+Chalice's `LocalDevServer` takes a request handler class; ours
+- reads `Transfer-Encoding: chunked` request bodies (the stock handler reads Content-Length
+  only, and dicomweb-client sends every STOW-RS body over 1 MB chunked);
+- answers unknown paths with the app's JSON 404 instead of API Gateway's 403 "Missing
+  Authentication Token";
+- passes binary bodies through without the base64 round trip that the Lambda event format
+  forces on API Gateway (binary_types is emptied for the local app).
+
+Usage: python -m chalicelib.server.localserver [--host 127.0.0.1] [--port 8042] [--data-dir var]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import errno
+import json
+import signal
+import sys
+from pathlib import Path
+
+from chalice.config import Config
+from chalice.local import ChaliceRequestHandler, ForbiddenError, LocalDevServer
+
+from chalicelib.config import load_settings
+from chalicelib.context import build_context
+from chalicelib.server.api import create_app
+
+
+class DicomWebRequestHandler(ChaliceRequestHandler):
+    def _parse_payload(self):  # type: ignore[no-untyped-def]
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            body = self._read_chunked()
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
+            headers["Content-Length"] = str(len(body))
+            return headers, body
+        return super()._parse_payload()
+
+    def _read_chunked(self) -> bytes:
+        """Read a chunked body (RFC 9112 §7.1): size line, data, CRLF, ..., 0, trailers."""
+        chunks = []
+        while True:
+            line = self.rfile.readline(65537)
+            size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass
+                return b"".join(chunks)
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(65537)
+
+    def _send_error_response(self, error):  # type: ignore[no-untyped-def]
+        if isinstance(error, ForbiddenError):
+            path = self.path.split("?", 1)[0]
+            body = json.dumps({"Status": 404, "Message": f"no resource at {path}"}).encode()
+            self._send_http_response(404, {"Content-Type": "application/json"}, body)
+            return
+        super()._send_error_response(error)
+
+    def log_message(self, format: str, *args: object) -> None:
+        sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+
+
+def make_server(host: str, port: int, data_dir: Path | None = None) -> LocalDevServer:
+    settings = load_settings()
+    if data_dir is not None:
+        settings = dataclasses.replace(settings, data_dir=data_dir)
+    ctx = build_context(settings)
+    app = create_app(lambda: ctx)
+    app.api.binary_types = []
+    config = Config(chalice_stage="dev", user_provided_params={}, config_from_disk={})
+    return LocalDevServer(app, config, host, port, handler_cls=DicomWebRequestHandler)
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Serve DICOMweb locally (chalice local)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8042)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        server = make_server(args.host, args.port, args.data_dir)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            print(
+                f"error: port {args.port} on {args.host} is already in use (a Debian 'orthanc' "
+                f"service listens on 8042 by default): stop it or run with PORT=<other port>",
+                file=sys.stderr,
+            )
+            return 2
+        raise
+    signal.signal(signal.SIGTERM, _stop)
+    root = load_settings().root
+    print(f"DICOMweb server at http://{args.host}:{args.port}{root}/", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

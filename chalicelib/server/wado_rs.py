@@ -1,0 +1,126 @@
+"""WADO-RS: Retrieve Study, Series and Instance, PS3.18 §10.4 (Retrieve Transaction, 2025b).
+
+Answers `multipart/related; type="application/dicom"`, one Part-10 file per part with its
+`Content-Location`. Transfer syntax per PS3.18 §8.7.3 (2025b): `transfer-syntax=*` sends the
+stored bytes, except that Implicit VR Little Endian, Explicit VR Big Endian and files without
+File Meta go out as Explicit VR Little Endian (which §8.7.3 requires); no transfer syntax
+asked means Explicit VR Little Endian, decoding compressed sources with pydicom's plugins, and
+a lossy source that cannot be decoded goes out as stored (§8.7.3.4 Note 2).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
+from chalicelib.dicom.parse import EXPLICIT_VR_LITTLE_ENDIAN, NOT_FOR_WEB
+from chalicelib.errors import BadRequest, NotAcceptable
+from chalicelib.server.delivery import deliver
+from chalicelib.server.http import Service, WebRequest, WebResponse
+from chalicelib.server.negotiate import AcceptEntry, parse_accept, type_matches
+from chalicelib.server.resources import find_instances, instance_url
+from chalicelib.storage.ports import InstanceRecord
+
+service = Service("wado-rs")
+
+ANY_SYNTAX = "*"
+_READ_THREADS = 8
+
+
+@dataclass
+class DicomAccept:
+    transfer_syntax: str
+    """A transfer syntax UID, or `*` for the stored one."""
+
+
+def negotiate_dicom(entries: list[AcceptEntry]) -> DicomAccept:
+    """The transfer syntax the client prefers for application/dicom parts.
+
+    Accepted members: `multipart/related` with `type="application/dicom"` (or no type),
+    `application/dicom`, and wildcards; the highest q wins, then header order.
+    """
+    candidates = []
+    for entry in entries:
+        media = entry.media
+        if entry.q <= 0:
+            continue
+        if media.type == "multipart/related":
+            part_type = media.params.get("type", "application/dicom").lower()
+            if not type_matches(part_type, "application/dicom"):
+                continue
+        elif not type_matches(media.type, "application/dicom"):
+            if media.type.startswith("image/") or media.type.startswith("video/"):
+                raise BadRequest(
+                    f"Accept asks for {media.type}, a rendered media type: retrieve the "
+                    f"/rendered resource for images (PS3.18 §8.7.5)"
+                )
+            continue
+        candidates.append(entry)
+    if not candidates:
+        raise NotAcceptable(
+            'this resource is available as multipart/related; type="application/dicom" '
+            "(transfer-syntax=* or a transfer syntax UID); the Accept header allows none"
+        )
+    best = min(candidates, key=lambda e: (-e.q, e.position))
+    return DicomAccept(best.media.params.get("transfer-syntax", EXPLICIT_VR_LITTLE_ENDIAN))
+
+
+def _encode_part(request: WebRequest, record: InstanceRecord, wanted: str) -> tuple[dict, bytes]:
+    from chalicelib.dicom.transcode import TranscodeError, to_explicit_little_endian
+
+    data = request.context.blobs.get(record.blob_key)
+    stored = record.transfer_syntax_uid
+    web_ready = record.has_file_meta and stored not in NOT_FOR_WEB
+    if (wanted in (ANY_SYNTAX, stored)) and web_ready:
+        syntax = stored
+    elif wanted in (ANY_SYNTAX, EXPLICIT_VR_LITTLE_ENDIAN):
+        try:
+            data = to_explicit_little_endian(data, stored)
+            syntax = EXPLICIT_VR_LITTLE_ENDIAN
+        except TranscodeError as exc:
+            from pydicom.uid import UID
+
+            if wanted == ANY_SYNTAX or (web_ready and UID(stored).is_compressed):
+                # A lossy (or undecodable) source as stored: §8.7.3.4 Note 2.
+                syntax = stored
+            else:
+                raise NotAcceptable(str(exc)) from None
+    else:
+        raise NotAcceptable(
+            f"instance {record.sop_uid} is stored as {stored}; transcoding to {wanted} is not "
+            f"supported: ask for transfer-syntax=* or {EXPLICIT_VR_LITTLE_ENDIAN}"
+        )
+    headers = {
+        "Content-Type": f"application/dicom; transfer-syntax={syntax}",
+        "Content-Location": instance_url(
+            request, record.study_uid, record.series_uid, record.sop_uid
+        ),
+    }
+    return headers, data
+
+
+def retrieve_instances(request: WebRequest, records: list[InstanceRecord]) -> WebResponse:
+    wanted = negotiate_dicom(parse_accept(request.header("accept"))).transfer_syntax
+    records = sorted(records, key=lambda r: (r.series_uid, r.sop_uid))
+    with ThreadPoolExecutor(min(_READ_THREADS, len(records))) as pool:
+        parts = list(pool.map(lambda r: _encode_part(request, r, wanted), records))
+    boundary = new_boundary()
+    body = encode_multipart(parts, boundary)
+    content_type = multipart_content_type("application/dicom", boundary)
+    return deliver(request, WebResponse(200, body, {}, content_type))
+
+
+@service.route("/studies/{study}", "GET")
+def retrieve_study(request: WebRequest, study: str) -> WebResponse:
+    return retrieve_instances(request, find_instances(request, study))
+
+
+@service.route("/studies/{study}/series/{series}", "GET")
+def retrieve_series(request: WebRequest, study: str, series: str) -> WebResponse:
+    return retrieve_instances(request, find_instances(request, study, series))
+
+
+@service.route("/studies/{study}/series/{series}/instances/{instance}", "GET")
+def retrieve_instance(request: WebRequest, study: str, series: str, instance: str) -> WebResponse:
+    return retrieve_instances(request, find_instances(request, study, series, instance))

@@ -1,0 +1,70 @@
+"""Shared fixtures: test data, contexts on every backend, the HTTP test client."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chalicelib.config import Settings
+from chalicelib.context import Context, build_context
+
+pytest_plugins = ["tests.peers"]
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SHARED_DIR", REPO.parent / "shared"))
+TESTDATA = SHARED / "testdata" / "orthanc-tests"
+
+
+def testdata(name: str) -> Path:
+    path = TESTDATA / name
+    if not path.exists():
+        pytest.fail(f"test data {path} is missing (set SHARED_DIR to the shared/ folder)")
+    return path
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto in-process; fake credentials so that nothing can reach real AWS."""
+    from moto import mock_aws
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        yield
+
+
+def make_context(backend: str, tmp_path: Path, **options: object) -> Context:
+    """A context on `backend` (aws needs the aws_env fixture active)."""
+    if backend == "aws":
+        import boto3
+
+        from chalicelib.storage.dynamo import create_table
+
+        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="dicomweb-test")
+        create_table(boto3.client("dynamodb", region_name="us-east-1"), "dicomweb-test")
+        settings = Settings(backend="aws", bucket="dicomweb-test", table="dicomweb-test", **options)
+    else:
+        settings = Settings(backend="local", data_dir=tmp_path / "data", **options)
+    return build_context(settings)
+
+
+@pytest.fixture(params=["local", "aws"])
+def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "aws":
+        request.getfixturevalue("aws_env")
+    return request.param
+
+
+@pytest.fixture
+def context(backend: str, tmp_path: Path) -> Context:
+    return make_context(backend, tmp_path)
