@@ -1,0 +1,334 @@
+"""Render one frame of a stored instance as JPEG, PNG or GIF.
+
+The pixel pipeline of the Rendered Transaction, PS3.18 §8.3.5 and §10.4 (2025b), and of
+WADO-URI image answers, PS3.18 §9 (2025b):
+
+decode (any stored transfer syntax, through pydicom's pixel plugins) → Modality LUT (Rescale
+Slope/Intercept, per frame from the Pixel Value Transformation Sequence when the Per-Frame or
+Shared Functional Groups carry one, or the Modality LUT Sequence) → VOI (the window asked for,
+else the frame's first window or VOI LUT Sequence, else the frame's min/max) → MONOCHROME1
+inversion → 8 bits. Color images: PALETTE COLOR through its LUT, YBR_FULL/YBR_FULL_422 to RGB
+(pydicom's default conversion), more than 8 bits stored scaled down; no window is applied to
+color images. Then region, scaling (viewport) and the image encoder (Pillow).
+
+numpy, Pillow and pydicom's pixel modules are imported inside the functions: importing this
+module costs nothing, so routes that never render do not pay for them (STYLE.md rule 4).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    from pydicom.dataset import Dataset
+
+RENDERED_TYPES = ("image/jpeg", "image/png", "image/gif")
+"""Media types this module encodes, the default first."""
+
+WINDOW_FUNCTIONS = {"linear": "LINEAR", "linear-exact": "LINEAR_EXACT", "sigmoid": "SIGMOID"}
+"""Query names of the VOI LUT Functions, PS3.18 §8.3.5.1.4 → PS3.3 C.11.2.1.3 (2025b)."""
+
+DEFAULT_QUALITY = 90
+
+
+class RenderError(ValueError):
+    """The instance cannot be rendered (no pixel data, no decoder); the message says why."""
+
+
+class FrameOutOfRange(ValueError):
+    """The frame number is not in 1..NumberOfFrames; the message gives both."""
+
+
+@dataclass(frozen=True)
+class Window:
+    center: float
+    width: float
+    function: str = "LINEAR"
+    """LINEAR, LINEAR_EXACT or SIGMOID (PS3.3 C.11.2.1.3, 2025b)."""
+
+
+@dataclass(frozen=True)
+class Viewport:
+    """The output size and optional source region, PS3.18 §8.3.5.1.3 (2025b).
+
+    The source region (whole image by default) is scaled to fit `width` × `height` with its
+    aspect ratio kept, so one side equals the viewport and the other may be smaller. A None
+    side is unconstrained (WADO-URI `rows` or `columns` alone). A negative source width or
+    height flips the region.
+    """
+
+    width: int | None
+    height: int | None
+    sx: int = 0
+    sy: int = 0
+    sw: int | None = None
+    sh: int | None = None
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    media_type: str = "image/jpeg"
+    window: Window | None = None
+    viewport: Viewport | None = None
+    region: tuple[float, float, float, float] | None = None
+    """WADO-URI `region`: xmin, ymin, xmax, ymax as fractions of the image (PS3.18 §9.4)."""
+    quality: int = DEFAULT_QUALITY
+
+
+def render(data: bytes, transfer_syntax_uid: str, frame: int, options: RenderOptions) -> bytes:
+    """The frame (1-based) of the instance in `data`, encoded as `options.media_type`."""
+    ds, pixels = decode_frame(data, transfer_syntax_uid, frame)
+    image = to_display(ds, pixels, frame, options.window)
+    return encode(image, options)
+
+
+def read_dataset(data: bytes, transfer_syntax_uid: str) -> Dataset:
+    """The whole instance as a Dataset (bare datasets get File Meta from the index)."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    except Exception as exc:  # pydicom raises many types on corrupt input
+        raise RenderError(f"the stored instance cannot be read: {exc}") from exc
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        meta = ds.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" not in meta:
+        meta.TransferSyntaxUID = transfer_syntax_uid
+    return ds
+
+
+def number_of_frames(ds: Dataset) -> int:
+    try:
+        return max(int(ds.get("NumberOfFrames", 1) or 1), 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def decode_frame(data: bytes, transfer_syntax_uid: str, frame: int) -> tuple[Dataset, np.ndarray]:
+    """Decode one frame (1-based) with pydicom's plugins: (dataset, pixel array)."""
+    from pydicom.pixels import pixel_array
+
+    ds = read_dataset(data, transfer_syntax_uid)
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise RenderError(
+            "the instance has no Pixel Data (7FE0,0010), so it has no image to render"
+        )
+    count = number_of_frames(ds)
+    if not 1 <= frame <= count:
+        raise FrameOutOfRange(f"frame {frame} does not exist: NumberOfFrames is {count}")
+    # Required by the Image Pixel Module, yet missing in the wild (MultiframeWindowing.dcm of
+    # orthanc-tests has neither): one unsigned sample, the common case.
+    if "PixelRepresentation" not in ds:
+        ds.PixelRepresentation = 0
+    if "SamplesPerPixel" not in ds:
+        ds.SamplesPerPixel = 1
+    try:
+        pixels = pixel_array(ds, index=frame - 1)
+    except Exception as exc:  # the plugins raise many types
+        syntax = ds.file_meta.TransferSyntaxUID
+        raise RenderError(
+            f"frame {frame} cannot be decoded ({getattr(syntax, 'name', syntax)}): {exc}"
+        ) from exc
+    return ds, pixels
+
+
+def _frame_item(ds: Dataset, frame: int, sequence: str) -> Dataset | None:
+    """The first item of a functional group macro for this frame: Per-Frame, else Shared."""
+    for groups_keyword, index in (
+        ("PerFrameFunctionalGroupsSequence", frame - 1),
+        ("SharedFunctionalGroupsSequence", 0),
+    ):
+        groups = ds.get(groups_keyword)
+        if groups and index < len(groups):
+            macro = groups[index].get(sequence)
+            if macro:
+                return macro[0]
+    return None
+
+
+def _first(value: Any) -> float | None:
+    """The first value of a possibly multi-valued DS, as a float."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str | bytes) and hasattr(value, "__getitem__"):
+        value = value[0] if len(value) else None
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def modality_lut(ds: Dataset, pixels: np.ndarray, frame: int) -> np.ndarray:
+    """Stored values → modality values (float), per frame when functional groups say so."""
+    import numpy as np
+
+    item = _frame_item(ds, frame, "PixelValueTransformationSequence")
+    source = item if item is not None and "RescaleSlope" in item else ds
+    slope, intercept = _first(source.get("RescaleSlope")), _first(source.get("RescaleIntercept"))
+    if slope is None and "ModalityLUTSequence" in ds:
+        from pydicom.pixels import apply_modality_lut
+
+        return np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+    values = pixels.astype(np.float64)
+    if slope is not None and slope != 1:
+        values *= slope
+    if intercept:
+        values += intercept
+    return values
+
+
+def frame_window(ds: Dataset, frame: int) -> Window | None:
+    """The frame's first window: Frame VOI LUT macro (per frame, shared), else the instance's."""
+    item = _frame_item(ds, frame, "FrameVOILUTSequence")
+    for source in (item, ds):
+        if source is None:
+            continue
+        center, width = _first(source.get("WindowCenter")), _first(source.get("WindowWidth"))
+        if center is not None and width is not None and width > 0:
+            function = str(source.get("VOILUTFunction", "") or "LINEAR").upper()
+            if function not in WINDOW_FUNCTIONS.values():
+                function = "LINEAR"
+            return Window(center, width, function)
+    return None
+
+
+def apply_window(values: np.ndarray, window: Window) -> np.ndarray:
+    """Modality values → 0..255 (float), PS3.3 C.11.2.1.2 and C.11.2.1.3 (2025b)."""
+    import numpy as np
+
+    c, w = window.center, window.width
+    if window.function == "SIGMOID":
+        return 255.0 / (1.0 + np.exp(-4.0 * (values - c) / w))
+    if window.function == "LINEAR_EXACT":
+        return np.clip(((values - c) / w + 0.5) * 255.0, 0.0, 255.0)
+    if w <= 1:
+        return np.where(values <= c - 0.5, 0.0, 255.0)
+    return np.clip(((values - (c - 0.5)) / (w - 1.0) + 0.5) * 255.0, 0.0, 255.0)
+
+
+def _min_max_window(values: np.ndarray) -> Window:
+    low, high = float(values.min()), float(values.max())
+    if high <= low:
+        return Window(low, 1.0, "LINEAR_EXACT")
+    return Window((low + high) / 2.0, high - low, "LINEAR_EXACT")
+
+
+def _voi_lut_sequence(ds: Dataset, values: np.ndarray) -> np.ndarray | None:
+    """The first VOI LUT Sequence item applied, scaled to 0..255; None when there is none."""
+    import numpy as np
+
+    sequence = ds.get("VOILUTSequence")
+    if not sequence:
+        return None
+    from pydicom.pixels import apply_voi
+
+    try:
+        descriptor = sequence[0].LUTDescriptor
+        bits = int(descriptor[2]) or 16
+        output = apply_voi(values.astype(np.int64), ds, index=0)
+    except Exception:  # a malformed LUT: fall back to the next rule
+        return None
+    return np.asarray(output, dtype=np.float64) * (255.0 / float((1 << bits) - 1))
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    return np.rint(values).clip(0, 255).astype(np.uint8)
+
+
+def to_display(
+    ds: Dataset, pixels: np.ndarray, frame: int, window: Window | None = None
+) -> np.ndarray:
+    """A decoded frame → 8-bit grayscale (rows, columns) or RGB (rows, columns, 3)."""
+    import numpy as np
+
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper().strip()
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        rgb = apply_color_lut(pixels, ds)
+        return (rgb >> 8).astype(np.uint8) if rgb.dtype.itemsize > 1 else rgb.astype(np.uint8)
+    if pixels.ndim == 3:  # RGB, or YBR already converted to RGB by pydicom
+        bits = int(ds.get("BitsStored", 8) or 8)
+        if pixels.dtype == np.uint8:
+            return pixels
+        shift = max(bits - 8, 0)
+        return (pixels.astype(np.uint32) >> shift).clip(0, 255).astype(np.uint8)
+    values = modality_lut(ds, pixels, frame)
+    if window is not None:
+        display = apply_window(values, window)
+    elif (chosen := frame_window(ds, frame)) is not None:
+        display = apply_window(values, chosen)
+    elif (from_lut := _voi_lut_sequence(ds, values)) is not None:
+        display = from_lut
+    else:
+        display = apply_window(values, _min_max_window(values))
+    if photometric == "MONOCHROME1":
+        display = 255.0 - display
+    return _to_uint8(display)
+
+
+def _crop(image: Any, options: RenderOptions) -> Any:
+    from PIL import Image
+
+    width, height = image.size
+    if options.region is not None:
+        x0, y0, x1, y1 = options.region
+        box = (round(x0 * width), round(y0 * height), round(x1 * width), round(y1 * height))
+        if box[2] > box[0] and box[3] > box[1]:
+            image = image.crop(box)
+    viewport = options.viewport
+    if viewport is not None and (viewport.sw is not None or viewport.sx or viewport.sy):
+        sw = viewport.sw if viewport.sw is not None else width - viewport.sx
+        sh = viewport.sh if viewport.sh is not None else height - viewport.sy
+        x0, x1 = sorted((viewport.sx, viewport.sx + sw))
+        y0, y1 = sorted((viewport.sy, viewport.sy + sh))
+        if x1 > x0 and y1 > y0:
+            image = image.crop((x0, y0, x1, y1))
+        if sw < 0:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if sh < 0:
+            image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    return image
+
+
+def fitted_size(width: int, height: int, viewport: Viewport) -> tuple[int, int]:
+    """The size of a width × height image scaled to fit the viewport, aspect ratio kept."""
+    scales = []
+    if viewport.width:
+        scales.append(viewport.width / width)
+    if viewport.height:
+        scales.append(viewport.height / height)
+    if not scales:
+        return width, height
+    scale = min(scales)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def encode(pixels: np.ndarray, options: RenderOptions) -> bytes:
+    """An 8-bit frame → JPEG, PNG or GIF bytes, after region, viewport and scaling."""
+    from PIL import Image
+
+    image = Image.fromarray(pixels, "RGB" if pixels.ndim == 3 else "L")
+    image = _crop(image, options)
+    if options.viewport is not None:
+        size = fitted_size(image.width, image.height, options.viewport)
+        if size != image.size:
+            image = image.resize(size, Image.Resampling.BICUBIC)
+    out = io.BytesIO()
+    if options.media_type == "image/png":
+        # Level 1 trades a little size for speed: these images are viewed, not archived.
+        image.save(out, "PNG", compress_level=1)
+    elif options.media_type == "image/gif":
+        if image.mode == "RGB":
+            image = image.quantize(256)
+        image.save(out, "GIF")
+    else:
+        image.save(out, "JPEG", quality=options.quality)
+    return out.getvalue()

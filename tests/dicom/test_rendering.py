@@ -1,0 +1,267 @@
+"""The rendering pipeline on real files, checked with Pillow, Orthanc's formulas and DCMTK."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from chalicelib.dicom.parse import parse_instance
+from chalicelib.dicom.rendering import (
+    FrameOutOfRange,
+    RenderError,
+    RenderOptions,
+    Viewport,
+    Window,
+    apply_window,
+    fitted_size,
+    render,
+)
+from tests.conftest import testdata
+
+CT = "2020-08-12-Christopher.dcm"
+MULTIFRAME = "MultiframeWindowing.dcm"
+
+
+def _render(name: str, frame: int = 1, **options: object) -> Image.Image:
+    data = testdata(name).read_bytes()
+    syntax = parse_instance(data).transfer_syntax_uid
+    media_type = str(options.pop("media_type", "image/png"))
+    body = render(data, syntax, frame, RenderOptions(media_type, **options))  # type: ignore[arg-type]
+    return Image.open(io.BytesIO(body))
+
+
+def _bytes(ds: Dataset) -> bytes:
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+# Orthanc's reference formulas (orthanc-tests Plugins/DicomWeb/Run.py, test_multiframe_windowing).
+def _linear(x: float, c: float, w: float) -> float:
+    if x <= c - 0.5 - (w - 1) / 2:
+        return 0.0
+    if x > c - 0.5 + (w - 1) / 2:
+        return 255.0
+    return ((x - (c - 0.5)) / (w - 1) + 0.5) * 255.0
+
+
+def _linear_exact(x: float, c: float, w: float) -> float:
+    if x <= c - w / 2:
+        return 0.0
+    if x > c + w / 2:
+        return 255.0
+    return (x - c) / w * 255.0 + 127.5
+
+
+def _sigmoid(x: float, c: float, w: float) -> float:
+    return 255.0 / (1.0 + math.exp(-4 * (x - c) / w))
+
+
+def test_apply_window_matches_orthanc_formulas() -> None:
+    xs = np.array([-1000.0, 0.0, 10.0, 16.0, 150.0, 333.0, 5096.0])
+    for c, w in ((0, 100), (2048, 4096), (127, 256), (16, 128)):
+        expected = [_linear(x, c, w) for x in xs]
+        assert np.allclose(apply_window(xs, Window(c, w)), expected)
+        expected = [_sigmoid(x, c, w) for x in xs]
+        assert np.allclose(apply_window(xs, Window(c, w, "SIGMOID")), expected)
+    assert apply_window(np.array([10.0]), Window(0, 100))[0] == pytest.approx(154.545454545)
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+def test_render_multiframe_windowing_per_frame_rescale(function: str) -> None:
+    """Frames 1..4 carry intercept 0/100 and slope 1/2 in per-frame functional groups."""
+    reference = {"LINEAR": _linear, "LINEAR_EXACT": _linear_exact, "SIGMOID": _sigmoid}[function]
+    for frame, (intercept, slope) in enumerate(((0, 1), (100, 1), (0, 2), (100, 2)), start=1):
+        image = _render(MULTIFRAME, frame, window=Window(127, 256, function))
+        assert image.size == (2, 2)
+        for (x, y), stored in zip(
+            ((0, 0), (1, 0), (0, 1), (1, 1)), (0, 0x10, 0x20, 0x30), strict=True
+        ):
+            expected = reference(stored * slope + intercept, 127, 256)
+            assert abs(image.getpixel((x, y)) - expected) <= 1, (frame, x, y)
+
+
+def test_render_frame_voi_from_functional_groups() -> None:
+    """Frame 1 has a Frame VOI LUT (16/128): without a query window that window is used."""
+    image = _render(MULTIFRAME, 1)
+    assert abs(image.getpixel((1, 1)) - _linear(0x30, 16, 128)) <= 1
+
+
+def test_render_frame_out_of_range() -> None:
+    with pytest.raises(FrameOutOfRange, match="NumberOfFrames is 4"):
+        _render(MULTIFRAME, 5)
+
+
+def test_render_window_changes_pixels() -> None:
+    default = np.asarray(_render(CT))
+    narrow = np.asarray(_render(CT, window=Window(40, 80)))
+    assert default.shape == narrow.shape == (512, 512)
+    assert not np.array_equal(default, narrow)
+
+
+def test_render_monochrome1_is_inverted() -> None:
+    ds = pydicom.dcmread(testdata(CT))
+    normal = np.asarray(_render(CT)).astype(int)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    data = _bytes(ds)
+    body = render(data, ExplicitVRLittleEndian, 1, RenderOptions("image/png"))
+    inverted = np.asarray(Image.open(io.BytesIO(body))).astype(int)
+    assert np.array_equal(inverted, 255 - normal)
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [
+        ("ColorTestImageJ.dcm", (1000, 1000)),
+        ("Issue164.dcm", (975, 743)),  # YBR_FULL_422 JPEG baseline, 87 frames
+        ("LenaTwiceWithFragments.dcm", (512, 512)),  # fragmented JPEG frames
+        ("TransferSyntaxes/1.2.840.10008.1.2.2.dcm", (640, 480)),  # RGB big endian
+        ("TransferSyntaxes/1.2.840.10008.1.2.4.50.dcm", (640, 480)),  # YBR_FULL_422
+    ],
+)
+def test_render_color_files_are_rgb(name: str, size: tuple[int, int]) -> None:
+    image = _render(name)
+    assert image.mode == "RGB" and image.size == size
+    assert np.asarray(image).std() > 10  # not a blank image (colors: see the DCMTK test)
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [
+        ("TransferSyntaxes/1.2.840.10008.1.2.4.70.dcm", (512, 400)),  # signed 16-bit, lossless
+        ("TransferSyntaxes/1.2.840.10008.1.2.4.57.dcm", (1024, 1024)),  # 12-bit lossless
+        ("TransferSyntaxes/1.2.840.10008.1.2.dcm", (256, 256)),  # bare ILE dataset
+        ("KarstenHilbertRF.dcm", (512, 464)),  # 8-bit
+    ],
+)
+def test_render_grayscale_syntaxes(name: str, size: tuple[int, int]) -> None:
+    image = _render(name, media_type="image/jpeg")
+    assert image.format == "JPEG" and image.mode == "L" and image.size == size
+    assert np.asarray(image).std() > 10  # not a blank image
+
+
+def test_render_undecodable_raises_render_error() -> None:
+    # 12-bit JPEG Extended: neither pylibjpeg nor Pillow decodes it.
+    with pytest.raises(RenderError, match="cannot be decoded"):
+        _render("TransferSyntaxes/1.2.840.10008.1.2.4.51.dcm")
+
+
+def test_render_no_pixel_data() -> None:
+    with pytest.raises(RenderError, match="no Pixel Data"):
+        _render("Issue168.dcm")
+
+
+def test_render_palette_color() -> None:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = generate_uid()
+    ds.Rows, ds.Columns = 2, 2
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "PALETTE COLOR"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ramp = np.arange(256, dtype="<u2") * 257
+    for color, lut in (("Red", ramp), ("Green", ramp[::-1].copy()), ("Blue", ramp * 0)):
+        setattr(ds, f"{color}PaletteColorLookupTableDescriptor", [256, 0, 16])
+        setattr(ds, f"{color}PaletteColorLookupTableData", lut.tobytes())
+    ds.PixelData = bytes([0, 255, 128, 64])
+    body = render(_bytes(ds), ExplicitVRLittleEndian, 1, RenderOptions("image/png"))
+    image = Image.open(io.BytesIO(body))
+    assert image.mode == "RGB"
+    assert image.getpixel((0, 0)) == (0, 255, 0)
+    assert image.getpixel((1, 0)) == (255, 0, 0)
+    assert image.getpixel((0, 1)) == (128, 127, 0)
+
+
+def test_fitted_size_keeps_aspect_ratio() -> None:
+    assert fitted_size(512, 512, Viewport(128, 64)) == (64, 64)
+    assert fitted_size(1000, 500, Viewport(100, 100)) == (100, 50)
+    assert fitted_size(400, 200, Viewport(None, 100)) == (200, 100)
+
+
+def test_render_viewport_size_and_source_region() -> None:
+    assert _render(CT, viewport=Viewport(128, 128)).size == (128, 128)
+    assert _render("ColorTestImageJ.dcm", viewport=Viewport(200, 100)).size == (100, 100)
+    whole = np.asarray(_render("KarstenHilbertRF.dcm"))
+    crop = _render("KarstenHilbertRF.dcm", viewport=Viewport(100, 50, 10, 20, 100, 50))
+    assert crop.size == (100, 50)
+    assert np.array_equal(np.asarray(crop), whole[20:70, 10:110])
+    flipped = _render("KarstenHilbertRF.dcm", viewport=Viewport(100, 50, 110, 20, -100, 50))
+    assert np.array_equal(np.asarray(flipped), whole[20:70, 10:110][:, ::-1])
+
+
+def test_render_region_and_formats() -> None:
+    image = _render(CT, region=(0.0, 0.0, 0.5, 0.25), media_type="image/gif")
+    assert image.format == "GIF" and image.size == (256, 128)
+    assert _render(CT, media_type="image/jpeg", quality=20).format == "JPEG"
+
+
+def test_rendering_module_imports_no_pixel_libraries() -> None:
+    code = (
+        "import sys, chalicelib.dicom.rendering, chalicelib.server.rendered, "
+        "chalicelib.server.wado_uri, chalicelib.server.delete, chalicelib.server.capabilities; "
+        "print(sorted(m for m in ('numpy', 'PIL', 'pydicom') if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+# DCMTK reference renderings --------------------------------------------------------------
+
+
+def _require_dcmj2pnm() -> str:
+    path = shutil.which("dcmj2pnm")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("dcmj2pnm missing: apt-get install dcmtk")
+        pytest.skip("dcmj2pnm missing: apt-get install dcmtk")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "window", "dcmtk_options"),
+    [
+        (CT, Window(200, 800), ["+Ww", "200", "800"]),
+        ("KarstenHilbertRF.dcm", None, ["+Wi", "1"]),
+        ("TransferSyntaxes/1.2.840.10008.1.2.4.70.dcm", None, ["+Wi", "1"]),
+        ("ColorTestImageJ.dcm", None, []),
+        ("TransferSyntaxes/1.2.840.10008.1.2.2.dcm", None, []),
+        ("TransferSyntaxes/1.2.840.10008.1.2.4.50.dcm", None, []),  # YBR_FULL_422 → RGB
+        ("LenaTwiceWithFragments.dcm", None, []),
+    ],
+)
+def test_render_matches_dcmj2pnm(
+    name: str, window: Window | None, dcmtk_options: list[str], tmp_path: Path
+) -> None:
+    binary = _require_dcmj2pnm()
+    reference = tmp_path / "reference.png"
+    subprocess.run(
+        [binary, "--write-png", *dcmtk_options, str(testdata(name)), str(reference)],
+        check=True,
+        capture_output=True,
+    )
+    ours = np.asarray(_render(name, window=window)).astype(int)
+    theirs = np.asarray(Image.open(reference)).astype(int)
+    assert ours.shape == theirs.shape
+    difference = np.abs(ours - theirs)
+    if "4.50" in name or "Lena" in name:
+        # Lossy JPEG: two IJG-derived decoders may differ by a rounding in the upsampling and
+        # color conversion; a YBR image left unconverted would differ by tens.
+        assert difference.mean() < 1.5, difference.mean()
+    else:
+        assert difference.max() <= 1
