@@ -1,0 +1,104 @@
+"""The benchmark (`bench/`) on a tiny data set, against whichever servers run here.
+
+No timing assertions: only that every row is there, with figures or an explicit n/a.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from bench import run
+from bench.dataset import DatasetSpec, generate
+from bench.servers import SERVER_NAMES, unavailable_reason
+from tests.peers import require_orthanc
+
+TINY = ["--studies", "1", "--series-per-study", "1", "--instances-per-series", "3"]
+TINY += ["--multiframe-frames", "3", "--jpeg-instances", "2"]
+ONCE = ["--repeats", "1", "--warmup", "0", "--rounds", "1"]
+ORTHANC_1_10_UNSUPPORTED = {"thumbnail"}
+ROWS = [
+    "stow_rs",
+    "qido_studies",
+    "qido_studies_patient_name",
+    "qido_studies_study_date",
+    "qido_studies_paging",
+    "qido_series_of_study",
+    "qido_instances_of_series",
+    "qido_instances_of_study",
+    "qido_instances_paging",
+    "wado_rs_series",
+    "wado_rs_instance",
+    "wado_rs_frame",
+    "metadata_series",
+    "metadata_study",
+    "rendered_jpeg",
+    "rendered_png",
+    "thumbnail",
+    "wado_uri_dicom",
+    "wado_uri_jpeg",
+    "wado_rs_frames_multiframe",
+    "rendered_frame_multiframe",
+    "wado_rs_frame_jpeg_baseline",
+    "rendered_jpeg_baseline",
+    "peak_rss",
+]
+
+
+def available_servers() -> list[str]:
+    """The servers this machine can run; skips (or fails under CI=true) without Orthanc."""
+    names = [name for name in SERVER_NAMES if unavailable_reason(name) is None]
+    if "orthanc" not in names and (os.environ.get("CI") == "true" or not names):
+        require_orthanc()
+    return names
+
+
+@pytest.mark.interop
+def test_main_tiny_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    names = available_servers()
+    out = tmp_path / "result.json"
+    args = [*TINY, *ONCE, "--servers", ",".join(names), "--out", str(out)]
+
+    assert run.main([*args, "--cache", str(tmp_path / "cache")]) == 0
+
+    result = json.loads(out.read_text())
+    rows = {row["id"]: row for row in result["rows"]}
+    assert list(rows) == ROWS
+    assert set(result["servers"]) == set(names)
+    for row in rows.values():
+        for name in names:
+            figures = row["results"][name]
+            if figures.get("na"):
+                assert "status" in figures
+            elif row["id"] == "peak_rss":
+                assert figures["value"] > 0
+            else:
+                assert figures["samples"] == 1
+                assert 0 < figures["median_ms"] <= figures["p95_ms"]
+    if "orthanc" in names:
+        missing = {key for key, row in rows.items() if row["results"]["orthanc"].get("na")}
+        assert missing == ORTHANC_1_10_UNSUPPORTED
+        assert rows["stow_rs"]["results"]["orthanc"]["instances_per_s"] > 0
+        assert rows["qido_studies"]["results"]["orthanc"]["items"] == 1
+        assert rows["qido_instances_of_series"]["results"]["orthanc"]["items"] == 3
+    assert "| Row |" in capsys.readouterr().out
+
+
+def test_generate_is_deterministic(tmp_path: Path) -> None:
+    spec = DatasetSpec(2, 1, 2, multiframe_frames=2, jpeg_instances=1)
+
+    first = generate(spec, tmp_path / "a")
+    second = generate(spec, tmp_path / "b")
+
+    assert len(first.instances) == 2 * 2 + 1 + 1
+    for one, other in zip(first.instances, second.instances, strict=True):
+        assert first.path(one).read_bytes() == second.path(other).read_bytes()
+    assert len({item.study for item in first.instances}) == 2
+
+
+def test_main_unknown_server(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run.main(["--servers", "dcm4chee"]) == 2
+    assert "unknown server 'dcm4chee'" in capsys.readouterr().err
