@@ -25,6 +25,9 @@ def testdata(name: str) -> Path:
     return path
 
 
+testdata.__test__ = False  # a helper, not a test, whatever pytest thinks of its name
+
+
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """moto in-process; fake credentials so that nothing can reach real AWS."""

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import re
 
-_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 
 def is_valid_uid(value: str) -> bool:
     """A UID per PS3.5 §9.1 (2025b): digits and dots, no empty component, at most 64 chars."""
-    return len(value) <= 64 and bool(_UID.match(value))
+    return len(value) <= 64 and _UID.fullmatch(value) is not None
 
 
 def _orthanc_hash(text: str) -> str:

@@ -55,10 +55,9 @@ class ParsedInstance:
     pixel: dict[str, Any] = field(default_factory=dict)
 
 
-def _uid(ds: Dataset, keyword: str, fallback: str = "") -> str:
+def _uid(ds: Dataset, keyword: str) -> str:
     value = ds.get(keyword, None)
-    text = str(value).strip("\0 ") if value is not None else fallback
-    return text
+    return str(value).strip("\0 ") if value is not None else ""
 
 
 def read_dataset(data: bytes) -> tuple[Dataset, bool]:
@@ -99,9 +98,9 @@ def parse_instance(data: bytes) -> ParsedInstance:
     """
     ds, has_file_meta = read_dataset(data)
     try:
-        meta = getattr(ds, "file_meta", None) or Dataset()
-        sop_class = _uid(ds, "SOPClassUID", _uid(meta, "MediaStorageSOPClassUID"))
-        sop_instance = _uid(ds, "SOPInstanceUID", _uid(meta, "MediaStorageSOPInstanceUID"))
+        # Type 1 in the dataset itself: File Meta's copies do not make a storable instance.
+        sop_class = _uid(ds, "SOPClassUID")
+        sop_instance = _uid(ds, "SOPInstanceUID")
         study = _uid(ds, "StudyInstanceUID")
         series = _uid(ds, "SeriesInstanceUID")
     except Exception as exc:
@@ -124,8 +123,10 @@ def parse_instance(data: bytes) -> ParsedInstance:
         study_uid=study,
         series_uid=series,
     )
-    _check_not_truncated(ds, len(data))
-    parsed.pixel = locate_pixel_data(ds, data)
+    if parsed.transfer_syntax_uid != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        # Offsets in a deflated file point into the inflated stream, not into `data`.
+        _check_not_truncated(ds, len(data))
+        parsed.pixel = locate_pixel_data(ds, data)
     return parsed
 
 

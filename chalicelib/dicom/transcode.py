@@ -24,16 +24,22 @@ class TranscodeError(ValueError):
     """The instance cannot be re-encoded as asked; the message names the syntax and why."""
 
 
-def _swap_to_little_endian(ds: Dataset) -> None:
-    """Byte-swap the raw values of word-based binary VRs read from a big-endian dataset."""
+def _swap_to_little_endian(ds: Dataset, bits_allocated: int = 16) -> None:
+    """Byte-swap the raw values of word-based binary VRs read from a big-endian dataset.
+
+    OW Pixel Data holds samples of Bits Allocated each (PS3.5 §8.1.1, 2025b): 32-bit samples
+    are swapped 4 bytes at a time, not as 16-bit words.
+    """
+    import numpy as np
+
     for element in ds:
         if element.VR == "SQ":
             for item in element.value:
-                _swap_to_little_endian(item)
+                _swap_to_little_endian(item, bits_allocated)
         elif element.VR in _WORD_SIZE and element.value:
-            import numpy as np
-
             size = _WORD_SIZE[element.VR]
+            if element.tag == 0x7FE00010 and element.VR == "OW":
+                size = max(2, bits_allocated // 8)
             words = np.frombuffer(element.value, dtype=f">u{size}")
             element.value = words.astype(f"<u{size}").tobytes()
 
@@ -49,7 +55,7 @@ def to_explicit_little_endian(data: bytes, transfer_syntax_uid: str) -> bytes:
         if "TransferSyntaxUID" not in ds.file_meta:
             ds.file_meta.TransferSyntaxUID = syntax
         try:
-            ds.decompress()
+            ds.decompress(generate_instance_uid=False)
         except Exception as exc:
             raise TranscodeError(
                 f"cannot decode {syntax.name} ({syntax}) to Explicit VR Little Endian: {exc}"
@@ -57,7 +63,7 @@ def to_explicit_little_endian(data: bytes, transfer_syntax_uid: str) -> bytes:
     elif syntax.is_deflated:
         pass  # pydicom inflated it on reading
     elif not syntax.is_little_endian:
-        _swap_to_little_endian(ds)
+        _swap_to_little_endian(ds, int(ds.get("BitsAllocated", 16) or 16))
     meta = FileMetaDataset()
     for keyword in ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID"):
         if keyword in getattr(ds, "file_meta", Dataset()):
@@ -70,4 +76,27 @@ def to_explicit_little_endian(data: bytes, transfer_syntax_uid: str) -> bytes:
     ds.preamble = b"\0" * 128
     out = io.BytesIO()
     dcmwrite(out, ds, implicit_vr=False, little_endian=True, force_encoding=True)
+    return out.getvalue()
+
+
+def to_transfer_syntax(data: bytes, transfer_syntax_uid: str, wanted: str) -> bytes:
+    """The instance re-encoded losslessly in `wanted` (RLE Lossless, JPEG-LS Lossless or
+    JPEG 2000 Lossless), decoding the source with pydicom's plugins first."""
+    from chalicelib.dicom.pixels import ENCODABLE_SYNTAXES
+
+    if wanted not in ENCODABLE_SYNTAXES:
+        raise TranscodeError(
+            f"transcoding to {wanted} is not supported; the supported syntaxes are "
+            f"{', '.join(ENCODABLE_SYNTAXES)} and {EXPLICIT_VR_LITTLE_ENDIAN}"
+        )
+    ds = dcmread(io.BytesIO(to_explicit_little_endian(data, transfer_syntax_uid)))
+    if "PixelData" in ds:
+        try:
+            ds.compress(wanted, encoding_plugin="")
+        except Exception as exc:
+            raise TranscodeError(f"cannot encode the pixels as {UID(wanted).name}: {exc}") from exc
+    else:
+        ds.file_meta.TransferSyntaxUID = wanted
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
     return out.getvalue()

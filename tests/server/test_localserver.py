@@ -1,0 +1,161 @@
+"""The local server for real: a process on a free loopback port, driven by real clients."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pydicom import dcmread
+
+from tests.conftest import REPO, testdata
+from tests.corpus import storable
+
+CT = "2020-08-12-Christopher.dcm"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def local_server(data_dir: Path, port: int | None = None) -> Iterator[str]:
+    """`python -m chalicelib.server.localserver` as `make run` starts it; yields its root URL."""
+    port = port or _free_port()
+    env = {**os.environ, "DATA_DIR": str(data_dir)}
+    env.pop("DICOMWEB_CONFIG", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chalicelib.server.localserver", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"{url}/dicom-web/studies/1.2", timeout=1)
+                break
+            except requests.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    output = process.stdout.read().decode() if process.stdout else ""
+                    pytest.fail(f"the local server did not start: {output}")
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout:
+            process.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with local_server(tmp_path_factory.mktemp("localserver")) as url:
+        yield url
+
+
+def test_dicomweb_client_stores_and_retrieves(server: str) -> None:
+    """dicomweb-client sends bodies over 1 MB chunked: the local server must read them."""
+    client = DICOMwebClient(url=f"{server}/dicom-web")
+    items = [f for f in storable() if f.name in (CT, "ColorTestImageJ.dcm", "PrivateTags.dcm")]
+    datasets = [dcmread(io.BytesIO(f.data)) for f in items]
+    assert sum(len(f.data) for f in items) > 1_000_000
+    answer = client.store_instances(datasets)
+    assert len(answer.ReferencedSOPSequence) == len(items)
+    for item in items:
+        retrieved = client.retrieve_instance(
+            item.study_uid, item.series_uid, item.sop_uid, media_types=(("application/dicom", "*"),)
+        )
+        assert retrieved.SOPInstanceUID == item.sop_uid
+        assert retrieved.PixelData == dcmread(io.BytesIO(item.data)).PixelData
+    study = client.retrieve_study(items[0].study_uid)
+    assert {ds.SOPInstanceUID for ds in study} == {
+        f.sop_uid for f in items if f.study_uid == items[0].study_uid
+    }
+
+
+def test_chunked_stow_body(server: str) -> None:
+    from tests.server.helpers import STOW_CONTENT_TYPE, stow_body
+
+    body = stow_body(testdata(CT).read_bytes())
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(body), 65536):
+            yield body[start : start + 65536]
+
+    response = requests.post(
+        f"{server}/dicom-web/studies",
+        data=chunks(),
+        headers={"Content-Type": STOW_CONTENT_TYPE, "Accept": "application/dicom+json"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["00081199"]["Value"]
+
+
+def test_unknown_path_404_json(server: str) -> None:
+    for path in ("/nothing", "/dicom-web/nothing/here", "/dicom-web/studies/1.2/x/y/z/w"):
+        response = requests.get(server + path, timeout=10)
+        assert response.status_code == 404
+        assert response.json()["Message"]
+
+
+def test_binary_answer_is_not_base64(server: str) -> None:
+    item = next(f for f in storable() if f.name == CT)
+    client = DICOMwebClient(url=f"{server}/dicom-web")
+    client.store_instances([dcmread(io.BytesIO(item.data))])
+    response = requests.get(
+        f"{server}/dicom-web/studies/{item.study_uid}/series/{item.series_uid}"
+        f"/instances/{item.sop_uid}",
+        headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+        timeout=30,
+    )
+    assert response.status_code == 200
+    assert item.data in response.content
+
+
+def test_data_survives_a_restart(tmp_path: Path) -> None:
+    item = next(f for f in storable() if f.name == CT)
+    with local_server(tmp_path) as url:
+        DICOMwebClient(url=f"{url}/dicom-web").store_instances([dcmread(io.BytesIO(item.data))])
+    with local_server(tmp_path) as url:
+        client = DICOMwebClient(url=f"{url}/dicom-web")
+        retrieved = client.retrieve_instance(
+            item.study_uid, item.series_uid, item.sop_uid, media_types=(("application/dicom", "*"),)
+        )
+        assert retrieved.SOPInstanceUID == item.sop_uid
+
+
+def test_port_in_use_is_named(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "chalicelib.server.localserver", "--port", str(port)],
+            cwd=REPO,
+            env={**os.environ, "DATA_DIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert f"port {port}" in result.stderr and "already in use" in result.stderr

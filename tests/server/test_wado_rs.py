@@ -1,0 +1,229 @@
+"""WADO-RS retrieve over HTTP on both backends, over the corpus of real files."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from chalice.test import Client
+from pydicom import dcmread
+
+from chalicelib.context import Context
+from chalicelib.dicom.parse import EXPLICIT_VR_LITTLE_ENDIAN, NOT_FOR_WEB
+from chalicelib.ingest import store_instance
+from chalicelib.server.api import create_app
+from tests.conftest import make_context, testdata
+from tests.corpus import CorpusFile, storable
+from tests.server.helpers import HOST, json_of, parts_of, stow
+
+ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+CT = "2020-08-12-Christopher.dcm"
+
+
+@pytest.fixture
+def client(context: Context) -> Client:
+    return Client(create_app(lambda: context))
+
+
+@pytest.fixture
+def stored(context: Context) -> tuple[CorpusFile, ...]:
+    corpus = storable()
+    for item in corpus:
+        assert store_instance(context, item.data).status == "stored", item.name
+    return corpus
+
+
+def _instance_path(item: CorpusFile) -> str:
+    return f"/dicom-web/studies/{item.study_uid}/series/{item.series_uid}/instances/{item.sop_uid}"
+
+
+def _web_ready(item: CorpusFile) -> bool:
+    return item.has_file_meta and item.transfer_syntax_uid not in NOT_FOR_WEB
+
+
+def _assert_same_dataset(received: bytes, item: CorpusFile) -> None:
+    """The received Explicit VR Little Endian file holds the source's attributes and pixels."""
+    back = dcmread(io.BytesIO(received))
+    assert back.file_meta.TransferSyntaxUID == EXPLICIT_VR_LITTLE_ENDIAN
+    source = dcmread(io.BytesIO(item.data), force=True)
+    if "TransferSyntaxUID" not in source.file_meta:
+        source.file_meta.TransferSyntaxUID = item.transfer_syntax_uid
+    for element in source:
+        if element.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN", "SQ"):
+            continue
+        if element.tag.element == 0:  # group lengths are retired; pydicom does not write them
+            continue
+        assert back[element.tag].value == element.value, (item.name, element.tag)
+    if "PixelData" in source:
+        assert np.array_equal(back.pixel_array, source.pixel_array), item.name
+
+
+def test_retrieve_instance_any_syntax_over_the_corpus(
+    client: Client, stored: tuple[CorpusFile, ...]
+) -> None:
+    """`transfer-syntax=*`: web-ready files byte-identical, others Explicit VR Little Endian."""
+    for item in stored:
+        response = client.http.get(_instance_path(item), headers={"Accept": ANY, "Host": HOST})
+        assert response.status_code == 200, (item.name, response.body[:300])
+        ((headers, body),) = parts_of(response)
+        assert headers["content-location"] == f"http://{HOST}{_instance_path(item)}"
+        if _web_ready(item):
+            assert body == item.data, item.name
+            assert headers["content-type"] == (
+                f"application/dicom; transfer-syntax={item.transfer_syntax_uid}"
+            )
+        else:
+            _assert_same_dataset(body, item)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "TransferSyntaxes/1.2.840.10008.1.2.dcm",
+        "TransferSyntaxes/1.2.840.10008.1.2.2.dcm",
+        "TransferSyntaxes/1.2.840.10008.1.2.4.70.dcm",
+        "TransferSyntaxes/1.2.840.10008.1.2.1.dcm",
+    ],
+)
+def test_retrieve_instance_default_is_explicit_little_endian(
+    client: Client, context: Context, name: str
+) -> None:
+    item = next(f for f in storable() if f.name == name)
+    store_instance(context, item.data)
+    for accept in ('multipart/related; type="application/dicom"', "*/*", None):
+        headers = {"Accept": accept} if accept else {}
+        response = client.http.get(_instance_path(item), headers=headers)
+        assert response.status_code == 200, (accept, response.body[:200])
+        ((part_headers, body),) = parts_of(response)
+        assert part_headers["content-type"].endswith(EXPLICIT_VR_LITTLE_ENDIAN)
+        _assert_same_dataset(body, item)
+
+
+def test_retrieve_instance_lossy_source_as_stored_when_undecodable(
+    client: Client, context: Context
+) -> None:
+    """JPEG 12-bit extended cannot be decoded here: sent as stored (§8.7.3.4 Note 2)."""
+    item = next(f for f in storable() if f.name == "TransferSyntaxes/1.2.840.10008.1.2.4.51.dcm")
+    store_instance(context, item.data)
+    response = client.http.get(_instance_path(item), headers={"Accept": "*/*"})
+    ((headers, body),) = parts_of(response)
+    assert body == item.data
+    assert headers["content-type"].endswith("1.2.840.10008.1.2.4.51")
+
+
+def test_retrieve_study_and_series_hold_every_instance(client: Client, context: Context) -> None:
+    names = [f"Encodings/DavidClunie/{n}" for n in ("SCSFREN", "SCSGERM", "SCSGREEK")]
+    items = [f for f in storable() if f.name in names]
+    for item in items:
+        store_instance(context, item.data)
+    for item in items:
+        study = f"/dicom-web/studies/{item.study_uid}"
+        parts = parts_of(client.http.get(study, headers={"Accept": ANY}))
+        expected = [f.data for f in items if f.study_uid == item.study_uid]
+        assert sorted(body for _, body in parts) == sorted(expected)
+        series = f"{study}/series/{item.series_uid}"
+        parts = parts_of(client.http.get(series, headers={"Accept": ANY}))
+        assert item.data in [body for _, body in parts]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/dicom-web/studies/1.2.3",
+        "/dicom-web/studies/1.2.3/series/4.5",
+        "/dicom-web/studies/1.2.3/series/4.5/instances/6.7",
+        "/dicom-web/studies/..",
+        "/dicom-web/studies/1.2.3%00",
+        "/dicom-web/studies/" + "1" * 70,
+        "/dicom-web/studies/1.2.3'OR'1=1",
+    ],
+)
+def test_retrieve_unknown_or_hostile_uid_404(client: Client, path: str) -> None:
+    response = client.http.get(path, headers={"Accept": ANY})
+    assert response.status_code == 404
+    assert json_of(response)["Message"]
+
+
+def test_retrieve_instance_under_wrong_parent_404(client: Client, context: Context) -> None:
+    stow(client, testdata(CT).read_bytes())
+    item = next(f for f in storable() if f.name == CT)
+    wrong_series = f"/dicom-web/studies/{item.study_uid}/series/1.2.3/instances/{item.sop_uid}"
+    wrong_study = f"/dicom-web/studies/1.2.3/series/{item.series_uid}/instances/{item.sop_uid}"
+    for path in (wrong_series, wrong_study, f"/dicom-web/studies/1.2.3/series/{item.series_uid}"):
+        assert client.http.get(path, headers={"Accept": ANY}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/json",
+        'multipart/related; type="application/dicom"; transfer-syntax=1.2.3.4.5',
+        'multipart/related; type="application/dicom"; q=0',
+    ],
+)
+def test_retrieve_instance_not_acceptable_406(
+    client: Client, context: Context, accept: str
+) -> None:
+    stow(client, testdata(CT).read_bytes())
+    item = next(f for f in storable() if f.name == CT)
+    response = client.http.get(_instance_path(item), headers={"Accept": accept})
+    assert response.status_code == 406
+    assert json_of(response)["Message"]
+
+
+def test_retrieve_instance_rendered_type_in_accept_400(client: Client, context: Context) -> None:
+    stow(client, testdata(CT).read_bytes())
+    item = next(f for f in storable() if f.name == CT)
+    response = client.http.get(_instance_path(item), headers={"Accept": "image/jpeg"})
+    assert response.status_code == 400
+
+
+def test_retrieve_highest_q_wins(client: Client, context: Context) -> None:
+    item = next(f for f in storable() if f.name == "TransferSyntaxes/1.2.840.10008.1.2.4.70.dcm")
+    store_instance(context, item.data)
+    accept = (
+        'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1; q=0.5, '
+        'multipart/related; type="application/dicom"; transfer-syntax=*; q=0.9'
+    )
+    ((_, body),) = parts_of(client.http.get(_instance_path(item), headers={"Accept": accept}))
+    assert body == item.data
+
+
+def test_wrong_method_405_with_allow(client: Client) -> None:
+    response = client.http.delete("/dicom-web/studies", headers={"Accept": "*/*"})
+    assert response.status_code == 405
+    assert "POST" in response.headers["Allow"]
+    response = client.http.put("/dicom-web/studies/1.2.3/series/4.5", headers={"Accept": "*/*"})
+    assert response.status_code == 405
+    assert "GET" in response.headers["Allow"]
+
+
+def test_strict_accept_406_without_accept(tmp_path) -> None:
+    context = make_context("local", tmp_path, strict_accept=True)
+    client = Client(create_app(lambda: context))
+    store_instance(context, testdata(CT).read_bytes())
+    item = next(f for f in storable() if f.name == CT)
+    assert client.http.get(_instance_path(item)).status_code == 406
+    assert client.http.get(_instance_path(item), headers={"Accept": "*/*"}).status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["aws"], indirect=True)
+def test_retrieve_large_answer_303_to_presigned_url(backend: str, tmp_path) -> None:
+    import requests
+
+    context = make_context(backend, tmp_path, inline_limit=1000)
+    client = Client(create_app(lambda: context))
+    data = testdata(CT).read_bytes()
+    store_instance(context, data)
+    item = next(f for f in storable() if f.name == CT)
+    response = client.http.get(_instance_path(item), headers={"Accept": ANY})
+    assert response.status_code == 303
+    location = response.headers["Location"]
+    fetched = requests.get(location, timeout=30)
+    assert fetched.status_code == 200
+    assert fetched.headers["Content-Type"].startswith("multipart/related")
+
+    fetched.body = fetched.content
+    ((_, body),) = parts_of(fetched)
+    assert body == data
