@@ -1,0 +1,54 @@
+"""Settings: Orthanc-style keys, environment wiring, rejection of bad values."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chalicelib.config import ConfigError, load_settings
+
+
+def test_load_settings_defaults() -> None:
+    settings = load_settings({})
+    assert settings.backend == "local"
+    assert settings.root == "/dicom-web"
+    assert settings.max_stow_body == 0
+    assert settings.series_metadata == "Full"
+
+
+def test_load_settings_orthanc_keys_from_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    document = {
+        "OverwriteInstances": True,
+        "DicomWeb": {"Root": "/dicom-web/", "StudiesMetadata": "MainDicomTags", "Ssl": True},
+    }
+    path.write_text(json.dumps(document))
+    settings = load_settings({"DICOMWEB_CONFIG": str(path), "DATA_DIR": "/tmp/x"})
+    assert settings.root == "/dicom-web"
+    assert settings.studies_metadata == "MainDicomTags"
+    assert settings.ssl is True
+    assert settings.overwrite_instances is True
+    assert settings.data_dir == Path("/tmp/x")
+
+
+def test_load_settings_aws_defaults_stow_limit() -> None:
+    env = {"BACKEND": "aws", "BUCKET": "b", "TABLE": "t"}
+    assert load_settings(env).max_stow_body == 4_000_000
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"BACKEND": "cloud"}, "BACKEND must be one of local, aws"),
+        ({"BACKEND": "aws"}, "needs BUCKET and TABLE"),
+        ({"DICOMWEB_CONFIG": '{"DicomWeb": {"SeriesMetadata": "Fast"}}'}, "Full, MainDicomTags"),
+        ({"DICOMWEB_CONFIG": '{"DicomWeb": {"Sssl": true}}'}, "Unknown option DicomWeb.Sssl"),
+        ({"DICOMWEB_CONFIG": '{"DicomWeb": {"Ssl": "maybe"}}'}, "true or false"),
+        ({"DICOMWEB_CONFIG": '{"DicomWeb": {"MaxStowBody": "big"}}'}, "must be an integer"),
+    ],
+)
+def test_load_settings_rejects_bad_values(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env)
