@@ -1,0 +1,699 @@
+"""TagIndex and ConfigStore on DynamoDB: one table, one partition per study.
+
+Items, keyed by partition key `pk` and sort key `sk`:
+
+- study `pk`=StudyInstanceUID, `sk`="ST": study_tags (JSON string), orthanc_id, num_series,
+  num_instances, version, modalities and sop_classes (string sets, absent when empty), and for
+  QIDO-RS narrowing patient_id, patient_name, study_date, accession_number (absent when empty:
+  a DynamoDB index key cannot be an empty string);
+- series `sk`="SE#{SeriesInstanceUID}": series_uid (key of the sparse GSI `series_uid`),
+  series_tags, orthanc_id, modality, num_instances, version;
+- instance `sk`="IN#{SeriesInstanceUID}#{SOPInstanceUID}": sop_uid (key of the sparse GSI
+  `sop_uid`), record (the InstanceRecord as JSON), modality, sop_class_uid;
+- config `pk`="CONFIG#{namespace}", `sk`="CF#{name}": value (JSON string).
+
+Listings follow the sort key: series by SeriesInstanceUID, instances by (SeriesInstanceUID,
+SOPInstanceUID), byte order ('#' sorts before every UID character, so this is the same order
+as sorting the UID pairs). Counts change only inside transactions: a store ADDs atomically
+(guarded by attribute_not_exists on the new items), a delete is conditioned on the counts it
+read and retried on fresh reads when anything changed meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import groupby
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.storage.ports import (
+    DeleteResult,
+    InstanceRecord,
+    NotFound,
+    OutOfResources,
+    SeriesRecord,
+    StoreResult,
+    StudyRecord,
+)
+from chalicelib.storage.records import (
+    modality,
+    record_from_json,
+    record_to_json,
+    released_keys,
+    search_attributes,
+    series_conflict,
+    sop_conflict,
+    stamped,
+)
+
+Value = dict[str, Any]
+"""A DynamoDB attribute value: {"S": ...}, {"N": ...}, {"SS": [...]}."""
+Condition = tuple[str, dict[str, str], dict[str, Value]]
+"""A condition expression with its attribute names and values."""
+
+STUDY_SK = "ST"
+SOP_INDEX = "sop_uid"
+SERIES_INDEX = "series_uid"
+_ATTEMPTS = 8
+_CHUNK = 98
+"""Instances deleted per transaction: with the series and study items, TransactWriteItems'
+limit of 100 actions."""
+_THROTTLED = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+}
+_EXISTS: Condition = ("attribute_exists(sk)", {}, {})
+_ABSENT: Condition = ("attribute_not_exists(sk)", {}, {})
+
+
+def create_table(client: Any, table_name: str) -> None:
+    """Create the index table (on demand) with its sparse GSIs, and wait until it exists."""
+    client.create_table(
+        TableName=table_name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": name, "AttributeType": "S"}
+            for name in ("pk", "sk", SOP_INDEX, SERIES_INDEX)
+        ],
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": name,
+                "KeySchema": [{"AttributeName": name, "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+            for name in (SOP_INDEX, SERIES_INDEX)
+        ],
+    )
+    client.get_waiter("table_exists").wait(TableName=table_name)
+
+
+def _s(value: str) -> Value:
+    return {"S": value}
+
+
+def _n(value: int) -> Value:
+    return {"N": str(value)}
+
+
+def _optional(value: str) -> Value | None:
+    return {"S": value} if value else None
+
+
+def _string_set(values: set[str]) -> Value | None:
+    values = values - {""}
+    return {"SS": sorted(values)} if values else None
+
+
+def _int(item: dict[str, Value], name: str) -> int:
+    return int(item[name]["N"])
+
+
+def _equals(name: str, value: Value) -> Condition:
+    return ("#c = :c", {"#c": name}, {":c": value})
+
+
+def _code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(random.uniform(0, 0.005 * 2**attempt))
+
+
+def _contention(what: str) -> OutOfResources:
+    return OutOfResources(f"{what}: too many concurrent changes after {_ATTEMPTS} attempts")
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    try:
+        yield
+    except ClientError as e:
+        if _code(e) in _THROTTLED:
+            raise OutOfResources(f"DynamoDB is throttling requests ({_code(e)})") from e
+        raise
+
+
+def _with_condition(op: dict[str, Any], condition: Condition | None) -> dict[str, Any]:
+    if condition is not None:
+        expression, names, values = condition
+        op["ConditionExpression"] = expression
+        op.setdefault("ExpressionAttributeNames", {}).update(names)
+        op.setdefault("ExpressionAttributeValues", {}).update(values)
+    for name in ("ExpressionAttributeNames", "ExpressionAttributeValues"):
+        if not op.get(name, True):
+            del op[name]  # DynamoDB rejects empty maps
+    return op
+
+
+class _Table:
+    """The few DynamoDB calls the adapters make, with throttling turned into OutOfResources."""
+
+    def __init__(self, client: Any, name: str) -> None:
+        self.client = client
+        self.name = name
+
+    @staticmethod
+    def key(pk: str, sk: str) -> dict[str, Value]:
+        return {"pk": _s(pk), "sk": _s(sk)}
+
+    def get(self, pk: str, sk: str) -> dict[str, Value] | None:
+        with _translated():
+            response = self.client.get_item(
+                TableName=self.name, Key=self.key(pk, sk), ConsistentRead=True
+            )
+        return response.get("Item")
+
+    def query(self, pk: str, prefix: str, **options: Any) -> Iterator[dict[str, Value]]:
+        """Items of partition `pk` whose sort key starts with `prefix`, page after page."""
+        yield from self.pages(
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={":pk": _s(pk), ":prefix": _s(prefix)},
+            ConsistentRead=True,
+            **options,
+        )
+
+    def lookup(self, index: str, value: str) -> list[tuple[str, str]]:
+        """(pk, sk) of the items whose `index` attribute is `value` (eventually consistent)."""
+        items = self.pages(
+            IndexName=index,
+            KeyConditionExpression="#k = :v",
+            ExpressionAttributeNames={"#k": index},
+            ExpressionAttributeValues={":v": _s(value)},
+        )
+        return [(item["pk"]["S"], item["sk"]["S"]) for item in items]
+
+    def pages(self, operation: str = "query", **params: Any) -> Iterator[dict[str, Value]]:
+        while True:
+            with _translated():
+                response = getattr(self.client, operation)(TableName=self.name, **params)
+            yield from response.get("Items", [])
+            if "LastEvaluatedKey" not in response:
+                return
+            params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    def put_action(
+        self, item: dict[str, Value], condition: Condition | None = None
+    ) -> dict[str, Any]:
+        return _with_condition({"TableName": self.name, "Item": item}, condition)
+
+    def delete_action(self, pk: str, sk: str, condition: Condition | None = None) -> dict[str, Any]:
+        return _with_condition({"TableName": self.name, "Key": self.key(pk, sk)}, condition)
+
+    def update_action(
+        self,
+        pk: str,
+        sk: str,
+        set_: dict[str, Value | None],
+        add: dict[str, Value | None] | None = None,
+        condition: Condition | None = None,
+    ) -> dict[str, Any]:
+        """An Update action: SET the values of `set_` (REMOVE those that are None), ADD those
+        of `add` (skipping None)."""
+        names: dict[str, str] = {}
+        values: dict[str, Value] = {}
+        clauses: dict[str, list[str]] = {"SET": [], "REMOVE": [], "ADD": []}
+        for verb, attributes in (("SET", set_), ("ADD", add or {})):
+            for name, value in attributes.items():
+                token = f"{verb[0].lower()}{len(names)}"
+                if value is None:
+                    if verb == "SET":
+                        names[f"#{token}"] = name
+                        clauses["REMOVE"].append(f"#{token}")
+                    continue
+                names[f"#{token}"] = name
+                values[f":{token}"] = value
+                clauses[verb].append(
+                    f"#{token} = :{token}" if verb == "SET" else f"#{token} :{token}"
+                )
+        expression = " ".join(
+            f"{verb} {', '.join(parts)}" for verb, parts in clauses.items() if parts
+        )
+        op = {
+            "TableName": self.name,
+            "Key": self.key(pk, sk),
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+        }
+        return _with_condition(op, condition)
+
+    def transact(self, actions: list[tuple[str, dict[str, Any]]]) -> list[str] | None:
+        """Run the actions (("Put" | "Update" | "Delete", op), ...) in one transaction.
+
+        None when committed; when cancelled, one cancellation code per action ("None",
+        "ConditionalCheckFailed", "TransactionConflict", ...)."""
+        try:
+            with _translated():
+                self.client.transact_write_items(TransactItems=[{verb: op} for verb, op in actions])
+        except ClientError as e:
+            if _code(e) != "TransactionCanceledException":
+                raise
+            reasons = e.response.get("CancellationReasons", [])
+            codes = [reason.get("Code", "None") for reason in reasons]
+            if any(code in _THROTTLED for code in codes):
+                raise OutOfResources(f"DynamoDB is throttling requests ({codes})") from e
+            return codes
+        return None
+
+
+def _instance_sk(series_uid: str, sop_uid: str) -> str:
+    return f"IN#{series_uid}#{sop_uid}"
+
+
+def _record(item: dict[str, Value]) -> InstanceRecord:
+    return record_from_json(item["record"]["S"])
+
+
+def _study(item: dict[str, Value]) -> StudyRecord:
+    return StudyRecord(
+        study_uid=item["pk"]["S"],
+        study_tags=json.loads(item["study_tags"]["S"]),
+        num_series=_int(item, "num_series"),
+        num_instances=_int(item, "num_instances"),
+        modalities=sorted(item.get("modalities", {}).get("SS", [])),
+        sop_classes=sorted(item.get("sop_classes", {}).get("SS", [])),
+        version=_int(item, "version"),
+        orthanc_id=item.get("orthanc_id", {}).get("S", ""),
+    )
+
+
+def _series(item: dict[str, Value]) -> SeriesRecord:
+    return SeriesRecord(
+        study_uid=item["pk"]["S"],
+        series_uid=item["series_uid"]["S"],
+        series_tags=json.loads(item["series_tags"]["S"]),
+        num_instances=_int(item, "num_instances"),
+        version=_int(item, "version"),
+        orthanc_id=item.get("orthanc_id", {}).get("S", ""),
+    )
+
+
+def _instance_item(record: InstanceRecord) -> dict[str, Value]:
+    item = {
+        "pk": _s(record.study_uid),
+        "sk": _s(_instance_sk(record.series_uid, record.sop_uid)),
+        SOP_INDEX: _s(record.sop_uid),
+        "record": _s(record_to_json(record)),
+        "modality": _optional(modality(record)),
+        "sop_class_uid": _optional(record.sop_class_uid),
+    }
+    return {name: value for name, value in item.items() if value is not None}
+
+
+def _series_values(record: InstanceRecord) -> dict[str, Value | None]:
+    return {
+        "series_tags": _s(json.dumps(record.series_tags)),
+        "orthanc_id": _s(record.orthanc_ids.get("series", "")),
+        "modality": _optional(modality(record)),
+    }
+
+
+def _study_values(record: InstanceRecord) -> dict[str, Value | None]:
+    search = search_attributes(record.study_tags)
+    return {
+        "study_tags": _s(json.dumps(record.study_tags)),
+        "orthanc_id": _s(record.orthanc_ids.get("study", "")),
+        **{name: _optional(value) for name, value in search.items()},
+    }
+
+
+def _study_additions(
+    record: InstanceRecord, instances: int, series: int
+) -> dict[str, Value | None]:
+    return {
+        "num_instances": _n(instances) if instances else None,
+        "num_series": _n(series) if series else None,
+        "version": _n(1),
+        "modalities": _string_set({modality(record)}),
+        "sop_classes": _string_set({record.sop_class_uid}),
+    }
+
+
+class DynamoTagIndex:
+    """TagIndex on DynamoDB (see the module docstring for the items).
+
+    `iter_studies` scans the table for study items: a bounded listing for now, until the
+    date-sorted study GSI of DESIGN.md exists. `get_instance` without a series and
+    `find_instance` go through the `sop_uid` GSI, so an instance stored a moment ago may not
+    be found there yet (GSIs are eventually consistent); everything else reads the table."""
+
+    def __init__(self, client: Any, table_name: str) -> None:
+        self._table = _Table(client, table_name)
+
+    def store_instance(self, record: InstanceRecord, overwrite: bool) -> StoreResult:
+        new = stamped(record)
+        sk = _instance_sk(new.series_uid, new.sop_uid)
+        for attempt in range(_ATTEMPTS):
+            if attempt:
+                _backoff(attempt)
+            item = self._table.get(new.study_uid, sk)
+            if item is not None:
+                old = _record(item)
+                if not overwrite:
+                    return StoreResult("kept", old)
+                if self._replace(new, item) is None:
+                    if (modality(old), old.sop_class_uid) != (modality(new), new.sop_class_uid):
+                        self._refresh_sets(new.study_uid)
+                    return StoreResult("replaced", new, released_keys(old, new))
+                continue
+            self._check_sop_elsewhere(new)
+            # Most stores go to an existing series: try that first; on a new series the
+            # series condition fails and the variant that creates it follows.
+            codes = self._create(new, series_exists=True)
+            if codes is not None and codes[1] == "ConditionalCheckFailed":
+                self._check_series_elsewhere(new)
+                codes = self._create(new, series_exists=False)
+            if codes is None:
+                return StoreResult("created", new)
+        raise _contention(f"storing instance {new.sop_uid}")
+
+    def _create(self, record: InstanceRecord, series_exists: bool) -> list[str] | None:
+        """Put the instance (only if absent) and count it in its series and study; the series
+        must exist (`series_exists`) or is created, counted once in the study."""
+        pk = record.study_uid
+        series_sk = f"SE#{record.series_uid}"
+        if series_exists:
+            series_action = self._table.update_action(
+                pk,
+                series_sk,
+                _series_values(record),
+                {"num_instances": _n(1), "version": _n(1)},
+                _EXISTS,
+            )
+            verb = "Update"
+        else:
+            series_item = {
+                "pk": _s(pk),
+                "sk": _s(series_sk),
+                SERIES_INDEX: _s(record.series_uid),
+                "num_instances": _n(1),
+                "version": _n(1),
+                **_series_values(record),
+            }
+            series_action = self._table.put_action(
+                {name: value for name, value in series_item.items() if value is not None}, _ABSENT
+            )
+            verb = "Put"
+        return self._table.transact(
+            [
+                ("Put", self._table.put_action(_instance_item(record), _ABSENT)),
+                (verb, series_action),
+                (
+                    "Update",
+                    self._table.update_action(
+                        pk,
+                        STUDY_SK,
+                        _study_values(record),
+                        _study_additions(record, instances=1, series=0 if series_exists else 1),
+                    ),
+                ),
+            ]
+        )
+
+    def _replace(self, record: InstanceRecord, old_item: dict[str, Value]) -> list[str] | None:
+        """Replace the instance item, if unchanged since read, and bump the parents' versions."""
+        pk = record.study_uid
+        return self._table.transact(
+            [
+                (
+                    "Put",
+                    self._table.put_action(
+                        _instance_item(record), _equals("record", old_item["record"])
+                    ),
+                ),
+                (
+                    "Update",
+                    self._table.update_action(
+                        pk,
+                        f"SE#{record.series_uid}",
+                        _series_values(record),
+                        {"version": _n(1)},
+                        _EXISTS,
+                    ),
+                ),
+                (
+                    "Update",
+                    self._table.update_action(
+                        pk, STUDY_SK, _study_values(record), _study_additions(record, 0, 0)
+                    ),
+                ),
+            ]
+        )
+
+    def _check_sop_elsewhere(self, record: InstanceRecord) -> None:
+        """Raise Conflict when the SOP Instance UID is stored under another study or series.
+
+        Found through the GSI, confirmed by a consistent read. Two stores of one SOP Instance
+        UID racing into different series are not caught here (DESIGN.md accepts that)."""
+        here = (record.study_uid, _instance_sk(record.series_uid, record.sop_uid))
+        for pk, sk in self._table.lookup(SOP_INDEX, record.sop_uid):
+            if (pk, sk) != here and self._table.get(pk, sk) is not None:
+                raise sop_conflict(record, pk, sk.split("#")[1])
+
+    def _check_series_elsewhere(self, record: InstanceRecord) -> None:
+        for pk, sk in self._table.lookup(SERIES_INDEX, record.series_uid):
+            if pk != record.study_uid and self._table.get(pk, sk) is not None:
+                raise series_conflict(record, pk)
+
+    def get_instance(self, study_uid: str, series_uid: str | None, sop_uid: str) -> InstanceRecord:
+        if series_uid is None:
+            record = self._find(sop_uid)
+            if record is not None and record.study_uid == study_uid:
+                return record
+        elif (item := self._table.get(study_uid, _instance_sk(series_uid, sop_uid))) is not None:
+            return _record(item)
+        raise NotFound(
+            f"instance {sop_uid} not found in study {study_uid}"
+            + (f" series {series_uid}" if series_uid else "")
+        )
+
+    def find_instance(self, sop_uid: str) -> InstanceRecord:
+        record = self._find(sop_uid)
+        if record is None:
+            raise NotFound(f"instance {sop_uid} not found")
+        return record
+
+    def _find(self, sop_uid: str) -> InstanceRecord | None:
+        for pk, sk in self._table.lookup(SOP_INDEX, sop_uid):
+            if (item := self._table.get(pk, sk)) is not None:
+                return _record(item)
+        return None
+
+    def get_series(self, study_uid: str, series_uid: str) -> SeriesRecord:
+        item = self._table.get(study_uid, f"SE#{series_uid}")
+        if item is None:
+            raise NotFound(f"series {series_uid} not found in study {study_uid}")
+        return _series(item)
+
+    def get_study(self, study_uid: str) -> StudyRecord:
+        item = self._table.get(study_uid, STUDY_SK)
+        if item is None:
+            raise NotFound(f"study {study_uid} not found")
+        return _study(item)
+
+    def list_series(self, study_uid: str) -> list[SeriesRecord]:
+        return [_series(item) for item in self._table.query(study_uid, "SE#")]
+
+    def list_instances(self, study_uid: str, series_uid: str | None = None) -> list[InstanceRecord]:
+        prefix = "IN#" if series_uid is None else f"IN#{series_uid}#"
+        return [_record(item) for item in self._table.query(study_uid, prefix)]
+
+    def iter_studies(self) -> Iterator[StudyRecord]:
+        """Every study, in the table's scan order (stable while the table does not change)."""
+        items = self._table.pages(
+            "scan",
+            FilterExpression="sk = :sk",
+            ExpressionAttributeValues={":sk": _s(STUDY_SK)},
+            ConsistentRead=True,
+        )
+        yield from map(_study, items)
+
+    def delete_study(self, study_uid: str) -> DeleteResult:
+        if self._table.get(study_uid, STUDY_SK) is None:
+            raise NotFound(f"study {study_uid} not found")
+        items = list(self._table.query(study_uid, "IN#"))
+        removed: list[InstanceRecord] = []
+        for series_uid, group in groupby(items, key=lambda item: item["sk"]["S"].split("#")[1]):
+            removed += self._remove_series_items(study_uid, series_uid, list(group))
+        self._refresh_sets(study_uid)
+        return DeleteResult(removed)
+
+    def delete_series(self, study_uid: str, series_uid: str) -> DeleteResult:
+        if self._table.get(study_uid, f"SE#{series_uid}") is None:
+            raise NotFound(f"series {series_uid} not found in study {study_uid}")
+        items = list(self._table.query(study_uid, f"IN#{series_uid}#"))
+        removed = self._remove_series_items(study_uid, series_uid, items)
+        self._refresh_sets(study_uid)
+        return DeleteResult(removed)
+
+    def delete_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> DeleteResult:
+        item = self._table.get(study_uid, _instance_sk(series_uid, sop_uid))
+        removed = self._remove(study_uid, series_uid, [item]) if item is not None else []
+        if not removed:
+            raise NotFound(f"instance {sop_uid} not found in study {study_uid} series {series_uid}")
+        self._refresh_sets(study_uid)
+        return DeleteResult(removed)
+
+    def _remove_series_items(
+        self, study_uid: str, series_uid: str, items: list[dict[str, Value]]
+    ) -> list[InstanceRecord]:
+        """Remove a series' instance items, one transaction per chunk; counts stay exact after
+        each chunk (a large series disappears chunk by chunk)."""
+        removed: list[InstanceRecord] = []
+        for start in range(0, len(items), _CHUNK):
+            removed += self._remove(study_uid, series_uid, items[start : start + _CHUNK])
+        return removed
+
+    def _remove(
+        self, study_uid: str, series_uid: str, items: list[dict[str, Value]]
+    ) -> list[InstanceRecord]:
+        """Delete instance items of one series and uncount them in one transaction, deleting
+        the series and study items they empty. Conditions on the counts read make any
+        concurrent change cancel it; it is retried without the items already gone."""
+        series_sk = f"SE#{series_uid}"
+        for attempt in range(_ATTEMPTS):
+            if attempt:
+                _backoff(attempt)
+            series = self._table.get(study_uid, series_sk)
+            study = self._table.get(study_uid, STUDY_SK)
+            if not items or series is None or study is None:
+                return []  # removed meanwhile by another delete
+            count = len(items)
+            in_series, in_study = _int(series, "num_instances"), _int(study, "num_instances")
+            series_emptied = in_series <= count
+            actions = [
+                ("Delete", self._table.delete_action(study_uid, item["sk"]["S"], _EXISTS))
+                for item in items
+            ]
+            series_condition = _equals("num_instances", _n(in_series))
+            if series_emptied:
+                actions.append(
+                    ("Delete", self._table.delete_action(study_uid, series_sk, series_condition))
+                )
+            else:
+                uncount = {"num_instances": _n(-count), "version": _n(1)}
+                actions.append(
+                    (
+                        "Update",
+                        self._table.update_action(
+                            study_uid, series_sk, {}, uncount, series_condition
+                        ),
+                    )
+                )
+            study_condition = _equals("num_instances", _n(in_study))
+            if in_study <= count:
+                actions.append(
+                    ("Delete", self._table.delete_action(study_uid, STUDY_SK, study_condition))
+                )
+            else:
+                uncount = {
+                    "num_instances": _n(-count),
+                    "num_series": _n(-1) if series_emptied else None,
+                    "version": _n(1),
+                }
+                actions.append(
+                    (
+                        "Update",
+                        self._table.update_action(
+                            study_uid, STUDY_SK, {}, uncount, study_condition
+                        ),
+                    )
+                )
+            codes = self._table.transact(actions)
+            if codes is None:
+                return [_record(item) for item in items]
+            items = [
+                item
+                for item, code in zip(items, codes, strict=False)
+                if code != "ConditionalCheckFailed"
+            ]
+        raise _contention(f"deleting instances of series {series_uid}")
+
+    def _refresh_sets(self, study_uid: str) -> None:
+        """Recompute a study's modalities and SOP classes from its instance items, on the
+        condition that the study did not change meanwhile."""
+        for attempt in range(_ATTEMPTS):
+            if attempt:
+                _backoff(attempt)
+            study = self._table.get(study_uid, STUDY_SK)
+            if study is None:
+                return
+            items = list(
+                self._table.query(
+                    study_uid,
+                    "IN#",
+                    ProjectionExpression="#m, #c",
+                    ExpressionAttributeNames={"#m": "modality", "#c": "sop_class_uid"},
+                )
+            )
+            modalities = _string_set({i.get("modality", {}).get("S", "") for i in items})
+            sop_classes = _string_set({i.get("sop_class_uid", {}).get("S", "") for i in items})
+            stored = [
+                _string_set(set(study.get(name, {}).get("SS", [])))
+                for name in ("modalities", "sop_classes")
+            ]
+            if stored == [modalities, sop_classes]:
+                return
+            op = self._table.update_action(
+                study_uid,
+                STUDY_SK,
+                {"modalities": modalities, "sop_classes": sop_classes},
+                condition=_equals("version", study["version"]),
+            )
+            try:
+                with _translated():
+                    self._table.client.update_item(**op)
+                return
+            except ClientError as e:
+                if _code(e) != "ConditionalCheckFailedException":
+                    raise
+        raise _contention(f"updating the modalities of study {study_uid}")
+
+
+class DynamoConfigStore:
+    """ConfigStore on DynamoDB; may share the index table (its items never look like one of
+    the index's)."""
+
+    def __init__(self, client: Any, table_name: str) -> None:
+        self._table = _Table(client, table_name)
+
+    def put_item(self, namespace: str, name: str, value: dict[str, Any]) -> None:
+        item = {
+            **_Table.key(f"CONFIG#{namespace}", f"CF#{name}"),
+            "value": _s(json.dumps(value)),
+        }
+        with _translated():
+            self._table.client.put_item(**self._table.put_action(item))
+
+    def get_item(self, namespace: str, name: str) -> dict[str, Any]:
+        item = self._table.get(f"CONFIG#{namespace}", f"CF#{name}")
+        if item is None:
+            raise NotFound(f"{namespace} item {name!r} not found")
+        return json.loads(item["value"]["S"])
+
+    def list_items(self, namespace: str) -> dict[str, dict[str, Any]]:
+        return {
+            item["sk"]["S"].removeprefix("CF#"): json.loads(item["value"]["S"])
+            for item in self._table.query(f"CONFIG#{namespace}", "CF#")
+        }
+
+    def delete_item(self, namespace: str, name: str) -> None:
+        op = self._table.delete_action(f"CONFIG#{namespace}", f"CF#{name}", _EXISTS)
+        try:
+            with _translated():
+                self._table.client.delete_item(**op)
+        except ClientError as e:
+            if _code(e) != "ConditionalCheckFailedException":
+                raise
+            raise NotFound(f"{namespace} item {name!r} not found") from e

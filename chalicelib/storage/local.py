@@ -1,0 +1,514 @@
+"""Local adapters: blobs as files under a folder, the index and config in one SQLite file.
+
+Safe for the threads of a ThreadingHTTPServer: each object holds one connection behind a lock,
+and several objects (or processes) on the same file serialize their writes through SQLite
+(WAL, `BEGIN IMMEDIATE`, busy timeout).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sqlite3
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from chalicelib.storage.ports import (
+    DeleteResult,
+    InstanceRecord,
+    NotFound,
+    OutOfResources,
+    SeriesRecord,
+    StoreResult,
+    StudyRecord,
+)
+from chalicelib.storage.records import (
+    modality,
+    record_from_json,
+    record_to_json,
+    released_keys,
+    search_attributes,
+    series_conflict,
+    sop_conflict,
+    stamped,
+    validate_key,
+)
+
+
+class LocalBlobStore:
+    """Files under `root`, named by their key; every write is atomic (temp file + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = self._path(key)
+        try:
+            temp = _write_temp(path.parent, data)
+        except FileNotFoundError:
+            # A concurrent delete pruned the folder once empty, between mkdir and write.
+            temp = _write_temp(path.parent, data)
+        os.replace(temp, path)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError) as e:
+            raise NotFound(f"blob {key} not found") from e
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        if start < 0 or length < 0:
+            raise ValueError(f"byte range start={start} length={length} must not be negative")
+        try:
+            with self._path(key).open("rb") as f:
+                f.seek(start)
+                return f.read(length)
+        except (FileNotFoundError, IsADirectoryError) as e:
+            raise NotFound(f"blob {key} not found") from e
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder == self.root:
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or already gone): stop pruning
+                break
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def presigned_url(self, key: str, expires_in: int = 3600) -> str | None:
+        return None
+
+
+def _write_temp(folder: Path, data: bytes) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        os.unlink(name)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OutOfResources(f"no space left in {folder} for {len(data)} bytes") from e
+        raise
+    return name
+
+
+class _Database:
+    """One SQLite connection behind a lock; writes run in `BEGIN IMMEDIATE` transactions."""
+
+    def __init__(self, path: Path, schema: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA busy_timeout = 30000")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        with self.write() as db:
+            for statement in schema.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+_INDEX_SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid TEXT PRIMARY KEY,
+    patient_id TEXT NOT NULL,
+    patient_name TEXT NOT NULL,
+    study_date TEXT NOT NULL,
+    accession_number TEXT NOT NULL,
+    orthanc_id TEXT NOT NULL,
+    study_tags TEXT NOT NULL,
+    num_series INTEGER NOT NULL,
+    num_instances INTEGER NOT NULL,
+    modalities TEXT NOT NULL,
+    sop_classes TEXT NOT NULL,
+    version INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS studies_patient_id ON studies (patient_id);
+CREATE INDEX IF NOT EXISTS studies_patient_name ON studies (patient_name);
+CREATE INDEX IF NOT EXISTS studies_study_date ON studies (study_date);
+CREATE INDEX IF NOT EXISTS studies_accession_number ON studies (accession_number);
+CREATE TABLE IF NOT EXISTS series (
+    series_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    modality TEXT NOT NULL,
+    orthanc_id TEXT NOT NULL,
+    series_tags TEXT NOT NULL,
+    num_instances INTEGER NOT NULL,
+    version INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS series_study ON series (study_uid, series_uid);
+CREATE INDEX IF NOT EXISTS series_modality ON series (modality);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    modality TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_series ON instances (study_uid, series_uid, sop_uid);
+CREATE INDEX IF NOT EXISTS instances_sets ON instances (study_uid, modality, sop_class_uid)
+"""
+
+_STUDY_COLUMNS = (
+    "study_uid, study_tags, num_series, num_instances, modalities, sop_classes, version, orthanc_id"
+)
+_SERIES_COLUMNS = "study_uid, series_uid, series_tags, num_instances, version, orthanc_id"
+_PAGE = 500
+
+
+def _study(row: tuple[Any, ...]) -> StudyRecord:
+    uid, tags, num_series, num_instances, modalities, sop_classes, version, orthanc_id = row
+    return StudyRecord(
+        study_uid=uid,
+        study_tags=json.loads(tags),
+        num_series=num_series,
+        num_instances=num_instances,
+        modalities=json.loads(modalities),
+        sop_classes=json.loads(sop_classes),
+        version=version,
+        orthanc_id=orthanc_id,
+    )
+
+
+def _series(row: tuple[Any, ...]) -> SeriesRecord:
+    study_uid, series_uid, tags, num_instances, version, orthanc_id = row
+    return SeriesRecord(
+        study_uid=study_uid,
+        series_uid=series_uid,
+        series_tags=json.loads(tags),
+        num_instances=num_instances,
+        version=version,
+        orthanc_id=orthanc_id,
+    )
+
+
+class SqliteTagIndex:
+    """TagIndex on SQLite. Listings are ordered by UID (byte order): series by SeriesInstanceUID,
+    instances by (SeriesInstanceUID, SOPInstanceUID), studies by StudyInstanceUID."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = _Database(path, _INDEX_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def store_instance(self, record: InstanceRecord, overwrite: bool) -> StoreResult:
+        new = stamped(record)
+        with self._db.write() as db:
+            row = db.execute(
+                "SELECT study_uid, series_uid, record FROM instances WHERE sop_uid = ?",
+                (new.sop_uid,),
+            ).fetchone()
+            if row is None:
+                self._check_series_parent(db, new)
+                self._write_instance(db, new, "INSERT INTO")
+                self._upsert_parents(db, new, added=1)
+                self._merge_sets(db, new)
+                return StoreResult("created", new)
+            if (row[0], row[1]) != (new.study_uid, new.series_uid):
+                raise sop_conflict(new, row[0], row[1])
+            old = record_from_json(row[2])
+            if not overwrite:
+                return StoreResult("kept", old)
+            self._write_instance(db, new, "REPLACE INTO")
+            self._upsert_parents(db, new, added=0)
+            self._recompute_sets(db, new.study_uid)
+            return StoreResult("replaced", new, released_keys(old, new))
+
+    @staticmethod
+    def _check_series_parent(db: sqlite3.Connection, record: InstanceRecord) -> None:
+        row = db.execute(
+            "SELECT study_uid FROM series WHERE series_uid = ?", (record.series_uid,)
+        ).fetchone()
+        if row is not None and row[0] != record.study_uid:
+            raise series_conflict(record, row[0])
+
+    @staticmethod
+    def _write_instance(db: sqlite3.Connection, record: InstanceRecord, verb: str) -> None:
+        db.execute(
+            f"{verb} instances (sop_uid, study_uid, series_uid, modality, sop_class_uid, record)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                record.sop_uid,
+                record.study_uid,
+                record.series_uid,
+                modality(record),
+                record.sop_class_uid,
+                record_to_json(record),
+            ),
+        )
+
+    @staticmethod
+    def _upsert_parents(db: sqlite3.Connection, record: InstanceRecord, added: int) -> None:
+        """Create or update the series and study rows: tags from this instance, counts + `added`,
+        versions + 1 (a new row starts at version 1)."""
+        new_series = db.execute(
+            "INSERT INTO series (series_uid, study_uid, modality, orthanc_id, series_tags,"
+            " num_instances, version) VALUES (?, ?, ?, ?, ?, ?, 1)"
+            " ON CONFLICT (series_uid) DO UPDATE SET modality = excluded.modality,"
+            " orthanc_id = excluded.orthanc_id, series_tags = excluded.series_tags,"
+            " num_instances = num_instances + excluded.num_instances, version = version + 1"
+            " RETURNING version = 1",
+            (
+                record.series_uid,
+                record.study_uid,
+                modality(record),
+                record.orthanc_ids.get("series", ""),
+                json.dumps(record.series_tags),
+                added,
+            ),
+        ).fetchone()[0]
+        search = search_attributes(record.study_tags)
+        db.execute(
+            "INSERT INTO studies (study_uid, patient_id, patient_name, study_date,"
+            " accession_number, orthanc_id, study_tags, num_series, num_instances, modalities,"
+            " sop_classes, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', '[]', 1)"
+            " ON CONFLICT (study_uid) DO UPDATE SET patient_id = excluded.patient_id,"
+            " patient_name = excluded.patient_name, study_date = excluded.study_date,"
+            " accession_number = excluded.accession_number, orthanc_id = excluded.orthanc_id,"
+            " study_tags = excluded.study_tags, num_series = num_series + excluded.num_series,"
+            " num_instances = num_instances + excluded.num_instances, version = version + 1",
+            (
+                record.study_uid,
+                search["patient_id"],
+                search["patient_name"],
+                search["study_date"],
+                search["accession_number"],
+                record.orthanc_ids.get("study", ""),
+                json.dumps(record.study_tags),
+                int(new_series),
+                added,
+            ),
+        )
+
+    @staticmethod
+    def _merge_sets(db: sqlite3.Connection, record: InstanceRecord) -> None:
+        modalities, sop_classes = db.execute(
+            "SELECT modalities, sop_classes FROM studies WHERE study_uid = ?", (record.study_uid,)
+        ).fetchone()
+        merged_modalities = set(json.loads(modalities)) | ({modality(record)} - {""})
+        merged_sop_classes = set(json.loads(sop_classes)) | ({record.sop_class_uid} - {""})
+        db.execute(
+            "UPDATE studies SET modalities = ?, sop_classes = ? WHERE study_uid = ?",
+            (
+                json.dumps(sorted(merged_modalities)),
+                json.dumps(sorted(merged_sop_classes)),
+                record.study_uid,
+            ),
+        )
+
+    @staticmethod
+    def _recompute_sets(db: sqlite3.Connection, study_uid: str) -> None:
+        rows = db.execute(
+            "SELECT DISTINCT modality, sop_class_uid FROM instances WHERE study_uid = ?",
+            (study_uid,),
+        ).fetchall()
+        db.execute(
+            "UPDATE studies SET modalities = ?, sop_classes = ? WHERE study_uid = ?",
+            (
+                json.dumps(sorted({m for m, _ in rows} - {""})),
+                json.dumps(sorted({c for _, c in rows} - {""})),
+                study_uid,
+            ),
+        )
+
+    def get_instance(self, study_uid: str, series_uid: str | None, sop_uid: str) -> InstanceRecord:
+        rows = self._db.read(
+            "SELECT record FROM instances WHERE sop_uid = ? AND study_uid = ?"
+            " AND (? IS NULL OR series_uid = ?)",
+            (sop_uid, study_uid, series_uid, series_uid),
+        )
+        if not rows:
+            raise NotFound(
+                f"instance {sop_uid} not found in study {study_uid}"
+                + (f" series {series_uid}" if series_uid else "")
+            )
+        return record_from_json(rows[0][0])
+
+    def find_instance(self, sop_uid: str) -> InstanceRecord:
+        rows = self._db.read("SELECT record FROM instances WHERE sop_uid = ?", (sop_uid,))
+        if not rows:
+            raise NotFound(f"instance {sop_uid} not found")
+        return record_from_json(rows[0][0])
+
+    def get_series(self, study_uid: str, series_uid: str) -> SeriesRecord:
+        rows = self._db.read(
+            f"SELECT {_SERIES_COLUMNS} FROM series WHERE series_uid = ? AND study_uid = ?",
+            (series_uid, study_uid),
+        )
+        if not rows:
+            raise NotFound(f"series {series_uid} not found in study {study_uid}")
+        return _series(rows[0])
+
+    def get_study(self, study_uid: str) -> StudyRecord:
+        rows = self._db.read(
+            f"SELECT {_STUDY_COLUMNS} FROM studies WHERE study_uid = ?", (study_uid,)
+        )
+        if not rows:
+            raise NotFound(f"study {study_uid} not found")
+        return _study(rows[0])
+
+    def list_series(self, study_uid: str) -> list[SeriesRecord]:
+        rows = self._db.read(
+            f"SELECT {_SERIES_COLUMNS} FROM series WHERE study_uid = ? ORDER BY series_uid",
+            (study_uid,),
+        )
+        return [_series(row) for row in rows]
+
+    def list_instances(self, study_uid: str, series_uid: str | None = None) -> list[InstanceRecord]:
+        rows = self._db.read(
+            "SELECT record FROM instances WHERE study_uid = ? AND (? IS NULL OR series_uid = ?)"
+            " ORDER BY series_uid, sop_uid",
+            (study_uid, series_uid, series_uid),
+        )
+        return [record_from_json(row[0]) for row in rows]
+
+    def iter_studies(self) -> Iterator[StudyRecord]:
+        after = ""
+        while rows := self._db.read(
+            f"SELECT {_STUDY_COLUMNS} FROM studies WHERE study_uid > ? ORDER BY study_uid LIMIT ?",
+            (after, _PAGE),
+        ):
+            yield from map(_study, rows)
+            after = rows[-1][0]
+
+    def delete_study(self, study_uid: str) -> DeleteResult:
+        with self._db.write() as db:
+            if not db.execute("SELECT 1 FROM studies WHERE study_uid = ?", (study_uid,)).fetchone():
+                raise NotFound(f"study {study_uid} not found")
+            return self._remove(db, study_uid, "1", ())
+
+    def delete_series(self, study_uid: str, series_uid: str) -> DeleteResult:
+        with self._db.write() as db:
+            if not db.execute(
+                "SELECT 1 FROM series WHERE series_uid = ? AND study_uid = ?",
+                (series_uid, study_uid),
+            ).fetchone():
+                raise NotFound(f"series {series_uid} not found in study {study_uid}")
+            return self._remove(db, study_uid, "series_uid = ?", (series_uid,))
+
+    def delete_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> DeleteResult:
+        with self._db.write() as db:
+            if not db.execute(
+                "SELECT 1 FROM instances WHERE sop_uid = ? AND study_uid = ? AND series_uid = ?",
+                (sop_uid, study_uid, series_uid),
+            ).fetchone():
+                raise NotFound(
+                    f"instance {sop_uid} not found in study {study_uid} series {series_uid}"
+                )
+            return self._remove(db, study_uid, "sop_uid = ?", (sop_uid,))
+
+    def _remove(
+        self, db: sqlite3.Connection, study_uid: str, where: str, params: tuple[str, ...]
+    ) -> DeleteResult:
+        """Delete the study's instances matching `where`, then fix or drop their parents."""
+        rows = db.execute(
+            f"DELETE FROM instances WHERE study_uid = ? AND {where} RETURNING series_uid, record",
+            (study_uid, *params),
+        ).fetchall()
+        for series_uid, count in Counter(series_uid for series_uid, _ in rows).items():
+            db.execute(
+                "UPDATE series SET num_instances = num_instances - ?, version = version + 1"
+                " WHERE series_uid = ?",
+                (count, series_uid),
+            )
+        emptied = db.execute(
+            "DELETE FROM series WHERE study_uid = ? AND num_instances <= 0", (study_uid,)
+        ).rowcount
+        db.execute(
+            "UPDATE studies SET num_series = num_series - ?, num_instances = num_instances - ?,"
+            " version = version + 1 WHERE study_uid = ?",
+            (emptied, len(rows), study_uid),
+        )
+        db.execute("DELETE FROM studies WHERE study_uid = ? AND num_instances <= 0", (study_uid,))
+        self._recompute_sets(db, study_uid)
+        records = sorted(
+            (record_from_json(record) for _, record in rows),
+            key=lambda r: (r.series_uid, r.sop_uid),
+        )
+        return DeleteResult(records)
+
+
+_CONFIG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS config (
+    namespace TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (namespace, name)
+)
+"""
+
+
+class SqliteConfigStore:
+    """ConfigStore on SQLite; may share the index's database file."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = _Database(path, _CONFIG_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def put_item(self, namespace: str, name: str, value: dict[str, Any]) -> None:
+        with self._db.write() as db:
+            db.execute(
+                "REPLACE INTO config (namespace, name, value) VALUES (?, ?, ?)",
+                (namespace, name, json.dumps(value)),
+            )
+
+    def get_item(self, namespace: str, name: str) -> dict[str, Any]:
+        rows = self._db.read(
+            "SELECT value FROM config WHERE namespace = ? AND name = ?", (namespace, name)
+        )
+        if not rows:
+            raise NotFound(f"{namespace} item {name!r} not found")
+        return json.loads(rows[0][0])
+
+    def list_items(self, namespace: str) -> dict[str, dict[str, Any]]:
+        rows = self._db.read(
+            "SELECT name, value FROM config WHERE namespace = ? ORDER BY name", (namespace,)
+        )
+        return {name: json.loads(value) for name, value in rows}
+
+    def delete_item(self, namespace: str, name: str) -> None:
+        with self._db.write() as db:
+            deleted = db.execute(
+                "DELETE FROM config WHERE namespace = ? AND name = ?", (namespace, name)
+            ).rowcount
+        if not deleted:
+            raise NotFound(f"{namespace} item {name!r} not found")

@@ -1,0 +1,91 @@
+"""BlobStore on S3: objects under `prefix` in one bucket; ranges are S3 Range GETs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.storage.ports import NotFound, OutOfResources
+from chalicelib.storage.records import validate_key
+
+_MISSING = {"NoSuchKey", "404", "NotFound"}
+_THROTTLED = {"SlowDown", "503"}
+
+
+def _code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+@contextmanager
+def _translated(key: str) -> Iterator[None]:
+    """Turn S3's missing-key and throttling errors into port errors."""
+    try:
+        yield
+    except ClientError as e:
+        if _code(e) in _MISSING:
+            raise NotFound(f"blob {key} not found") from e
+        if _code(e) in _THROTTLED:
+            raise OutOfResources(f"S3 is throttling requests ({_code(e)}); retry later") from e
+        raise
+
+
+class S3BlobStore:
+    def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
+        self._client = client
+        self._bucket = bucket
+        self._prefix = prefix
+
+    def _key(self, key: str) -> str:
+        return self._prefix + validate_key(key)
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        with _translated(key):
+            self._client.put_object(
+                Bucket=self._bucket, Key=self._key(key), Body=data, ContentType=content_type
+            )
+
+    def get(self, key: str) -> bytes:
+        with _translated(key):
+            return self._client.get_object(Bucket=self._bucket, Key=self._key(key))["Body"].read()
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        if start < 0 or length < 0:
+            raise ValueError(f"byte range start={start} length={length} must not be negative")
+        if length == 0:
+            if not self.exists(key):
+                raise NotFound(f"blob {key} not found")
+            return b""
+        try:
+            with _translated(key):
+                response = self._client.get_object(
+                    Bucket=self._bucket,
+                    Key=self._key(key),
+                    Range=f"bytes={start}-{start + length - 1}",
+                )
+        except ClientError as e:
+            if _code(e) == "InvalidRange":  # the range starts at or past the end of the object
+                return b""
+            raise
+        return response["Body"].read()
+
+    def delete(self, key: str) -> None:
+        with _translated(key):
+            self._client.delete_object(Bucket=self._bucket, Key=self._key(key))
+
+    def exists(self, key: str) -> bool:
+        try:
+            with _translated(key):
+                self._client.head_object(Bucket=self._bucket, Key=self._key(key))
+        except NotFound:
+            return False
+        return True
+
+    def presigned_url(self, key: str, expires_in: int = 3600) -> str | None:
+        return self._client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self._bucket, "Key": self._key(key)},
+            ExpiresIn=expires_in,
+        )

@@ -1,0 +1,114 @@
+"""BlobStore contract: the same behaviour from files and from S3."""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.storage.ports import BlobStore, NotFound
+
+KEY = "1.2.3/1.2.3.1/1.2.3.1.1/0123456789abcdef.dcm"
+DATA = bytes(range(256)) * 4
+
+
+def test_put_then_get_returns_bytes(blob_store: BlobStore) -> None:
+    blob_store.put(KEY, DATA, "application/dicom")
+    assert blob_store.get(KEY) == DATA
+
+
+def test_put_same_key_replaces_bytes(blob_store: BlobStore) -> None:
+    blob_store.put(KEY, b"old")
+    blob_store.put(KEY, b"new")
+    assert blob_store.get(KEY) == b"new"
+
+
+def test_put_empty_object(blob_store: BlobStore) -> None:
+    blob_store.put(KEY, b"")
+    assert blob_store.get(KEY) == b""
+    assert blob_store.get_range(KEY, 0, 10) == b""
+
+
+def test_get_missing_raises_not_found(blob_store: BlobStore) -> None:
+    with pytest.raises(NotFound):
+        blob_store.get(KEY)
+
+
+def test_get_prefix_of_key_raises_not_found(blob_store: BlobStore) -> None:
+    blob_store.put(KEY, DATA)
+    with pytest.raises(NotFound):
+        blob_store.get("1.2.3/1.2.3.1")
+
+
+@pytest.mark.parametrize(
+    ("start", "length", "expected"),
+    [
+        (0, 10, DATA[:10]),
+        (100, 28, DATA[100:128]),
+        (1020, 100, DATA[1020:]),
+        (1023, 1, DATA[1023:]),
+        (1024, 10, b""),
+        (5000, 10, b""),
+        (10, 0, b""),
+    ],
+    ids=["head", "middle", "past-end", "last-byte", "at-end", "beyond-end", "empty"],
+)
+def test_get_range_clamped_at_end(
+    blob_store: BlobStore, start: int, length: int, expected: bytes
+) -> None:
+    blob_store.put(KEY, DATA)
+    assert blob_store.get_range(KEY, start, length) == expected
+
+
+@pytest.mark.parametrize("length", [0, 10])
+def test_get_range_missing_raises_not_found(blob_store: BlobStore, length: int) -> None:
+    with pytest.raises(NotFound):
+        blob_store.get_range(KEY, 0, length)
+
+
+def test_get_range_negative_raises_value_error(blob_store: BlobStore) -> None:
+    blob_store.put(KEY, DATA)
+    with pytest.raises(ValueError, match="negative"):
+        blob_store.get_range(KEY, -1, 10)
+
+
+def test_delete_removes_object(blob_store: BlobStore) -> None:
+    blob_store.put(KEY, DATA)
+    blob_store.delete(KEY)
+    assert not blob_store.exists(KEY)
+    with pytest.raises(NotFound):
+        blob_store.get(KEY)
+
+
+def test_delete_keeps_neighbours(blob_store: BlobStore) -> None:
+    neighbour = "1.2.3/1.2.3.1/1.2.3.1.2/fedcba9876543210.dcm"
+    blob_store.put(KEY, DATA)
+    blob_store.put(neighbour, b"other")
+    blob_store.delete(KEY)
+    assert blob_store.get(neighbour) == b"other"
+    blob_store.put(KEY, b"again")
+    assert blob_store.get(KEY) == b"again"
+
+
+def test_delete_missing_is_not_an_error(blob_store: BlobStore) -> None:
+    blob_store.delete(KEY)
+    assert not blob_store.exists(KEY)
+
+
+def test_exists_reports_presence(blob_store: BlobStore) -> None:
+    assert not blob_store.exists(KEY)
+    blob_store.put(KEY, DATA)
+    assert blob_store.exists(KEY)
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["../escape.dcm", "a/../../b", "/etc/passwd", "a//b", "a/./b", "a/b/", "a b", "a\\b", ""],
+)
+def test_put_invalid_key_raises_value_error(blob_store: BlobStore, key: str) -> None:
+    with pytest.raises(ValueError, match="blob key"):
+        blob_store.put(key, DATA)
+
+
+def test_presigned_url_names_key_or_is_none(blob_store: BlobStore) -> None:
+    blob_store.put(KEY, DATA)
+    url = blob_store.presigned_url(KEY, expires_in=60)
+    assert url is None or (url.startswith("https://") and KEY.split("/")[-1] in url)

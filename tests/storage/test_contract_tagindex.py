@@ -1,0 +1,428 @@
+"""TagIndex contract: the same behaviour from SQLite and from DynamoDB.
+
+Listings are in UID byte order: series by SeriesInstanceUID, instances by (SeriesInstanceUID,
+SOPInstanceUID), so "1.2.3.10" comes before "1.2.3.2".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from chalicelib.storage.local import SqliteTagIndex
+from chalicelib.storage.ports import (
+    ConfigStore,
+    Conflict,
+    InstanceRecord,
+    NotFound,
+    StudyRecord,
+    TagIndex,
+)
+from tests.storage.conftest import (
+    CT_IMAGE,
+    MR_IMAGE,
+    SECONDARY_CAPTURE,
+    SERIES,
+    SOP,
+    STUDY,
+    build_record,
+)
+
+MakeRecord = Callable[..., InstanceRecord]
+OTHER_STUDY = "1.2.4"
+OTHER_SERIES = "1.2.3.2"
+
+
+def _counts(study: StudyRecord) -> tuple[int, int, list[str], list[str]]:
+    return study.num_series, study.num_instances, study.modalities, study.sop_classes
+
+
+def _store_two_series(tag_index: TagIndex, make_record: MakeRecord) -> list[InstanceRecord]:
+    """Series SERIES: two CT instances; series OTHER_SERIES: one MR instance."""
+    records = [
+        make_record(sop=f"{SERIES}.1"),
+        make_record(sop=f"{SERIES}.2"),
+        make_record(
+            series=OTHER_SERIES, sop=f"{OTHER_SERIES}.1", modality="MR", sop_class=MR_IMAGE
+        ),
+    ]
+    return [tag_index.store_instance(r, overwrite=False).record for r in records]
+
+
+def test_store_instance_new_creates_records(tag_index: TagIndex, make_record: MakeRecord) -> None:
+    record = make_record()
+    result = tag_index.store_instance(record, overwrite=False)
+    assert result.outcome == "created"
+    assert result.replaced_blob_keys == []
+    assert result.record.stored_at.endswith("Z")
+    assert tag_index.get_instance(STUDY, SERIES, SOP) == result.record
+    study = tag_index.get_study(STUDY)
+    assert _counts(study) == (1, 1, ["CT"], [CT_IMAGE])
+    assert (study.version, study.study_tags, study.orthanc_id) == (
+        1,
+        record.study_tags,
+        f"study-{STUDY}",
+    )
+    series = tag_index.get_series(STUDY, SERIES)
+    assert (series.num_instances, series.version, series.series_tags, series.orthanc_id) == (
+        1,
+        1,
+        record.series_tags,
+        f"series-{SERIES}",
+    )
+
+
+def test_store_instance_two_series_counts(tag_index: TagIndex, make_record: MakeRecord) -> None:
+    _store_two_series(tag_index, make_record)
+    study = tag_index.get_study(STUDY)
+    assert _counts(study) == (2, 3, ["CT", "MR"], sorted([CT_IMAGE, MR_IMAGE]))
+    assert study.version == 3
+    assert [(s.series_uid, s.num_instances, s.version) for s in tag_index.list_series(STUDY)] == [
+        (SERIES, 2, 2),
+        (OTHER_SERIES, 1, 1),
+    ]
+
+
+def test_store_instance_restore_without_overwrite_keeps(
+    tag_index: TagIndex, make_record: MakeRecord
+) -> None:
+    first = tag_index.store_instance(make_record(blob_key="a/old.dcm"), overwrite=False)
+    again = tag_index.store_instance(make_record(blob_key="a/new.dcm"), overwrite=False)
+    assert again.outcome == "kept"
+    assert again.record == first.record
+    assert again.replaced_blob_keys == []
+    assert tag_index.get_instance(STUDY, SERIES, SOP).blob_key == "a/old.dcm"
+    assert _counts(tag_index.get_study(STUDY)) == (1, 1, ["CT"], [CT_IMAGE])
+    assert tag_index.get_study(STUDY).version == 1
+    assert tag_index.get_series(STUDY, SERIES).version == 1
+
+
+def test_store_instance_restore_with_overwrite_replaces(
+    tag_index: TagIndex, make_record: MakeRecord
+) -> None:
+    tag_index.store_instance(
+        make_record(blob_key="a/old.dcm", metadata_key="a/old.json"), overwrite=False
+    )
+    result = tag_index.store_instance(
+        make_record(blob_key="a/new.dcm", metadata_key="a/new.json"), overwrite=True
+    )
+    assert result.outcome == "replaced"
+    assert result.replaced_blob_keys == ["a/old.dcm", "a/old.json"]
+    assert tag_index.get_instance(STUDY, SERIES, SOP) == result.record
+    assert result.record.blob_key == "a/new.dcm"
+    study = tag_index.get_study(STUDY)
+    assert _counts(study) == (1, 1, ["CT"], [CT_IMAGE])
+    assert study.version == 2
+    assert tag_index.get_series(STUDY, SERIES).version == 2
+    assert tag_index.get_series(STUDY, SERIES).num_instances == 1
+
+
+def test_store_instance_overwrite_same_keys_releases_nothing(
+    tag_index: TagIndex, make_record: MakeRecord
+) -> None:
+    tag_index.store_instance(make_record(metadata_key="a/meta.json"), overwrite=False)
+    result = tag_index.store_instance(make_record(metadata_key="a/meta.json"), overwrite=True)
+    assert (result.outcome, result.replaced_blob_keys) == ("replaced", [])
+
+
+def test_store_instance_overwrite_new_sop_class_recomputes_sop_classes(
+    tag_index: TagIndex, make_record: MakeRecord
+) -> None:
+    tag_index.store_instance(make_record(sop=f"{SERIES}.1"), overwrite=False)
+    tag_index.store_instance(make_record(sop=f"{SERIES}.2"), overwrite=False)
+    tag_index.store_instance(
+        make_record(sop=f"{SERIES}.1", sop_class=SECONDARY_CAPTURE), overwrite=True
+    )
+    assert tag_index.get_study(STUDY).sop_classes == sorted([CT_IMAGE, SECONDARY_CAPTURE])
+    tag_index.store_instance(
+        make_record(sop=f"{SERIES}.2", sop_class=SECONDARY_CAPTURE), overwrite=True
+    )
+    assert tag_index.get_study(STUDY).sop_classes == [SECONDARY_CAPTURE]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_store_instance_sop_in_other_study_conflict(
+    tag_index: TagIndex, make_record: MakeRecord, overwrite: bool
+) -> None:
+    tag_index.store_instance(make_record(), overwrite=False)
+    with pytest.raises(Conflict, match=SOP):
+        tag_index.store_instance(make_record(study=OTHER_STUDY, series="1.2.4.1"), overwrite)
+    with pytest.raises(NotFound):
+        tag_index.get_study(OTHER_STUDY)
+    assert _counts(tag_index.get_study(STUDY)) == (1, 1, ["CT"], [CT_IMAGE])
+
+
+def test_store_instance_sop_in_other_series_conflict(
+    tag_index: TagIndex, make_record: MakeRecord
+) -> None:
+    tag_index.store_instance(make_record(), overwrite=False)
+    with pytest.raises(Conflict, match=SOP):
+        tag_index.store_instance(make_record(series=OTHER_SERIES), overwrite=True)
+    assert [s.series_uid for s in tag_index.list_series(STUDY)] == [SERIES]
+    assert tag_index.get_study(STUDY).num_instances == 1
+
+
+def test_store_instance_series_in_other_study_conflict(
+    tag_index: TagIndex, make_record: MakeRecord
+) -> None:
+    tag_index.store_instance(make_record(), overwrite=False)
+    with pytest.raises(Conflict, match=SERIES):
+        tag_index.store_instance(make_record(study=OTHER_STUDY, sop="1.2.4.9"), overwrite=False)
+    with pytest.raises(NotFound):
+        tag_index.get_study(OTHER_STUDY)
+
+
+def test_get_instance_without_series_finds_it(tag_index: TagIndex, make_record: MakeRecord) -> None:
+    stored = tag_index.store_instance(make_record(), overwrite=False).record
+    assert tag_index.get_instance(STUDY, None, SOP) == stored
+
+
+@pytest.mark.parametrize(
+    ("study_uid", "series_uid", "sop_uid"),
+    [
+        (OTHER_STUDY, SERIES, SOP),
+        (STUDY, OTHER_SERIES, SOP),
+        (OTHER_STUDY, None, SOP),
+        (STUDY, SERIES, "1.2.3.1.99"),
+        (STUDY, None, "1.2.3.1.99"),
+    ],
+    ids=["other-study", "other-series", "other-study-any-series", "unknown", "unknown-any-series"],
+)
+def test_get_instance_wrong_parent_not_found(
+    tag_index: TagIndex,
+    make_record: MakeRecord,
+    study_uid: str,
+    series_uid: str | None,
+    sop_uid: str,
+) -> None:
+    tag_index.store_instance(make_record(), overwrite=False)
+    with pytest.raises(NotFound):
+        tag_index.get_instance(study_uid, series_uid, sop_uid)
+
+
+def test_find_instance_by_sop_uid(tag_index: TagIndex, make_record: MakeRecord) -> None:
+    stored = tag_index.store_instance(make_record(), overwrite=False).record
+    assert tag_index.find_instance(SOP) == stored
+    with pytest.raises(NotFound):
+        tag_index.find_instance("1.2.3.1.99")
+
+
+def test_get_series_wrong_study_not_found(tag_index: TagIndex, make_record: MakeRecord) -> None:
+    tag_index.store_instance(make_record(), overwrite=False)
+    with pytest.raises(NotFound):
+        tag_index.get_series(OTHER_STUDY, SERIES)
+    with pytest.raises(NotFound):
+        tag_index.get_series(STUDY, OTHER_SERIES)
+
+
+def test_get_study_unknown_not_found(tag_index: TagIndex) -> None:
+    with pytest.raises(NotFound):
+        tag_index.get_study(STUDY)
+
+
+def test_list_series_unknown_study_empty(tag_index: TagIndex) -> None:
+    assert tag_index.list_series(STUDY) == []
+    assert tag_index.list_instances(STUDY) == []
+    assert tag_index.list_instances(STUDY, SERIES) == []
+
+
+def test_list_instances_in_uid_order(tag_index: TagIndex, make_record: MakeRecord) -> None:
+    pairs = [
+        (series, f"{series}.{n}")
+        for series in ("1.2.3.2", "1.2.3.10", "1.2.3.1")
+        for n in (3, 1, 20, 2)
+    ]
+    for series, sop in pairs:
+        tag_index.store_instance(make_record(series=series, sop=sop), overwrite=False)
+    expected = sorted(pairs)
+    listed = tag_index.list_instances(STUDY)
+    assert [(r.series_uid, r.sop_uid) for r in listed] == expected
+    assert [s.series_uid for s in tag_index.list_series(STUDY)] == [
+        "1.2.3.1",
+        "1.2.3.10",
+        "1.2.3.2",
+    ]
+    in_series = tag_index.list_instances(STUDY, "1.2.3.1")
+    assert [r.sop_uid for r in in_series] == [
+        sop for series, sop in expected if series == "1.2.3.1"
+    ]
+    assert tag_index.list_instances(STUDY) == listed
+
+
+def test_list_instances_beyond_one_page(tag_index: TagIndex, make_record: MakeRecord) -> None:
+    """Four ~300 KB records pass DynamoDB's 1 MB page."""
+    for n in range(4):
+        tag_index.store_instance(
+            make_record(sop=f"{SERIES}.{n}", comments="x" * 300_000), overwrite=False
+        )
+    assert [r.sop_uid for r in tag_index.list_instances(STUDY, SERIES)] == [
+        f"{SERIES}.{n}" for n in range(4)
+    ]
+    assert len(tag_index.list_instances(STUDY)) == 4
+
+
+def test_iter_studies_every_study_stable_order(
+    tag_index: TagIndex, config_store: ConfigStore, make_record: MakeRecord
+) -> None:
+    config_store.put_item("servers", "ST", {"Url": "http://peer/"})
+    uids = ["1.2.5", "1.2.3", "1.2.4"]
+    for uid in uids:
+        tag_index.store_instance(make_record(study=uid, series=f"{uid}.1", sop=f"{uid}.1.1"), False)
+    listed = [s.study_uid for s in tag_index.iter_studies()]
+    assert sorted(listed) == sorted(uids)
+    assert [s.study_uid for s in tag_index.iter_studies()] == listed
+    assert all(s.num_instances == 1 for s in tag_index.iter_studies())
+
+
+def test_delete_instance_last_of_series_removes_series(
+    tag_index: TagIndex, make_record: MakeRecord
+) -> None:
+    records = _store_two_series(tag_index, make_record)
+    result = tag_index.delete_instance(STUDY, OTHER_SERIES, f"{OTHER_SERIES}.1")
+    assert result.instances == [records[2]]
+    study = tag_index.get_study(STUDY)
+    assert _counts(study) == (1, 2, ["CT"], [CT_IMAGE])
+    assert study.version == 4
+    with pytest.raises(NotFound):
+        tag_index.get_series(STUDY, OTHER_SERIES)
+    with pytest.raises(NotFound):
+        tag_index.find_instance(f"{OTHER_SERIES}.1")
+    assert [s.series_uid for s in tag_index.list_series(STUDY)] == [SERIES]
+
+
+def test_delete_instance_keeps_series_and_bumps_versions(
+    tag_index: TagIndex, make_record: MakeRecord
+) -> None:
+    tag_index.store_instance(make_record(sop=f"{SERIES}.1"), overwrite=False)
+    tag_index.store_instance(
+        make_record(sop=f"{SERIES}.2", sop_class=SECONDARY_CAPTURE), overwrite=False
+    )
+    tag_index.delete_instance(STUDY, SERIES, f"{SERIES}.2")
+    series = tag_index.get_series(STUDY, SERIES)
+    assert (series.num_instances, series.version) == (1, 3)
+    study = tag_index.get_study(STUDY)
+    assert _counts(study) == (1, 1, ["CT"], [CT_IMAGE])
+    assert study.version == 3
+    assert [r.sop_uid for r in tag_index.list_instances(STUDY)] == [f"{SERIES}.1"]
+
+
+def test_delete_instance_last_of_study_removes_study(
+    tag_index: TagIndex, make_record: MakeRecord
+) -> None:
+    tag_index.store_instance(make_record(), overwrite=False)
+    tag_index.delete_instance(STUDY, SERIES, SOP)
+    with pytest.raises(NotFound):
+        tag_index.get_study(STUDY)
+    assert tag_index.list_series(STUDY) == []
+    assert list(tag_index.iter_studies()) == []
+    again = tag_index.store_instance(make_record(), overwrite=False)
+    assert again.outcome == "created"
+    assert _counts(tag_index.get_study(STUDY)) == (1, 1, ["CT"], [CT_IMAGE])
+
+
+@pytest.mark.parametrize(
+    ("study_uid", "series_uid", "sop_uid"),
+    [(OTHER_STUDY, SERIES, SOP), (STUDY, OTHER_SERIES, SOP), (STUDY, SERIES, "1.2.3.1.99")],
+    ids=["other-study", "other-series", "unknown"],
+)
+def test_delete_instance_wrong_parent_not_found(
+    tag_index: TagIndex, make_record: MakeRecord, study_uid: str, series_uid: str, sop_uid: str
+) -> None:
+    tag_index.store_instance(make_record(), overwrite=False)
+    with pytest.raises(NotFound):
+        tag_index.delete_instance(study_uid, series_uid, sop_uid)
+    assert _counts(tag_index.get_study(STUDY)) == (1, 1, ["CT"], [CT_IMAGE])
+    assert tag_index.get_study(STUDY).version == 1
+
+
+def test_delete_series_keeps_other_series(tag_index: TagIndex, make_record: MakeRecord) -> None:
+    records = _store_two_series(tag_index, make_record)
+    result = tag_index.delete_series(STUDY, SERIES)
+    assert result.instances == records[:2]
+    study = tag_index.get_study(STUDY)
+    assert _counts(study) == (1, 1, ["MR"], [MR_IMAGE])
+    assert study.version > 3
+    assert [r.sop_uid for r in tag_index.list_instances(STUDY)] == [f"{OTHER_SERIES}.1"]
+    with pytest.raises(NotFound):
+        tag_index.get_series(STUDY, SERIES)
+
+
+def test_delete_series_last_removes_study(tag_index: TagIndex, make_record: MakeRecord) -> None:
+    tag_index.store_instance(make_record(), overwrite=False)
+    tag_index.delete_series(STUDY, SERIES)
+    with pytest.raises(NotFound):
+        tag_index.get_study(STUDY)
+
+
+def test_delete_series_many_instances(tag_index: TagIndex, make_record: MakeRecord) -> None:
+    """More instances than one DynamoDB transaction holds."""
+    for n in range(100):
+        tag_index.store_instance(make_record(sop=f"{SERIES}.{n}"), overwrite=False)
+    tag_index.store_instance(
+        make_record(series=OTHER_SERIES, sop=f"{OTHER_SERIES}.1", modality="MR"), overwrite=False
+    )
+    result = tag_index.delete_series(STUDY, SERIES)
+    assert len(result.instances) == 100
+    assert _counts(tag_index.get_study(STUDY)) == (1, 1, ["MR"], [CT_IMAGE])
+    assert tag_index.list_instances(STUDY, SERIES) == []
+
+
+@pytest.mark.parametrize(
+    ("study_uid", "series_uid"), [(OTHER_STUDY, SERIES), (STUDY, OTHER_SERIES)]
+)
+def test_delete_series_wrong_parent_not_found(
+    tag_index: TagIndex, make_record: MakeRecord, study_uid: str, series_uid: str
+) -> None:
+    tag_index.store_instance(make_record(), overwrite=False)
+    with pytest.raises(NotFound):
+        tag_index.delete_series(study_uid, series_uid)
+    assert tag_index.get_series(STUDY, SERIES).num_instances == 1
+
+
+def test_delete_study_removes_everything(tag_index: TagIndex, make_record: MakeRecord) -> None:
+    records = _store_two_series(tag_index, make_record)
+    other = tag_index.store_instance(
+        make_record(study=OTHER_STUDY, series="1.2.4.1", sop="1.2.4.1.1"), overwrite=False
+    ).record
+    result = tag_index.delete_study(STUDY)
+    assert result.instances == records
+    with pytest.raises(NotFound):
+        tag_index.get_study(STUDY)
+    assert tag_index.list_series(STUDY) == []
+    assert tag_index.list_instances(STUDY) == []
+    assert [s.study_uid for s in tag_index.iter_studies()] == [OTHER_STUDY]
+    assert tag_index.find_instance("1.2.4.1.1") == other
+
+
+def test_delete_study_unknown_not_found(tag_index: TagIndex) -> None:
+    with pytest.raises(NotFound):
+        tag_index.delete_study(STUDY)
+
+
+def test_store_instance_concurrent_threads_exact_counts(tmp_path: Path) -> None:
+    """Local only (moto's DynamoDB is not thread-safe): threads of two index objects on one
+    file store one series, each also re-storing one shared instance."""
+    indexes = [SqliteTagIndex(tmp_path / "index.sqlite") for _ in range(2)]
+
+    def store(worker: int) -> list[str]:
+        index = indexes[worker % 2]
+        outcomes = [index.store_instance(build_record(sop=SOP), overwrite=False).outcome]
+        for n in range(25):
+            record = build_record(sop=f"{SERIES}.{worker}.{n}", modality=f"M{worker % 3}")
+            outcomes.append(index.store_instance(record, overwrite=False).outcome)
+        return outcomes
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = [o for result in pool.map(store, range(8)) for o in result]
+    assert outcomes.count("created") == 201
+    assert outcomes.count("kept") == 7
+    study = indexes[0].get_study(STUDY)
+    assert _counts(study) == (1, 201, ["CT", "M0", "M1", "M2"], [CT_IMAGE])
+    assert study.version == 201
+    assert indexes[1].get_series(STUDY, SERIES).num_instances == 201
+    assert len(indexes[1].list_instances(STUDY, SERIES)) == 201
+    for index in indexes:
+        index.close()

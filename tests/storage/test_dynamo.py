@@ -1,0 +1,117 @@
+"""DynamoDB-only checks: racing writers forced between our reads and our transaction (moto's
+DynamoDB is not thread-safe, so the interleavings are forced sequentially), and the item
+attributes other indexes will key on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from chalicelib.storage.dynamo import DynamoTagIndex
+from chalicelib.storage.ports import InstanceRecord, NotFound
+from tests.storage.conftest import SERIES, SOP, STUDY, TABLE, build_record
+
+
+class RacingClient:
+    """A DynamoDB client that runs `race` just before its `at`-th TransactWriteItems call."""
+
+    def __init__(self, client: Any, race: Callable[[], object], at: int = 1) -> None:
+        self._client = client
+        self._race = race
+        self._calls_left = at
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def transact_write_items(self, **kwargs: Any) -> Any:
+        self._calls_left -= 1
+        if self._calls_left == 0:
+            self._race()
+        return self._client.transact_write_items(**kwargs)
+
+
+@pytest.fixture
+def index(dynamodb: Any) -> DynamoTagIndex:
+    return DynamoTagIndex(dynamodb, TABLE)
+
+
+def _racing(dynamodb: Any, race: Callable[[], object], at: int = 1) -> DynamoTagIndex:
+    return DynamoTagIndex(RacingClient(dynamodb, race, at), TABLE)
+
+
+def test_store_instance_series_created_meanwhile_counted_once(
+    dynamodb: Any, index: DynamoTagIndex
+) -> None:
+    """Our first transaction finds no series; before our second creates it, another writer
+    does: we retry as a store into the existing series."""
+    other = build_record(sop=f"{SERIES}.2")
+    racing = _racing(dynamodb, lambda: index.store_instance(other, overwrite=False), at=2)
+    result = racing.store_instance(build_record(sop=f"{SERIES}.1"), overwrite=False)
+    assert result.outcome == "created"
+    study = index.get_study(STUDY)
+    assert (study.num_series, study.num_instances, study.version) == (1, 2, 2)
+    assert index.get_series(STUDY, SERIES).num_instances == 2
+
+
+def test_store_instance_same_sop_stored_meanwhile_kept(
+    dynamodb: Any, index: DynamoTagIndex
+) -> None:
+    theirs = build_record(blob_key="a/theirs.dcm")
+    racing = _racing(dynamodb, lambda: index.store_instance(theirs, overwrite=False))
+    result = racing.store_instance(build_record(blob_key="a/ours.dcm"), overwrite=False)
+    assert (result.outcome, result.record.blob_key) == ("kept", "a/theirs.dcm")
+    assert index.get_study(STUDY).num_instances == 1
+
+
+def test_store_instance_replaced_meanwhile_replaces_latest(
+    dynamodb: Any, index: DynamoTagIndex
+) -> None:
+    index.store_instance(build_record(blob_key="a/first.dcm"), overwrite=False)
+    theirs = build_record(blob_key="a/theirs.dcm")
+    racing = _racing(dynamodb, lambda: index.store_instance(theirs, overwrite=True))
+    result = racing.store_instance(build_record(blob_key="a/ours.dcm"), overwrite=True)
+    assert (result.outcome, result.replaced_blob_keys) == ("replaced", ["a/theirs.dcm"])
+    assert index.get_instance(STUDY, SERIES, SOP).blob_key == "a/ours.dcm"
+    assert index.get_study(STUDY).num_instances == 1
+
+
+def test_delete_instance_store_meanwhile_keeps_series(dynamodb: Any, index: DynamoTagIndex) -> None:
+    """We read a one-instance series, then another writer adds one: the series must stay."""
+    index.store_instance(build_record(sop=f"{SERIES}.1"), overwrite=False)
+    other = build_record(sop=f"{SERIES}.2", modality="MR")
+    racing = _racing(dynamodb, lambda: index.store_instance(other, overwrite=False))
+    racing.delete_instance(STUDY, SERIES, f"{SERIES}.1")
+    study = index.get_study(STUDY)
+    assert (study.num_series, study.num_instances, study.modalities) == (1, 1, ["MR"])
+    assert index.get_series(STUDY, SERIES).num_instances == 1
+
+
+def test_delete_instance_deleted_meanwhile_not_found(dynamodb: Any, index: DynamoTagIndex) -> None:
+    index.store_instance(build_record(sop=f"{SERIES}.1"), overwrite=False)
+    index.store_instance(build_record(sop=f"{SERIES}.2"), overwrite=False)
+    racing = _racing(dynamodb, lambda: index.delete_instance(STUDY, SERIES, f"{SERIES}.1"))
+    with pytest.raises(NotFound):
+        racing.delete_instance(STUDY, SERIES, f"{SERIES}.1")
+    assert index.get_study(STUDY).num_instances == 1
+
+
+def test_store_instance_items_carry_search_attributes(dynamodb: Any, index: DynamoTagIndex) -> None:
+    record: InstanceRecord = build_record()
+    index.store_instance(record, overwrite=False)
+
+    def item(sk: str) -> dict[str, Any]:
+        key = {"pk": {"S": STUDY}, "sk": {"S": sk}}
+        return dynamodb.get_item(TableName=TABLE, Key=key)["Item"]
+
+    study = item("ST")
+    assert {name: study[name]["S"] for name in ("patient_id", "patient_name", "study_date")} == {
+        "patient_id": "PAT-1",
+        "patient_name": "Doe^Jane",
+        "study_date": "20240102",
+    }
+    assert study["accession_number"]["S"] == "ACC-1"
+    series = item(f"SE#{SERIES}")
+    assert (series["series_uid"]["S"], series["modality"]["S"]) == (SERIES, "CT")
+    assert item(f"IN#{SERIES}#{SOP}")["sop_uid"]["S"] == SOP
