@@ -93,8 +93,7 @@ def store_instance(
     sha256 = hashlib.sha256(data).hexdigest()
     key = blob_key(parsed.study_uid, parsed.series_uid, parsed.sop_instance_uid, sha256)
     try:
-        levels = metadata.level_tags(ds)
-        document = metadata.instance_metadata(
+        levels, document = metadata.precompute(
             ds,
             parsed.study_uid,
             parsed.series_uid,

@@ -14,16 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.tag import Tag
 
 from chalicelib.dicom.jsonmodel import dataset_to_json
 from chalicelib.dicom.tags import INSTANCE_LEVEL_TAGS, SERIES_LEVEL_TAGS, STUDY_LEVEL_TAGS
 
 BASE_PLACEHOLDER = "@@DICOMWEB_BASE@@"
 """Stands for the absolute DICOMweb root URL inside stored metadata documents."""
-
-_SPECIFIC_CHARACTER_SET = 0x00080005
-
 
 @dataclass
 class LevelTags:
@@ -32,36 +28,31 @@ class LevelTags:
     instance: dict[str, Any]
 
 
-def _subset(ds: Dataset, tags: tuple[str, ...]) -> dict[str, Any]:
-    sub = Dataset()
-    for hex_tag in (*tags, "00080005"):
-        tag = Tag(int(hex_tag, 16))
-        if tag in ds:
-            sub[tag] = ds[tag]
-    return dataset_to_json(sub, None)
-
-
-def level_tags(ds: Dataset) -> LevelTags:
-    """The DICOM JSON of the main attributes of each level, values decoded to Unicode."""
-    return LevelTags(
-        study=_subset(ds, STUDY_LEVEL_TAGS),
-        series=_subset(ds, SERIES_LEVEL_TAGS),
-        instance=_subset(ds, INSTANCE_LEVEL_TAGS),
-    )
+def _subset(document: dict[str, Any], tags: tuple[str, ...]) -> dict[str, Any]:
+    return {tag: document[tag] for tag in (*tags, "00080005") if tag in document}
 
 
 def instance_path(study_uid: str, series_uid: str, sop_uid: str) -> str:
     return f"/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
 
 
-def instance_metadata(
+def precompute(
     ds: Dataset, study_uid: str, series_uid: str, sop_uid: str, bulk_threshold: int
-) -> bytes:
-    """The gzip-compressed DICOM JSON of every attribute, bulk values as BulkDataURIs."""
+) -> tuple[LevelTags, bytes]:
+    """The main attributes of each level, and the instance's gzip-compressed metadata.
+
+    One walk over the dataset serves both: the DICOM JSON of every attribute, bulk values as
+    BulkDataURIs under the placeholder base.
+    """
     prefix = BASE_PLACEHOLDER + instance_path(study_uid, series_uid, sop_uid) + "/bulk/"
     document = dataset_to_json(ds, lambda path: prefix + path, bulk_threshold)
+    levels = LevelTags(
+        study=_subset(document, STUDY_LEVEL_TAGS),
+        series=_subset(document, SERIES_LEVEL_TAGS),
+        instance=_subset(document, INSTANCE_LEVEL_TAGS),
+    )
     text = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
-    return gzip.compress(text.encode("utf-8"), compresslevel=5, mtime=0)
+    return levels, gzip.compress(text.encode("utf-8"), compresslevel=5, mtime=0)
 
 
 def resolve_base(document: bytes, base_url: str) -> bytes:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from chalicelib.storage.ports import Conflict, DicomJson, InstanceRecord
+from chalicelib.dicom.matching import PN_GROUPS, Narrowing, index_text, normalize_bound
+from chalicelib.dicom.tags import Level
+from chalicelib.storage.ports import Conflict, DicomJson, InstanceRecord, StudyRecord
 
 _KEY_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
 
@@ -47,11 +50,107 @@ def modality(record: InstanceRecord) -> str:
 
 
 def search_attributes(study_tags: DicomJson) -> dict[str, str]:
-    return {name: first_value(study_tags, tag) for name, tag in SEARCH_TAGS.items()}
+    """The study's searchable columns; `study_date` normalized to YYYYMMDD ('' when absent or
+    malformed: such a study never matches a date range anyway)."""
+    values = {name: first_value(study_tags, tag) for name, tag in SEARCH_TAGS.items()}
+    values["study_date"] = study_date(study_tags)
+    return values
+
+
+def study_date(study_tags: DicomJson) -> str:
+    return (
+        normalize_bound("DA", first_value(study_tags, SEARCH_TAGS["study_date"]), upper=False) or ""
+    )
+
+
+def study_order(study: StudyRecord) -> str:
+    """The sort key of studies in search results, to be sorted descending (newest first)."""
+    return f"{study_date(study.study_tags)}#{study.study_uid}"
+
+
+def search_terms(study_tags: DicomJson) -> dict[str, str]:
+    """The study's values in the shared search index, by entry name: PatientID,
+    AccessionNumber, and each non-empty component group of PatientName in `index_text` form
+    (case-folded, so one entry serves QidoCaseSensitive on and off)."""
+    terms = {
+        name: first_value(study_tags, SEARCH_TAGS[column])
+        for name, column in (("PatientID", "patient_id"), ("AccessionNumber", "accession_number"))
+    }
+    names = study_tags.get(SEARCH_TAGS["patient_name"], {}).get("Value") or [{}]
+    name = names[0] if isinstance(names[0], dict) else {"Alphabetic": str(names[0])}
+    for group in PN_GROUPS:
+        terms[f"PatientName{group[0]}"] = index_text(
+            str(name.get(group) or ""), case_sensitive=False
+        )
+    return {entry: value for entry, value in terms.items() if value}
+
+
+def term_name(entry: str) -> str:
+    """The hint keyword an entry of `search_terms` answers ("PatientNameA" → "PatientName")."""
+    return "PatientName" if entry.startswith("PatientName") else entry
+
+
+# The hints an index can use at each level, in the order an adapter tries them.
+_HINT_ORDER: dict[Level, tuple[str, ...]] = {
+    "study": (
+        "StudyInstanceUID",
+        "PatientID",
+        "AccessionNumber",
+        "PatientName",
+        "StudyDate",
+        "ModalitiesInStudy",
+    ),
+    "series": (
+        "SeriesInstanceUID",
+        "StudyInstanceUID",
+        "PatientID",
+        "AccessionNumber",
+        "PatientName",
+        "StudyDate",
+        "Modality",
+        "ModalitiesInStudy",
+    ),
+    "instance": (
+        "SOPInstanceUID",
+        "SeriesInstanceUID",
+        "StudyInstanceUID",
+        "PatientID",
+        "AccessionNumber",
+        "PatientName",
+        "StudyDate",
+        "Modality",
+        "ModalitiesInStudy",
+    ),
+}
+
+
+def search_hint(level: Level, hints: Sequence[Narrowing]) -> Narrowing | None:
+    """The hint an adapter narrows a search at `level` with, or None (a listing)."""
+    for keyword in _HINT_ORDER[level]:
+        for hint in hints:
+            if hint.keyword == keyword:
+                if hint.keyword == "PatientName":
+                    # The index holds the case-folded form whatever QidoCaseSensitive says:
+                    # fold the key too, for a superset of the case-sensitive matches.
+                    values = tuple(index_text(v, case_sensitive=False) for v in hint.values)
+                    return Narrowing(hint.keyword, hint.kind, values)
+                return hint
+    return None
+
+
+def date_bounds(hint: Narrowing) -> tuple[str, str]:
+    """A StudyDate range hint as normalized YYYYMMDD bounds ("" when open)."""
+    low, high = hint.values
+    return (
+        normalize_bound("DA", low, upper=False) or "" if low else "",
+        normalize_bound("DA", high, upper=True) or "" if high else "",
+    )
 
 
 def record_to_json(record: InstanceRecord) -> str:
-    return json.dumps(dataclasses.asdict(record), separators=(",", ":"))
+    # A shallow dict: dataclasses.asdict deep-copies every tag dict, 3 ms per CT instance.
+    fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    return json.dumps(fields, separators=(",", ":"))
 
 
 def record_from_json(text: str) -> InstanceRecord:
