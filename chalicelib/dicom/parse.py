@@ -64,7 +64,12 @@ def read_dataset(data: bytes) -> tuple[Dataset, bool]:
     """Read a Part-10 file, or a bare dataset without File Meta (returns has_file_meta)."""
     try:
         ds = dcmread(io.BytesIO(data), defer_size=_DEFER_SIZE)
+        if len(ds) == 0:
+            # pydicom gives up silently on an element that runs past the end of the file.
+            raise UnreadableInstance("no attribute could be read: the file is truncated")
         return ds, True
+    except UnreadableInstance:
+        raise
     except InvalidDicomError:
         pass
     except Exception as exc:  # pydicom raises many types on corrupt input

@@ -1,0 +1,77 @@
+"""multipart/related decoding and encoding."""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.dicom.multipart import (
+    MultipartError,
+    encode_multipart,
+    parse_media_type,
+    split_multipart,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "type_", "params"),
+    [
+        (
+            'multipart/related; type="application/dicom"; boundary=abc',
+            "multipart/related",
+            {"type": "application/dicom", "boundary": "abc"},
+        ),
+        (
+            'Multipart/Related;Type=application/dicom;BOUNDARY="a b"',
+            "multipart/related",
+            {"type": "application/dicom", "boundary": "a b"},
+        ),
+        (
+            "application/dicom; transfer-syntax=1.2.840.10008.1.2.1",
+            "application/dicom",
+            {"transfer-syntax": "1.2.840.10008.1.2.1"},
+        ),
+        ('a/b; x="q\\"uote"', "a/b", {"x": 'q"uote'}),
+    ],
+)
+def test_parse_media_type(text: str, type_: str, params: dict[str, str]) -> None:
+    media = parse_media_type(text)
+    assert (media.type, media.params) == (type_, params)
+
+
+def test_split_multipart_round_trip_binary() -> None:
+    bodies = [b"\r\n--notit\r\n\x00\xff", b"", b"second\r\n"]
+    body = encode_multipart([({"Content-Type": "application/dicom"}, b) for b in bodies], "bnd")
+    parts = split_multipart(body, "bnd")
+    assert [p.body for p in parts] == bodies
+    assert parts[0].headers == {"content-type": "application/dicom"}
+
+
+def test_split_multipart_preamble_epilogue_and_no_headers() -> None:
+    body = b"preamble\r\n--b\r\n\r\nraw\r\n--b--\r\nepilogue"
+    (part,) = split_multipart(body, "b")
+    assert part.headers == {} and part.body == b"raw"
+
+
+def test_split_multipart_long_boundary_as_orthanc_sends() -> None:
+    boundary = "bc615a6a-62e2-4966-ad99-8d83bec444b4-bc615a6a-62e2-4966-ad99-8d83bec444b4"
+    body = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\nx\r\n--{boundary}--"
+    assert split_multipart(body.encode(), boundary)[0].body == b"x"
+
+
+def test_split_multipart_bare_lf_tolerated() -> None:
+    body = b"--b\nContent-Type: application/dicom\n\nabc\n--b--\n"
+    assert split_multipart(body, "b")[0].body == b"abc"
+
+
+@pytest.mark.parametrize(
+    ("body", "boundary", "message"),
+    [
+        (b"--b\r\n\r\nabc", "b", "closing delimiter"),
+        (b"no boundary here", "b", "does not occur"),
+        (b"--b\r\nbroken header\r\n\r\nabc\r\n--b--", "b", "malformed header"),
+        (b"--b\r\n\r\nabc\r\n--b--", "", "missing"),
+    ],
+)
+def test_split_multipart_errors(body: bytes, boundary: str, message: str) -> None:
+    with pytest.raises(MultipartError, match=message):
+        split_multipart(body, boundary)
