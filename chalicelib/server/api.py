@@ -12,21 +12,34 @@ from collections.abc import Callable
 from chalice import Chalice, Response
 from chalice.app import CaseInsensitiveMapping, Request
 
+from chalicelib.config import Settings
 from chalicelib.context import Context, default_context
 from chalicelib.errors import NotAcceptable
-from chalicelib.server import stow, wado_rs
+from chalicelib.server import capabilities, delete, rendered, stow, wado_rs, wado_uri
 from chalicelib.server.http import (
     ALL_METHODS,
     RouteTable,
     WebRequest,
     WebResponse,
+    cors_headers,
     error_response,
 )
 from chalicelib.server.urls import api_base_url, stage_prefix
 
 
-def build_route_table(root: str) -> RouteTable:
-    return RouteTable([(root, stow.service), (root, wado_rs.service)])
+def build_route_table(settings: Settings) -> RouteTable:
+    root = settings.root
+    services = [
+        (root, stow.service),
+        (root, wado_rs.service),
+        (root, rendered.service),
+        (root, capabilities.service),
+    ]
+    if settings.enable_delete:
+        services.append((root, delete.service))
+    if settings.enable_wado:
+        services.append((settings.wado_root, wado_uri.service))
+    return RouteTable(services)
 
 
 def to_web_request(request: Request, ctx: Context) -> WebRequest:
@@ -66,7 +79,7 @@ def create_app(
     # Chalice does not treat image/* as a wildcard: every answer is binary (DESIGN.md).
     app.api.binary_types = ["*/*"]
     settings = context_factory().settings
-    table = build_route_table(settings.root)
+    table = build_route_table(settings)
 
     @app.middleware("http")
     def accept_missing_is_any(request: Request, get_response: Callable) -> Response:
@@ -75,11 +88,12 @@ def create_app(
         `DicomWeb.StrictAccept` restores 406 for retrievals."""
         if "accept" not in request.headers:
             if settings.strict_accept and request.method == "GET":
-                return to_chalice_response(
-                    error_response(
-                        NotAcceptable("the request has no Accept header (DicomWeb.StrictAccept)")
-                    )
+                response = error_response(
+                    NotAcceptable("the request has no Accept header (DicomWeb.StrictAccept)")
                 )
+                origin = request.headers.get("origin", "")
+                response.headers.update(cors_headers(origin, settings.cors_allowed_origins))
+                return to_chalice_response(response)
             request.headers = CaseInsensitiveMapping({**request.headers, "accept": "*/*"})
         return get_response(request)
 

@@ -21,6 +21,12 @@ log = logging.getLogger(__name__)
 
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]
 
+# CORS (Fetch standard, "CORS protocol"): DICOMweb viewers such as OHIF send Authorization,
+# Range and If-None-Match, and read Warning, ETag and Content-Location.
+CORS_ALLOW_HEADERS = "Accept, Authorization, Content-Type, Range, If-None-Match, If-Modified-Since"
+CORS_EXPOSE_HEADERS = "Warning, ETag, Content-Location, Location, Content-Length, Allow"
+CORS_MAX_AGE = "600"
+
 
 @dataclass
 class WebRequest:
@@ -67,6 +73,32 @@ def json_response(
 def error_response(error: DicomWebError) -> WebResponse:
     document = {"Status": error.status, "Message": error.message}
     return json_response(document, error.status, headers=error.headers)
+
+
+def cors_headers(origin: str, allowed_origins: Iterable[str]) -> dict[str, str]:
+    """The CORS headers of an answer to `origin`; none when the origin is not allowed
+    (`DicomWeb.CorsAllowedOrigins`: exact origins, or `*` for any)."""
+    allowed = tuple(allowed_origins)
+    if not origin or not allowed:
+        return {}
+    if "*" in allowed:
+        value = "*"
+    elif origin in allowed:
+        value = origin
+    else:
+        return {}
+    headers = {
+        "Access-Control-Allow-Origin": value,
+        "Access-Control-Expose-Headers": CORS_EXPOSE_HEADERS,
+    }
+    if value != "*":
+        headers["Vary"] = "Origin"
+    return headers
+
+
+def request_cors_headers(request: WebRequest) -> dict[str, str]:
+    settings = getattr(request.context, "settings", None)
+    return cors_headers(request.header("origin"), getattr(settings, "cors_allowed_origins", ()))
 
 
 def quote_uid_path(*parts: str) -> str:
@@ -117,17 +149,28 @@ class RouteTable:
         """Call the handler of `path` for the request's method; never raise."""
         handlers = self.routes[path]
         method = request.method
+        cors = request_cors_headers(request)
         try:
-            if method == "OPTIONS" and "OPTIONS" not in handlers:
-                return WebResponse(204, headers={"Allow": ", ".join(self.allowed(path))})
-            handler = handlers.get("GET" if method == "HEAD" else method)
-            if handler is None:
-                allow = ", ".join(self.allowed(path))
-                raise MethodNotAllowed(
-                    f"{method} is not supported on {request.path}; allowed: {allow}",
-                    headers={"Allow": allow},
-                )
-            response = handler(request, **params)
+            allow = ", ".join(self.allowed(path))
+            if method == "OPTIONS" and request.header("access-control-request-method"):
+                # A CORS preflight: answered here for every path, before any OPTIONS handler.
+                response = WebResponse(204, headers={"Allow": allow})
+                if cors:
+                    response.headers |= {
+                        "Access-Control-Allow-Methods": allow,
+                        "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+                        "Access-Control-Max-Age": CORS_MAX_AGE,
+                    }
+            elif method == "OPTIONS" and "OPTIONS" not in handlers:
+                response = WebResponse(204, headers={"Allow": allow})
+            else:
+                handler = handlers.get("GET" if method == "HEAD" else method)
+                if handler is None:
+                    raise MethodNotAllowed(
+                        f"{method} is not supported on {request.path}; allowed: {allow}",
+                        headers={"Allow": allow},
+                    )
+                response = handler(request, **params)
         except DicomWebError as error:
             response = error_response(error)
         except Exception:
@@ -138,4 +181,5 @@ class RouteTable:
             )
         if method == "HEAD":
             response.body = b""
+        response.headers.update(cors)
         return response

@@ -1,0 +1,115 @@
+"""DELETE of a study, series or instance: an extension, not a PS3.18 transaction.
+
+PS3.18 (2025b) defines no delete transaction for studies, series or instances; this one
+follows the Orthanc plugin and dicomweb-client's `delete_*` (which note the same). It is on
+when `DicomWeb.EnableDelete` is true (the default locally; the AWS stage turns it off until
+the API has authentication); when off, DELETE is answered 405.
+
+Order: the index delete is the commit point (the resource disappears from QIDO, WADO and the
+counts at once, and the versions are bumped); then the original bytes, the precomputed
+metadata and the cached thumbnails go. A blob key the index points to again by then (a
+concurrent re-store of the same bytes, whose key is the same) is kept, so that a delete racing
+a store does not leave an indexed instance without its blob. Answers 204, or 404 when
+nothing is stored under the path; `DELETE /studies` stays 405.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from chalicelib.dicom.ids import is_valid_uid
+from chalicelib.errors import NotFound
+from chalicelib.server.http import Service, WebRequest, WebResponse
+from chalicelib.server.rendered import thumbnail_keys
+from chalicelib.storage import ports
+
+log = logging.getLogger(__name__)
+
+service = Service("delete")
+
+_DELETE_THREADS = 8
+
+
+def derived_keys(result: ports.DeleteResult) -> list[str]:
+    """Every BlobStore key of the deleted instances and of their series' and study's caches."""
+    keys: list[str] = []
+    parents: set[tuple[str, ...]] = set()
+    for record in result.instances:
+        keys += [k for k in (record.blob_key, record.metadata_key) if k]
+        keys += thumbnail_keys(record.study_uid, record.series_uid, record.sop_uid)
+        parents |= {(record.study_uid,), (record.study_uid, record.series_uid)}
+    for parent in sorted(parents):
+        keys += thumbnail_keys(*parent)
+    return keys
+
+
+def delete_resource(
+    request: WebRequest, study: str, series: str | None = None, instance: str | None = None
+) -> ports.DeleteResult:
+    """Delete from the index (the commit point), then the blobs nothing points to any more."""
+    index = request.context.index
+    for keyword, uid in (("StudyInstanceUID", study), ("SeriesInstanceUID", series),
+                         ("SOPInstanceUID", instance)):  # fmt: skip
+        if uid is not None and not is_valid_uid(uid):
+            raise NotFound(f"{keyword} '{uid[:80]}' is not a valid UID, so nothing is deleted")
+    try:
+        if instance is not None and series is not None:
+            result = index.delete_instance(study, series, instance)
+        elif series is not None:
+            result = index.delete_series(study, series)
+        else:
+            result = index.delete_study(study)
+    except ports.NotFound:
+        what = f"study {study}"
+        if series is not None:
+            what = f"series {series} in study {study}"
+        if instance is not None:
+            what = f"instance {instance} in series {series} of study {study}"
+        raise NotFound(f"no {what} is stored here") from None
+    _delete_blobs(request, result, study)
+    return result
+
+
+def _delete_blobs(request: WebRequest, result: ports.DeleteResult, study: str) -> None:
+    blobs, index = request.context.blobs, request.context.index
+    # One indexed read: the keys a concurrent store committed again since our delete.
+    still_indexed = {
+        key
+        for record in index.list_instances(study)
+        for key in (record.blob_key, record.metadata_key)
+        if key
+    }
+    keys = [k for k in derived_keys(result) if k not in still_indexed]
+
+    def remove(key: str) -> None:
+        try:
+            blobs.delete(key)
+        except ports.StorageError:
+            # The index no longer points here: an orphan blob wastes space, loses nothing.
+            log.warning("could not delete blob %s after its index delete", key, exc_info=True)
+
+    if len(keys) <= 4:
+        for key in keys:
+            remove(key)
+        return
+    with ThreadPoolExecutor(_DELETE_THREADS) as pool:
+        list(pool.map(remove, keys))
+
+
+@service.route("/studies/{study}", "DELETE")
+def delete_study(request: WebRequest, study: str) -> WebResponse:
+    delete_resource(request, study)
+    return WebResponse(204)
+
+
+@service.route("/studies/{study}/series/{series}", "DELETE")
+def delete_series(request: WebRequest, study: str, series: str) -> WebResponse:
+    delete_resource(request, study, series)
+    return WebResponse(204)
+
+
+@service.route("/studies/{study}/series/{series}/instances/{instance}", "DELETE")
+def delete_instance(request: WebRequest, study: str, series: str, instance: str) -> WebResponse:
+    delete_resource(request, study, series, instance)
+    return WebResponse(204)

@@ -1,0 +1,204 @@
+"""DELETE of studies, series and instances (an extension) over HTTP on both backends."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from chalice.test import Client
+from pydicom.uid import generate_uid
+
+from chalicelib.context import Context
+from chalicelib.ingest import IngestResult, store_instance
+from chalicelib.server.api import create_app
+from chalicelib.server.delete import derived_keys
+from chalicelib.server.rendered import thumbnail_keys
+from chalicelib.storage import ports
+from tests.conftest import make_context, testdata
+
+CT = "2020-08-12-Christopher.dcm"
+
+
+@pytest.fixture
+def client(context: Context) -> Client:
+    return Client(create_app(lambda: context))
+
+
+def _variant(series_uid: str | None = None) -> bytes:
+    ds = pydicom.dcmread(testdata(CT))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    if series_uid:
+        ds.SeriesInstanceUID = series_uid
+    out = io.BytesIO()
+    ds.save_as(out)
+    return out.getvalue()
+
+
+def _store(context: Context, data: bytes) -> IngestResult:
+    result = store_instance(context, data)
+    assert result.status == "stored", result.message
+    return result
+
+
+@pytest.fixture
+def study(context: Context) -> list[IngestResult]:
+    """One study: series A with two instances, series B with one."""
+    first = _store(context, testdata(CT).read_bytes())
+    second = _store(context, _variant())
+    other = _store(context, _variant(series_uid=generate_uid()))
+    return [first, second, other]
+
+
+def _path(r: IngestResult, level: str = "instance") -> str:
+    path = f"/dicom-web/studies/{r.study_uid}"
+    if level in ("series", "instance"):
+        path += f"/series/{r.series_uid}"
+    if level == "instance":
+        path += f"/instances/{r.sop_instance_uid}"
+    return path
+
+
+def _get(client: Client, path: str, accept: str = "*/*") -> Any:
+    return client.http.get(path, headers={"Accept": accept})
+
+
+def _records(context: Context, r: IngestResult) -> list[ports.InstanceRecord]:
+    return context.index.list_instances(r.study_uid)
+
+
+def test_delete_instance(client: Client, context: Context, study: list[IngestResult]) -> None:
+    first, second, other = study
+    record = context.index.get_instance(first.study_uid, first.series_uid, first.sop_instance_uid)
+    version = context.index.get_series(first.study_uid, first.series_uid).version
+    assert _get(client, _path(first) + "/thumbnail").status_code == 200
+    assert context.blobs.exists(thumbnail_keys(*_uids(first))[0])
+
+    response = client.http.delete(_path(first))
+    assert response.status_code == 204 and response.body == b""
+
+    assert client.http.delete(_path(first)).status_code == 404
+    assert _get(client, _path(first)).status_code == 404
+    assert _get(client, _path(first) + "/rendered").status_code == 404
+    wado = f"/wado?requestType=WADO&objectUID={first.sop_instance_uid}"
+    assert _get(client, wado).status_code == 404
+    assert not context.blobs.exists(record.blob_key)
+    assert record.metadata_key and not context.blobs.exists(record.metadata_key)
+    assert not context.blobs.exists(thumbnail_keys(*_uids(first))[0])
+    # Aggregates stay exact and the series version moves on.
+    series = context.index.get_series(first.study_uid, first.series_uid)
+    assert series.num_instances == 1 and series.version > version
+    study_record = context.index.get_study(first.study_uid)
+    assert (study_record.num_series, study_record.num_instances) == (2, 2)
+    assert sorted(r.sop_uid for r in _records(context, first)) == sorted(
+        [second.sop_instance_uid, other.sop_instance_uid]
+    )
+    assert _get(client, _path(second, "series")).status_code == 200
+
+
+def _uids(r: IngestResult) -> tuple[str, str, str]:
+    return r.study_uid, r.series_uid, r.sop_instance_uid
+
+
+def test_delete_series(client: Client, context: Context, study: list[IngestResult]) -> None:
+    first, _, other = study
+    assert _get(client, _path(first, "series") + "/thumbnail").status_code == 200
+    assert client.http.delete(_path(first, "series")).status_code == 204
+    assert _get(client, _path(first, "series")).status_code == 404
+    assert client.http.delete(_path(first, "series")).status_code == 404
+    assert not context.blobs.exists(thumbnail_keys(first.study_uid, first.series_uid)[0])
+    study_record = context.index.get_study(first.study_uid)
+    assert (study_record.num_series, study_record.num_instances) == (1, 1)
+    assert [r.sop_uid for r in _records(context, first)] == [other.sop_instance_uid]
+
+
+def test_delete_study(client: Client, context: Context, study: list[IngestResult]) -> None:
+    first = study[0]
+    records = _records(context, first)
+    assert _get(client, _path(first, "study") + "/thumbnail").status_code == 200
+    assert client.http.delete(_path(first, "study")).status_code == 204
+    assert _get(client, _path(first, "study")).status_code == 404
+    assert _records(context, first) == []
+    with pytest.raises(ports.NotFound):
+        context.index.get_study(first.study_uid)
+    assert all(not context.blobs.exists(r.blob_key) for r in records)
+    assert not context.blobs.exists(thumbnail_keys(first.study_uid)[0])
+    assert list(context.index.iter_studies()) == []
+    # The same file can be stored again afterwards.
+    _store(context, testdata(CT).read_bytes())
+    assert _get(client, _path(first)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/dicom-web/studies/1.2.3",
+        "/dicom-web/studies/1.2.3/series/1.2.4",
+        "/dicom-web/studies/1.2.3/series/1.2.4/instances/1.2.5",
+        "/dicom-web/studies/not..a.uid",
+    ],
+)
+def test_delete_unknown_is_404(client: Client, path: str) -> None:
+    response = client.http.delete(path)
+    assert response.status_code == 404
+    assert response.headers["Content-Type"] == "application/json"
+
+
+def test_delete_studies_stays_405(client: Client) -> None:
+    response = client.http.delete("/dicom-web/studies")
+    assert response.status_code == 405
+    assert "DELETE" not in response.headers["Allow"]
+
+
+def test_delete_disabled(backend: str, tmp_path: Path) -> None:
+    context = make_context(backend, tmp_path, enable_delete=False)
+    r = _store(context, testdata(CT).read_bytes())
+    client = Client(create_app(lambda: context))
+    response = client.http.delete(_path(r))
+    assert response.status_code == 405
+    assert "DELETE" not in response.headers["Allow"]
+    assert _get(client, _path(r)).status_code == 200
+
+
+class RestoreDuringDelete:
+    """A TagIndex that lets a store of the same bytes commit right after a delete's commit:
+    the racing interleaving, forced (inject, don't patch)."""
+
+    def __init__(self, index: ports.TagIndex, restore: Any) -> None:
+        self._index = index
+        self._restore = restore
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._index, name)
+
+    def delete_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> ports.DeleteResult:
+        result = self._index.delete_instance(study_uid, series_uid, sop_uid)
+        self._restore()
+        return result
+
+
+def test_delete_racing_a_store_keeps_the_blob(context: Context) -> None:
+    data = testdata(CT).read_bytes()
+    r = _store(context, data)
+    racing = replace(context)
+    racing.index = RestoreDuringDelete(context.index, lambda: _store(context, data))
+    client = Client(create_app(lambda: racing))
+    assert client.http.delete(_path(r)).status_code == 204
+    record = context.index.get_instance(*_uids(r))
+    assert context.blobs.exists(record.blob_key)
+    assert record.metadata_key and context.blobs.exists(record.metadata_key)
+    assert _get(client, _path(r)).status_code == 200
+
+
+def test_derived_keys_cover_every_level() -> None:
+    record = ports.InstanceRecord(
+        "1.1", "1.2", "1.3", "1.4", "1.2.840.10008.1.2.1", "1.1/1.2/1.3/ab.dcm", 1, "ab",
+        {}, {}, {}, {}, metadata_key="1.1/1.2/1.3/ab.json.gz",
+    )  # fmt: skip
+    keys = derived_keys(ports.DeleteResult([record]))
+    assert {"1.1/1.2/1.3/ab.dcm", "1.1/1.2/1.3/ab.json.gz"} <= set(keys)
+    for parts in (("1.1",), ("1.1", "1.2"), ("1.1", "1.2", "1.3")):
+        assert set(thumbnail_keys(*parts)) <= set(keys)
