@@ -3,14 +3,28 @@
 Items, keyed by partition key `pk` and sort key `sk`:
 
 - study `pk`=StudyInstanceUID, `sk`="ST": study_tags (JSON string), orthanc_id, num_series,
-  num_instances, version, modalities and sop_classes (string sets, absent when empty), and for
-  QIDO-RS narrowing patient_id, patient_name, study_date, accession_number (absent when empty:
-  a DynamoDB index key cannot be an empty string);
+  num_instances, version, modalities and sop_classes (string sets, absent when empty),
+  patient_id, patient_name, study_date, accession_number (absent when empty: a DynamoDB index
+  key cannot be an empty string), `ix` (JSON of the study's search index entries, see below),
+  and the keys of the GSI `study_date`: `ds`="DS#{n}" (n = CRC-32 of the UID modulo
+  `DATE_SHARDS`, spreading the listing over a few partitions) and `dk`="{YYYYMMDD}#{UID}"
+  ("#{UID}" when the date is absent or malformed);
+- search index entries `sk`="IX#{entry}" (PatientID, AccessionNumber, PatientNameA|I|P for
+  each component group, case-folded by `matching.index_text`): keys `sx`="{keyword}#{first
+  character}" and `sxs`="{value}#{StudyInstanceUID}" of the shared GSI `search`; written in
+  the store transaction only when the study's values change;
 - series `sk`="SE#{SeriesInstanceUID}": series_uid (key of the sparse GSI `series_uid`),
-  series_tags, orthanc_id, modality, num_instances, version;
+  series_tags, orthanc_id, modality, num_instances, version, and `sx`="Modality#{first
+  character}", `sxs`="{Modality}#{StudyInstanceUID}#{SeriesInstanceUID}" in the GSI `search`;
 - instance `sk`="IN#{SeriesInstanceUID}#{SOPInstanceUID}": sop_uid (key of the sparse GSI
   `sop_uid`), record (the InstanceRecord as JSON), modality, sop_class_uid;
 - config `pk`="CONFIG#{namespace}", `sk`="CF#{name}": value (JSON string).
+
+QIDO-RS searches (`search`) read these GSIs and keys, never Scan: `study_date` (projection ALL)
+lists studies newest first and answers StudyDate ranges; `search` (KEYS_ONLY) answers exact
+and prefix keys on PatientID, AccessionNumber, PatientName and Modality/ModalitiesInStudy, one
+Query per value with `begins_with` on `sxs`; `series_uid` and `sop_uid` answer UID keys. GSI
+reads are eventually consistent: a study stored a moment ago may be missing from a search.
 
 Listings follow the sort key: series by SeriesInstanceUID, instances by (SeriesInstanceUID,
 SOPInstanceUID), byte order ('#' sorts before every UID character, so this is the same order
@@ -21,34 +35,46 @@ read and retried on fresh reads when anything changed meanwhile.
 
 from __future__ import annotations
 
+import heapq
 import json
 import random
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from itertools import groupby
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib.dicom.matching import Narrowing
+from chalicelib.dicom.tags import Level
 from chalicelib.storage.ports import (
     DeleteResult,
     InstanceRecord,
     NotFound,
     OutOfResources,
+    ScanBudgetExceeded,
+    SearchCandidate,
     SeriesRecord,
     StoreResult,
     StudyRecord,
 )
 from chalicelib.storage.records import (
+    date_bounds,
     modality,
     record_from_json,
     record_to_json,
     released_keys,
     search_attributes,
+    search_hint,
+    search_terms,
     series_conflict,
     sop_conflict,
     stamped,
+    study_date,
+    study_order,
+    term_name,
 )
 
 Value = dict[str, Any]
@@ -59,10 +85,13 @@ Condition = tuple[str, dict[str, str], dict[str, Value]]
 STUDY_SK = "ST"
 SOP_INDEX = "sop_uid"
 SERIES_INDEX = "series_uid"
+DATE_INDEX = "study_date"
+SEARCH_INDEX = "search"
+DATE_SHARDS = 4
 _ATTEMPTS = 8
-_CHUNK = 98
-"""Instances deleted per transaction: with the series and study items, TransactWriteItems'
-limit of 100 actions."""
+_CHUNK = 93
+"""Instances deleted per transaction: with the series and study items and up to five search
+index entries, TransactWriteItems' limit of 100 actions."""
 _THROTTLED = {
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
@@ -74,25 +103,40 @@ _ABSENT: Condition = ("attribute_not_exists(sk)", {}, {})
 
 def create_table(client: Any, table_name: str) -> None:
     """Create the index table (on demand) with its sparse GSIs, and wait until it exists."""
+    uid_indexes = [
+        {
+            "IndexName": name,
+            "KeySchema": [{"AttributeName": name, "KeyType": "HASH"}],
+            "Projection": {"ProjectionType": "KEYS_ONLY"},
+        }
+        for name in (SOP_INDEX, SERIES_INDEX)
+    ]
+    search_indexes = [
+        {
+            "IndexName": name,
+            "KeySchema": [
+                {"AttributeName": hash_key, "KeyType": "HASH"},
+                {"AttributeName": range_key, "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": projection},
+        }
+        for name, hash_key, range_key, projection in (
+            (DATE_INDEX, "ds", "dk", "ALL"),
+            (SEARCH_INDEX, "sx", "sxs", "KEYS_ONLY"),
+        )
+    ]
     client.create_table(
         TableName=table_name,
         BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[
             {"AttributeName": name, "AttributeType": "S"}
-            for name in ("pk", "sk", SOP_INDEX, SERIES_INDEX)
+            for name in ("pk", "sk", SOP_INDEX, SERIES_INDEX, "ds", "dk", "sx", "sxs")
         ],
         KeySchema=[
             {"AttributeName": "pk", "KeyType": "HASH"},
             {"AttributeName": "sk", "KeyType": "RANGE"},
         ],
-        GlobalSecondaryIndexes=[
-            {
-                "IndexName": name,
-                "KeySchema": [{"AttributeName": name, "KeyType": "HASH"}],
-                "Projection": {"ProjectionType": "KEYS_ONLY"},
-            }
-            for name in (SOP_INDEX, SERIES_INDEX)
-        ],
+        GlobalSecondaryIndexes=uid_indexes + search_indexes,
     )
     client.get_waiter("table_exists").wait(TableName=table_name)
 
@@ -167,12 +211,40 @@ class _Table:
     def key(pk: str, sk: str) -> dict[str, Value]:
         return {"pk": _s(pk), "sk": _s(sk)}
 
-    def get(self, pk: str, sk: str) -> dict[str, Value] | None:
+    def get(self, pk: str, sk: str, *projection: str) -> dict[str, Value] | None:
+        options: dict[str, Any] = {}
+        if projection:
+            names = {f"#p{i}": name for i, name in enumerate(projection)}
+            options = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
         with _translated():
             response = self.client.get_item(
-                TableName=self.name, Key=self.key(pk, sk), ConsistentRead=True
+                TableName=self.name, Key=self.key(pk, sk), ConsistentRead=True, **options
             )
         return response.get("Item")
+
+    def batch_get(self, keys: Sequence[tuple[str, str]]) -> list[dict[str, Value]]:
+        """The items that exist among `keys` (consistent reads), in no particular order."""
+        items: list[dict[str, Value]] = []
+        keys = list(dict.fromkeys(keys))
+        for start in range(0, len(keys), 100):
+            request = {
+                self.name: {
+                    "Keys": [self.key(pk, sk) for pk, sk in keys[start : start + 100]],
+                    "ConsistentRead": True,
+                }
+            }
+            for attempt in range(_ATTEMPTS * 2):
+                if attempt:
+                    _backoff(min(attempt, _ATTEMPTS))
+                with _translated():
+                    response = self.client.batch_get_item(RequestItems=request)
+                items += response.get("Responses", {}).get(self.name, [])
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+            else:
+                raise OutOfResources("DynamoDB left keys unprocessed in BatchGetItem")
+        return items
 
     def query(self, pk: str, prefix: str, **options: Any) -> Iterator[dict[str, Value]]:
         """Items of partition `pk` whose sort key starts with `prefix`, page after page."""
@@ -312,11 +384,18 @@ def _instance_item(record: InstanceRecord) -> dict[str, Value]:
 
 
 def _series_values(record: InstanceRecord) -> dict[str, Value | None]:
+    value = modality(record)
     return {
         "series_tags": _s(json.dumps(record.series_tags)),
         "orthanc_id": _s(record.orthanc_ids.get("series", "")),
-        "modality": _optional(modality(record)),
+        "modality": _optional(value),
+        "sx": _optional(value and f"Modality#{value[:1]}"),
+        "sxs": _optional(value and f"{value}#{record.study_uid}#{record.series_uid}"),
     }
+
+
+def _date_shard(study_uid: str) -> str:
+    return f"DS#{zlib.crc32(study_uid.encode('ascii', 'replace')) % DATE_SHARDS}"
 
 
 def _study_values(record: InstanceRecord) -> dict[str, Value | None]:
@@ -325,7 +404,54 @@ def _study_values(record: InstanceRecord) -> dict[str, Value | None]:
         "study_tags": _s(json.dumps(record.study_tags)),
         "orthanc_id": _s(record.orthanc_ids.get("study", "")),
         **{name: _optional(value) for name, value in search.items()},
+        "ds": _s(_date_shard(record.study_uid)),
+        "dk": _s(f"{study_date(record.study_tags)}#{record.study_uid}"),
     }
+
+
+Terms = dict[str, str]
+"""The search index entries of a study: entry name → value (see `records.search_terms`)."""
+
+
+def _terms_of(item: dict[str, Value] | None) -> Terms | None:
+    """The entries a study item says it has; None when the study does not exist."""
+    if item is None:
+        return None
+    return json.loads(item.get("ix", {}).get("S", "null"))
+
+
+def _term_actions(
+    table: _Table, study_uid: str, old: Terms | None, new: Terms
+) -> list[tuple[str, dict[str, Any]]]:
+    """Puts of the changed entries and deletes of the dropped ones."""
+    old = old or {}
+    actions = [
+        (
+            "Put",
+            table.put_action(
+                {
+                    **table.key(study_uid, f"IX#{entry}"),
+                    "sx": _s(f"{term_name(entry)}#{value[:1]}"),
+                    "sxs": _s(f"{value}#{study_uid}"),
+                }
+            ),
+        )
+        for entry, value in new.items()
+        if old.get(entry) != value
+    ]
+    actions += [
+        ("Delete", table.delete_action(study_uid, f"IX#{entry}"))
+        for entry in old
+        if entry not in new
+    ]
+    return actions
+
+
+def _terms_condition(old: Terms | None) -> Condition:
+    """The study item still has the entries read (so that entries and study_tags agree)."""
+    if old is None:
+        return ("attribute_not_exists(#ix)", {"#ix": "ix"}, {})
+    return ("#ix = :ix", {"#ix": "ix"}, {":ix": _s(json.dumps(old, sort_keys=True))})
 
 
 def _study_additions(
@@ -362,25 +488,31 @@ class DynamoTagIndex:
                 old = _record(item)
                 if not overwrite:
                     return StoreResult("kept", old)
-                if self._replace(new, item) is None:
+                terms = _terms_of(self._table.get(new.study_uid, STUDY_SK, "sk", "ix"))
+                if self._replace(new, item, terms) is None:
                     if (modality(old), old.sop_class_uid) != (modality(new), new.sop_class_uid):
                         self._refresh_sets(new.study_uid)
                     return StoreResult("replaced", new, released_keys(old, new))
                 continue
             self._check_sop_elsewhere(new)
+            terms = _terms_of(self._table.get(new.study_uid, STUDY_SK, "sk", "ix"))
             # Most stores go to an existing series: try that first; on a new series the
             # series condition fails and the variant that creates it follows.
-            codes = self._create(new, series_exists=True)
+            codes = self._create(new, terms, series_exists=True)
             if codes is not None and codes[1] == "ConditionalCheckFailed":
                 self._check_series_elsewhere(new)
-                codes = self._create(new, series_exists=False)
+                codes = self._create(new, terms, series_exists=False)
             if codes is None:
                 return StoreResult("created", new)
         raise _contention(f"storing instance {new.sop_uid}")
 
-    def _create(self, record: InstanceRecord, series_exists: bool) -> list[str] | None:
+    def _create(
+        self, record: InstanceRecord, terms: Terms | None, series_exists: bool
+    ) -> list[str] | None:
         """Put the instance (only if absent) and count it in its series and study; the series
-        must exist (`series_exists`) or is created, counted once in the study."""
+        must exist (`series_exists`) or is created, counted once in the study. `terms` are the
+        study's search index entries as read: they are brought up to date in the same
+        transaction."""
         pk = record.study_uid
         series_sk = f"SE#{record.series_uid}"
         if series_exists:
@@ -409,19 +541,29 @@ class DynamoTagIndex:
             [
                 ("Put", self._table.put_action(_instance_item(record), _ABSENT)),
                 (verb, series_action),
-                (
-                    "Update",
-                    self._table.update_action(
-                        pk,
-                        STUDY_SK,
-                        _study_values(record),
-                        _study_additions(record, instances=1, series=0 if series_exists else 1),
-                    ),
+                self._study_update(
+                    record, terms, _study_additions(record, 1, 0 if series_exists else 1)
                 ),
+                *_term_actions(self._table, pk, terms, search_terms(record.study_tags)),
             ]
         )
 
-    def _replace(self, record: InstanceRecord, old_item: dict[str, Value]) -> list[str] | None:
+    def _study_update(
+        self, record: InstanceRecord, terms: Terms | None, additions: dict[str, Value | None]
+    ) -> tuple[str, dict[str, Any]]:
+        """The study item's update, conditioned on its search index entries being `terms`."""
+        values = {
+            **_study_values(record),
+            "ix": _s(json.dumps(search_terms(record.study_tags), sort_keys=True)),
+        }
+        action = self._table.update_action(
+            record.study_uid, STUDY_SK, values, additions, _terms_condition(terms)
+        )
+        return ("Update", action)
+
+    def _replace(
+        self, record: InstanceRecord, old_item: dict[str, Value], terms: Terms | None
+    ) -> list[str] | None:
         """Replace the instance item, if unchanged since read, and bump the parents' versions."""
         pk = record.study_uid
         return self._table.transact(
@@ -442,12 +584,8 @@ class DynamoTagIndex:
                         _EXISTS,
                     ),
                 ),
-                (
-                    "Update",
-                    self._table.update_action(
-                        pk, STUDY_SK, _study_values(record), _study_additions(record, 0, 0)
-                    ),
-                ),
+                self._study_update(record, terms, _study_additions(record, 0, 0)),
+                *_term_actions(self._table, pk, terms, search_terms(record.study_tags)),
             ]
         )
 
@@ -518,6 +656,164 @@ class DynamoTagIndex:
             ConsistentRead=True,
         )
         yield from map(_study, items)
+
+    def search(
+        self, level: Level, hints: Sequence[Narrowing], budget: int | None
+    ) -> Iterator[SearchCandidate]:
+        hint = search_hint(level, hints)
+        if hint is None:
+            yield from self._listing(level, budget)
+        elif hint.keyword == "SOPInstanceUID":
+            keys = [key for uid in hint.values for key in self._table.lookup(SOP_INDEX, uid)]
+            records = sorted(
+                (_record(item) for item in self._table.batch_get(keys)),
+                key=lambda r: (r.study_uid, r.series_uid, r.sop_uid),
+            )
+            yield from self._with_parents(records)
+        elif hint.keyword in ("SeriesInstanceUID", "Modality"):
+            yield from self._below_series(level, self._series_for(hint, hints))
+        elif level == "study" and hint.keyword == "StudyDate":
+            yield from (SearchCandidate(_study(item)) for item in self._date_listing(hint))
+        elif level == "study":
+            keys = [(uid, STUDY_SK) for uid in self._studies_for(hint)]
+            studies = sorted(map(_study, self._table.batch_get(keys)), key=study_order)
+            yield from (SearchCandidate(study) for study in reversed(studies))
+        else:
+            yield from self._below_studies(level, sorted(self._studies_for(hint)))
+
+    def _studies_for(self, hint: Narrowing) -> set[str]:
+        """StudyInstanceUIDs satisfying a study-level hint, from the GSIs."""
+        if hint.keyword == "StudyInstanceUID":
+            return set(hint.values)
+        if hint.keyword == "StudyDate":
+            return {item["pk"]["S"] for item in self._date_listing(hint)}
+        keyword = "Modality" if hint.keyword == "ModalitiesInStudy" else hint.keyword
+        return {pk for pk, _ in self._search_index(keyword, hint)}
+
+    def _series_for(self, hint: Narrowing, hints: Sequence[Narrowing]) -> list[tuple[str, str]]:
+        """(StudyInstanceUID, SeriesInstanceUID) of the series satisfying a series hint."""
+        if hint.keyword == "Modality":
+            keys = self._search_index("Modality", hint)
+        else:
+            studies = [h.values for h in hints if h.keyword == "StudyInstanceUID"]
+            if len(studies) == 1 and len(studies[0]) == 1:
+                # The series of a study in the URL: the keys are known, no GSI read needed.
+                keys = [(studies[0][0], f"SE#{uid}") for uid in hint.values]
+            else:
+                keys = [key for uid in hint.values for key in self._table.lookup(SERIES_INDEX, uid)]
+        return sorted({(pk, sk.removeprefix("SE#")) for pk, sk in keys})
+
+    def _search_index(self, keyword: str, hint: Narrowing) -> list[tuple[str, str]]:
+        """(pk, sk) of the items of the shared GSI `search` whose `keyword` value equals one of
+        the hint's values (`exact`) or starts with one (`prefix`)."""
+        keys = []
+        for value in hint.values:
+            items = self._table.pages(
+                IndexName=SEARCH_INDEX,
+                KeyConditionExpression="sx = :sx AND begins_with(sxs, :v)",
+                ExpressionAttributeValues={
+                    ":sx": _s(f"{keyword}#{value[:1]}"),
+                    ":v": _s(value if hint.kind == "prefix" else f"{value}#"),
+                },
+            )
+            keys += [(item["pk"]["S"], item["sk"]["S"]) for item in items]
+        return keys
+
+    def _date_listing(self, hint: Narrowing | None = None) -> Iterator[dict[str, Value]]:
+        """Study items from the GSI `study_date`, newest first (within `hint`'s range), the
+        shards merged."""
+        condition, values = "ds = :ds", {}
+        if hint is not None:
+            low, high = date_bounds(hint)
+            condition += " AND dk BETWEEN :low AND :high"
+            # "#" < "0" < "9" < "$": every dated key of the range, none without a date.
+            values = {":low": _s(low or "0"), ":high": _s(f"{high or '9' * 8}$")}
+        shards = [
+            self._table.pages(
+                IndexName=DATE_INDEX,
+                KeyConditionExpression=condition,
+                ExpressionAttributeValues={":ds": _s(f"DS#{n}"), **values},
+                ScanIndexForward=False,
+            )
+            for n in range(DATE_SHARDS)
+        ]
+        yield from heapq.merge(*shards, key=lambda item: item["dk"]["S"], reverse=True)
+
+    def _below_studies(self, level: Level, study_uids: list[str]) -> Iterator[SearchCandidate]:
+        """The series or instances of studies, each study from one Query of its partition."""
+        for study_uid in study_uids:
+            condition, values = "pk = :pk", {":pk": _s(study_uid)}
+            if level == "series":  # "SE#..." < "ST": the series items and the study item
+                condition, values[":se"] = "pk = :pk AND sk >= :se", _s("SE#")
+            items = list(
+                self._table.pages(
+                    KeyConditionExpression=condition,
+                    ExpressionAttributeValues=values,
+                    ConsistentRead=True,
+                )
+            )
+            study = next((_study(i) for i in items if i["sk"]["S"] == STUDY_SK), None)
+            if study is None:
+                continue
+            series = {
+                s.series_uid: s for s in (_series(i) for i in items if i["sk"]["S"][:3] == "SE#")
+            }
+            if level == "series":
+                yield from (SearchCandidate(study, s) for _, s in sorted(series.items()))
+                continue
+            for item in items:
+                if item["sk"]["S"][:3] == "IN#":
+                    record = _record(item)
+                    if record.series_uid in series:
+                        yield SearchCandidate(study, series[record.series_uid], record)
+
+    def _below_series(self, level: Level, keys: list[tuple[str, str]]) -> Iterator[SearchCandidate]:
+        for study_uid, group in groupby(keys, key=lambda key: key[0]):
+            series_uids = [series_uid for _, series_uid in group]
+            items = self._table.batch_get(
+                [(study_uid, STUDY_SK), *((study_uid, f"SE#{uid}") for uid in series_uids)]
+            )
+            study = next((_study(i) for i in items if i["sk"]["S"] == STUDY_SK), None)
+            series = {i["series_uid"]["S"]: _series(i) for i in items if i["sk"]["S"] != STUDY_SK}
+            if study is None:
+                continue
+            for series_uid in series_uids:
+                if series_uid not in series:
+                    continue
+                if level == "series":
+                    yield SearchCandidate(study, series[series_uid])
+                else:
+                    for record in self.list_instances(study_uid, series_uid):
+                        yield SearchCandidate(study, series[series_uid], record)
+
+    def _with_parents(self, records: list[InstanceRecord]) -> Iterator[SearchCandidate]:
+        parents = {
+            item["pk"]["S"] + item["sk"]["S"]: item
+            for item in self._table.batch_get(
+                [
+                    key
+                    for r in records
+                    for key in ((r.study_uid, STUDY_SK), (r.study_uid, f"SE#{r.series_uid}"))
+                ]
+            )
+        }
+        for record in records:
+            study = parents.get(record.study_uid + STUDY_SK)
+            series = parents.get(f"{record.study_uid}SE#{record.series_uid}")
+            if study is not None and series is not None:
+                yield SearchCandidate(_study(study), _series(series), record)
+
+    def _listing(self, level: Level, budget: int | None) -> Iterator[SearchCandidate]:
+        """Every resource of the level in search order, under `budget`."""
+        if level == "study":
+            candidates = (SearchCandidate(_study(item)) for item in self._date_listing())
+        else:
+            study_uids = sorted(item["pk"]["S"] for item in self._date_listing())
+            candidates = self._below_studies(level, study_uids)
+        for read, candidate in enumerate(candidates, 1):
+            if budget is not None and read > budget:
+                raise ScanBudgetExceeded(level, budget)
+            yield candidate
 
     def delete_study(self, study_uid: str) -> DeleteResult:
         if self._table.get(study_uid, STUDY_SK) is None:
@@ -596,6 +892,7 @@ class DynamoTagIndex:
                 actions.append(
                     ("Delete", self._table.delete_action(study_uid, STUDY_SK, study_condition))
                 )
+                actions += _term_actions(self._table, study_uid, _terms_of(study), {})
             else:
                 uncount = {
                     "num_instances": _n(-count),

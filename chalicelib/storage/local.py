@@ -14,29 +14,38 @@ import sqlite3
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
+from chalicelib.dicom.matching import Narrowing
+from chalicelib.dicom.tags import Level
 from chalicelib.storage.ports import (
     DeleteResult,
     InstanceRecord,
     NotFound,
     OutOfResources,
+    ScanBudgetExceeded,
+    SearchCandidate,
     SeriesRecord,
     StoreResult,
     StudyRecord,
 )
 from chalicelib.storage.records import (
+    date_bounds,
     modality,
     record_from_json,
     record_to_json,
     released_keys,
     search_attributes,
+    search_hint,
+    search_terms,
     series_conflict,
     sop_conflict,
     stamped,
+    term_name,
     validate_key,
 )
 
@@ -182,8 +191,19 @@ CREATE TABLE IF NOT EXISTS instances (
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS instances_series ON instances (study_uid, series_uid, sop_uid);
-CREATE INDEX IF NOT EXISTS instances_sets ON instances (study_uid, modality, sop_class_uid)
+CREATE INDEX IF NOT EXISTS instances_sets ON instances (study_uid, modality, sop_class_uid);
+CREATE INDEX IF NOT EXISTS studies_listing ON studies (study_date, study_uid);
+CREATE TABLE IF NOT EXISTS study_terms (
+    study_uid TEXT NOT NULL,
+    entry TEXT NOT NULL,
+    name TEXT NOT NULL,
+    term TEXT NOT NULL,
+    PRIMARY KEY (study_uid, entry)
+);
+CREATE INDEX IF NOT EXISTS study_terms_name ON study_terms (name, term)
 """
+_MAX_CHAR = "\U0010ffff"
+"""Sorts after every character (UTF-8 byte order): `term < prefix + _MAX_CHAR` bounds a prefix."""
 
 _STUDY_COLUMNS = (
     "study_uid, study_tags, num_series, num_instances, modalities, sop_classes, version, orthanc_id"
@@ -316,6 +336,14 @@ class SqliteTagIndex:
                 added,
             ),
         )
+        db.execute("DELETE FROM study_terms WHERE study_uid = ?", (record.study_uid,))
+        db.executemany(
+            "INSERT INTO study_terms (study_uid, entry, name, term) VALUES (?, ?, ?, ?)",
+            [
+                (record.study_uid, entry, term_name(entry), term)
+                for entry, term in search_terms(record.study_tags).items()
+            ],
+        )
 
     @staticmethod
     def _merge_sets(db: sqlite3.Connection, record: InstanceRecord) -> None:
@@ -408,6 +436,153 @@ class SqliteTagIndex:
             yield from map(_study, rows)
             after = rows[-1][0]
 
+    def search(
+        self, level: Level, hints: Sequence[Narrowing], budget: int | None
+    ) -> Iterator[SearchCandidate]:
+        hint = search_hint(level, hints)
+        if hint is None:
+            yield from self._listing(level, budget)
+        elif hint.keyword == "SOPInstanceUID":
+            rows = self._read_in("SELECT record FROM instances WHERE sop_uid IN ({})", hint.values)
+            records = sorted(
+                (record_from_json(row[0]) for row in rows),
+                key=lambda r: (r.study_uid, r.series_uid, r.sop_uid),
+            )
+            yield from self._with_parents(records)
+        elif hint.keyword in ("SeriesInstanceUID", "Modality"):
+            if hint.keyword == "Modality":
+                where, params = _string_condition("modality", hint)
+                rows = self._db.read(
+                    f"SELECT study_uid, series_uid FROM series WHERE {where}", params
+                )
+            else:
+                rows = self._read_in(
+                    "SELECT study_uid, series_uid FROM series WHERE series_uid IN ({})", hint.values
+                )
+            yield from self._below_series(level, sorted(rows))
+        else:
+            study_uids = self._studies_for(hint)
+            if level == "study":
+                studies = self._read_in(
+                    f"SELECT {_STUDY_COLUMNS} FROM studies WHERE study_uid IN ({{}})"
+                    " ORDER BY study_date DESC, study_uid DESC",
+                    sorted(study_uids),
+                )
+                yield from (SearchCandidate(_study(row)) for row in studies)
+            else:
+                yield from self._below_studies(level, sorted(study_uids))
+
+    def _read_in(self, sql: str, values: Iterable[str]) -> list[tuple[Any, ...]]:
+        """`sql` with `IN ({})` run over `values` in chunks (SQLite's parameter limit)."""
+        values = list(dict.fromkeys(values))
+        rows: list[tuple[Any, ...]] = []
+        for start in range(0, len(values), _PAGE):
+            chunk = values[start : start + _PAGE]
+            rows += self._db.read(sql.format(", ".join("?" * len(chunk))), tuple(chunk))
+        return rows
+
+    def _studies_for(self, hint: Narrowing) -> set[str]:
+        """StudyInstanceUIDs satisfying a study-level hint, from indexed columns."""
+        if hint.keyword == "StudyInstanceUID":
+            return set(hint.values)
+        if hint.keyword == "StudyDate":
+            low, high = date_bounds(hint)
+            rows = self._db.read(
+                "SELECT study_uid FROM studies WHERE study_date != '' AND study_date >= ?"
+                " AND (? = '' OR study_date <= ?)",
+                (low, high, high),
+            )
+        elif hint.keyword == "ModalitiesInStudy":
+            where, params = _string_condition("modality", hint)
+            rows = self._db.read(f"SELECT DISTINCT study_uid FROM series WHERE {where}", params)
+        else:
+            where, params = _string_condition("term", hint)
+            rows = self._db.read(
+                f"SELECT study_uid FROM study_terms WHERE name = ? AND ({where})",
+                (hint.keyword, *params),
+            )
+        return {row[0] for row in rows}
+
+    def _below_studies(self, level: Level, study_uids: list[str]) -> Iterator[SearchCandidate]:
+        for study_uid in study_uids:
+            try:
+                study = self.get_study(study_uid)
+            except NotFound:
+                continue
+            if level == "series":
+                yield from (SearchCandidate(study, s) for s in self.list_series(study_uid))
+                continue
+            series = {s.series_uid: s for s in self.list_series(study_uid)}
+            for record in self.list_instances(study_uid):
+                yield SearchCandidate(study, series[record.series_uid], record)
+
+    def _below_series(self, level: Level, keys: list[tuple[str, str]]) -> Iterator[SearchCandidate]:
+        for study_uid, group in groupby(keys, key=lambda key: key[0]):
+            try:
+                study = self.get_study(study_uid)
+            except NotFound:
+                continue
+            for _, series_uid in group:
+                try:
+                    series = self.get_series(study_uid, series_uid)
+                except NotFound:
+                    continue
+                if level == "series":
+                    yield SearchCandidate(study, series)
+                else:
+                    for record in self.list_instances(study_uid, series_uid):
+                        yield SearchCandidate(study, series, record)
+
+    def _with_parents(self, records: list[InstanceRecord]) -> Iterator[SearchCandidate]:
+        studies: dict[str, StudyRecord] = {}
+        series: dict[str, SeriesRecord] = {}
+        for record in records:
+            try:
+                if record.study_uid not in studies:
+                    studies[record.study_uid] = self.get_study(record.study_uid)
+                if record.series_uid not in series:
+                    series[record.series_uid] = self.get_series(record.study_uid, record.series_uid)
+            except NotFound:
+                continue  # deleted meanwhile
+            yield SearchCandidate(studies[record.study_uid], series[record.series_uid], record)
+
+    def _listing(self, level: Level, budget: int | None) -> Iterator[SearchCandidate]:
+        """Every resource of the level in search order, page by page, under `budget`."""
+        read = 0
+
+        def count() -> None:
+            nonlocal read
+            read += 1
+            if budget is not None and read > budget:
+                raise ScanBudgetExceeded(level, budget)
+
+        if level == "study":
+            after: tuple[str, str] | None = None
+            while rows := self._db.read(
+                f"SELECT {_STUDY_COLUMNS}, study_date FROM studies"
+                " WHERE ? IS NULL OR (study_date, study_uid) < (?, ?)"
+                " ORDER BY study_date DESC, study_uid DESC LIMIT ?",
+                (after and after[0], *(after or ("", "")), _PAGE),
+            ):
+                for row in rows:
+                    count()
+                    yield SearchCandidate(_study(row[:-1]))
+                after = (rows[-1][-1], rows[-1][0])
+            return
+        for study in self._studies_by_uid():
+            for candidate in self._below_studies(level, [study]):
+                count()
+                yield candidate
+
+    def _studies_by_uid(self) -> Iterator[str]:
+        after = ""
+        while rows := self._db.read(
+            "SELECT study_uid FROM studies WHERE study_uid > ? ORDER BY study_uid LIMIT ?",
+            (after, _PAGE),
+        ):
+            yield from (row[0] for row in rows)
+            after = rows[-1][0]
+
     def delete_study(self, study_uid: str) -> DeleteResult:
         with self._db.write() as db:
             if not db.execute("SELECT 1 FROM studies WHERE study_uid = ?", (study_uid,)).fetchone():
@@ -456,13 +631,24 @@ class SqliteTagIndex:
             " version = version + 1 WHERE study_uid = ?",
             (emptied, len(rows), study_uid),
         )
-        db.execute("DELETE FROM studies WHERE study_uid = ? AND num_instances <= 0", (study_uid,))
+        if db.execute(
+            "DELETE FROM studies WHERE study_uid = ? AND num_instances <= 0", (study_uid,)
+        ).rowcount:
+            db.execute("DELETE FROM study_terms WHERE study_uid = ?", (study_uid,))
         self._recompute_sets(db, study_uid)
         records = sorted(
             (record_from_json(record) for _, record in rows),
             key=lambda r: (r.series_uid, r.sop_uid),
         )
         return DeleteResult(records)
+
+
+def _string_condition(column: str, hint: Narrowing) -> tuple[str, tuple[str, ...]]:
+    """An indexable SQL condition for an `exact` or `prefix` hint on `column`."""
+    if hint.kind == "prefix":
+        where = " OR ".join(f"({column} >= ? AND {column} < ?)" for _ in hint.values)
+        return where, tuple(p for v in hint.values for p in (v, v + _MAX_CHAR))
+    return f"{column} IN ({', '.join('?' * len(hint.values))})", hint.values
 
 
 _CONFIG_SCHEMA = """

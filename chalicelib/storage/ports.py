@@ -10,9 +10,12 @@ lives in the BlobStore.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from chalicelib.dicom.matching import Narrowing
+from chalicelib.dicom.tags import Level
 
 DicomJson = dict[str, Any]
 """One dataset in the DICOM JSON model: {"0020000D": {"vr": "UI", "Value": [...]}, ...}."""
@@ -32,6 +35,15 @@ class Conflict(StorageError):
 
 class OutOfResources(StorageError):
     """The backend refused for lack of space or capacity (maps to FailureReason 0xA7xx)."""
+
+
+class ScanBudgetExceeded(StorageError):
+    """A search had no usable index hint and would read more than `budget` candidates."""
+
+    def __init__(self, level: Level, budget: int) -> None:
+        super().__init__(f"a {level} search without an indexed key read more than {budget} records")
+        self.level = level
+        self.budget = budget
 
 
 @dataclass
@@ -88,6 +100,19 @@ class StudyRecord:
     """Sorted distinct SOP Class UIDs of the study's instances."""
     version: int
     orthanc_id: str = ""
+
+
+@dataclass
+class SearchCandidate:
+    """One candidate of a search: the study, and the series and instance at lower levels.
+
+    The records are those of the index (the study's aggregates, the series' count), so that
+    computed attributes come out exact.
+    """
+
+    study: StudyRecord
+    series: SeriesRecord | None = None
+    instance: InstanceRecord | None = None
 
 
 StoreOutcome = Literal["created", "kept", "replaced"]
@@ -162,6 +187,24 @@ class TagIndex(Protocol):
 
     def iter_studies(self) -> Iterator[StudyRecord]:
         """Every study, in a stable order (used by bounded listings and tests)."""
+
+    def search(
+        self, level: Level, hints: Sequence[Narrowing], budget: int | None
+    ) -> Iterator[SearchCandidate]:
+        """Candidates of a QIDO-RS search at `level`: a superset of the resources that satisfy
+        every hint (see `dicom.matching.narrowing`); the caller decides with
+        `dicom.matching.matches`. Search Transaction, PS3.18 §10.6 (2025b).
+
+        The adapter narrows with the first hint it has an index for (a UID of the level or
+        above, PatientID, AccessionNumber, PatientName, StudyDate, Modality,
+        ModalitiesInStudy) and ignores the others. Without one it lists the whole level, and
+        raises ScanBudgetExceeded once it has read more than `budget` records (None: no limit,
+        for listings that ask for everything).
+
+        Order, the same on every adapter and stable between calls: studies by StudyDate
+        (normalized YYYYMMDD, absent last) then StudyInstanceUID, both descending; series and
+        instances by (StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID), ascending.
+        """
 
     def delete_study(self, study_uid: str) -> DeleteResult:
         """Raise NotFound."""
