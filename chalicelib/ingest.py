@@ -14,6 +14,7 @@ from typing import Literal
 
 from chalicelib.context import Context
 from chalicelib.dicom import metadata
+from chalicelib.dicom.bulk import locate_bulk_elements
 from chalicelib.dicom.ids import is_valid_uid, orthanc_ids
 from chalicelib.dicom.parse import MissingAttribute, UnreadableInstance, parse_instance
 from chalicelib.storage.ports import Conflict, InstanceRecord, OutOfResources, StorageError
@@ -93,6 +94,7 @@ def store_instance(
     sha256 = hashlib.sha256(data).hexdigest()
     key = blob_key(parsed.study_uid, parsed.series_uid, parsed.sop_instance_uid, sha256)
     try:
+        bulk = locate_bulk_elements(ds, data, ctx.settings.bulk_threshold)
         levels, document = metadata.precompute(
             ds,
             parsed.study_uid,
@@ -124,6 +126,7 @@ def store_instance(
         metadata_key=metadata_key(key),
         metadata_size=len(document),
         pixel=parsed.pixel,
+        bulk=bulk,
     )
     try:
         ctx.blobs.put(key, data, "application/dicom")

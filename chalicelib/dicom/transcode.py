@@ -92,7 +92,10 @@ def to_transfer_syntax(data: bytes, transfer_syntax_uid: str, wanted: str) -> by
     ds = dcmread(io.BytesIO(to_explicit_little_endian(data, transfer_syntax_uid)))
     if "PixelData" in ds:
         try:
-            ds.compress(wanted, encoding_plugin="")
+            array = ds.pixel_array
+            if int(ds.get("SamplesPerPixel", 1) or 1) > 1:
+                ds.PlanarConfiguration = 0  # the array is interleaved whatever was stored
+            ds.compress(wanted, array)
         except Exception as exc:
             raise TranscodeError(f"cannot encode the pixels as {UID(wanted).name}: {exc}") from exc
     else:

@@ -16,6 +16,7 @@ from chalicelib.config import Settings
 from chalicelib.context import Context, default_context
 from chalicelib.errors import NotAcceptable
 from chalicelib.server import capabilities, delete, rendered, stow, wado_rs, wado_uri
+from chalicelib.server import bulkdata, frames, metadata
 from chalicelib.server.http import (
     ALL_METHODS,
     RouteTable,
@@ -35,6 +36,7 @@ def build_route_table(settings: Settings) -> RouteTable:
         (root, rendered.service),
         (root, capabilities.service),
     ]
+    services += [(root, m.service) for m in (metadata, frames, bulkdata)]
     if settings.enable_delete:
         services.append((root, delete.service))
     if settings.enable_wado:

@@ -5,7 +5,9 @@ Answers `multipart/related; type="application/dicom"`, one Part-10 file per part
 stored bytes, except that Implicit VR Little Endian, Explicit VR Big Endian and files without
 File Meta go out as Explicit VR Little Endian (which §8.7.3 requires); no transfer syntax
 asked means Explicit VR Little Endian, decoding compressed sources with pydicom's plugins, and
-a lossy source that cannot be decoded goes out as stored (§8.7.3.4 Note 2).
+a lossy source that cannot be decoded goes out as stored (§8.7.3.4 Note 2). Other transfer
+syntaxes are transcoded where pydicom can encode them (RLE Lossless, JPEG-LS Lossless,
+JPEG 2000 Lossless: `transcode.to_transfer_syntax`), otherwise 406.
 """
 
 from __future__ import annotations
@@ -87,10 +89,16 @@ def _encode_part(request: WebRequest, record: InstanceRecord, wanted: str) -> tu
             else:
                 raise NotAcceptable(str(exc)) from None
     else:
-        raise NotAcceptable(
-            f"instance {record.sop_uid} is stored as {stored}; transcoding to {wanted} is not "
-            f"supported: ask for transfer-syntax=* or {EXPLICIT_VR_LITTLE_ENDIAN}"
-        )
+        from chalicelib.dicom.transcode import to_transfer_syntax
+
+        try:
+            data = to_transfer_syntax(data, stored, wanted)
+            syntax = wanted
+        except TranscodeError as exc:
+            raise NotAcceptable(
+                f"instance {record.sop_uid} is stored as {stored}: {exc}; ask for "
+                f"transfer-syntax=* or {EXPLICIT_VR_LITTLE_ENDIAN}"
+            ) from None
     headers = {
         "Content-Type": f"application/dicom; transfer-syntax={syntax}",
         "Content-Location": instance_url(

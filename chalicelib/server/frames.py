@@ -1,0 +1,249 @@
+"""WADO-RS Retrieve Frames, PS3.18 §10.4.1.1.4 (Retrieve Transaction, 2025b).
+
+`GET .../instances/{instance}/frames/{frames}`: `frames` is a comma-separated list of 1-based
+frame numbers in any order, answered in request order (repeats kept); a number outside the
+instance is 400. There is no bare `.../frames` resource (404): the standard defines none.
+
+Each frame is one range read of the stored file at the offsets recorded at ingest
+(`record.pixel`), never a whole-file read. Media types and transfer syntaxes per PS3.18
+§8.7.3.3.2 and Table 8.7.3-5 (2025b), chosen by `negotiate_pixel`:
+
+- a compressed frame goes out as stored (its bitstream without item tags) when the Accept
+  allows it: `transfer-syntax=*`, `type="*/*"`, `image/*`, or its media type (image/jpeg,
+  image/jls, image/jp2, image/jpx, image/jphc, image/dicom-rle, video/...);
+- otherwise decoded to raw Explicit VR Little Endian pixels, `application/octet-stream`
+  (YBR JPEG frames become RGB, planar configuration 0);
+- or re-encoded losslessly as RLE, JPEG-LS or JPEG 2000 when asked by transfer syntax UID.
+
+Deviation: a media type without `transfer-syntax` (e.g. `type="image/jpeg"`) accepts any
+syntax of that media type, the stored one first, where Table 8.7.3-5 names one default.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from chalicelib.dicom import pixels
+from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
+from chalicelib.errors import BadRequest, NotAcceptable, NotFound
+from chalicelib.server.delivery import deliver
+from chalicelib.server.http import Service, WebRequest, WebResponse
+from chalicelib.server.negotiate import AcceptEntry, parse_accept, type_matches
+from chalicelib.server.resources import find_instances, instance_url
+from chalicelib.storage.ports import InstanceRecord
+
+service = Service("wado-rs-frames")
+
+OCTET_STREAM = "application/octet-stream"
+_READ_THREADS = 8
+Mode = Literal["stored", "raw", "encode"]
+
+
+@dataclass
+class PixelChoice:
+    """How the frames of one instance are sent."""
+
+    media_type: str
+    """Content-Type of each part (without parameters)."""
+    transfer_syntax: str
+    mode: Mode
+    multipart: bool
+
+    @property
+    def part_type(self) -> str:
+        return f"{self.media_type}; transfer-syntax={self.transfer_syntax}"
+
+
+def _offers(record: InstanceRecord) -> list[tuple[str, str, Mode]]:
+    """What this instance's frames can be sent as, the default first."""
+    pixel = record.pixel
+    stored = record.transfer_syntax_uid
+    ele = pixels.EXPLICIT_VR_LITTLE_ENDIAN
+    if pixel.get("encapsulated"):
+        offers: list[tuple[str, str, Mode]] = [
+            (pixels.SYNTAX_MEDIA_TYPES.get(stored, OCTET_STREAM), stored, "stored")
+        ]
+        if not pixels.can_decode(stored):
+            return offers
+        offers.append((OCTET_STREAM, ele, "raw"))
+    else:
+        offers = [(OCTET_STREAM, ele, "raw")]
+        if pixel.get("bits_allocated") == 1:
+            return offers
+    offers += [
+        (pixels.SYNTAX_MEDIA_TYPES[syntax], syntax, "encode")
+        for syntax in pixels.ENCODABLE_SYNTAXES
+        if syntax != stored
+    ]
+    return offers
+
+
+def negotiate_pixel(entries: list[AcceptEntry], record: InstanceRecord, parts: int) -> PixelChoice:
+    """The client's preferred representation of the frames: highest q, then the instance's
+    default (as stored), then header order; q=0 and unsupported members are ignored."""
+    offers = _offers(record)
+    encapsulated = bool(record.pixel.get("encapsulated"))
+    best: tuple[tuple[float, int, int], PixelChoice] | None = None
+    for entry in entries:
+        if entry.q <= 0:
+            continue
+        media = entry.media
+        multipart = media.type == "multipart/related" or "*" in media.type
+        if media.type == "multipart/related":
+            part = media.params.get("type", OCTET_STREAM).lower()
+        else:
+            part = media.type  # `*/*` and `image/*` get the default, multipart
+        syntax = media.params.get("transfer-syntax")
+        if not multipart and parts != 1:
+            continue  # a single-part answer holds one frame
+        for rank, (offer_type, offer_syntax, mode) in enumerate(offers):
+            if syntax == "*":
+                fits = mode == "stored" or (mode == "raw" and not encapsulated)
+            elif syntax:
+                fits = syntax == offer_syntax
+            else:
+                fits = part != OCTET_STREAM or mode == "raw"
+            if not fits:
+                continue
+            if part == OCTET_STREAM:
+                content_type = OCTET_STREAM
+            elif type_matches(part, offer_type):
+                content_type = offer_type
+            else:
+                continue
+            key = (-entry.q, rank, entry.position)
+            if best is None or key < best[0]:
+                best = (key, PixelChoice(content_type, offer_syntax, mode, multipart))
+    if best is None:
+        available = ", ".join(
+            f'multipart/related; type="{t}"; transfer-syntax={s}' for t, s, _ in offers
+        )
+        raise NotAcceptable(
+            f"the frames of instance {record.sop_uid} (stored as {record.transfer_syntax_uid}) "
+            f"are available as: {available}; the Accept header allows none of them"
+        )
+    return best[1]
+
+
+class FrameReader:
+    """Reads frames of one stored instance with range reads."""
+
+    def __init__(self, request: WebRequest, record: InstanceRecord) -> None:
+        if not record.pixel:
+            raise NotFound(
+                f"instance {record.sop_uid} has no Pixel Data (7FE0,0010), so it has no frames"
+            )
+        self.blobs = request.context.blobs
+        self.record = record
+        self.pixel = record.pixel
+        self.count = pixels.frame_count(self.pixel)
+        self._module: pixels.PixelModule | None = None
+
+    def check(self, numbers: list[int]) -> None:
+        for number in numbers:
+            if not 1 <= number <= self.count:
+                raise BadRequest(
+                    f"frame {number} does not exist: instance {self.record.sop_uid} has "
+                    f"{self.count} frame(s), numbered from 1"
+                )
+
+    @property
+    def module(self) -> pixels.PixelModule:
+        if self._module is None:
+            document: dict[str, Any] = {}
+            if self.record.metadata_key:
+                document = json.loads(gzip.decompress(self.blobs.get(self.record.metadata_key)))
+            self._module = pixels.PixelModule.from_json(self.pixel, document)
+        return self._module
+
+    def stored(self, number: int) -> bytes:
+        """The frame as stored: native pixels in little endian, or the fragments' bitstream."""
+        key = self.record.blob_key
+        if self.pixel.get("encapsulated"):
+            fragments = self.pixel["frames"][number - 1]
+            start, length = pixels.fragments_span(fragments)
+            return pixels.join_fragments(self.blobs.get_range(key, start, length), fragments)
+        big = self.record.transfer_syntax_uid == pixels.EXPLICIT_VR_BIG_ENDIAN
+        start, length = pixels.native_frame_span(self.pixel, number, big)
+        return pixels.native_frame(
+            self.blobs.get_range(key, start, length), self.pixel, number, big
+        )
+
+    def frame(self, number: int, choice: PixelChoice) -> bytes:
+        data = self.stored(number)
+        if choice.mode == "stored" or (choice.mode == "raw" and not self.pixel.get("encapsulated")):
+            return data
+        try:
+            if self.pixel.get("encapsulated"):
+                array, photometric = pixels.decode_frame(
+                    data, self.record.transfer_syntax_uid, self.module
+                )
+            else:
+                array = pixels.native_array(data, self.module)
+                photometric = self.module.photometric_interpretation
+            if choice.mode == "raw":
+                return pixels.array_bytes(array)
+            return pixels.encode_frame(array, self.module, photometric, choice.transfer_syntax)
+        except pixels.PixelError as exc:
+            raise NotAcceptable(
+                f"frame {number} of instance {self.record.sop_uid}: {exc}; ask for "
+                f"transfer-syntax=* to receive it as stored"
+            ) from None
+
+
+def parse_frame_list(text: str) -> list[int]:
+    numbers = []
+    for item in text.replace("%2C", ",").replace("%2c", ",").split(","):
+        item = item.strip()
+        if not item.isdigit():
+            raise BadRequest(
+                f"frame list '{text[:80]}': '{item[:20]}' is not a frame number; use 1-based "
+                "numbers separated by commas, e.g. frames/1,3"
+            )
+        numbers.append(int(item))
+    return numbers
+
+
+def answer_frames(
+    request: WebRequest, record: InstanceRecord, numbers: list[int], locations: list[str]
+) -> WebResponse:
+    """The frames `numbers` of `record`, one part each with its Content-Location."""
+    reader = FrameReader(request, record)
+    reader.check(numbers)
+    choice = negotiate_pixel(parse_accept(request.header("accept")), record, len(numbers))
+    if len(numbers) == 1:
+        bodies = [reader.frame(numbers[0], choice)]
+    else:
+        with ThreadPoolExecutor(min(_READ_THREADS, len(numbers))) as pool:
+            bodies = list(pool.map(lambda n: reader.frame(n, choice), numbers))
+    if not choice.multipart:
+        headers = {"Content-Location": locations[0]}
+        return deliver(request, WebResponse(200, bodies[0], headers, choice.part_type))
+    parts = [
+        ({"Content-Type": choice.part_type, "Content-Location": location}, body)
+        for body, location in zip(bodies, locations, strict=True)
+    ]
+    boundary = new_boundary()
+    content_type = multipart_content_type(
+        choice.media_type, boundary, transfer_syntax=choice.transfer_syntax
+    )
+    return deliver(request, WebResponse(200, encode_multipart(parts, boundary), {}, content_type))
+
+
+def frame_url(request: WebRequest, record: InstanceRecord, number: int) -> str:
+    base = instance_url(request, record.study_uid, record.series_uid, record.sop_uid)
+    return f"{base}/frames/{number}"
+
+
+@service.route("/studies/{study}/series/{series}/instances/{instance}/frames/{frames}", "GET")
+def retrieve_frames(
+    request: WebRequest, study: str, series: str, instance: str, frames: str
+) -> WebResponse:
+    numbers = parse_frame_list(frames)
+    record = find_instances(request, study, series, instance)[0]
+    locations = [frame_url(request, record, n) for n in numbers]
+    return answer_frames(request, record, numbers, locations)

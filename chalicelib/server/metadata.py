@@ -1,0 +1,303 @@
+"""WADO-RS Retrieve Metadata, PS3.18 §10.4.1.1.2 (Retrieve Transaction, 2025b).
+
+`GET .../studies/{study}/metadata`, `.../series/{series}/metadata` and
+`.../instances/{instance}/metadata` answer the DICOM JSON Model (PS3.18 Annex F) of every
+instance (`application/dicom+json`, also as `application/json`), or the Native DICOM Model
+(PS3.19) as `multipart/related; type="application/dicom+xml"`, one part per instance.
+
+Each instance's document is precomputed at ingest (`dicom/metadata.py`). A series' document
+is built on first request from its instances' documents (read in parallel) and kept gzip
+compressed in the BlobStore under a key made of the series version, which every store and
+delete in the series bumps, and of the request's DICOMweb root (BulkDataURIs are absolute):
+a warm series is one read. A study's document is the concatenation of its series' documents,
+kept the same way under a key made of all its series versions. `ETag` is the series version
+(a digest of the series versions for a study); `If-None-Match` gets 304. The gzip bytes go
+out as they are with `Content-Encoding: gzip` when `Accept-Encoding` allows gzip.
+
+Note on Content-Encoding: `chalice local` and `chalice.test.Client` pass the header and the
+bytes through untouched; on AWS, Chalice base64-encodes the binary body (binary_types `*/*`)
+and API Gateway (REST) decodes it and forwards `Content-Encoding: gzip` to the client as is
+(it does not compress again a response that already names an encoding). An answer above
+`InlineLimit` goes through S3 (303) uncompressed, since the presigned GET carries no
+Content-Encoding.
+
+The Orthanc options are honoured for studies and series: `StudiesMetadata` /
+`SeriesMetadata` = `Full` (default), `MainDicomTags` (the main attributes kept in the index,
+no blob read) or `Extrapolate` (main attributes plus the `...ExtrapolatedTags` whose value is
+shared by most of up to 3 sampled instances).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from chalicelib.dicom.ids import is_valid_uid
+from chalicelib.dicom.jsonmodel import json_to_xml
+from chalicelib.dicom.metadata import resolve_base
+from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
+from chalicelib.errors import NotAcceptable, NotFound
+from chalicelib.server.delivery import deliver
+from chalicelib.server.http import Service, WebRequest, WebResponse
+from chalicelib.server.negotiate import parse_accept, type_matches
+from chalicelib.server.resources import find_instances
+from chalicelib.storage import ports
+
+service = Service("wado-rs-metadata")
+
+DICOM_JSON = "application/dicom+json"
+DICOM_XML = "application/dicom+xml"
+CACHE_PREFIX = "cache/metadata/"
+_READ_THREADS = 16
+_EXTRAPOLATION_SAMPLES = 3
+_INSTANCE_NUMBER = "00200013"
+
+
+def negotiate_metadata(request: WebRequest) -> str:
+    """application/dicom+json (default), application/json, or the XML multipart type."""
+    offers = (DICOM_JSON, "application/json", DICOM_XML)
+    best: tuple[tuple[float, int, int], str] | None = None
+    for entry in parse_accept(request.header("accept")):
+        if entry.q <= 0:
+            continue
+        media = entry.media
+        if media.type == "multipart/related":
+            if not type_matches(media.params.get("type", "").lower(), DICOM_XML):
+                continue
+            rank = 2
+        elif type_matches(media.type, DICOM_JSON):
+            rank = 0
+        elif type_matches(media.type, "application/json"):
+            rank = 1
+        else:
+            continue
+        key = (-entry.q, rank, entry.position)
+        if best is None or key < best[0]:
+            best = (key, offers[rank])
+    if best is None:
+        raise NotAcceptable(
+            "metadata is available as application/dicom+json, application/json and "
+            'multipart/related; type="application/dicom+xml"; the Accept header allows none'
+        )
+    return best[1]
+
+
+def accepts_gzip(request: WebRequest) -> bool:
+    """Accept-Encoding names gzip (or `*`) with a q-value above 0 (RFC 9110 §12.5.3)."""
+    for member in request.header("accept-encoding").split(","):
+        name, _, params = member.strip().partition(";")
+        if name.strip().lower() not in ("gzip", "x-gzip", "*"):
+            continue
+        q = params.strip().lower().removeprefix("q=").strip() if params else "1"
+        try:
+            return float(q or "1") > 0
+        except ValueError:
+            return False
+    return False
+
+
+def _not_modified(request: WebRequest, etag: str) -> bool:
+    header = request.header("if-none-match")
+    if not header:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return "*" in tags or etag in tags
+
+
+def _instance_document(request: WebRequest, record: ports.InstanceRecord) -> bytes:
+    """The instance's DICOM JSON object (plain bytes) with BulkDataURIs made absolute."""
+    if not record.metadata_key:
+        raise NotFound(f"instance {record.sop_uid} has no precomputed metadata")
+    document = gzip.decompress(request.context.blobs.get(record.metadata_key))
+    return resolve_base(document, request.dicomweb_root)
+
+
+def _sort_key(record: ports.InstanceRecord) -> tuple[str, int, str]:
+    values = record.instance_tags.get(_INSTANCE_NUMBER, {}).get("Value") or [None]
+    number = values[0] if isinstance(values[0], int) else 0
+    return (record.series_uid, number, record.sop_uid)
+
+
+def _json_array(documents: list[bytes]) -> bytes:
+    return b"[" + b",".join(documents) + b"]"
+
+
+def _read_documents(request: WebRequest, records: list[ports.InstanceRecord]) -> list[bytes]:
+    records = sorted(records, key=_sort_key)
+    if len(records) == 1:
+        return [_instance_document(request, records[0])]
+    with ThreadPoolExecutor(min(_READ_THREADS, len(records))) as pool:
+        return list(pool.map(lambda r: _instance_document(request, r), records))
+
+
+def _cache_key(request: WebRequest, study: str, name: str) -> str:
+    root = hashlib.sha1(request.dicomweb_root.encode("utf-8")).hexdigest()[:16]
+    return f"{CACHE_PREFIX}{study}/{name}-{root}.json.gz"
+
+
+def _cached(request: WebRequest, key: str, build: Any) -> bytes:
+    """The gzip document at `key`, built and stored on a miss."""
+    blobs = request.context.blobs
+    try:
+        return blobs.get(key)
+    except ports.NotFound:
+        pass
+    compressed = gzip.compress(build(), compresslevel=5, mtime=0)
+    blobs.put(key, compressed, "application/gzip")
+    return compressed
+
+
+def series_document(request: WebRequest, series: ports.SeriesRecord) -> bytes:
+    """The gzip JSON array of a series' instance documents (Full mode), cached by version."""
+    key = _cache_key(request, series.study_uid, f"{series.series_uid}/v{series.version}")
+
+    def build() -> bytes:
+        # The version was read before the listing: a concurrent store makes this document
+        # newer than its key says, never older.
+        records = request.context.index.list_instances(series.study_uid, series.series_uid)
+        return _json_array(_read_documents(request, records))
+
+    return _cached(request, key, build)
+
+
+def _main_tags(record: ports.InstanceRecord) -> dict[str, Any]:
+    return {**record.study_tags, **record.series_tags, **record.instance_tags}
+
+
+def _extrapolated(
+    request: WebRequest, records: list[ports.InstanceRecord], keywords: tuple[str, ...]
+) -> dict[str, Any]:
+    """The attributes (by keyword) on which most of up to 3 sampled instances agree."""
+    if not keywords or not records:
+        return {}
+    from pydicom.datadict import tag_for_keyword
+
+    ordered = sorted(records, key=_sort_key)
+    picks = sorted({0, len(ordered) // 2, len(ordered) - 1})[:_EXTRAPOLATION_SAMPLES]
+    samples = [json.loads(d) for d in _read_documents(request, [ordered[i] for i in picks])]
+    found: dict[str, Any] = {}
+    for keyword in keywords:
+        tag = tag_for_keyword(keyword)
+        if tag is None:
+            continue
+        key = f"{tag:08X}"
+        votes: dict[str, int] = {}
+        for sample in samples:
+            if key in sample:
+                text = json.dumps(sample[key], sort_keys=True)
+                votes[text] = votes.get(text, 0) + 1
+        if votes:
+            text, count = max(votes.items(), key=lambda item: item[1])
+            if count * 2 > len(samples):
+                found[key] = json.loads(text)
+    return found
+
+
+def _reduced(
+    request: WebRequest, records: list[ports.InstanceRecord], mode: str, keywords: tuple[str, ...]
+) -> bytes:
+    """MainDicomTags / Extrapolate: the documents built from the index (and 3 samples)."""
+    extra = _extrapolated(request, records, keywords) if mode == "Extrapolate" else {}
+    datasets = [
+        dict(sorted({**_main_tags(r), **extra}.items())) for r in sorted(records, key=_sort_key)
+    ]
+    return json.dumps(datasets, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _answer(
+    request: WebRequest, body: bytes, compressed: bool, etag: str | None, media: str
+) -> WebResponse:
+    """Shape the answer: JSON (gzip when accepted and small enough inline) or XML parts."""
+    headers = {"Vary": "Accept, Accept-Encoding"}
+    if etag:
+        headers["ETag"] = etag
+    if media == DICOM_XML:
+        plain = gzip.decompress(body) if compressed else body
+        documents = json_to_xml(json.loads(plain))
+        boundary = new_boundary()
+        parts = [({"Content-Type": DICOM_XML}, d) for d in documents]
+        content_type = multipart_content_type(DICOM_XML, boundary)
+        return deliver(
+            request, WebResponse(200, encode_multipart(parts, boundary), headers, content_type)
+        )
+    limit = request.context.settings.inline_limit
+    if accepts_gzip(request) and (not limit or len(body) <= limit):
+        if not compressed:
+            body = gzip.compress(body, compresslevel=5, mtime=0)
+        headers["Content-Encoding"] = "gzip"
+        return WebResponse(200, body, headers, media)
+    plain = gzip.decompress(body) if compressed else body
+    return deliver(request, WebResponse(200, plain, headers, media))
+
+
+def _not_modified_response(etag: str) -> WebResponse:
+    return WebResponse(304, b"", {"ETag": etag, "Vary": "Accept, Accept-Encoding"})
+
+
+def _series_record(request: WebRequest, study: str, series: str) -> ports.SeriesRecord:
+    if not (is_valid_uid(study) and is_valid_uid(series)):
+        raise NotFound(f"no series {series[:80]} in study {study[:80]} is stored here")
+    try:
+        return request.context.index.get_series(study, series)
+    except ports.NotFound:
+        raise NotFound(f"no series {series} in study {study} is stored here") from None
+
+
+@service.route("/studies/{study}/series/{series}/instances/{instance}/metadata", "GET")
+def retrieve_instance_metadata(
+    request: WebRequest, study: str, series: str, instance: str
+) -> WebResponse:
+    media = negotiate_metadata(request)
+    record = find_instances(request, study, series, instance)[0]
+    etag = f'"{record.sha256[:16]}"'
+    if _not_modified(request, etag):
+        return _not_modified_response(etag)
+    body = _json_array([_instance_document(request, record)])
+    return _answer(request, body, False, etag, media)
+
+
+@service.route("/studies/{study}/series/{series}/metadata", "GET")
+def retrieve_series_metadata(request: WebRequest, study: str, series: str) -> WebResponse:
+    media = negotiate_metadata(request)
+    record = _series_record(request, study, series)
+    mode = request.context.settings.series_metadata
+    etag = f'"{record.version}"' if mode == "Full" else f'"{record.version}-{mode}"'
+    if _not_modified(request, etag):
+        return _not_modified_response(etag)
+    if mode == "Full":
+        return _answer(request, series_document(request, record), True, etag, media)
+    records = find_instances(request, study, series)
+    keywords = request.context.settings.series_metadata_extrapolated_tags
+    return _answer(request, _reduced(request, records, mode, keywords), False, etag, media)
+
+
+@service.route("/studies/{study}/metadata", "GET")
+def retrieve_study_metadata(request: WebRequest, study: str) -> WebResponse:
+    media = negotiate_metadata(request)
+    index = request.context.index
+    series_list = index.list_series(study) if is_valid_uid(study) else []
+    if not series_list:
+        raise NotFound(f"no study {study[:80]} is stored here")
+    series_list.sort(key=lambda s: s.series_uid)
+    versions = ",".join(f"{s.series_uid}:{s.version}" for s in series_list)
+    mode = request.context.settings.studies_metadata
+    digest = hashlib.sha1(f"{mode}|{versions}".encode()).hexdigest()[:20]
+    etag = f'"{digest}"'
+    if _not_modified(request, etag):
+        return _not_modified_response(etag)
+    if mode != "Full":
+        records = find_instances(request, study)
+        keywords = request.context.settings.studies_metadata_extrapolated_tags
+        return _answer(request, _reduced(request, records, mode, keywords), False, etag, media)
+
+    def build() -> bytes:
+        with ThreadPoolExecutor(min(_READ_THREADS, len(series_list))) as pool:
+            documents = list(pool.map(lambda s: series_document(request, s), series_list))
+        inner = [gzip.decompress(d)[1:-1] for d in documents]
+        return _json_array([d for d in inner if d])
+
+    compressed = _cached(request, _cache_key(request, study, f"study-{digest}"), build)
+    return _answer(request, compressed, True, etag, media)

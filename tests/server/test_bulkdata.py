@@ -1,0 +1,157 @@
+"""HTTP tests of WADO-RS Retrieve Bulkdata (chalicelib/server/bulkdata.py), on every backend."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from chalice.test import Client
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRBigEndian, generate_uid
+
+from chalicelib.context import Context
+from chalicelib.dicom.transcode import to_explicit_little_endian
+from chalicelib.ingest import store_instance
+from chalicelib.server.api import create_app
+from tests.conftest import TESTDATA, make_context
+from tests.server.helpers import parts_of
+from tests.server.test_frames import CountingBlobs, corpus_files, get, instance_path, store_all
+
+HOST = "dicomweb.test"
+OCTETS = 'multipart/related; type="application/octet-stream"'
+
+
+def bulk_uris(dataset: dict[str, Any]) -> list[str]:
+    found = []
+    for attr in dataset.values():
+        if "BulkDataURI" in attr:
+            found.append(attr["BulkDataURI"])
+        if attr.get("vr") == "SQ":
+            for item in attr.get("Value") or []:
+                found += bulk_uris(item)
+    return found
+
+
+def little_endian_value(data: bytes, syntax: str, path: str) -> bytes:
+    """The element's Value Field as an Explicit VR Little Endian file holds it (pydicom)."""
+    ds = dcmread(io.BytesIO(to_explicit_little_endian(data, syntax)), force=True)
+    segments = path.split("/")
+    for position in range(0, len(segments) - 1, 2):
+        ds = ds[int(segments[position], 16)].value[int(segments[position + 1]) - 1]
+    raw = ds.get_item(int(segments[-1], 16))
+    return raw.value if isinstance(raw.value, bytes) else ds[int(segments[-1], 16)].value
+
+
+def test_every_bulkdata_uri_resolves_to_the_value(backend: str, tmp_path: Path) -> None:
+    context = make_context(backend, tmp_path, inline_limit=0)
+    stored = store_all(context, corpus_files())
+    checked = 0
+    with Client(create_app(lambda: context)) as client:
+        for path, result in stored:
+            meta = get(client, f"{instance_path(result)}/metadata", "application/dicom+json")
+            record = context.index.get_instance(
+                result.study_uid, result.series_uid, result.sop_instance_uid
+            )
+            for uri in bulk_uris(json.loads(meta.body)[0]):
+                assert uri.startswith(f"http://{HOST}{instance_path(result)}/bulk/")
+                bulk_path = uri.split("/bulk/")[1]
+                pixel = bulk_path == "7FE00010"
+                accept = f"{OCTETS}; transfer-syntax=*" if pixel else OCTETS
+                answer = get(client, uri.removeprefix(f"http://{HOST}"), accept)
+                assert answer.status_code == 200, (path, bulk_path, answer.body[:200])
+                parts = parts_of(answer)
+                if pixel:
+                    frames = get(client, f"{instance_path(result)}/frames/1", accept)
+                    assert parts[0][1] == parts_of(frames)[0][1]
+                    if len(parts) == 1:
+                        assert parts[0][0]["content-location"] == uri
+                    continue
+                [(headers, body)] = parts
+                assert headers["content-type"] == "application/octet-stream"
+                assert headers["content-location"] == uri
+                expected = little_endian_value(
+                    path.read_bytes(), record.transfer_syntax_uid, bulk_path
+                )
+                assert body == expected, (path, bulk_path)
+                checked += 1
+    assert checked >= 10  # Issue168, Issue56, PrivateTags
+
+
+def test_bulkdata_nested_element_is_one_range_read(backend: str, tmp_path: Path) -> None:
+    base = make_context(backend, tmp_path)
+    [(_, result)] = store_all(base, [TESTDATA / "PrivateTags.dcm"])
+    counting = CountingBlobs(base.blobs)
+    context = Context(base.settings, counting, base.index, base.config_store)
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{instance_path(result)}/bulk/60031010/1/60031011", OCTETS)
+    [(_, body)] = parts_of(answer)
+    assert len(body) == 12288
+    assert counting.gets == [] and [n for _, _, n in counting.ranges] == [12288]
+
+
+def test_bulkdata_single_part_and_ranges(context: Context) -> None:
+    [(_, result)] = store_all(context, [TESTDATA / "PrivateTags.dcm"])
+    uri = f"{instance_path(result)}/bulk/60031010/1/60031011"
+    with Client(create_app(lambda: context)) as client:
+        whole = get(client, uri, "application/octet-stream")
+        assert whole.status_code == 200
+        assert whole.headers["Content-Type"] == "application/octet-stream"
+        assert whole.headers["Content-Location"] == f"http://{HOST}{uri}"
+        part = get(client, uri, "*/*", Range="bytes=10-19")
+        assert part.status_code == 206
+        assert part.headers["Content-Range"] == "bytes 10-19/12288"
+        assert part.body == whole.body[10:20]
+        tail = get(client, uri, "*/*", Range="bytes=-5")
+        assert tail.status_code == 206 and tail.body == whole.body[-5:]
+        beyond = get(client, uri, "*/*", Range="bytes=20000-")
+        assert beyond.status_code == 416
+        assert beyond.headers["Content-Range"] == "bytes */12288"
+
+
+@pytest.mark.parametrize("path", ["zz", "60031010/0/60031011", "60031010/1", "00100010/1/0010"])
+def test_bulkdata_bad_paths_are_404(context: Context, path: str) -> None:
+    [(_, result)] = store_all(context, [TESTDATA / "PrivateTags.dcm"])
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{instance_path(result)}/bulk/{path}", OCTETS)
+    assert answer.status_code in (403, 404)  # 403: no route in the test client
+
+
+def test_bulkdata_not_acceptable(context: Context) -> None:
+    [(_, result)] = store_all(context, [TESTDATA / "PrivateTags.dcm"])
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{instance_path(result)}/bulk/60031010/1/60031011", "image/png")
+    assert answer.status_code == 406
+    assert "application/octet-stream" in answer.json_body["Message"]
+
+
+def big_endian_instance() -> tuple[bytes, bytes]:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    words = np.arange(1000, dtype="<u2")
+    ds.add_new(0x00091010, "LO", "TEST")
+    ds.add_new(0x00091011, "OW", words.astype(">u2").tobytes())  # pydicom writes OW as given
+    ds.add_new(0x00091012, "FL", [float(v) for v in range(400)])
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue(), words.tobytes()
+
+
+def test_bulkdata_big_endian_values_come_out_little_endian(context: Context) -> None:
+    data, words = big_endian_instance()
+    result = store_instance(context, data)
+    assert result.status == "stored", result.message
+    with Client(create_app(lambda: context)) as client:
+        ow = get(client, f"{instance_path(result)}/bulk/00091011", "application/octet-stream")
+        fl = get(client, f"{instance_path(result)}/bulk/00091012", "application/octet-stream")
+    assert ow.body == words
+    assert fl.body == np.arange(400, dtype="<f4").tobytes()

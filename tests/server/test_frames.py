@@ -1,0 +1,338 @@
+"""HTTP tests of WADO-RS Retrieve Frames (chalicelib/server/frames.py), on every backend."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from chalice.test import Client
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import generate_frames
+from pydicom.pixels import get_decoder
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from chalicelib.context import Context
+from chalicelib.dicom import pixels
+from chalicelib.dicom.transcode import to_explicit_little_endian
+from chalicelib.ingest import IngestResult, store_instance
+from chalicelib.server.api import create_app
+from tests.conftest import TESTDATA, make_context
+from tests.server.helpers import parts_of
+
+HOST = "dicomweb.test"
+RAW = 'multipart/related; type="application/octet-stream"'
+STORED = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+
+
+def corpus_files() -> list[Path]:
+    return sorted(p for p in TESTDATA.rglob("*") if p.is_file() and p.name != "README.md")
+
+
+class CountingBlobs:
+    """A BlobStore that records what is read (injected, not patched)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gets: list[str] = []
+        self.ranges: list[tuple[str, int, int]] = []
+
+    def get(self, key: str) -> bytes:
+        self.gets.append(key)
+        return self.inner.get(key)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        self.ranges.append((key, start, length))
+        return self.inner.get_range(key, start, length)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def store_all(ctx: Context, paths: list[Path]) -> list[tuple[Path, IngestResult]]:
+    results = [(p, store_instance(ctx, p.read_bytes())) for p in paths]
+    return [(p, r) for p, r in results if r.status == "stored"]
+
+
+def instance_path(result: IngestResult) -> str:
+    return (
+        f"/dicom-web/studies/{result.study_uid}/series/{result.series_uid}"
+        f"/instances/{result.sop_instance_uid}"
+    )
+
+
+def get(client: Client, path: str, accept: str, **headers: str) -> Any:
+    return client.http.get(path, headers={"Accept": accept, "Host": HOST, **headers})
+
+
+def reference_frames(data: bytes, syntax: str) -> tuple[Dataset, list[bytes] | None]:
+    """pydicom's own view: the dataset in little endian, and the stored bitstreams."""
+    ds = dcmread(
+        io.BytesIO(to_explicit_little_endian(data, syntax))
+        if syntax in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.2")
+        else io.BytesIO(data),
+        force=True,
+    )
+    if not ds.file_meta.TransferSyntaxUID.is_compressed:
+        return ds, None
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    return ds, list(generate_frames(ds.PixelData, number_of_frames=count))
+
+
+def test_retrieve_frames_match_pydicom_for_every_test_file(backend: str, tmp_path: Path) -> None:
+    context = make_context(backend, tmp_path, inline_limit=0)  # no 303: bodies inline
+    stored = store_all(context, corpus_files())
+    checked = 0
+    with Client(create_app(lambda: context)) as client:
+        for path, result in stored:
+            data = path.read_bytes()
+            record = context.index.get_instance(
+                result.study_uid, result.series_uid, result.sop_instance_uid
+            )
+            if not record.pixel:
+                continue
+            ds, bitstreams = reference_frames(data, record.transfer_syntax_uid)
+            count = pixels.frame_count(record.pixel)
+            chosen = list(range(1, count + 1)) if count <= 4 else [1, 2, count]
+            numbers = ",".join(str(n) for n in chosen)
+            if bitstreams is not None:
+                answer = get(client, f"{instance_path(result)}/frames/{numbers}", STORED)
+                assert answer.status_code == 200, path
+                assert [body for _, body in parts_of(answer)] == [
+                    bitstreams[n - 1] for n in chosen
+                ], path
+            answer = get(client, f"{instance_path(result)}/frames/{numbers}", RAW)
+            if bitstreams is not None and not pixels.can_decode(record.transfer_syntax_uid):
+                continue
+            expected_array = None
+            if bitstreams is not None:
+                try:
+                    expected_array = ds.pixel_array
+                except Exception:  # pydicom cannot decode it either (the 12-bit JPEG file)
+                    assert answer.status_code == 406, path
+                    continue
+            assert answer.status_code == 200, (path, answer.body[:300])
+            parts = parts_of(answer)
+            assert len(parts) == len(chosen)
+            for number, (headers, body) in zip(chosen, parts, strict=True):
+                assert headers["content-type"] == (
+                    "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+                )
+                assert headers["content-location"] == (
+                    f"http://{HOST}{instance_path(result)}/frames/{number}"
+                )
+                if bitstreams is None:  # native: the stored frame, in little endian
+                    length = record.pixel["frame_length"]
+                    assert body == ds.PixelData[(number - 1) * length : number * length], path
+                else:
+                    assert expected_array is not None
+                    frame = expected_array[number - 1] if count > 1 else expected_array
+                    assert body == frame.astype(frame.dtype.newbyteorder("<")).tobytes(), path
+            checked += 1
+    assert checked >= 15
+
+
+def test_retrieve_frames_in_request_order(context: Context) -> None:
+    [(_, result)] = store_all(context, [TESTDATA / "LenaTwiceWithFragments.dcm"])
+    with Client(create_app(lambda: context)) as client:
+        one = parts_of(get(client, f"{instance_path(result)}/frames/1", STORED))[0][1]
+        two = parts_of(get(client, f"{instance_path(result)}/frames/2", STORED))[0][1]
+        answer = get(client, f"{instance_path(result)}/frames/2,1,2", STORED)
+        assert [body for _, body in parts_of(answer)] == [two, one, two]
+        assert one[:2] == b"\xff\xd8"  # Lena twice: the two frames are the same image
+    result = store_instance(context, multiframe_instance(frames=4, rows=2, columns=2))
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{instance_path(result)}/frames/3,1,4", RAW)
+    frames = [np.frombuffer(body, "<u2") for _, body in parts_of(answer)]
+    assert [f.tolist() for f in frames] == [[8, 9, 10, 11], [0, 1, 2, 3], [12, 13, 14, 15]]
+
+
+@pytest.mark.parametrize("frames", ["0", "3", "1,3", "x", "1,,2", "-1"])
+def test_retrieve_frames_bad_numbers_are_400(context: Context, frames: str) -> None:
+    [(_, result)] = store_all(context, [TESTDATA / "LenaTwiceWithFragments.dcm"])
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{instance_path(result)}/frames/{frames}", "*/*")
+    assert answer.status_code == 400
+    assert "frame" in answer.json_body["Message"]
+
+
+def test_retrieve_frames_bare_frames_resource_does_not_exist(context: Context) -> None:
+    [(_, result)] = store_all(context, [TESTDATA / "LenaTwiceWithFragments.dcm"])
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{instance_path(result)}/frames", "*/*")
+    # No route: the test client answers like API Gateway (403, which infra maps to 404);
+    # the local server answers 404 itself.
+    assert answer.status_code in (403, 404)
+
+
+def test_retrieve_frames_without_pixel_data_is_404(context: Context) -> None:
+    [(_, result)] = store_all(context, [TESTDATA / "Issue168.dcm"])
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{instance_path(result)}/frames/1", "*/*")
+    assert answer.status_code == 404
+    assert "no Pixel Data" in answer.json_body["Message"]
+
+
+J50 = "TransferSyntaxes/1.2.840.10008.1.2.4.50.dcm"
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        ("*/*", "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50"),
+        (
+            'multipart/related; type="image/jpeg"',
+            "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50",
+        ),
+        ('multipart/related; type="*/*"', "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50"),
+        (RAW, "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"),
+        (STORED, "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.50"),
+        (
+            f'{RAW}; q=0.5, multipart/related; type="image/jpeg"',
+            "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50",
+        ),
+        (
+            f'multipart/related; type="image/jpeg"; q=0, {RAW}; q=0.1',
+            "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1",
+        ),
+        (
+            "multipart/related; type=image/jls; transfer-syntax=1.2.840.10008.1.2.4.80",
+            "image/jls; transfer-syntax=1.2.840.10008.1.2.4.80",
+        ),
+        (
+            'multipart/related; type="image/dicom-rle", text/html',
+            "image/dicom-rle; transfer-syntax=1.2.840.10008.1.2.5",
+        ),
+    ],
+)
+def test_retrieve_frames_negotiation(context: Context, accept: str, content_type: str) -> None:
+    [(_, result)] = store_all(context, [TESTDATA / J50])
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{instance_path(result)}/frames/1", accept)
+    assert answer.status_code == 200, answer.body[:300]
+    [(headers, _)] = parts_of(answer)
+    assert headers["content-type"] == content_type
+
+
+def test_retrieve_frames_single_part(context: Context) -> None:
+    [(_, result)] = store_all(context, [TESTDATA / J50])
+    with Client(create_app(lambda: context)) as client:
+        one = get(client, f"{instance_path(result)}/frames/1", "image/jpeg")
+        assert one.status_code == 200
+        assert one.headers["Content-Type"] == "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50"
+        assert one.headers["Content-Location"].endswith("/frames/1")
+        assert one.body[:2] == b"\xff\xd8"
+        raw = get(client, f"{instance_path(result)}/frames/1", "application/octet-stream")
+        assert len(raw.body) == 480 * 640 * 3
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        'multipart/related; type="image/gif"',
+        'multipart/related; type="image/jpeg"; transfer-syntax=1.2.840.10008.1.2.4.51',
+        "image/jpeg; q=0",
+    ],
+)
+def test_retrieve_frames_not_acceptable_lists_what_is(context: Context, accept: str) -> None:
+    [(_, result)] = store_all(context, [TESTDATA / J50])
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{instance_path(result)}/frames/1", accept)
+    assert answer.status_code == 406
+    assert "image/jpeg" in answer.json_body["Message"]
+
+
+@pytest.mark.parametrize("syntax", pixels.ENCODABLE_SYNTAXES)
+@pytest.mark.parametrize(
+    "name",
+    [
+        J50,
+        "KarstenHilbertRF.dcm",
+        "LenaTwiceWithFragments.dcm",
+        "TransferSyntaxes/1.2.840.10008.1.2.2.dcm",
+    ],
+)
+def test_retrieve_frames_transcoded_are_pixel_exact(
+    context: Context, name: str, syntax: str
+) -> None:
+    [(path, result)] = store_all(context, [TESTDATA / name])
+    record = context.index.get_instance(
+        result.study_uid, result.series_uid, result.sop_instance_uid
+    )
+    ds, _ = reference_frames(path.read_bytes(), record.transfer_syntax_uid)
+    expected = ds.pixel_array
+    media = pixels.SYNTAX_MEDIA_TYPES[syntax]
+    accept = f'multipart/related; type="{media}"; transfer-syntax={syntax}'
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{instance_path(result)}/frames/1", accept)
+    assert answer.status_code == 200, answer.body[:300]
+    [(headers, body)] = parts_of(answer)
+    assert headers["content-type"] == f"{media}; transfer-syntax={syntax}"
+    frame = expected[0] if int(ds.get("NumberOfFrames", 1) or 1) > 1 else expected
+    samples = 3 if frame.ndim == 3 else 1
+    photometric = "RGB" if samples == 3 else ds.PhotometricInterpretation
+    decoded, _ = get_decoder(syntax).as_array(
+        pixels_encapsulated(body),
+        rows=ds.Rows,
+        columns=ds.Columns,
+        samples_per_pixel=samples,
+        bits_allocated=ds.BitsAllocated,
+        bits_stored=ds.BitsStored,
+        pixel_representation=ds.PixelRepresentation,
+        photometric_interpretation=photometric,
+        planar_configuration=0,
+        number_of_frames=1,
+        pixel_keyword="PixelData",
+    )
+    assert np.array_equal(decoded, frame)
+
+
+def pixels_encapsulated(bitstream: bytes) -> bytes:
+    from pydicom.encaps import encapsulate
+
+    return encapsulate([bitstream])
+
+
+def multiframe_instance(frames: int = 40, rows: int = 256, columns: int = 256) -> bytes:
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7.3"  # Multi-frame Grayscale Word SC
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "OT"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, frames
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = (np.arange(frames * rows * columns) % 65536).astype("<u2").tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_retrieve_frames_single_frame_reads_only_its_bytes(
+    backend: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bytes-read evidence: one frame of a 5.2 MB instance is one range read of 131,072 B."""
+    base = make_context(backend, tmp_path)
+    data = multiframe_instance()
+    result = store_instance(base, data)
+    counting = CountingBlobs(base.blobs)
+    context = Context(base.settings, counting, base.index, base.config_store)
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{instance_path(result)}/frames/7", RAW)
+    [(_, body)] = parts_of(answer)
+    frame_length = 256 * 256 * 2
+    assert body == (np.arange(6 * 65536, 7 * 65536) % 65536).astype("<u2").tobytes()
+    assert counting.gets == []
+    assert len(counting.ranges) == 1
+    assert counting.ranges[0][2] == frame_length
+    with capsys.disabled():
+        print(
+            f"\n[{backend}] frames/7 of a {len(data):,} B instance: range reads "
+            f"{[(s, n) for _, s, n in counting.ranges]}, whole reads {counting.gets}"
+        )
