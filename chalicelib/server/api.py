@@ -16,7 +16,7 @@ from chalicelib.config import Settings
 from chalicelib.context import Context, default_context
 from chalicelib.errors import NotAcceptable
 from chalicelib.server import capabilities, delete, rendered, stow, wado_rs, wado_uri
-from chalicelib.server import bulkdata, frames, metadata
+from chalicelib.server import bulkdata, frames, metadata, qido
 from chalicelib.server.http import (
     ALL_METHODS,
     RouteTable,
@@ -35,6 +35,7 @@ def build_route_table(settings: Settings) -> RouteTable:
         (root, wado_rs.service),
         (root, rendered.service),
         (root, capabilities.service),
+        (root, qido.service),
     ]
     services += [(root, m.service) for m in (metadata, frames, bulkdata)]
     if settings.enable_delete:

@@ -1,0 +1,205 @@
+"""QIDO-RS: the Search Transaction, PS3.18 §10.6 (2025b), on the TagIndex.
+
+Parse the query once (`dicom/qido.py`), take candidates from the index (`TagIndex.search`,
+which only narrows), decide with `dicom/matching.py`, add the computed attributes from the
+index records (exact under re-store and delete), and answer DICOM JSON or, when asked,
+multipart/related of DICOM XML. Imports no pydicom, numpy or Pillow (cold start).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from chalicelib.dicom.ids import is_valid_uid
+from chalicelib.dicom.matching import matches, narrowing, select_attributes
+from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
+from chalicelib.dicom.qido import QidoQuery, format_warning, parse_qido_query
+from chalicelib.dicom.tags import Level
+from chalicelib.errors import NotAcceptable, PayloadTooLarge
+from chalicelib.server.http import Service, WebRequest, WebResponse, json_response
+from chalicelib.server.negotiate import choose, parse_accept
+from chalicelib.server.resources import instance_url, series_url, study_url
+from chalicelib.storage.ports import ScanBudgetExceeded, SearchCandidate
+
+service = Service(__name__)
+
+SCAN_BUDGET = 5000
+"""Records a search without an indexed key may read before it is answered 413."""
+
+_DICOM_JSON = "application/dicom+json"
+_DICOM_XML = "application/dicom+xml"
+_UTF8 = {"vr": "CS", "Value": ["ISO_IR 192"]}
+_ONLINE = {"vr": "CS", "Value": ["ONLINE"]}
+
+_INDEXED_KEYS: dict[Level, str] = {
+    "study": "StudyInstanceUID, PatientID, PatientName (exact, or a prefix such as 'DOE*'), "
+    "AccessionNumber, StudyDate (a date or a range) or ModalitiesInStudy",
+    "series": "SeriesInstanceUID, Modality, or a study key (StudyInstanceUID, PatientID, "
+    "PatientName, AccessionNumber, StudyDate), or search /studies/{study}/series",
+    "instance": "SOPInstanceUID, SeriesInstanceUID, Modality, or a study key (StudyInstanceUID, "
+    "PatientID, PatientName, AccessionNumber, StudyDate), or search "
+    "/studies/{study}/series/{series}/instances",
+}
+
+
+@dataclass
+class SearchResult:
+    """The page of results (DICOM JSON datasets), and how many more matches there are."""
+
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    remaining: int = 0
+
+
+@service.route("/studies", "GET")
+def search_for_studies(request: WebRequest) -> WebResponse:
+    """Search for all studies, PS3.18 §10.6.1 (2025b)."""
+    return search(request, "study")
+
+
+@service.route("/series", "GET")
+@service.route("/studies/{study}/series", "GET")
+def search_for_series(request: WebRequest, study: str | None = None) -> WebResponse:
+    """Search for all series, or for the series of a study, PS3.18 §10.6.1 (2025b)."""
+    return search(request, "series", study)
+
+
+@service.route("/instances", "GET")
+@service.route("/studies/{study}/instances", "GET")
+@service.route("/studies/{study}/series/{series}/instances", "GET")
+def search_for_instances(
+    request: WebRequest, study: str | None = None, series: str | None = None
+) -> WebResponse:
+    """Search for all instances, or for those of a study or series, PS3.18 §10.6.1 (2025b)."""
+    return search(request, "instance", study, series)
+
+
+def search(
+    request: WebRequest,
+    level: Level,
+    study: str | None = None,
+    series: str | None = None,
+    budget: int = SCAN_BUDGET,
+) -> WebResponse:
+    """Parse, search, shape: the one handler behind every QIDO-RS route."""
+    as_xml = _negotiate(request)
+    settings = request.context.settings
+    query = parse_qido_query(
+        level,
+        request.query,
+        study_uid=study,
+        series_uid=series,
+        max_limit=settings.qido_max_limit,
+        default_limit=settings.qido_default_limit,
+    )
+    if any(uid is not None and not is_valid_uid(uid) for uid in (study, series)):
+        result = SearchResult()  # a malformed UID in the path names nothing stored
+    else:
+        result = run_search(request, query, budget)
+    warnings = list(query.warnings)
+    if result.remaining:
+        warnings.append(
+            f"There are {result.remaining} additional results that can be requested"
+        )  # the text of PS3.18 §8.3.4.4.1 (2025b)
+    headers = {}
+    if warnings:
+        host = request.dicomweb_root
+        headers["Warning"] = ", ".join(format_warning(text, host) for text in warnings)
+    if not result.datasets:
+        return WebResponse(204, b"", headers)  # §8.3.4.4.1: no body on zero matches
+    if as_xml:
+        from chalicelib.dicom.jsonmodel import json_to_xml  # lazy: loads the data dictionary
+
+        boundary = new_boundary()
+        parts = [
+            ({"Content-Type": _DICOM_XML}, document) for document in json_to_xml(result.datasets)
+        ]
+        content_type = multipart_content_type(_DICOM_XML, boundary)
+        return WebResponse(200, encode_multipart(parts, boundary), headers, content_type)
+    return json_response(result.datasets, 200, _DICOM_JSON, headers)
+
+
+def _negotiate(request: WebRequest) -> bool:
+    """True for multipart/related of DICOM XML, False for DICOM JSON (PS3.18 §10.6.3.2)."""
+    entries = parse_accept(request.header("accept"))
+    offers = [_DICOM_JSON, "application/json", "multipart/related"]
+    chosen, entry = choose(entries, offers, "the QIDO-RS response")
+    if chosen != "multipart/related":
+        return False
+    part_type = entry.media.params.get("type", _DICOM_XML).lower()
+    if part_type != _DICOM_XML:
+        raise NotAcceptable(
+            f'QIDO-RS answers application/dicom+json or multipart/related; type="{_DICOM_XML}"'
+            f', not multipart/related; type="{part_type}" (PS3.18 §10.6.3.2)'
+        )
+    return True
+
+
+def run_search(request: WebRequest, query: QidoQuery, budget: int) -> SearchResult:
+    """Every match in index order: the page from `offset`, and a count of the rest."""
+    ctx = request.context
+    case_sensitive = ctx.settings.qido_case_sensitive
+    hints = narrowing(query, case_sensitive_pn=case_sensitive)
+    listing = all(key.kind == "universal" for key in query.matches)
+    result = SearchResult()
+    found = 0
+    try:
+        for candidate in ctx.index.search(query.level, hints, None if listing else budget):
+            dataset = _dataset(candidate, query.level)
+            if not matches(query, dataset, case_sensitive_pn=case_sensitive):
+                continue
+            if query.offset <= found < query.offset + query.limit:
+                result.datasets.append(_shape(request, query, candidate, dataset))
+            found += 1
+    except ScanBudgetExceeded as exceeded:
+        raise PayloadTooLarge(
+            f"This {query.level} search has no indexed key and would read more than "
+            f"{exceeded.budget} {query.level} records; add a key that the index answers: "
+            f"{_INDEXED_KEYS[query.level]} (PS3.18 §8.3.4)"
+        ) from exceeded
+    result.remaining = max(0, found - query.offset - len(result.datasets))
+    return result
+
+
+def _dataset(candidate: SearchCandidate, level: Level) -> dict[str, Any]:
+    """The attributes a candidate is matched on: its own and its parents', with the computed
+    attributes of PS3.18 §10.6.3.3 taken from the index records (PS3.4 §C.6.1.1)."""
+    study = candidate.study
+    dataset = dict(study.study_tags)
+    dataset["00201206"] = {"vr": "IS", "Value": [study.num_series]}
+    dataset["00201208"] = {"vr": "IS", "Value": [study.num_instances]}
+    if study.modalities:
+        dataset["00080061"] = {"vr": "CS", "Value": list(study.modalities)}
+    if study.sop_classes:
+        dataset["00080062"] = {"vr": "UI", "Value": list(study.sop_classes)}
+    dataset["00080056"] = _ONLINE
+    if level != "study" and candidate.series is not None:
+        dataset.update(candidate.series.series_tags)
+        dataset["00201209"] = {"vr": "IS", "Value": [candidate.series.num_instances]}
+    if level == "instance" and candidate.instance is not None:
+        dataset.update(candidate.instance.instance_tags)
+    return dataset
+
+
+def _shape(
+    request: WebRequest, query: QidoQuery, candidate: SearchCandidate, dataset: dict[str, Any]
+) -> dict[str, Any]:
+    """One result: the selected attributes, RetrieveURL, and SpecificCharacterSet ISO_IR 192
+    (values are Unicode in the index, the answer is UTF-8)."""
+    study_uid = candidate.study.study_uid
+    if query.level == "study":
+        url = study_url(request, study_uid)
+    elif query.level == "series" and candidate.series is not None:
+        url = series_url(request, study_uid, candidate.series.series_uid)
+    else:
+        assert candidate.series is not None and candidate.instance is not None
+        url = instance_url(
+            request, study_uid, candidate.series.series_uid, candidate.instance.sop_uid
+        )
+    dataset["00081190"] = {"vr": "UR", "Value": [url]}
+    selected = select_attributes(query, dataset, query.level)
+    selected["00080005"] = _UTF8
+    return dict(sorted(selected.items()))
+
+
+__all__ = ["SCAN_BUDGET", "search", "service"]

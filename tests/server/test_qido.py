@@ -1,0 +1,482 @@
+"""QIDO-RS over HTTP on both backends, over a generated corpus and the character set files.
+
+The corpus: 6 patients with 2 studies each (dates over two years, CT/MR/US/SR/PT series),
+one of them the large study of the benchmark (two series of 100 instances), about 320
+instances in all, plus the 11 Encodings/DavidClunie files (one character set each). Expected
+answers are computed from the generator's own description, not from the server.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import pytest
+from chalice.test import Client
+from pydicom import Dataset, dcmread
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+from chalicelib.config import Settings
+from chalicelib.context import Context, build_context
+from chalicelib.errors import PayloadTooLarge
+from chalicelib.ingest import store_instance
+from chalicelib.server.api import create_app
+from chalicelib.server.http import WebRequest
+from chalicelib.server.qido import search
+from tests.conftest import TESTDATA, make_context
+from tests.server.helpers import HOST, json_of, parts_of, values
+
+ROOT = "1.2.826.0.1.3680043.10.543"
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
+SOP_CLASSES = {"CT": CT_IMAGE, "MR": MR_IMAGE, "US": "1.2.840.10008.5.1.4.1.1.6.1"}
+SOP_CLASSES |= {"SR": "1.2.840.10008.5.1.4.1.1.88.11", "PT": "1.2.840.10008.5.1.4.1.1.128"}
+PATIENTS = [
+    ("P001", "Doe^John"),
+    ("P002", "Doe^Jane"),
+    ("P003", "Smith^Anna^Maria"),
+    ("P004", "Müller^Jürgen"),
+    ("P005", "O'Brien^Seán"),
+    ("X-77", "Nguyen^Van^^Dr"),
+]
+ENCODINGS = sorted((TESTDATA / "Encodings" / "DavidClunie").iterdir())
+
+
+@dataclass
+class Series:
+    uid: str
+    modality: str
+    instances: list[str]
+
+
+@dataclass
+class Study:
+    uid: str
+    patient_id: str
+    patient_name: str
+    date: str
+    accession: str
+    series: list[Series] = field(default_factory=list)
+
+    @property
+    def modalities(self) -> list[str]:
+        return sorted({s.modality for s in self.series})
+
+    @property
+    def num_instances(self) -> int:
+        return sum(len(s.instances) for s in self.series)
+
+
+def generated_studies() -> list[Study]:
+    studies = []
+    modalities = ["CT", "MR", "US", "SR", "PT"]
+    for p, (patient_id, name) in enumerate(PATIENTS, 1):
+        for s in (1, 2):
+            uid = f"{ROOT}.{p}.{s}"
+            date = f"202{3 + s % 2}{(p * 2 + s) % 12 + 1:02d}{(p * 5) % 28 + 1:02d}"
+            study = Study(uid, patient_id, name, date, f"ACC{p}{s}")
+            big = p == 1 and s == 1
+            for n in (1, 2):
+                modality = modalities[(p + s + n) % len(modalities)]
+                count = 100 if big else (p + n) % 4 + 3
+                series_uid = f"{uid}.{n}"
+                instances = [f"{series_uid}.{i}" for i in range(1, count + 1)]
+                study.series.append(Series(series_uid, modality, instances))
+            studies.append(study)
+    return studies
+
+
+STUDIES = generated_studies()
+BIG = STUDIES[0]
+
+
+def instance_bytes(study: Study, series: Series, number: int) -> bytes:
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.SOPClassUID = SOP_CLASSES[series.modality]
+    ds.SOPInstanceUID = series.instances[number - 1]
+    ds.StudyInstanceUID = study.uid
+    ds.SeriesInstanceUID = series.uid
+    ds.PatientName = study.patient_name
+    ds.PatientID = study.patient_id
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "O"
+    ds.StudyDate = study.date
+    ds.StudyTime = "101500"
+    ds.AccessionNumber = study.accession
+    ds.StudyID = "1"
+    ds.StudyDescription = f"Study of {study.patient_id}"
+    ds.ReferringPhysicianName = "Ref^Doc"
+    ds.Modality = series.modality
+    ds.SeriesNumber = int(series.uid.rsplit(".", 1)[1])
+    ds.SeriesDescription = f"{series.modality} series"
+    ds.InstanceNumber = number
+    ds.Rows = ds.Columns = 8
+    ds.BitsAllocated = 16
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def ingest_corpus(ctx: Context) -> None:
+    for study in STUDIES:
+        for series in study.series:
+            for number in range(1, len(series.instances) + 1):
+                result = store_instance(ctx, instance_bytes(study, series, number))
+                assert result.status == "stored", result.message
+    for path in ENCODINGS:
+        assert store_instance(ctx, path.read_bytes()).status == "stored", path.name
+
+
+@pytest.fixture(scope="module", params=["local", "aws"])
+def corpus(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Client, Context]]:
+    """One corpus per backend for the whole module (it is only read)."""
+    tmp_path = tmp_path_factory.mktemp(f"qido-{request.param}")
+    if request.param == "local":
+        ctx = make_context("local", tmp_path)
+        ingest_corpus(ctx)
+        yield Client(create_app(lambda: ctx)), ctx
+        return
+    from moto import mock_aws
+
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+            env.setenv(name, "testing")
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        env.delenv("AWS_PROFILE", raising=False)
+        env.delenv("AWS_ENDPOINT_URL", raising=False)
+        with mock_aws():
+            ctx = make_context("aws", tmp_path)
+            ingest_corpus(ctx)
+            yield Client(create_app(lambda: ctx)), ctx
+
+
+def get(client: Client, path: str, accept: str = "application/dicom+json") -> Any:
+    return client.http.get(f"/dicom-web{path}", headers={"Accept": accept, "Host": HOST})
+
+
+def found(response: Any, tag: str) -> list[str]:
+    assert response.status_code in (200, 204), response.body
+    return [values(item, tag)[0] for item in json_of(response) or []]
+
+
+def newest_first(studies: list[Study]) -> list[str]:
+    return [s.uid for s in sorted(studies, key=lambda s: (s.date, s.uid), reverse=True)]
+
+
+STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
+
+
+def test_search_for_studies_by_patient_id_computed_attributes(corpus) -> None:
+    client, _ = corpus
+    response = get(client, "/studies?PatientID=P001")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/dicom+json"
+    assert "Warning" not in response.headers
+    results = json_of(response)
+    expected = [s for s in STUDIES if s.patient_id == "P001"]
+    assert [values(r, STUDY_UID)[0] for r in results] == newest_first(expected)
+    for result in results:
+        study = next(s for s in expected if s.uid == values(result, STUDY_UID)[0])
+        assert values(result, "00201206") == [len(study.series)]
+        assert values(result, "00201208") == [study.num_instances]
+        assert values(result, "00080061") == study.modalities
+        assert values(result, "00080005") == ["ISO_IR 192"]
+        assert values(result, "00081190") == [f"http://{HOST}/dicom-web/studies/{study.uid}"]
+        assert values(result, "00100010") == [{"Alphabetic": study.patient_name}]
+        assert values(result, "00080056") == ["ONLINE"]
+        assert "00081030" not in result  # StudyDescription: not a default attribute
+        assert "00080060" not in result  # a series attribute never comes at study level
+        assert list(result) == sorted(result)
+
+
+@pytest.mark.parametrize(
+    ("query", "patients"),
+    [
+        ("PatientName=doe^john", {"P001"}),
+        ("PatientName=DOE*", {"P001", "P002"}),
+        ("PatientName=*an*", {"P002", "P003", "X-77"}),  # and Wang^XiaoDong of Encodings
+        ("PatientName=müller*", {"P004"}),
+        ("PatientName=jurgen&fuzzymatching=true", {"P004"}),
+        ("PatientName=sean%20o&fuzzymatching=true", {"P005"}),
+        ("PatientID=P00*", {"P001", "P002", "P003", "P004", "P005"}),
+        ("AccessionNumber=ACC3*", {"P003"}),
+        ("PatientID=P001,P002", set()),  # a comma is not a list separator on LO
+        ("PatientID=P001%5CP002", {"P001", "P002"}),
+    ],
+)
+def test_search_for_studies_matching(corpus, query: str, patients: set[str]) -> None:
+    client, _ = corpus
+    expected = newest_first([s for s in STUDIES if s.patient_id in patients])
+    results = found(get(client, f"/studies?{query}&limit=1000"), STUDY_UID)
+    assert [uid for uid in results if uid.startswith(ROOT)] == expected
+
+
+def test_search_for_studies_date_range_and_uid_list(corpus) -> None:
+    client, _ = corpus
+    in_2024 = [s for s in STUDIES if s.date.startswith("2024")]
+    assert found(get(client, "/studies?StudyDate=20240101-20241231"), STUDY_UID) == (
+        newest_first(in_2024)
+    )
+    assert found(get(client, "/studies?StudyDate=-20231231&limit=1000"), STUDY_UID) == (
+        newest_first([s for s in STUDIES if s not in in_2024])
+    )
+    picked = [STUDIES[3], STUDIES[7]]
+    uids = ",".join(s.uid for s in picked)
+    assert found(get(client, f"/studies?StudyInstanceUID={uids}"), STUDY_UID) == (
+        newest_first(picked)
+    )
+    ohif = "%5C".join(s.uid for s in picked)  # OHIF separates UIDs with backslashes
+    assert found(get(client, f"/studies?StudyInstanceUID={ohif}"), STUDY_UID) == (
+        newest_first(picked)
+    )
+
+
+def test_search_for_studies_modalities_in_study(corpus) -> None:
+    client, _ = corpus
+    expected = newest_first([s for s in STUDIES if "PT" in s.modalities])
+    assert found(get(client, "/studies?ModalitiesInStudy=PT"), STUDY_UID) == expected
+
+
+def test_search_for_series_all_with_parent_attributes(corpus) -> None:
+    client, _ = corpus
+    response = get(client, "/series?Modality=MR&limit=1000")
+    expected = sorted((s.uid, se.uid) for s in STUDIES for se in s.series if se.modality == "MR")
+    results = json_of(response)
+    assert [(values(r, STUDY_UID)[0], values(r, SERIES_UID)[0]) for r in results] == expected
+    for result in results:
+        study = next(s for s in STUDIES if s.uid == values(result, STUDY_UID)[0])
+        series = next(se for se in study.series if se.uid == values(result, SERIES_UID)[0])
+        assert values(result, "00201209") == [len(series.instances)]
+        assert values(result, "00100020") == [study.patient_id]  # parent, not constrained
+        assert values(result, "00201208") == [study.num_instances]
+        assert values(result, "00081190") == [
+            f"http://{HOST}/dicom-web/studies/{study.uid}/series/{series.uid}"
+        ]
+
+
+def test_search_for_series_of_study_without_study_attributes(corpus) -> None:
+    client, _ = corpus
+    response = get(client, f"/studies/{BIG.uid}/series")
+    results = json_of(response)
+    assert [values(r, SERIES_UID)[0] for r in results] == [se.uid for se in BIG.series]
+    assert all("00100020" not in r for r in results)
+    assert [values(r, "00201209") for r in results] == [[100], [100]]
+    assert get(client, "/studies/1.2.3.999/series").status_code == 204
+    assert get(client, "/studies/not-a-uid/series").status_code == 204
+
+
+def test_search_for_instances_of_series_and_study(corpus) -> None:
+    client, _ = corpus
+    series = BIG.series[0]
+    response = get(client, f"/studies/{BIG.uid}/series/{series.uid}/instances?limit=1000")
+    results = json_of(response)
+    assert sorted(found(response, SOP_UID)) == sorted(series.instances)
+    first = results[0]
+    assert values(first, "00080016") == [SOP_CLASSES[series.modality]]
+    assert values(first, "00280010") == [8]
+    assert values(first, "00081190")[0].endswith(
+        f"/studies/{BIG.uid}/series/{series.uid}/instances/{values(first, SOP_UID)[0]}"
+    )
+    assert "00100020" not in first and "00080060" not in first  # parents are constrained
+    study_wide = get(client, f"/studies/{BIG.uid}/instances?limit=1000")
+    assert len(json_of(study_wide)) == 200
+    assert all(values(r, "00080060") for r in json_of(study_wide))  # series attributes
+
+
+def test_search_for_instances_all_by_uid(corpus) -> None:
+    client, _ = corpus
+    study = STUDIES[5]
+    sop = study.series[1].instances[0]
+    (result,) = json_of(get(client, f"/instances?SOPInstanceUID={sop}"))
+    assert values(result, STUDY_UID) == [study.uid]
+    assert values(result, "00100020") == [study.patient_id]
+    assert values(result, "00080060") == [study.series[1].modality]
+    assert values(result, "00201209") == [len(study.series[1].instances)]
+
+
+def test_search_paging_stable_with_warning(corpus) -> None:
+    client, _ = corpus
+    expected = newest_first(STUDIES)
+    total = len(expected) + len(ENCODINGS)
+    seen: list[str] = []
+    offset = 0
+    while True:
+        response = get(client, f"/studies?limit=5&offset={offset}")
+        if response.status_code == 204:
+            assert response.body == b""
+            break
+        page = found(response, STUDY_UID)
+        remaining = total - offset - len(page)
+        if remaining:
+            assert response.headers["Warning"] == (
+                f'299 http://{HOST}/dicom-web "There are {remaining} additional results that '
+                'can be requested"'
+            )
+        else:
+            assert "Warning" not in response.headers
+        seen += page
+        offset += len(page)
+    assert len(seen) == len(set(seen)) == total
+    assert [uid for uid in seen if uid.startswith(ROOT)] == expected
+    assert get(client, f"/studies?offset={total + 10}").status_code == 204
+
+
+def test_search_includefield_forms(corpus) -> None:
+    client, _ = corpus
+    for query in (
+        "includefield=StudyDescription,00100030",
+        "includefield=StudyDescription&includefield=PatientBirthDate",
+        "&includefield=00081030&includefield=00100030",  # Weasis sends "?&"
+    ):
+        (result,) = json_of(get(client, f"/studies?PatientID=P003&StudyDate=-20231231&{query}"))
+        assert values(result, "00081030") == ["Study of P003"]
+        assert values(result, "00100030") == ["19700101"]
+    (result,) = json_of(get(client, "/studies?PatientID=P003&StudyDate=-20231231&includefield=all"))
+    assert values(result, "00080062")  # SOPClassesInStudy comes with includefield=all
+    assert "00081030" in result
+
+
+def test_search_warnings_and_errors(corpus) -> None:
+    client, _ = corpus
+    response = get(client, "/studies?PatientID=P001&foo=bar")
+    assert response.status_code == 200
+    assert "'foo'" in response.headers["Warning"]
+    assert response.headers["Warning"].startswith(f"299 http://{HOST}/dicom-web ")
+    for query, name in (
+        ("limit=ten", "limit"),
+        ("offset=-1", "offset"),
+        ("fuzzymatching=maybe", "fuzzymatching"),
+        ("StudyDate=2024", "StudyDate"),
+        ("StudyInstanceUID=1.2.*", "StudyInstanceUID"),
+    ):
+        response = get(client, f"/studies?{query}")
+        assert response.status_code == 400, query
+        assert name in json_of(response)["Message"]
+    assert get(client, "/studies?PatientID=nobody").status_code == 204
+    assert get(client, "/studies", accept="image/png").status_code == 406
+
+
+def test_search_character_sets_unicode(corpus) -> None:
+    client, _ = corpus
+    for path in ENCODINGS:
+        ds = dcmread(path)
+        (result,) = json_of(get(client, f"/studies?PatientID={ds.PatientID}"))
+        name = ds.PatientName
+        wanted = {
+            group: str(value)
+            for group, value in (
+                ("Alphabetic", name.alphabetic),
+                ("Ideographic", name.ideographic),
+                ("Phonetic", name.phonetic),
+            )
+            if value
+        }
+        assert values(result, "00100010") == [wanted], path.name
+        assert values(result, "00080005") == ["ISO_IR 192"]
+    ideographic = found(get(client, "/studies?PatientName=山田*"), "00100020")
+    assert sorted(ideographic) == ["H31EXAMPLE", "H32EXAMPLE"]
+    assert found(get(client, "/studies?PatientName=buc^jérôme"), "00100020") == ["SCSFREN"]
+    greek = found(get(client, "/studies?PatientName=%CE%94%CE%B9%CE%BF*"), "00100020")
+    assert greek == ["SCSGREEK"]
+
+
+def test_search_xml_multipart(corpus) -> None:
+    client, _ = corpus
+    response = get(
+        client, "/studies?PatientID=P002", accept='multipart/related; type="application/dicom+xml"'
+    )
+    assert response.status_code == 200
+    parts = parts_of(response)
+    assert len(parts) == 2
+    for headers, body in parts:
+        assert headers["content-type"] == "application/dicom+xml"
+        root = ElementTree.fromstring(body)
+        assert root.tag.endswith("NativeDicomModel")
+    assert b"P002" in parts[0][1]
+
+
+def test_search_over_budget_413_names_indexed_keys(corpus) -> None:
+    _, ctx = corpus
+    request = WebRequest(
+        method="GET",
+        path="/dicom-web/studies",
+        headers={"accept": "application/dicom+json"},
+        query=[("StudyDescription", "*P00*")],
+        body=b"",
+        base_url=f"http://{HOST}",
+        dicomweb_root=f"http://{HOST}/dicom-web",
+        context=ctx,
+    )
+    with pytest.raises(PayloadTooLarge) as raised:
+        search(request, "study", budget=5)
+    assert "PatientID" in raised.value.message and "StudyDate" in raised.value.message
+    assert json.loads(search(request, "study", budget=100).body)  # under the budget: answered
+    request.query = [("StudyDescription", "*P00*"), ("PatientID", "P001")]
+    assert search(request, "study", budget=1).status == 200  # indexed: no budget
+
+
+def _fresh_context(corpus_ctx: Context, tmp_path: Path) -> Context:
+    """An empty context on the corpus' backend (inside its moto, under other names)."""
+    if corpus_ctx.settings.backend == "local":
+        return make_context("local", tmp_path)
+    import boto3
+
+    from chalicelib.storage.dynamo import create_table
+
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="qido-fresh")
+    create_table(boto3.client("dynamodb", region_name="us-east-1"), "qido-fresh")
+    return build_context(Settings(backend="aws", bucket="qido-fresh", table="qido-fresh"))
+
+
+def test_search_aggregates_exact_after_restore_and_delete(corpus, tmp_path: Path) -> None:
+    ctx = _fresh_context(corpus[1], tmp_path)
+    client = Client(create_app(lambda: ctx))
+    study = STUDIES[4]
+    for series in study.series:
+        for number in range(1, len(series.instances) + 1):
+            store_instance(ctx, instance_bytes(study, series, number))
+    store_instance(ctx, instance_bytes(study, study.series[0], 1))  # a re-store
+    (result,) = json_of(get(client, f"/studies?StudyInstanceUID={study.uid}"))
+    assert values(result, "00201208") == [study.num_instances]
+    removed = study.series[1]
+    ctx.index.delete_series(study.uid, removed.uid)
+    (result,) = json_of(get(client, f"/studies?StudyInstanceUID={study.uid}"))
+    assert values(result, "00201206") == [1]
+    assert values(result, "00201208") == [len(study.series[0].instances)]
+    assert values(result, "00080061") == [study.series[0].modality]
+    assert get(client, f"/studies/{study.uid}/series?Modality={removed.modality}").status_code == (
+        204
+    )
+
+
+def test_qido_module_imports_no_pydicom() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, chalicelib.server.qido; "
+        "print(sorted(m for m in ('pydicom', 'numpy', 'PIL') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ},
+    )
+    assert out.stdout.strip() == "[]"
