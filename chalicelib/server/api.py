@@ -15,8 +15,18 @@ from chalice.app import CaseInsensitiveMapping, Request
 from chalicelib.config import Settings
 from chalicelib.context import Context, default_context
 from chalicelib.errors import NotAcceptable
-from chalicelib.server import capabilities, delete, rendered, stow, wado_rs, wado_uri
-from chalicelib.server import bulkdata, frames, metadata, qido
+from chalicelib.server import (
+    bulkdata,
+    capabilities,
+    delete,
+    frames,
+    metadata,
+    qido,
+    rendered,
+    stow,
+    wado_rs,
+    wado_uri,
+)
 from chalicelib.server.http import (
     ALL_METHODS,
     RouteTable,
