@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,8 +48,9 @@ class IngestResult:
 
 
 def blob_key(study_uid: str, series_uid: str, sop_uid: str, sha256: str) -> str:
-    """Keys come from validated UIDs and a content hash only: no traversal, never reused."""
-    return f"{study_uid}/{series_uid}/{sop_uid}/{sha256[:16]}.dcm"
+    """Keys come from validated UIDs, a content hash and a nonce: no traversal, and never
+    reused, so a delete racing a re-store of the same bytes cannot remove the new blob."""
+    return f"{study_uid}/{series_uid}/{sop_uid}/{sha256[:16]}-{secrets.token_hex(4)}.dcm"
 
 
 def metadata_key(key: str) -> str:

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from chalicelib.dicom.ids import is_valid_uid
 from chalicelib.errors import NotFound
 from chalicelib.server.http import Service, WebRequest, WebResponse
+from chalicelib.server.metadata import CACHE_PREFIX as METADATA_CACHE_PREFIX
 from chalicelib.server.rendered import thumbnail_keys
 from chalicelib.storage import ports
 
@@ -72,15 +73,11 @@ def delete_resource(
 
 
 def _delete_blobs(request: WebRequest, result: ports.DeleteResult, study: str) -> None:
-    blobs, index = request.context.blobs, request.context.index
-    # One indexed read: the keys a concurrent store committed again since our delete.
-    still_indexed = {
-        key
-        for record in index.list_instances(study)
-        for key in (record.blob_key, record.metadata_key)
-        if key
-    }
-    keys = [k for k in derived_keys(result) if k not in still_indexed]
+    """Blob keys are never reused (ingest adds a nonce), so a concurrent re-store of the same
+    instance writes other keys and nothing it needs is removed here."""
+    blobs = request.context.blobs
+    keys = derived_keys(result)
+    blobs.delete_prefix(f"{METADATA_CACHE_PREFIX}{study}/")
 
     def remove(key: str) -> None:
         try:

@@ -40,6 +40,7 @@ from chalicelib.dicom.jsonmodel import json_to_xml
 from chalicelib.dicom.metadata import resolve_base
 from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
 from chalicelib.errors import NotAcceptable, NotFound
+from chalicelib.server.cache import versioned
 from chalicelib.server.delivery import deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse
 from chalicelib.server.negotiate import parse_accept, type_matches
@@ -134,25 +135,21 @@ def _read_documents(request: WebRequest, records: list[ports.InstanceRecord]) ->
 
 
 def _cache_key(request: WebRequest, study: str, name: str) -> str:
+    """One key per resource and DICOMweb root (the BulkDataURIs inside are absolute)."""
     root = hashlib.sha1(request.dicomweb_root.encode("utf-8")).hexdigest()[:16]
     return f"{CACHE_PREFIX}{study}/{name}-{root}.json.gz"
 
 
-def _cached(request: WebRequest, key: str, build: Any) -> bytes:
-    """The gzip document at `key`, built and stored on a miss."""
-    blobs = request.context.blobs
-    try:
-        return blobs.get(key)
-    except ports.NotFound:
-        pass
-    compressed = gzip.compress(build(), compresslevel=5, mtime=0)
-    blobs.put(key, compressed, "application/gzip")
-    return compressed
+def _cached(request: WebRequest, key: str, tag: str, build: Any) -> bytes:
+    """The gzip document at `key` built for `tag`, built and stored on a miss."""
+    return versioned(
+        request.context.blobs, key, tag, lambda: gzip.compress(build(), compresslevel=5, mtime=0)
+    )
 
 
 def series_document(request: WebRequest, series: ports.SeriesRecord) -> bytes:
     """The gzip JSON array of a series' instance documents (Full mode), cached by version."""
-    key = _cache_key(request, series.study_uid, f"{series.series_uid}/v{series.version}")
+    key = _cache_key(request, series.study_uid, series.series_uid)
 
     def build() -> bytes:
         # The version was read before the listing: a concurrent store makes this document
@@ -160,7 +157,7 @@ def series_document(request: WebRequest, series: ports.SeriesRecord) -> bytes:
         records = request.context.index.list_instances(series.study_uid, series.series_uid)
         return _json_array(_read_documents(request, records))
 
-    return _cached(request, key, build)
+    return _cached(request, key, str(series.version), build)
 
 
 def _main_tags(record: ports.InstanceRecord) -> dict[str, Any]:
@@ -299,5 +296,5 @@ def retrieve_study_metadata(request: WebRequest, study: str) -> WebResponse:
         inner = [gzip.decompress(d)[1:-1] for d in documents]
         return _json_array([d for d in inner if d])
 
-    compressed = _cached(request, _cache_key(request, study, f"study-{digest}"), build)
+    compressed = _cached(request, _cache_key(request, study, "study"), digest, build)
     return _answer(request, compressed, True, etag, media)

@@ -21,9 +21,7 @@ that bumps the version makes the next request render afresh; DELETE removes them
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable
 
 from chalicelib.dicom.rendering import (
     DEFAULT_QUALITY,
@@ -36,6 +34,7 @@ from chalicelib.dicom.rendering import (
     Window,
 )
 from chalicelib.errors import BadRequest, NotAcceptable, NotFound
+from chalicelib.server.cache import versioned
 from chalicelib.server.http import Service, WebRequest, WebResponse
 from chalicelib.server.negotiate import choose, parse_accept
 from chalicelib.server.resources import find_instances
@@ -281,30 +280,16 @@ def _thumbnail(
         media_type=media_type,
         viewport=parse_viewport(viewport) if viewport else Viewport(THUMBNAIL_SIZE, THUMBNAIL_SIZE),
     )
-    produce: Callable[[], bytes] = lambda: render_instance(request, record, frame, options)  # noqa: E731
+
+    def produce() -> bytes:
+        return render_instance(request, record, frame, options)
+
     if viewport is not None or cache is None:
         return _answer(request, produce(), media_type)
     key = cache[0] + _EXTENSIONS[media_type]
-    return _answer(request, _cached(request, key, cache[1], produce), media_type)
-
-
-def _cached(request: WebRequest, key: str, version: int, produce: Callable[[], bytes]) -> bytes:
-    """The cached image at `key` when it was made from `version`; else render and keep it.
-
-    A cache entry is `b"<version>\\n" + image`; a stale or unreadable entry is overwritten.
-    """
-    blobs = request.context.blobs
-    tag = b"%d\n" % version
-    try:
-        cached = blobs.get(key)
-        if cached.startswith(tag):
-            return cached[len(tag) :]
-    except ports.NotFound:
-        pass
-    image = produce()
-    with contextlib.suppress(ports.StorageError):  # a failed cache write fails no answer
-        blobs.put(key, tag + image, "application/octet-stream")
-    return image
+    return _answer(
+        request, versioned(request.context.blobs, key, str(cache[1]), produce), media_type
+    )
 
 
 @service.route("/studies/{study}/thumbnail", "GET")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -95,6 +96,11 @@ class LocalBlobStore:
                 folder.rmdir()
             except OSError:  # not empty (or already gone): stop pruning
                 break
+
+    def delete_prefix(self, prefix: str) -> None:
+        folder = self._path(prefix.rstrip("/"))
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -148,6 +148,9 @@ class BlobStore(Protocol):
     def delete(self, key: str) -> None:
         """Remove the object; deleting a missing key is not an error."""
 
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every object whose key starts with `prefix` (a folder: ends with '/')."""
+
     def exists(self, key: str) -> bool: ...
 
     def presigned_url(self, key: str, expires_in: int = 3600) -> str | None:

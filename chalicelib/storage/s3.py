@@ -75,6 +75,17 @@ class S3BlobStore:
         with _translated(key):
             self._client.delete_object(Bucket=self._bucket, Key=self._key(key))
 
+    def delete_prefix(self, prefix: str) -> None:
+        paginator = self._client.get_paginator("list_objects_v2")
+        with _translated(prefix):
+            folder = self._key(prefix.rstrip("/")) + "/"
+            for page in paginator.paginate(Bucket=self._bucket, Prefix=folder):
+                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                if keys:  # at most 1000 per page, the limit of DeleteObjects
+                    self._client.delete_objects(
+                        Bucket=self._bucket, Delete={"Objects": keys, "Quiet": True}
+                    )
+
     def exists(self, key: str) -> bool:
         try:
             with _translated(key):

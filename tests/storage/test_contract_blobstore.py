@@ -112,3 +112,14 @@ def test_presigned_url_names_key_or_is_none(blob_store: BlobStore) -> None:
     blob_store.put(KEY, DATA)
     url = blob_store.presigned_url(KEY, expires_in=60)
     assert url is None or (url.startswith("https://") and KEY.split("/")[-1] in url)
+
+
+def test_delete_prefix_removes_folder_only(blob_store: BlobStore) -> None:
+    inside = ["cache/1.2/a.json", "cache/1.2/sub/b.json"]
+    outside = ["cache/1.23/c.json", "cache/1.2.json", "other/1.2/d.json"]
+    for key in inside + outside:
+        blob_store.put(key, b"x")
+    blob_store.delete_prefix("cache/1.2/")
+    assert [blob_store.exists(k) for k in inside] == [False, False]
+    assert [blob_store.exists(k) for k in outside] == [True, True, True]
+    blob_store.delete_prefix("cache/nothing/")  # a missing folder is not an error
