@@ -480,3 +480,40 @@ def test_qido_module_imports_no_pydicom() -> None:
         env={**os.environ},
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_dicomweb_client_search_against_local_server(tmp_path: Path) -> None:
+    """dicomweb-client's search calls against the real local server agree with the corpus."""
+    from dicomweb_client.api import DICOMwebClient
+
+    from tests.server.test_localserver import local_server
+
+    ingest_corpus(make_context("local", tmp_path))
+    with local_server(tmp_path / "data") as url:
+        client = DICOMwebClient(url=f"{url}/dicom-web")
+        p001 = client.search_for_studies(
+            search_filters={"PatientID": "P001"}, fields=["StudyDescription"], get_remaining=True
+        )
+        assert [values(r, STUDY_UID)[0] for r in p001] == newest_first(STUDIES[:2])
+        assert all(values(r, "00081030") == ["Study of P001"] for r in p001)
+        fuzzy = client.search_for_studies(
+            search_filters={"PatientName": "jurg"}, fuzzymatching=True
+        )
+        assert [values(r, "00100020")[0] for r in fuzzy] == ["P004", "P004"]
+        everything = client.search_for_studies(limit=4, get_remaining=True)
+        assert len(everything) == len(STUDIES) + len(ENCODINGS)
+        mr = client.search_for_series(
+            search_filters={"Modality": "MR"}, limit=3, get_remaining=True
+        )
+        assert sorted(values(r, SERIES_UID)[0] for r in mr) == sorted(
+            se.uid for s in STUDIES for se in s.series if se.modality == "MR"
+        )
+        series = BIG.series[1]
+        instances = client.search_for_instances(
+            BIG.uid, series.uid, fields=["00080008"], limit=30, get_remaining=True
+        )
+        assert sorted(values(r, SOP_UID)[0] for r in instances) == sorted(series.instances)
+        in_study = client.search_for_instances(
+            study_instance_uid=BIG.uid, search_filters={"InstanceNumber": "7"}
+        )
+        assert sorted(values(r, SERIES_UID)[0] for r in in_study) == [se.uid for se in BIG.series]
