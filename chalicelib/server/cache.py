@@ -13,6 +13,9 @@ from collections.abc import Callable
 
 from chalicelib.storage import ports
 
+METADATA_PREFIX = "cache/metadata/"
+"""Series and study metadata documents, under `{METADATA_PREFIX}{study}/`."""
+
 
 def versioned(blobs: ports.BlobStore, key: str, tag: str, produce: Callable[[], bytes]) -> bytes:
     """The payload cached at `key` when it was built for `tag`; else produce and keep it."""

@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from chalicelib.dicom.ids import is_valid_uid
 from chalicelib.errors import NotFound
+from chalicelib.server.cache import METADATA_PREFIX
 from chalicelib.server.http import Service, WebRequest, WebResponse
-from chalicelib.server.metadata import CACHE_PREFIX as METADATA_CACHE_PREFIX
 from chalicelib.server.rendered import thumbnail_keys
 from chalicelib.storage import ports
 
@@ -77,7 +77,7 @@ def _delete_blobs(request: WebRequest, result: ports.DeleteResult, study: str) -
     instance writes other keys and nothing it needs is removed here."""
     blobs = request.context.blobs
     keys = derived_keys(result)
-    blobs.delete_prefix(f"{METADATA_CACHE_PREFIX}{study}/")
+    blobs.delete_prefix(f"{METADATA_PREFIX}{study}/")
 
     def remove(key: str) -> None:
         try:

@@ -40,7 +40,7 @@ from chalicelib.dicom.jsonmodel import json_to_xml
 from chalicelib.dicom.metadata import resolve_base
 from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
 from chalicelib.errors import NotAcceptable, NotFound
-from chalicelib.server.cache import versioned
+from chalicelib.server.cache import METADATA_PREFIX, versioned
 from chalicelib.server.delivery import deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse
 from chalicelib.server.negotiate import parse_accept, type_matches
@@ -51,7 +51,6 @@ service = Service("wado-rs-metadata")
 
 DICOM_JSON = "application/dicom+json"
 DICOM_XML = "application/dicom+xml"
-CACHE_PREFIX = "cache/metadata/"
 _READ_THREADS = 16
 _EXTRAPOLATION_SAMPLES = 3
 _INSTANCE_NUMBER = "00200013"
@@ -137,7 +136,7 @@ def _read_documents(request: WebRequest, records: list[ports.InstanceRecord]) ->
 def _cache_key(request: WebRequest, study: str, name: str) -> str:
     """One key per resource and DICOMweb root (the BulkDataURIs inside are absolute)."""
     root = hashlib.sha1(request.dicomweb_root.encode("utf-8")).hexdigest()[:16]
-    return f"{CACHE_PREFIX}{study}/{name}-{root}.json.gz"
+    return f"{METADATA_PREFIX}{study}/{name}-{root}.json.gz"
 
 
 def _cached(request: WebRequest, key: str, tag: str, build: Any) -> bytes:
