@@ -82,6 +82,8 @@ class Settings:
     """Binary values up to this many bytes are inlined in metadata, larger get a BulkDataURI."""
     qido_max_limit: int = 1000
     qido_default_limit: int = 100
+    qido_scan_budget: int = 5000
+    """Records a search without an indexed key may read before it is answered 413."""
     cors_allowed_origins: tuple[str, ...] = ()
 
 
@@ -107,6 +109,7 @@ _DICOMWEB_KEYS = {
     "BulkDataThreshold": "bulk_threshold",
     "QidoMaxLimit": "qido_max_limit",
     "QidoDefaultLimit": "qido_default_limit",
+    "QidoScanBudget": "qido_scan_budget",
     "CorsAllowedOrigins": "cors_allowed_origins",
 }
 _TOP_LEVEL_KEYS = {"OverwriteInstances": "overwrite_instances"}

@@ -24,9 +24,6 @@ from chalicelib.storage.ports import ScanBudgetExceeded, SearchCandidate
 
 service = Service(__name__)
 
-SCAN_BUDGET = 5000
-"""Records a search without an indexed key may read before it is answered 413."""
-
 _DICOM_JSON = "application/dicom+json"
 _DICOM_XML = "application/dicom+xml"
 _UTF8 = {"vr": "CS", "Value": ["ISO_IR 192"]}
@@ -79,7 +76,7 @@ def search(
     level: Level,
     study: str | None = None,
     series: str | None = None,
-    budget: int = SCAN_BUDGET,
+    budget: int | None = None,
 ) -> WebResponse:
     """Parse, search, shape: the one handler behind every QIDO-RS route."""
     as_xml = _negotiate(request)
@@ -95,7 +92,7 @@ def search(
     if any(uid is not None and not is_valid_uid(uid) for uid in (study, series)):
         result = SearchResult()  # a malformed UID in the path names nothing stored
     else:
-        result = run_search(request, query, budget)
+        result = run_search(request, query, budget or settings.qido_scan_budget)
     warnings = list(query.warnings)
     if result.remaining:
         warnings.append(
@@ -103,7 +100,7 @@ def search(
         )  # the text of PS3.18 §8.3.4.4.1 (2025b)
     headers = {}
     if warnings:
-        host = request.dicomweb_root
+        host = request.header("host", "-")
         headers["Warning"] = ", ".join(format_warning(text, host) for text in warnings)
     if not result.datasets:
         return WebResponse(204, b"", headers)  # §8.3.4.4.1: no body on zero matches
@@ -202,4 +199,4 @@ def _shape(
     return dict(sorted(selected.items()))
 
 
-__all__ = ["SCAN_BUDGET", "search", "service"]
+__all__ = ["search", "service"]
