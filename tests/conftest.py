@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from chalicelib.config import Settings
 from chalicelib.context import Context, build_context
+
+if TYPE_CHECKING:
+    from chalice.test import Client
 
 pytest_plugins = ["tests.peers"]
 
@@ -71,3 +75,13 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def context(backend: str, tmp_path: Path) -> Context:
     return make_context(backend, tmp_path)
+
+
+@pytest.fixture
+def client(context: Context) -> Client:
+    """The HTTP test client on the app served from `context`."""
+    from chalice.test import Client
+
+    from chalicelib.server.api import create_app
+
+    return Client(create_app(lambda: context))

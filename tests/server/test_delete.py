@@ -23,11 +23,6 @@ from tests.conftest import make_context, testdata
 CT = "2020-08-12-Christopher.dcm"
 
 
-@pytest.fixture
-def client(context: Context) -> Client:
-    return Client(create_app(lambda: context))
-
-
 def _variant(series_uid: str | None = None) -> bytes:
     ds = pydicom.dcmread(testdata(CT))
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()

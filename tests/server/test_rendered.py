@@ -22,11 +22,6 @@ CT = "2020-08-12-Christopher.dcm"
 MULTIFRAME = "MultiframeWindowing.dcm"
 
 
-@pytest.fixture
-def client(context: Context) -> Client:
-    return Client(create_app(lambda: context))
-
-
 def _store(context: Context, name: str) -> IngestResult:
     result = store_instance(context, testdata(name).read_bytes())
     assert result.status == "stored", result.message

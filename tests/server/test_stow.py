@@ -16,11 +16,6 @@ CT_STUDY = "1.2.840.113704.9.1000.16.0.20190613103939444"
 CT_SOP = "1.2.840.113704.9.1000.16.2.20190613104005642000100010001"
 
 
-@pytest.fixture
-def client(context: Context) -> Client:
-    return Client(create_app(lambda: context))
-
-
 def _counts(context: Context, study: str) -> tuple[int, int]:
     record = context.index.get_study(study)
     return record.num_series, record.num_instances

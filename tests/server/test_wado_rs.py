@@ -22,11 +22,6 @@ CT = "2020-08-12-Christopher.dcm"
 
 
 @pytest.fixture
-def client(context: Context) -> Client:
-    return Client(create_app(lambda: context))
-
-
-@pytest.fixture
 def stored(context: Context) -> tuple[CorpusFile, ...]:
     corpus = storable()
     for item in corpus:

@@ -22,11 +22,6 @@ CT = "2020-08-12-Christopher.dcm"
 JPEG = "TransferSyntaxes/1.2.840.10008.1.2.4.50.dcm"
 
 
-@pytest.fixture
-def client(context: Context) -> Client:
-    return Client(create_app(lambda: context))
-
-
 def _store(context: Context, name: str) -> IngestResult:
     result = store_instance(context, testdata(name).read_bytes())
     assert result.status == "stored", result.message
