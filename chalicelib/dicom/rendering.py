@@ -260,6 +260,31 @@ def to_display(
             return pixels
         shift = max(bits - 8, 0)
         return (pixels.astype(np.uint32) >> shift).clip(0, 255).astype(np.uint8)
+    if pixels.dtype.kind in "ui" and pixels.dtype.itemsize <= 2:
+        # Every step below is pointwise: run it once per possible stored value and look the
+        # frame up in that table, instead of several float passes over every pixel.
+        low = int(pixels.min())
+        offsets = np.subtract(pixels, low, dtype=np.int32)
+        present = np.bincount(offsets.ravel()) > 0
+        domain = np.arange(low, low + present.size, dtype=np.int32)
+        table = _grayscale(ds, domain, frame, window, photometric, present)
+        return table.take(offsets)
+    return _grayscale(ds, pixels, frame, window, photometric, None)
+
+
+def _grayscale(
+    ds: Dataset,
+    pixels: np.ndarray,
+    frame: int,
+    window: Window | None,
+    photometric: str,
+    present: np.ndarray | None,
+) -> np.ndarray:
+    """Modality LUT, VOI (query window, frame window, VOI LUT, else min/max), MONOCHROME1.
+
+    `present` marks which of `pixels` occur in the frame when `pixels` is a table of every
+    stored value from the minimum up: the min/max window then uses only those.
+    """
     values = modality_lut(ds, pixels, frame)
     if window is not None:
         display = apply_window(values, window)
@@ -268,7 +293,9 @@ def to_display(
     elif (from_lut := _voi_lut_sequence(ds, values)) is not None:
         display = from_lut
     else:
-        display = apply_window(values, _min_max_window(values))
+        display = apply_window(
+            values, _min_max_window(values if present is None else values[present])
+        )
     if photometric == "MONOCHROME1":
         display = 255.0 - display
     return _to_uint8(display)
