@@ -21,6 +21,7 @@ from chalicelib.dicom.tags import INSTANCE_LEVEL_TAGS, SERIES_LEVEL_TAGS, STUDY_
 BASE_PLACEHOLDER = "@@DICOMWEB_BASE@@"
 """Stands for the absolute DICOMweb root URL inside stored metadata documents."""
 
+
 @dataclass
 class LevelTags:
     study: dict[str, Any]
