@@ -22,6 +22,7 @@ run-moto: $(VENV)/.installed  ## the same server on the AWS adapters, against mo
 
 test: $(VENV)/.installed  ## every test
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed
