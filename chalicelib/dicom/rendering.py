@@ -85,6 +85,45 @@ def render(data: bytes, transfer_syntax_uid: str, frame: int, options: RenderOpt
     return encode(image, options)
 
 
+def render_native_frame(
+    header: bytes, frame_bytes: bytes, transfer_syntax_uid: str, frame: int, options: RenderOptions
+) -> bytes:
+    """Render one frame of native little-endian grayscale pixel data from its bytes alone.
+
+    `header` is the file up to the Pixel Data value, `frame_bytes` that frame's value bytes:
+    two range reads instead of reading and parsing the whole instance (see `native_layout`).
+    """
+    import numpy as np
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(header), stop_before_pixels=True, force=True)
+    except Exception as exc:  # pydicom raises many types on corrupt input
+        raise RenderError(f"the stored instance cannot be read: {exc}") from exc
+    bits_allocated = int(ds.get("BitsAllocated", 16) or 16)
+    bits_stored = int(ds.get("BitsStored", bits_allocated) or bits_allocated)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits_allocated // 8}")
+    pixels = np.frombuffer(frame_bytes, dtype=dtype).reshape(int(ds.Rows), int(ds.Columns))
+    if bits_stored < bits_allocated:  # PS3.5 §8.1.1: the bits above High Bit are not pixels
+        shift = bits_allocated - bits_stored
+        pixels = (pixels << shift) >> shift if signed else pixels & ((1 << bits_stored) - 1)
+    image = to_display(ds, pixels, frame, options.window)
+    return encode(image, options)
+
+
+def native_layout(pixel: dict[str, Any], transfer_syntax_uid: str) -> bool:
+    """True when `render_native_frame` can render this instance's frames (PS3.5 §8.2, 2025b):
+    native little-endian Pixel Data, one sample of 8 or 16 bits."""
+    return (
+        pixel.get("encapsulated") is False
+        and pixel.get("frame_length", 0) > 0
+        and pixel.get("samples_per_pixel") == 1
+        and pixel.get("bits_allocated") in (8, 16)
+        and transfer_syntax_uid in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+    )
+
+
 def read_dataset(data: bytes, transfer_syntax_uid: str) -> Dataset:
     """The whole instance as a Dataset (bare datasets get File Meta from the index)."""
     import pydicom

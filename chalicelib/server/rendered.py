@@ -185,15 +185,28 @@ def render_instance(
     request: WebRequest, record: ports.InstanceRecord, frame: int, options: RenderOptions
 ) -> bytes:
     """Render a frame of a stored instance; RenderError → 406, bad frame → 404."""
-    from chalicelib.dicom.rendering import render
+    from chalicelib.dicom.rendering import native_layout, render, render_native_frame
 
-    if not record.pixel:
+    pixel = record.pixel
+    if not pixel:
         raise NotAcceptable(
             f"instance {record.sop_uid} has no Pixel Data (7FE0,0010): it cannot be rendered; "
             "retrieve it as application/dicom"
         )
-    data = request.context.blobs.get(record.blob_key)
+    blobs = request.context.blobs
     try:
+        if native_layout(pixel, record.transfer_syntax_uid):
+            if not 1 <= frame <= pixel["number_of_frames"]:
+                raise FrameOutOfRange(
+                    f"frame {frame} does not exist: NumberOfFrames is {pixel['number_of_frames']}"
+                )
+            start = pixel["offset"] + (frame - 1) * pixel["frame_length"]
+            header = blobs.get_range(record.blob_key, 0, pixel["offset"])
+            frame_bytes = blobs.get_range(record.blob_key, start, pixel["frame_length"])
+            return render_native_frame(
+                header, frame_bytes, record.transfer_syntax_uid, frame, options
+            )
+        data = blobs.get(record.blob_key)
         return render(data, record.transfer_syntax_uid, frame, options)
     except FrameOutOfRange as exc:
         raise NotFound(f"instance {record.sop_uid}: {exc}") from None
