@@ -15,7 +15,7 @@ from chalicelib.dicom.ids import is_valid_uid
 from chalicelib.dicom.matching import matches, narrowing, select_attributes
 from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
 from chalicelib.dicom.qido import QidoQuery, format_warning, parse_qido_query
-from chalicelib.dicom.tags import Level
+from chalicelib.dicom.tags import INSTANCE_LEVEL_TAGS, Level
 from chalicelib.errors import NotAcceptable, PayloadTooLarge
 from chalicelib.server.http import Service, WebRequest, WebResponse, json_response
 from chalicelib.server.negotiate import choose, parse_accept
@@ -28,6 +28,9 @@ _DICOM_JSON = "application/dicom+json"
 _DICOM_XML = "application/dicom+xml"
 _UTF8 = {"vr": "CS", "Value": ["ISO_IR 192"]}
 _ONLINE = {"vr": "CS", "Value": ["ONLINE"]}
+
+_INSTANCE_TAGS = frozenset((*INSTANCE_LEVEL_TAGS, "00080005"))
+"""The attributes an instance record's `instance_tags` may hold (`dicom/metadata.py`)."""
 
 _INDEXED_KEYS: dict[Level, str] = {
     "study": "StudyInstanceUID, PatientID, PatientName (exact, or a prefix such as 'DOE*'), "
@@ -138,14 +141,17 @@ def run_search(request: WebRequest, query: QidoQuery, budget: int) -> SearchResu
     case_sensitive = ctx.settings.qido_case_sensitive
     hints = narrowing(query, case_sensitive_pn=case_sensitive)
     listing = all(key.kind == "universal" for key in query.matches)
+    decode = _reads_instance_tags(query)
     result = SearchResult()
     found = 0
     try:
         for candidate in ctx.index.search(query.level, hints, None if listing else budget):
-            dataset = _dataset(candidate, query.level)
+            dataset = _dataset(candidate, query.level, decode)
             if not matches(query, dataset, case_sensitive_pn=case_sensitive):
                 continue
             if query.offset <= found < query.offset + query.limit:
+                if not decode:
+                    dataset = _dataset(candidate, query.level, True)
                 result.datasets.append(_shape(request, query, candidate, dataset))
             found += 1
     except ScanBudgetExceeded as exceeded:
@@ -158,9 +164,19 @@ def run_search(request: WebRequest, query: QidoQuery, budget: int) -> SearchResu
     return result
 
 
-def _dataset(candidate: SearchCandidate, level: Level) -> dict[str, Any]:
-    """The attributes a candidate is matched on: its own and its parents', with the computed
-    attributes of PS3.18 §10.6.3.3 taken from the index records (PS3.4 §C.6.1.1)."""
+def _reads_instance_tags(query: QidoQuery) -> bool:
+    """Whether matching needs the instances' own attributes: an instance-level search with a
+    key on an attribute that instance records keep. Any other key sees the same values in the
+    parents' records alone, so the instance records are decoded only for the page."""
+    return query.level == "instance" and any(
+        key.kind != "universal" and key.tag in _INSTANCE_TAGS for key in query.matches
+    )
+
+
+def _dataset(candidate: SearchCandidate, level: Level, instance: bool) -> dict[str, Any]:
+    """The attributes a candidate is matched on: its own (when `instance`) and its parents',
+    with the computed attributes of PS3.18 §10.6.3.3 (2025b) taken from the index records
+    (PS3.4 §C.6.1.1)."""
     study = candidate.study
     dataset = dict(study.study_tags)
     dataset["00201206"] = {"vr": "IS", "Value": [study.num_series]}
@@ -173,8 +189,8 @@ def _dataset(candidate: SearchCandidate, level: Level) -> dict[str, Any]:
     if level != "study" and candidate.series is not None:
         dataset.update(candidate.series.series_tags)
         dataset["00201209"] = {"vr": "IS", "Value": [candidate.series.num_instances]}
-    if level == "instance" and candidate.instance is not None:
-        dataset.update(candidate.instance.instance_tags)
+    if instance and level == "instance" and candidate.instance is not None:
+        dataset.update(candidate.instance.record.instance_tags)
     return dataset
 
 

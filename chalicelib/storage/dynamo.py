@@ -42,6 +42,7 @@ import time
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from itertools import groupby
 from typing import Any
 
@@ -56,12 +57,14 @@ from chalicelib.storage.ports import (
     OutOfResources,
     ScanBudgetExceeded,
     SearchCandidate,
+    SearchInstance,
     SeriesRecord,
     StoreResult,
     StudyRecord,
 )
 from chalicelib.storage.records import (
     date_bounds,
+    instance_order,
     modality,
     record_from_json,
     record_to_json,
@@ -345,6 +348,13 @@ def _instance_sk(series_uid: str, sop_uid: str) -> str:
 
 def _record(item: dict[str, Value]) -> InstanceRecord:
     return record_from_json(item["record"]["S"])
+
+
+def _search_instance(item: dict[str, Value]) -> SearchInstance:
+    """An instance item as a search candidate: UIDs from its keys, the record decoded later."""
+    _, series_uid, sop_uid = item["sk"]["S"].split("#")
+    record = partial(record_from_json, item["record"]["S"])
+    return SearchInstance(item["pk"]["S"], series_uid, sop_uid, record)
 
 
 def _study(item: dict[str, Value]) -> StudyRecord:
@@ -665,11 +675,8 @@ class DynamoTagIndex:
             yield from self._listing(level, budget)
         elif hint.keyword == "SOPInstanceUID":
             keys = [key for uid in hint.values for key in self._table.lookup(SOP_INDEX, uid)]
-            records = sorted(
-                (_record(item) for item in self._table.batch_get(keys)),
-                key=lambda r: (r.study_uid, r.series_uid, r.sop_uid),
-            )
-            yield from self._with_parents(records)
+            instances = map(_search_instance, self._table.batch_get(keys))
+            yield from self._with_parents(sorted(instances, key=instance_order))
         elif hint.keyword in ("SeriesInstanceUID", "Modality"):
             yield from self._below_series(level, self._series_for(hint, hints))
         elif level == "study" and hint.keyword == "StudyDate":
@@ -763,9 +770,9 @@ class DynamoTagIndex:
                 continue
             for item in items:
                 if item["sk"]["S"][:3] == "IN#":
-                    record = _record(item)
-                    if record.series_uid in series:
-                        yield SearchCandidate(study, series[record.series_uid], record)
+                    instance = _search_instance(item)
+                    if instance.series_uid in series:
+                        yield SearchCandidate(study, series[instance.series_uid], instance)
 
     def _below_series(self, level: Level, keys: list[tuple[str, str]]) -> Iterator[SearchCandidate]:
         for study_uid, group in groupby(keys, key=lambda key: key[0]):
@@ -783,25 +790,25 @@ class DynamoTagIndex:
                 if level == "series":
                     yield SearchCandidate(study, series[series_uid])
                 else:
-                    for record in self.list_instances(study_uid, series_uid):
-                        yield SearchCandidate(study, series[series_uid], record)
+                    for item in self._table.query(study_uid, f"IN#{series_uid}#"):
+                        yield SearchCandidate(study, series[series_uid], _search_instance(item))
 
-    def _with_parents(self, records: list[InstanceRecord]) -> Iterator[SearchCandidate]:
+    def _with_parents(self, instances: list[SearchInstance]) -> Iterator[SearchCandidate]:
         parents = {
             item["pk"]["S"] + item["sk"]["S"]: item
             for item in self._table.batch_get(
                 [
                     key
-                    for r in records
-                    for key in ((r.study_uid, STUDY_SK), (r.study_uid, f"SE#{r.series_uid}"))
+                    for i in instances
+                    for key in ((i.study_uid, STUDY_SK), (i.study_uid, f"SE#{i.series_uid}"))
                 ]
             )
         }
-        for record in records:
-            study = parents.get(record.study_uid + STUDY_SK)
-            series = parents.get(f"{record.study_uid}SE#{record.series_uid}")
+        for instance in instances:
+            study = parents.get(instance.study_uid + STUDY_SK)
+            series = parents.get(f"{instance.study_uid}SE#{instance.series_uid}")
             if study is not None and series is not None:
-                yield SearchCandidate(_study(study), _series(series), record)
+                yield SearchCandidate(_study(study), _series(series), instance)
 
     def _listing(self, level: Level, budget: int | None) -> Iterator[SearchCandidate]:
         """Every resource of the level in search order, under `budget`."""

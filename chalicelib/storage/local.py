@@ -17,6 +17,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from itertools import groupby
 from pathlib import Path
 from typing import Any
@@ -30,12 +31,14 @@ from chalicelib.storage.ports import (
     OutOfResources,
     ScanBudgetExceeded,
     SearchCandidate,
+    SearchInstance,
     SeriesRecord,
     StoreResult,
     StudyRecord,
 )
 from chalicelib.storage.records import (
     date_bounds,
+    instance_order,
     modality,
     record_from_json,
     record_to_json,
@@ -230,6 +233,14 @@ def _study(row: tuple[Any, ...]) -> StudyRecord:
         version=version,
         orthanc_id=orthanc_id,
     )
+
+
+_INSTANCE_COLUMNS = "study_uid, series_uid, sop_uid, record"
+
+
+def _search_instance(row: tuple[Any, ...]) -> SearchInstance:
+    study_uid, series_uid, sop_uid, record = row
+    return SearchInstance(study_uid, series_uid, sop_uid, partial(record_from_json, record))
 
 
 def _series(row: tuple[Any, ...]) -> SeriesRecord:
@@ -449,12 +460,10 @@ class SqliteTagIndex:
         if hint is None:
             yield from self._listing(level, budget)
         elif hint.keyword == "SOPInstanceUID":
-            rows = self._read_in("SELECT record FROM instances WHERE sop_uid IN ({})", hint.values)
-            records = sorted(
-                (record_from_json(row[0]) for row in rows),
-                key=lambda r: (r.study_uid, r.series_uid, r.sop_uid),
+            rows = self._read_in(
+                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE sop_uid IN ({{}})", hint.values
             )
-            yield from self._with_parents(records)
+            yield from self._with_parents(sorted(map(_search_instance, rows), key=instance_order))
         elif hint.keyword in ("SeriesInstanceUID", "Modality"):
             if hint.keyword == "Modality":
                 where, params = _string_condition("modality", hint)
@@ -519,8 +528,8 @@ class SqliteTagIndex:
                 yield from (SearchCandidate(study, s) for s in self.list_series(study_uid))
                 continue
             series = {s.series_uid: s for s in self.list_series(study_uid)}
-            for record in self.list_instances(study_uid):
-                yield SearchCandidate(study, series[record.series_uid], record)
+            for instance in self._search_instances(study_uid):
+                yield SearchCandidate(study, series[instance.series_uid], instance)
 
     def _below_series(self, level: Level, keys: list[tuple[str, str]]) -> Iterator[SearchCandidate]:
         for study_uid, group in groupby(keys, key=lambda key: key[0]):
@@ -536,21 +545,35 @@ class SqliteTagIndex:
                 if level == "series":
                     yield SearchCandidate(study, series)
                 else:
-                    for record in self.list_instances(study_uid, series_uid):
-                        yield SearchCandidate(study, series, record)
+                    for instance in self._search_instances(study_uid, series_uid):
+                        yield SearchCandidate(study, series, instance)
 
-    def _with_parents(self, records: list[InstanceRecord]) -> Iterator[SearchCandidate]:
+    def _search_instances(
+        self, study_uid: str, series_uid: str | None = None
+    ) -> list[SearchInstance]:
+        """The instances of a study or series in listing order, their records not decoded."""
+        rows = self._db.read(
+            f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE study_uid = ?"
+            " AND (? IS NULL OR series_uid = ?) ORDER BY series_uid, sop_uid",
+            (study_uid, series_uid, series_uid),
+        )
+        return list(map(_search_instance, rows))
+
+    def _with_parents(self, instances: list[SearchInstance]) -> Iterator[SearchCandidate]:
         studies: dict[str, StudyRecord] = {}
         series: dict[str, SeriesRecord] = {}
-        for record in records:
+        for instance in instances:
             try:
-                if record.study_uid not in studies:
-                    studies[record.study_uid] = self.get_study(record.study_uid)
-                if record.series_uid not in series:
-                    series[record.series_uid] = self.get_series(record.study_uid, record.series_uid)
+                if instance.study_uid not in studies:
+                    studies[instance.study_uid] = self.get_study(instance.study_uid)
+                if instance.series_uid not in series:
+                    series[instance.series_uid] = self.get_series(
+                        instance.study_uid, instance.series_uid
+                    )
             except NotFound:
                 continue  # deleted meanwhile
-            yield SearchCandidate(studies[record.study_uid], series[record.series_uid], record)
+            parents = studies[instance.study_uid], series[instance.series_uid]
+            yield SearchCandidate(*parents, instance)
 
     def _listing(self, level: Level, budget: int | None) -> Iterator[SearchCandidate]:
         """Every resource of the level in search order, page by page, under `budget`."""

@@ -10,8 +10,9 @@ lives in the BlobStore.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal, Protocol
 
 from chalicelib.dicom.matching import Narrowing
@@ -103,6 +104,23 @@ class StudyRecord:
 
 
 @dataclass
+class SearchInstance:
+    """An instance as a search reads it: its UIDs at hand, its index record decoded on first
+    use of `record` (by `load`), so that a search whose keys need no instance attribute
+    decodes only the instances of the page it answers (Search Transaction, PS3.18 §10.6,
+    2025b)."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    load: Callable[[], InstanceRecord] = field(repr=False, compare=False)
+
+    @cached_property
+    def record(self) -> InstanceRecord:
+        return self.load()
+
+
+@dataclass
 class SearchCandidate:
     """One candidate of a search: the study, and the series and instance at lower levels.
 
@@ -112,7 +130,7 @@ class SearchCandidate:
 
     study: StudyRecord
     series: SeriesRecord | None = None
-    instance: InstanceRecord | None = None
+    instance: SearchInstance | None = None
 
 
 StoreOutcome = Literal["created", "kept", "replaced"]
@@ -203,6 +221,9 @@ class TagIndex(Protocol):
         ModalitiesInStudy) and ignores the others. Without one it lists the whole level, and
         raises ScanBudgetExceeded once it has read more than `budget` records (None: no limit,
         for listings that ask for everything).
+
+        An instance candidate's record is decoded only when its `record` is read, and is then
+        the record `get_instance` returns.
 
         Order, the same on every adapter and stable between calls: studies by StudyDate
         (normalized YYYYMMDD, absent last) then StudyInstanceUID, both descending; series and

@@ -11,7 +11,13 @@ from datetime import UTC, datetime
 
 from chalicelib.dicom.matching import PN_GROUPS, Narrowing, index_text, normalize_bound
 from chalicelib.dicom.tags import Level
-from chalicelib.storage.ports import Conflict, DicomJson, InstanceRecord, StudyRecord
+from chalicelib.storage.ports import (
+    Conflict,
+    DicomJson,
+    InstanceRecord,
+    SearchInstance,
+    StudyRecord,
+)
 
 _KEY_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
 
@@ -66,6 +72,11 @@ def study_date(study_tags: DicomJson) -> str:
 def study_order(study: StudyRecord) -> str:
     """The sort key of studies in search results, to be sorted descending (newest first)."""
     return f"{study_date(study.study_tags)}#{study.study_uid}"
+
+
+def instance_order(instance: SearchInstance) -> tuple[str, str, str]:
+    """The sort key of instances in search results: (study, series, SOP Instance UID)."""
+    return (instance.study_uid, instance.series_uid, instance.sop_uid)
 
 
 def search_terms(study_tags: DicomJson) -> dict[str, str]:

@@ -297,6 +297,21 @@ def test_search_for_instances_of_series_and_study(corpus) -> None:
     assert all(values(r, "00080060") for r in json_of(study_wide))  # series attributes
 
 
+def test_search_for_instances_page_and_instance_keys(corpus) -> None:
+    """A page of a study's instances is the slice of the full listing, whole (attributes of
+    the instance records decoded for the page only); keys on instance attributes still match."""
+    client, _ = corpus
+    listing = json_of(get(client, f"/studies/{BIG.uid}/instances?limit=1000"))
+    response = get(client, f"/studies/{BIG.uid}/instances?limit=10&offset=102")
+    assert json_of(response) == listing[102:112]
+    assert "88 additional results" in response.headers["Warning"]
+    numbered = json_of(get(client, f"/studies/{BIG.uid}/instances?InstanceNumber=7"))
+    assert [values(r, "00200013") for r in numbered] == [[7], [7]]
+    pet = SOP_CLASSES["PT"]
+    by_class = get(client, f"/studies/{BIG.uid}/instances?SOPClassUID={pet}&limit=1000")
+    assert sorted(found(by_class, SOP_UID)) == sorted(BIG.series[1].instances)
+
+
 def test_search_for_instances_all_by_uid(corpus) -> None:
     client, _ = corpus
     study = STUDIES[5]

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.dicom.matching import matches, narrowing
+from chalicelib.dicom.matching import Narrowing, matches, narrowing
 from chalicelib.dicom.qido import parse_qido_query, parse_query_string
 from chalicelib.dicom.tags import Level
 from chalicelib.storage.ports import (
@@ -86,7 +86,7 @@ def _dataset(candidate: SearchCandidate, level: Level) -> dict[str, Any]:
     if level != "study" and candidate.series is not None:
         dataset |= candidate.series.series_tags
     if level == "instance" and candidate.instance is not None:
-        dataset |= candidate.instance.instance_tags
+        dataset |= candidate.instance.record.instance_tags
     return dataset
 
 
@@ -241,3 +241,26 @@ def test_search_candidates_carry_exact_aggregates(corpus: TagIndex) -> None:
     assert (candidate.study.num_series, candidate.study.num_instances) == (2, 3)
     assert candidate.study.modalities == ["CT", "MR"]
     assert candidate.series.num_instances == 2
+
+
+@pytest.mark.parametrize(
+    "hints",
+    [
+        pytest.param([], id="listing"),
+        pytest.param([Narrowing("StudyInstanceUID", "uids", ("1.9.2",))], id="study"),
+        pytest.param([Narrowing("SeriesInstanceUID", "uids", ("1.9.2.1",))], id="series"),
+        pytest.param([Narrowing("SOPInstanceUID", "uids", ("1.9.2.2.1",))], id="sop"),
+    ],
+)
+def test_search_instance_candidates_decode_to_the_stored_record(
+    corpus: TagIndex, hints: list[Narrowing]
+) -> None:
+    """UIDs come with the candidate; its record, decoded on demand, is the stored one."""
+    candidates = list(corpus.search("instance", hints, None))
+    assert candidates
+    for candidate in candidates:
+        instance = candidate.instance
+        assert instance is not None and candidate.series is not None
+        assert instance.series_uid == candidate.series.series_uid
+        stored = corpus.get_instance(instance.study_uid, instance.series_uid, instance.sop_uid)
+        assert instance.record == stored
