@@ -131,6 +131,19 @@ def _resolve(name: str) -> _Attribute | None:
     return _Attribute(tuple(tags), ".".join(keywords), vr)
 
 
+_MODALITY = _Attribute(("00080060",), "Modality", "CS")
+_MODALITIES_IN_STUDY = _Attribute(("00080061",), "ModalitiesInStudy", "CS")
+_AS_MODALITIES_IN_STUDY = (
+    "(0008,0060) Modality is a series attribute, not a key of a search for studies "
+    "(PS3.18 §10.6.1); it was matched as (0008,0061) ModalitiesInStudy"
+)
+"""OHIF and other viewers send `Modality` to search for studies. A study search matches
+Patient and Study IE attributes and Additional Query/Retrieve Attributes only (PS3.18 §10.6.1
+(2025b); stated outright in §6.7.1.1 of 2015c), so as a non-standard extension we match it
+against the study's ModalitiesInStudy (the distinct Modality values of its series, PS3.4
+§C.3.4) and say so in a Warning."""
+
+
 def _label(attribute: _Attribute) -> str:
     tag = attribute.tags[-1]
     return f"({tag[:4]},{tag[4:]}) {attribute.keyword}"
@@ -293,6 +306,9 @@ def parse_qido_query(
                     includefield.append(found.tags[0])
         elif (attribute := _resolve(name)) is None:
             warnings.append(_ignored(name, "is not a supported attribute or control parameter"))
+        elif level == "study" and attribute.tags == _MODALITY.tags:
+            attributes.append((_MODALITIES_IN_STUDY, value))
+            warnings.append(_AS_MODALITIES_IN_STUDY)
         else:
             attributes.append((attribute, value))
     if limit > max_limit:

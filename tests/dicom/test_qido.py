@@ -306,3 +306,12 @@ def test_import_qido_loads_no_pydicom() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_parse_qido_query_modality_at_study_level_is_modalities_in_study() -> None:
+    query = parse_qido_query("study", [("Modality", "CT\\MR")], max_limit=100, default_limit=10)
+    (key,) = query.matches
+    assert (key.tag, key.keyword, key.values) == ("00080061", "ModalitiesInStudy", ("CT", "MR"))
+    assert any("Modality" in w and "ModalitiesInStudy" in w for w in query.warnings)
+    series = parse_qido_query("series", [("00080060", "CT")], max_limit=100, default_limit=10)
+    assert [k.tag for k in series.matches] == ["00080060"] and not series.warnings

@@ -251,6 +251,15 @@ def test_search_for_studies_modalities_in_study(corpus) -> None:
     assert found(get(client, "/studies?ModalitiesInStudy=PT"), STUDY_UID) == expected
 
 
+def test_search_for_studies_modality_as_modalities_in_study(corpus) -> None:
+    """OHIF sends Modality at study level: matched as ModalitiesInStudy, with a Warning."""
+    client, _ = corpus
+    response = get(client, "/studies?Modality=PT&limit=1000")
+    assert found(response, STUDY_UID) == newest_first([s for s in STUDIES if "PT" in s.modalities])
+    assert "(0008,0061) ModalitiesInStudy" in response.headers["Warning"]
+    assert all("00080060" not in r for r in json_of(response))
+
+
 def test_search_for_series_all_with_parent_attributes(corpus) -> None:
     client, _ = corpus
     response = get(client, "/series?Modality=MR&limit=1000")
