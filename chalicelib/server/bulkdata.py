@@ -11,6 +11,17 @@ parameter, so each depth is a route).
   the value (RFC 9110 §14), 416 when it lies outside.
 - Pixel Data (7FE0,0010): its frames, one part each, negotiated as the frames resource does
   (`frames.negotiate_pixel`); a native Pixel Data value can also be read by Range.
+- Range on encapsulated (compressed) Pixel Data: when the selected representation is single
+  part (one frame, bare `image/jpeg`, `application/octet-stream`, ...: PS3.18 §10.4.4, 2025b),
+  206 with that range of its bytes (the frame's bitstream, fragments joined, or the decoded
+  pixels), 416 outside them. A multipart answer (several frames, or a multipart type chosen)
+  ignores Range and is 200 in full, as RFC 9110 §14.2 allows ("A server MAY ignore the Range
+  header field"): its boundary is new in every response, so its byte offsets name nothing
+  stable, and a byte range of the frames concatenated is no representation PS3.18 defines.
+
+DICOM and rendered media types in one Accept are 400 (PS3.18 §8.7.5,
+`negotiate.accept_category`); image/jpeg and the other pixel data types are Bulkdata Media
+Types here, not rendered ones.
 
 Elements recorded at ingest (`record.bulk`, `record.pixel`) are range reads of the stored
 file; an element not recorded there (small values, or beyond the recorded count) is read
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from typing import Any
 
 from chalicelib.dicom import pixels
@@ -29,7 +41,7 @@ from chalicelib.errors import NotAcceptable, NotFound
 from chalicelib.server import frames
 from chalicelib.server.delivery import deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse
-from chalicelib.server.negotiate import parse_accept, type_matches
+from chalicelib.server.negotiate import OCTET_STREAM, accept_category, parse_accept, type_matches
 from chalicelib.server.resources import find_instances, instance_url
 from chalicelib.storage.ports import InstanceRecord
 
@@ -37,7 +49,6 @@ service = Service("wado-rs-bulkdata")
 
 MAX_DEPTH = 5
 PIXEL_DATA_PATH = "7FE00010"
-OCTET_STREAM = "application/octet-stream"
 _WORD_BYTES = {
     "OW": 2, "US": 2, "SS": 2, "AT": 2,
     "OF": 4, "OL": 4, "FL": 4, "UL": 4, "SL": 4,
@@ -61,9 +72,12 @@ def parse_bulk_path(segments: list[str]) -> str:
 
 def _wants_multipart(request: WebRequest) -> bool:
     """True for multipart/related; type="application/octet-stream", False for single-part;
-    multipart wins ties as the default of PS3.18 §8.7.3.3.2."""
+    multipart wins ties as the default of PS3.18 §8.7.3.3.2; DICOM and rendered media types
+    together are 400 (§8.7.5)."""
+    entries = parse_accept(request.header("accept"))
+    accept_category(entries, bulkdata=True)
     best: tuple[tuple[float, int, int], bool] | None = None
-    for entry in parse_accept(request.header("accept")):
+    for entry in entries:
         media = entry.media
         if entry.q <= 0:
             continue
@@ -171,33 +185,67 @@ def bulk_url(request: WebRequest, record: InstanceRecord, path: str) -> str:
     return f"{base}/bulk/{path}"
 
 
+def _ranged(
+    range_header: str,
+    length: int,
+    read: Callable[[int, int], bytes],
+    headers: dict[str, str],
+    content_type: str,
+) -> WebResponse | None:
+    """206 with the requested byte range of a `length`-byte representation, 416 when it lies
+    outside (RFC 9110 §14, §15.3.7, §15.5.17); None without a valid Range (full answer)."""
+    try:
+        span = _parse_range(range_header, length)
+    except ValueError as exc:
+        return WebResponse(
+            416,
+            f'{{"Status":416,"Message":"Range {exc} of {length} bytes"}}'.encode(),
+            {"Content-Range": f"bytes */{length}"},
+            "application/json",
+        )
+    if span is None:
+        return None
+    start, end = span
+    headers = {**headers, "Content-Range": f"bytes {start}-{end - 1}/{length}"}
+    return WebResponse(206, read(start, end), headers, content_type)
+
+
+def _retrieve_frames(
+    request: WebRequest, record: InstanceRecord, uri: str, range_header: str
+) -> WebResponse:
+    """Pixel Data as its frames; Range applies to a single-part answer only."""
+    numbers = list(range(1, pixels.frame_count(record.pixel) + 1))
+    locations = [frames.frame_url(request, record, n) for n in numbers]
+    if len(numbers) == 1:
+        locations = [uri]
+    choice, bodies = frames.read_frames(request, record, numbers)
+    if range_header and not choice.multipart:
+        body = bodies[0]
+        partial = _ranged(
+            range_header,
+            len(body),
+            lambda start, end: body[start:end],
+            {"Content-Location": uri},
+            choice.part_type,
+        )
+        if partial is not None:
+            return partial
+    return frames.answer_frames(request, choice, bodies, locations)
+
+
 def retrieve_bulkdata(request: WebRequest, record: InstanceRecord, path: str) -> WebResponse:
     uri = bulk_url(request, record, path)
     range_header = request.header("range")
     pixel = path == PIXEL_DATA_PATH and record.pixel
-    if pixel and not (range_header and not record.pixel.get("encapsulated")):
-        count = pixels.frame_count(record.pixel)
-        numbers = list(range(1, count + 1))
-        locations = [frames.frame_url(request, record, n) for n in numbers]
-        if count == 1:
-            locations = [uri]
-        return frames.answer_frames(request, record, numbers, locations)
+    if pixel and (record.pixel.get("encapsulated") or not range_header):
+        return _retrieve_frames(request, record, uri, range_header)
     multipart = _wants_multipart(request)
     value = ElementValue(request, record, path)
-    try:
-        span = _parse_range(range_header, value.length)
-    except ValueError as exc:
-        return WebResponse(
-            416,
-            f'{{"Status":416,"Message":"Range {exc} of {value.length} bytes"}}'.encode(),
-            {"Content-Range": f"bytes */{value.length}"},
-            "application/json",
-        )
     headers = {"Content-Location": uri}
-    if span is not None:
-        start, end = span
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{value.length}"
-        return WebResponse(206, value.read(start, end), headers, OCTET_STREAM)
+    if range_header:
+        partial = _ranged(range_header, value.length, value.read, headers, OCTET_STREAM)
+        if partial is not None:
+            return partial
     body = value.read()
     if not multipart:
         return deliver(request, WebResponse(200, body, headers, OCTET_STREAM))

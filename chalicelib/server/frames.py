@@ -15,6 +15,14 @@ Each frame is one range read of the stored file at the offsets recorded at inges
   (YBR JPEG frames become RGB, planar configuration 0);
 - or re-encoded losslessly as RLE, JPEG-LS or JPEG 2000 when asked by transfer syntax UID.
 
+Bulkdata Media Types, not rendered ones: on this resource `image/jpeg`, `image/jp2`, `video/mp4`
+... name the stored bitstream (Table 8.7.3-5; §8.7.4 notes that the same types serve both), bare
+or inside `multipart/related; type=...`. A bare (single part) type answers one frame only: a
+list of several frames needs a multipart type (PS3.18 §10.4.4, 2025b: single part media types
+are ignored for resources of several items). Rendered-only types (image/png, image/gif,
+text/html, ...) are 406, mixed with Bulkdata types 400 (§8.7.5, `negotiate.accept_category`);
+a rendered frame is `.../frames/{n}/rendered`.
+
 Deviation: a media type without `transfer-syntax` (e.g. `type="image/jpeg"`) accepts any
 syntax of that media type, the stored one first, where Table 8.7.3-5 names one default.
 """
@@ -32,13 +40,18 @@ from chalicelib.dicom.multipart import encode_multipart, multipart_content_type,
 from chalicelib.errors import BadRequest, NotAcceptable, NotFound
 from chalicelib.server.delivery import deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse
-from chalicelib.server.negotiate import AcceptEntry, parse_accept, type_matches
+from chalicelib.server.negotiate import (
+    OCTET_STREAM,
+    AcceptEntry,
+    accept_category,
+    parse_accept,
+    type_matches,
+)
 from chalicelib.server.resources import find_instances, instance_url
 from chalicelib.storage.ports import InstanceRecord
 
 service = Service("wado-rs-frames")
 
-OCTET_STREAM = "application/octet-stream"
 _READ_THREADS = 8
 Mode = Literal["stored", "raw", "encode"]
 
@@ -84,7 +97,9 @@ def _offers(record: InstanceRecord) -> list[tuple[str, str, Mode]]:
 
 def negotiate_pixel(entries: list[AcceptEntry], record: InstanceRecord, parts: int) -> PixelChoice:
     """The client's preferred representation of the frames: highest q, then the instance's
-    default (as stored), then header order; q=0 and unsupported members are ignored."""
+    default (as stored), then header order; q=0 and unsupported members are ignored. DICOM and
+    rendered media types together are 400 (PS3.18 §8.7.5, 2025b)."""
+    category = accept_category(entries, bulkdata=True)
     offers = _offers(record)
     encapsulated = bool(record.pixel.get("encapsulated"))
     best: tuple[tuple[float, int, int], PixelChoice] | None = None
@@ -122,9 +137,12 @@ def negotiate_pixel(entries: list[AcceptEntry], record: InstanceRecord, parts: i
         available = ", ".join(
             f'multipart/related; type="{t}"; transfer-syntax={s}' for t, s, _ in offers
         )
+        hint = ""
+        if category == "rendered":
+            hint = "; for a rendered frame GET .../frames/{n}/rendered (PS3.18 §10.4.1.1.3)"
         raise NotAcceptable(
             f"the frames of instance {record.sop_uid} (stored as {record.transfer_syntax_uid}) "
-            f"are available as: {available}; the Accept header allows none of them"
+            f"are available as: {available}; the Accept header allows none of them{hint}"
         )
     return best[1]
 
@@ -208,18 +226,24 @@ def parse_frame_list(text: str) -> list[int]:
     return numbers
 
 
-def answer_frames(
-    request: WebRequest, record: InstanceRecord, numbers: list[int], locations: list[str]
-) -> WebResponse:
-    """The frames `numbers` of `record`, one part each with its Content-Location."""
+def read_frames(
+    request: WebRequest, record: InstanceRecord, numbers: list[int]
+) -> tuple[PixelChoice, list[bytes]]:
+    """The representation the Accept header selects for the frames `numbers` of `record`, and
+    each frame's bytes in it."""
     reader = FrameReader(request, record)
     reader.check(numbers)
     choice = negotiate_pixel(parse_accept(request.header("accept")), record, len(numbers))
     if len(numbers) == 1:
-        bodies = [reader.frame(numbers[0], choice)]
-    else:
-        with ThreadPoolExecutor(min(_READ_THREADS, len(numbers))) as pool:
-            bodies = list(pool.map(lambda n: reader.frame(n, choice), numbers))
+        return choice, [reader.frame(numbers[0], choice)]
+    with ThreadPoolExecutor(min(_READ_THREADS, len(numbers))) as pool:
+        return choice, list(pool.map(lambda n: reader.frame(n, choice), numbers))
+
+
+def answer_frames(
+    request: WebRequest, choice: PixelChoice, bodies: list[bytes], locations: list[str]
+) -> WebResponse:
+    """The frames read by `read_frames`, one part each with its Content-Location."""
     if not choice.multipart:
         headers = {"Content-Location": locations[0]}
         return deliver(request, WebResponse(200, bodies[0], headers, choice.part_type))
@@ -245,5 +269,6 @@ def retrieve_frames(
 ) -> WebResponse:
     numbers = parse_frame_list(frames)
     record = find_instances(request, study, series, instance)[0]
+    choice, bodies = read_frames(request, record, numbers)
     locations = [frame_url(request, record, n) for n in numbers]
-    return answer_frames(request, record, numbers, locations)
+    return answer_frames(request, choice, bodies, locations)

@@ -43,7 +43,7 @@ from chalicelib.errors import NotAcceptable, NotFound
 from chalicelib.server.cache import METADATA_PREFIX, versioned
 from chalicelib.server.delivery import deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse
-from chalicelib.server.negotiate import parse_accept, type_matches
+from chalicelib.server.negotiate import accept_category, parse_accept, type_matches
 from chalicelib.server.resources import find_instances
 from chalicelib.storage import ports
 
@@ -57,10 +57,13 @@ _INSTANCE_NUMBER = "00200013"
 
 
 def negotiate_metadata(request: WebRequest) -> str:
-    """application/dicom+json (default), application/json, or the XML multipart type."""
+    """application/dicom+json (default), application/json, or the XML multipart type; DICOM and
+    rendered media types together are 400 (PS3.18 §8.7.5, 2025b, `accept_category`)."""
     offers = (DICOM_JSON, "application/json", DICOM_XML)
+    entries = parse_accept(request.header("accept"))
+    category = accept_category(entries)
     best: tuple[tuple[float, int, int], str] | None = None
-    for entry in parse_accept(request.header("accept")):
+    for entry in entries:
         if entry.q <= 0:
             continue
         media = entry.media
@@ -78,9 +81,12 @@ def negotiate_metadata(request: WebRequest) -> str:
         if best is None or key < best[0]:
             best = (key, offers[rank])
     if best is None:
+        hint = ""
+        if category == "rendered":
+            hint = "; metadata has no rendered representation (PS3.18 §8.7.4)"
         raise NotAcceptable(
             "metadata is available as application/dicom+json, application/json and "
-            'multipart/related; type="application/dicom+xml"; the Accept header allows none'
+            f'multipart/related; type="application/dicom+xml"; the Accept header allows none{hint}'
         )
     return best[1]
 

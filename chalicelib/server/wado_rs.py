@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
 from chalicelib.dicom.parse import EXPLICIT_VR_LITTLE_ENDIAN, NOT_FOR_WEB
-from chalicelib.errors import BadRequest, NotAcceptable
+from chalicelib.errors import NotAcceptable
 from chalicelib.server.delivery import deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse
-from chalicelib.server.negotiate import AcceptEntry, parse_accept, type_matches
+from chalicelib.server.negotiate import AcceptEntry, accept_category, parse_accept, type_matches
 from chalicelib.server.resources import find_instances, instance_url
 from chalicelib.storage.ports import InstanceRecord
 
@@ -40,8 +40,12 @@ def negotiate_dicom(entries: list[AcceptEntry]) -> DicomAccept:
     """The transfer syntax the client prefers for application/dicom parts.
 
     Accepted members: `multipart/related` with `type="application/dicom"` (or no type),
-    `application/dicom`, and wildcards; the highest q wins, then header order.
+    `application/dicom`, and wildcards; the highest q wins, then header order. DICOM and
+    rendered media types together are 400 (PS3.18 §8.7.5, `accept_category`); rendered ones
+    alone are 406, since a study, series or instance has no rendered representation of its
+    own (its `/rendered` resource has, PS3.18 §10.4.1.1.3, 2025b).
     """
+    category = accept_category(entries)
     candidates = []
     for entry in entries:
         media = entry.media
@@ -52,17 +56,18 @@ def negotiate_dicom(entries: list[AcceptEntry]) -> DicomAccept:
             if not type_matches(part_type, "application/dicom"):
                 continue
         elif not type_matches(media.type, "application/dicom"):
-            if media.type.startswith("image/") or media.type.startswith("video/"):
-                raise BadRequest(
-                    f"Accept asks for {media.type}, a rendered media type: retrieve the "
-                    f"/rendered resource for images (PS3.18 §8.7.5)"
-                )
             continue
         candidates.append(entry)
     if not candidates:
+        hint = ""
+        if category == "rendered":
+            hint = (
+                "; the Accept header names rendered media types only: GET the resource's "
+                ".../rendered URL for a rendered image (PS3.18 §8.7.4, §10.4.1.1.3)"
+            )
         raise NotAcceptable(
             'this resource is available as multipart/related; type="application/dicom" '
-            "(transfer-syntax=* or a transfer syntax UID); the Accept header allows none"
+            f"(transfer-syntax=* or a transfer syntax UID); the Accept header allows none{hint}"
         )
     best = min(candidates, key=lambda e: (-e.q, e.position))
     return DicomAccept(best.media.params.get("transfer-syntax", EXPLICIT_VR_LITTLE_ENDIAN))

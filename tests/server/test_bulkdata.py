@@ -121,6 +121,74 @@ def test_bulkdata_bad_paths_are_404(context: Context, path: str) -> None:
     assert answer.status_code in (403, 404)  # 403: no route in the test client
 
 
+J50 = "TransferSyntaxes/1.2.840.10008.1.2.4.50.dcm"
+
+
+@pytest.mark.parametrize("accept", ["image/jpeg", "application/octet-stream"])
+def test_bulkdata_compressed_pixel_data_single_part_range(context: Context, accept: str) -> None:
+    """Range applies to the single-part representation: the stored bitstream (image/jpeg) or
+    the decoded pixels (application/octet-stream)."""
+    [(_, result)] = store_all(context, [TESTDATA / J50])
+    uri = f"{instance_path(result)}/bulk/7FE00010"
+    with Client(create_app(lambda: context)) as client:
+        whole = get(client, uri, accept)
+        assert whole.status_code == 200
+        total = len(whole.body)
+        part = get(client, uri, accept, Range="bytes=10-19")
+        assert part.status_code == 206
+        assert part.body == whole.body[10:20]
+        assert part.headers["Content-Range"] == f"bytes 10-19/{total}"
+        assert part.headers["Content-Type"] == whole.headers["Content-Type"]
+        assert part.headers["Content-Location"] == f"http://{HOST}{uri}"
+        tail = get(client, uri, accept, Range="bytes=-7")
+        assert tail.status_code == 206 and tail.body == whole.body[-7:]
+        beyond = get(client, uri, accept, Range=f"bytes={total}-")
+        assert beyond.status_code == 416
+        assert beyond.headers["Content-Range"] == f"bytes */{total}"
+        invalid = get(client, uri, accept, Range="bytes=x-y")
+        assert invalid.status_code == 200 and invalid.body == whole.body
+    assert whole.headers["Content-Type"].startswith(accept)
+
+
+@pytest.mark.parametrize(
+    ("name", "accept"),
+    [
+        (J50, f"{OCTETS}; transfer-syntax=*"),
+        ("LenaTwiceWithFragments.dcm", f"{OCTETS}; transfer-syntax=*"),
+        ("LenaTwiceWithFragments.dcm", "*/*"),
+    ],
+)
+def test_bulkdata_compressed_pixel_data_multipart_ignores_range(
+    context: Context, name: str, accept: str
+) -> None:
+    """RFC 9110 §14.2: a multipart answer (new boundary each time) ignores Range, 200 in full."""
+    [(_, result)] = store_all(context, [TESTDATA / name])
+    uri = f"{instance_path(result)}/bulk/7FE00010"
+    with Client(create_app(lambda: context)) as client:
+        whole = parts_of(get(client, uri, accept))
+        ranged = get(client, uri, accept, Range="bytes=0-9")
+    assert ranged.status_code == 200
+    assert "Content-Range" not in ranged.headers
+    assert parts_of(ranged) == whole
+
+
+@pytest.mark.parametrize(
+    ("name", "path"), [("PrivateTags.dcm", "60031010/1/60031011"), (J50, "7FE00010")]
+)
+def test_bulkdata_octet_stream_and_rendered_types_mixed_400(
+    context: Context, name: str, path: str
+) -> None:
+    """PS3.18 §8.7.5; here image/jpeg is a Bulkdata Media Type, image/gif a rendered one."""
+    [(_, result)] = store_all(context, [TESTDATA / name])
+    uri = f"{instance_path(result)}/bulk/{path}"
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, uri, f"{OCTETS}, text/html")
+        ranged = get(client, uri, "image/jpeg, image/gif", Range="bytes=0-1")
+    assert answer.status_code == 400
+    assert "§8.7.5" in answer.json_body["Message"]
+    assert ranged.status_code == 400
+
+
 def test_bulkdata_not_acceptable(context: Context) -> None:
     [(_, result)] = store_all(context, [TESTDATA / "PrivateTags.dcm"])
     with Client(create_app(lambda: context)) as client:

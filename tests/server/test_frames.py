@@ -203,7 +203,7 @@ J50 = "TransferSyntaxes/1.2.840.10008.1.2.4.50.dcm"
             "image/jls; transfer-syntax=1.2.840.10008.1.2.4.80",
         ),
         (
-            'multipart/related; type="image/dicom-rle", text/html',
+            'multipart/related; type="image/dicom-rle", application/json',
             "image/dicom-rle; transfer-syntax=1.2.840.10008.1.2.5",
         ),
     ],
@@ -243,6 +243,49 @@ def test_retrieve_frames_not_acceptable_lists_what_is(context: Context, accept: 
         answer = get(client, f"{instance_path(result)}/frames/1", accept)
     assert answer.status_code == 406
     assert "image/jpeg" in answer.json_body["Message"]
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        'multipart/related; type="image/dicom-rle", text/html',
+        "image/jpeg, image/png",
+        f"{RAW}, application/pdf; q=0.2",
+    ],
+)
+def test_retrieve_frames_bulkdata_and_rendered_types_mixed_400(
+    context: Context, accept: str
+) -> None:
+    """PS3.18 §8.7.5: one Accept names DICOM or rendered media types, not both; the first case
+    was a 200 (text/html ignored) before, which the standard does not allow."""
+    [(_, result)] = store_all(context, [TESTDATA / J50])
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{instance_path(result)}/frames/1", accept)
+    assert answer.status_code == 400
+    assert "§8.7.5" in answer.json_body["Message"]
+
+
+@pytest.mark.parametrize("accept", ["image/png", 'multipart/related; type="image/gif"'])
+def test_retrieve_frames_rendered_types_only_406(context: Context, accept: str) -> None:
+    [(_, result)] = store_all(context, [TESTDATA / J50])
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{instance_path(result)}/frames/1", accept)
+    assert answer.status_code == 406
+    assert "/rendered" in answer.json_body["Message"]
+
+
+def test_retrieve_frames_bare_bitstream_type_is_one_frame_only(context: Context) -> None:
+    """A bare image/jpeg is the stored bitstream (Bulkdata Media Type), single part: one frame
+    (PS3.18 §10.4.4: single part types are ignored for several items, then 406)."""
+    [(_, result)] = store_all(context, [TESTDATA / "LenaTwiceWithFragments.dcm"])
+    with Client(create_app(lambda: context)) as client:
+        one = get(client, f"{instance_path(result)}/frames/2", "image/jpeg")
+        both = get(client, f"{instance_path(result)}/frames/1,2", "image/jpeg")
+        parts = parts_of(get(client, f"{instance_path(result)}/frames/2", STORED))
+    assert one.status_code == 200
+    assert one.headers["Content-Type"].startswith("image/jpeg; transfer-syntax=")
+    assert one.body == parts[0][1]
+    assert both.status_code == 406
 
 
 @pytest.mark.parametrize("syntax", pixels.ENCODABLE_SYNTAXES)

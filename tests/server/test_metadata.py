@@ -204,6 +204,9 @@ def test_metadata_xml_is_one_part_per_instance(context: Context) -> None:
         ("application/json, application/dicom+json", 200, JSON),
         ("application/dicom+json; q=0, application/json", 200, "application/json"),
         ("image/jpeg", 406, "application/json"),
+        ("application/dicom+json, image/jpeg; q=0.5", 400, "application/json"),
+        ('multipart/related; type="application/dicom+xml", text/html', 400, "application/json"),
+        ("application/dicom+json, image/jpeg; q=0", 200, JSON),
     ],
 )
 def test_metadata_negotiation(
@@ -214,6 +217,16 @@ def test_metadata_negotiation(
         answer = get(client, f"{instance_path(result)}/metadata", accept)
     assert answer.status_code == status
     assert answer.headers["Content-Type"] == content_type
+
+
+def test_study_and_series_metadata_mixed_types_400(context: Context) -> None:
+    [result] = store_series(context, 1)
+    study = f"/dicom-web/studies/{result.study_uid}"
+    with Client(create_app(lambda: context)) as client:
+        for path in (f"{study}/metadata", f"{study}/series/{result.series_uid}/metadata"):
+            answer = get(client, path, "application/dicom+json, image/png")
+            assert answer.status_code == 400, path
+            assert "§8.7.5" in answer.json_body["Message"]
 
 
 def test_metadata_bulk_uris_follow_the_forwarded_host(context: Context) -> None:

@@ -167,11 +167,54 @@ def test_retrieve_instance_not_acceptable_406(
     assert json_of(response)["Message"]
 
 
-def test_retrieve_instance_rendered_type_in_accept_400(client: Client, context: Context) -> None:
+def _resource_paths(item: CorpusFile) -> list[str]:
+    study = f"/dicom-web/studies/{item.study_uid}"
+    series = f"{study}/series/{item.series_uid}"
+    return [study, series, _instance_path(item)]
+
+
+@pytest.mark.parametrize(
+    "accept", ["image/jpeg", "video/mp4, image/png; q=0.5", 'multipart/related; type="image/jpeg"']
+)
+def test_retrieve_rendered_types_only_406(client: Client, context: Context, accept: str) -> None:
+    """A study, series or instance has no rendered representation: 406 pointing to /rendered
+    (was 400, which PS3.18 §8.7.5 keeps for DICOM and rendered types mixed)."""
     stow(client, testdata(CT).read_bytes())
     item = next(f for f in storable() if f.name == CT)
-    response = client.http.get(_instance_path(item), headers={"Accept": "image/jpeg"})
-    assert response.status_code == 400
+    for path in _resource_paths(item):
+        response = client.http.get(path, headers={"Accept": accept})
+        assert response.status_code == 406, path
+        assert "/rendered" in json_of(response)["Message"]
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        f"{ANY}, image/jpeg",
+        "application/dicom, text/html; q=0.1",
+        f'multipart/related; type="image/jpeg", {ANY}; q=0.5',
+    ],
+)
+def test_retrieve_dicom_and_rendered_types_mixed_400(
+    client: Client, context: Context, accept: str
+) -> None:
+    stow(client, testdata(CT).read_bytes())
+    item = next(f for f in storable() if f.name == CT)
+    for path in _resource_paths(item):
+        response = client.http.get(path, headers={"Accept": accept})
+        assert response.status_code == 400, path
+        assert "§8.7.5" in json_of(response)["Message"]
+
+
+@pytest.mark.parametrize("accept", [f"{ANY}, image/jpeg; q=0", "image/jpeg, */*"])
+def test_retrieve_rendered_type_excluded_or_with_wildcard_200(
+    client: Client, context: Context, accept: str
+) -> None:
+    stow(client, testdata(CT).read_bytes())
+    item = next(f for f in storable() if f.name == CT)
+    response = client.http.get(_instance_path(item), headers={"Accept": accept})
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("multipart/related")
 
 
 def test_retrieve_highest_q_wins(client: Client, context: Context) -> None:
