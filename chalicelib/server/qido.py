@@ -8,6 +8,9 @@ multipart/related of DICOM XML. Imports no pydicom, numpy or Pillow (cold start)
 
 from __future__ import annotations
 
+import gzip
+import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +18,7 @@ from chalicelib.dicom.ids import is_valid_uid
 from chalicelib.dicom.matching import matches, narrowing, select_attributes
 from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
 from chalicelib.dicom.qido import QidoQuery, format_warning, parse_qido_query
-from chalicelib.dicom.tags import INSTANCE_LEVEL_TAGS, Level
+from chalicelib.dicom.tags import DEFAULT_TAGS, INSTANCE_LEVEL_TAGS, LEVEL_TAGS, Level, lookup_tag
 from chalicelib.errors import NotAcceptable, PayloadTooLarge
 from chalicelib.server.http import Service, WebRequest, WebResponse, json_response
 from chalicelib.server.negotiate import choose, parse_accept
@@ -31,6 +34,23 @@ _ONLINE = {"vr": "CS", "Value": ["ONLINE"]}
 
 _INSTANCE_TAGS = frozenset((*INSTANCE_LEVEL_TAGS, "00080005"))
 """The attributes an instance record's `instance_tags` may hold (`dicom/metadata.py`)."""
+
+_LEVELS: tuple[Level, ...] = ("study", "series", "instance")
+_COMPUTED = ("00080005", "00080056", "00080061", "00080062", "00081190", "00201206", "00201208")
+_INDEXED_TAGS: dict[Level, frozenset[str]] = {
+    level: frozenset(
+        tag
+        for above in _LEVELS[: _LEVELS.index(level) + 1]
+        for tag in (*LEVEL_TAGS[above], *DEFAULT_TAGS[above], *_COMPUTED, "00201209")
+    )
+    for level in _LEVELS
+}
+"""The attributes the index records can answer at each level (main tags, computed ones)."""
+_LOWER_LEVEL: dict[Level, frozenset[str]] = {
+    level: _INDEXED_TAGS["instance"] - _INDEXED_TAGS[level] for level in _LEVELS
+}
+"""Attributes of the levels below, never returned (PS3.18 §10.6.3.3, 2025b)."""
+_READ_THREADS = 8
 
 _INDEXED_KEYS: dict[Level, str] = {
     "study": "StudyInstanceUID, PatientID, PatientName (exact, or a prefix such as 'DOE*'), "
@@ -49,6 +69,8 @@ class SearchResult:
 
     datasets: list[dict[str, Any]] = field(default_factory=list)
     remaining: int = 0
+    unindexed: tuple[str, ...] = ()
+    """includefield tags of the level that the index does not keep and that were not read."""
 
 
 @service.route("/studies", "GET")
@@ -97,6 +119,13 @@ def search(
     else:
         result = run_search(request, query, budget or settings.qido_scan_budget)
     warnings = list(query.warnings)
+    if result.unindexed:
+        names = ", ".join(_label(tag) for tag in result.unindexed)
+        warnings.append(
+            f"The includefield attributes {names} were not returned: a {level} search answers "
+            "from the main attributes the index keeps, and no single instance speaks for a "
+            f"{level}; search for instances to get them (PS3.18 §10.6.3.3)"
+        )
     if result.remaining:
         warnings.append(
             f"There are {result.remaining} additional results that can be requested"
@@ -143,6 +172,7 @@ def run_search(request: WebRequest, query: QidoQuery, budget: int) -> SearchResu
     listing = all(key.kind == "universal" for key in query.matches)
     decode = _reads_instance_tags(query)
     result = SearchResult()
+    page: list[SearchCandidate] = []
     found = 0
     try:
         for candidate in ctx.index.search(query.level, hints, None if listing else budget):
@@ -153,6 +183,7 @@ def run_search(request: WebRequest, query: QidoQuery, budget: int) -> SearchResu
                 if not decode:
                     dataset = _dataset(candidate, query.level, True)
                 result.datasets.append(_shape(request, query, candidate, dataset))
+                page.append(candidate)
             found += 1
     except ScanBudgetExceeded as exceeded:
         raise PayloadTooLarge(
@@ -161,7 +192,50 @@ def run_search(request: WebRequest, query: QidoQuery, budget: int) -> SearchResu
             f"{_INDEXED_KEYS[query.level]} (PS3.18 §8.3.4)"
         ) from exceeded
     result.remaining = max(0, found - query.offset - len(result.datasets))
+    unindexed = tuple(
+        tag
+        for tag in query.includefield
+        if tag not in _INDEXED_TAGS[query.level] and tag not in _LOWER_LEVEL[query.level]
+    )
+    if unindexed and query.level == "instance":
+        _include_from_metadata(request, page, result.datasets, unindexed)
+    else:
+        result.unindexed = unindexed
     return result
+
+
+def _include_from_metadata(
+    request: WebRequest,
+    page: list[SearchCandidate],
+    datasets: list[dict[str, Any]],
+    tags: tuple[str, ...],
+) -> None:
+    """Add includefield attributes the index does not keep to a page of instance results,
+    from each instance's precomputed metadata (PS3.18 §10.6.3.3.3, 2025b): one read per
+    result, in parallel, BulkDataURIs made absolute as in Retrieve Metadata."""
+    keys = [c.instance.record.metadata_key if c.instance else None for c in page]
+    with ThreadPoolExecutor(min(_READ_THREADS, len(page) or 1)) as pool:
+        documents = pool.map(lambda key: _metadata(request, key), keys)
+        for dataset, document in zip(datasets, documents, strict=True):
+            dataset.update({tag: document[tag] for tag in tags if tag in document})
+            ordered = dict(sorted(dataset.items()))
+            dataset.clear()
+            dataset.update(ordered)
+
+
+def _metadata(request: WebRequest, key: str | None) -> dict[str, Any]:
+    """An instance's metadata document (DICOM JSON), {} when it has none."""
+    if key is None:
+        return {}
+    from chalicelib.dicom.metadata import resolve_base  # lazy: it imports pydicom
+
+    document = gzip.decompress(request.context.blobs.get(key))
+    return json.loads(resolve_base(document, request.dicomweb_root))
+
+
+def _label(tag: str) -> str:
+    found = lookup_tag(tag)
+    return f"({tag[:4]},{tag[4:]})" + (f" {found[0]}" if found else "")
 
 
 def _reads_instance_tags(query: QidoQuery) -> bool:

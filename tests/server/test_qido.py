@@ -119,6 +119,7 @@ def instance_bytes(study: Study, series: Series, number: int) -> bytes:
     ds.SeriesDescription = f"{series.modality} series"
     ds.InstanceNumber = number
     ds.Rows = ds.Columns = 8
+    ds.DeviceSerialNumber = "SN-7"  # kept in the metadata document only, not in the index
     ds.BitsAllocated = 16
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
@@ -371,6 +372,22 @@ def test_search_includefield_forms(corpus) -> None:
     (result,) = json_of(get(client, "/studies?PatientID=P003&StudyDate=-20231231&includefield=all"))
     assert values(result, "00080062")  # SOPClassesInStudy comes with includefield=all
     assert "00081030" in result
+
+
+def test_search_includefield_outside_the_index(corpus) -> None:
+    """Instances: read from the page's metadata documents; studies, series: a Warning."""
+    client, _ = corpus
+    series = BIG.series[0]
+    path = f"/studies/{BIG.uid}/series/{series.uid}/instances?limit=3&offset=5"
+    response = get(client, f"{path}&includefield=DeviceSerialNumber")
+    results = json_of(response)
+    assert [values(r, "00181000") for r in results] == [["SN-7"]] * 3
+    assert all(list(r) == sorted(r) for r in results)
+    assert "DeviceSerialNumber" not in response.headers["Warning"]
+    for level in ("/studies?PatientID=P001", f"/studies/{BIG.uid}/series?"):
+        response = get(client, f"{level}&includefield=00181000")
+        assert "(0018,1000) DeviceSerialNumber were not returned" in response.headers["Warning"]
+        assert all("00181000" not in r for r in json_of(response))
 
 
 def test_search_warnings_and_errors(corpus) -> None:
