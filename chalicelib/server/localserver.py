@@ -15,6 +15,7 @@ Usage: python -m chalicelib.server.localserver [--host 127.0.0.1] [--port 8042] 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import errno
 import json
@@ -79,6 +80,23 @@ def make_server(host: str, port: int, data_dir: Path | None = None) -> LocalDevS
     return LocalDevServer(app, config, host, port, handler_cls=DicomWebRequestHandler)
 
 
+def _keep_large_buffers() -> None:
+    """Let glibc reuse freed buffers of up to 256 MB instead of returning them to the OS.
+
+    A series retrieve builds a body of tens of MB from hundreds of 0.5 MB blob reads; with
+    glibc's defaults each of those is a fresh mmap whose pages fault in again on every request
+    (the 52 MB join of a 100-slice CT series: ~38 ms → ~17 ms). Peak memory is unchanged;
+    memory stays with the process after a large answer. No-op off glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_mmap_threshold, 256 * 1024 * 1024)
+        libc.mallopt(m_trim_threshold, 512 * 1024 * 1024)
+    except (OSError, AttributeError):
+        pass
+
+
 def _stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -89,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8042)
     parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args(argv)
+    _keep_large_buffers()
     try:
         server = make_server(args.host, args.port, args.data_dir)
     except OSError as exc:
