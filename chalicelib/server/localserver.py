@@ -41,8 +41,25 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
             body = self._read_chunked()
             headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
             headers["Content-Length"] = str(len(body))
-            return headers, body
-        return super()._parse_payload()
+        else:
+            headers, body = super()._parse_payload()
+        return self._host_with_port(headers), body
+
+    def _host_with_port(self, headers: dict[str, str]) -> dict[str, str]:
+        """Add this server's port to a Host header that lacks it.
+
+        dicomweb-client (0.61, `DICOMwebClient._http_get`) sends `Host: 127.0.0.1` without the
+        port on every non-streamed GET, so links built from it (BulkDataURI, RetrieveURL) would
+        point at port 80. A Host with a port, or a server on port 80, is left alone.
+        """
+        port = self.server.server_address[1]
+        for name, value in headers.items():
+            if name.lower() == "host":
+                has_port = "]:" in value if value.startswith("[") else ":" in value
+                if port != 80 and value and not has_port:
+                    headers[name] = f"{value}:{port}"
+                break
+        return headers
 
     def _read_chunked(self) -> bytes:
         """Read a chunked body (RFC 9112 §7.1): size line, data, CRLF, ..., 0, trailers."""

@@ -92,6 +92,18 @@ def test_dicomweb_client_stores_and_retrieves(server: str) -> None:
     }
 
 
+def test_bulkdata_uri_from_dicomweb_client_metadata_resolves(server: str) -> None:
+    """dicomweb-client sends Host without the port; the links it gets back must still work."""
+    client = DICOMwebClient(url=f"{server}/dicom-web")
+    item = next(f for f in storable() if f.name == "PrivateTags.dcm")
+    client.store_instances([dcmread(io.BytesIO(item.data))])
+    metadata = client.retrieve_instance_metadata(item.study_uid, item.series_uid, item.sop_uid)
+    uri = metadata["7FE00010"]["BulkDataURI"]
+    assert uri.startswith(f"{server}/dicom-web/studies/{item.study_uid}/")
+    (frame,) = client.retrieve_bulkdata(uri, media_types=(("application/octet-stream", "*"),))
+    assert frame == dcmread(io.BytesIO(item.data)).PixelData
+
+
 def test_chunked_stow_body(server: str) -> None:
     from tests.server.helpers import STOW_CONTENT_TYPE, stow_body
 
