@@ -16,20 +16,16 @@ nothing is stored under the path; `DELETE /studies` stays 405.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
-from chalicelib.dicom.ids import is_valid_uid
-from chalicelib.errors import NotFound
 from chalicelib.server.cache import METADATA_PREFIX
 from chalicelib.server.http import Service, WebRequest, WebResponse
 from chalicelib.server.rendered import thumbnail_keys
+from chalicelib.server.resources import check_path_uids, not_found, parallel_map
 from chalicelib.storage import ports
 
 log = logging.getLogger(__name__)
 
 service = Service("delete")
-
-_DELETE_THREADS = 8
 
 
 def derived_keys(result: ports.DeleteResult) -> list[str]:
@@ -50,10 +46,7 @@ def delete_resource(
 ) -> ports.DeleteResult:
     """Delete from the index (the commit point), then the blobs nothing points to any more."""
     index = request.context.index
-    for keyword, uid in (("StudyInstanceUID", study), ("SeriesInstanceUID", series),
-                         ("SOPInstanceUID", instance)):  # fmt: skip
-        if uid is not None and not is_valid_uid(uid):
-            raise NotFound(f"{keyword} '{uid[:80]}' is not a valid UID, so nothing is deleted")
+    check_path_uids(study, series, instance)
     try:
         if instance is not None and series is not None:
             result = index.delete_instance(study, series, instance)
@@ -62,12 +55,7 @@ def delete_resource(
         else:
             result = index.delete_study(study)
     except ports.NotFound:
-        what = f"study {study}"
-        if series is not None:
-            what = f"series {series} in study {study}"
-        if instance is not None:
-            what = f"instance {instance} in series {series} of study {study}"
-        raise NotFound(f"no {what} is stored here") from None
+        raise not_found(study, series, instance) from None
     _delete_blobs(request, result, study)
     return result
 
@@ -86,12 +74,7 @@ def _delete_blobs(request: WebRequest, result: ports.DeleteResult, study: str) -
             # The index no longer points here: an orphan blob wastes space, loses nothing.
             log.warning("could not delete blob %s after its index delete", key, exc_info=True)
 
-    if len(keys) <= 4:
-        for key in keys:
-            remove(key)
-        return
-    with ThreadPoolExecutor(_DELETE_THREADS) as pool:
-        list(pool.map(remove, keys))
+    parallel_map(remove, keys)
 
 
 @service.route("/studies/{study}", "DELETE")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -47,12 +46,11 @@ from chalicelib.server.negotiate import (
     parse_accept,
     type_matches,
 )
-from chalicelib.server.resources import find_instances, instance_url
+from chalicelib.server.resources import find_instances, instance_url, parallel_map
 from chalicelib.storage.ports import InstanceRecord
 
 service = Service("wado-rs-frames")
 
-_READ_THREADS = 8
 Mode = Literal["stored", "raw", "encode"]
 
 
@@ -234,10 +232,7 @@ def read_frames(
     reader = FrameReader(request, record)
     reader.check(numbers)
     choice = negotiate_pixel(parse_accept(request.header("accept")), record, len(numbers))
-    if len(numbers) == 1:
-        return choice, [reader.frame(numbers[0], choice)]
-    with ThreadPoolExecutor(min(_READ_THREADS, len(numbers))) as pool:
-        return choice, list(pool.map(lambda n: reader.frame(n, choice), numbers))
+    return choice, parallel_map(lambda n: reader.frame(n, choice), numbers)
 
 
 def answer_frames(

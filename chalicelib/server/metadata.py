@@ -32,7 +32,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from chalicelib.dicom.ids import is_valid_uid
@@ -44,7 +43,7 @@ from chalicelib.server.cache import METADATA_PREFIX, versioned
 from chalicelib.server.delivery import deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse
 from chalicelib.server.negotiate import accept_category, parse_accept, type_matches
-from chalicelib.server.resources import find_instances
+from chalicelib.server.resources import check_path_uids, find_instances, not_found, parallel_map
 from chalicelib.storage import ports
 
 service = Service("wado-rs-metadata")
@@ -133,10 +132,7 @@ def _json_array(documents: list[bytes]) -> bytes:
 
 def _read_documents(request: WebRequest, records: list[ports.InstanceRecord]) -> list[bytes]:
     records = sorted(records, key=_sort_key)
-    if len(records) == 1:
-        return [_instance_document(request, records[0])]
-    with ThreadPoolExecutor(min(_READ_THREADS, len(records))) as pool:
-        return list(pool.map(lambda r: _instance_document(request, r), records))
+    return parallel_map(lambda r: _instance_document(request, r), records, _READ_THREADS)
 
 
 def _cache_key(request: WebRequest, study: str, name: str) -> str:
@@ -240,12 +236,11 @@ def _not_modified_response(etag: str) -> WebResponse:
 
 
 def _series_record(request: WebRequest, study: str, series: str) -> ports.SeriesRecord:
-    if not (is_valid_uid(study) and is_valid_uid(series)):
-        raise NotFound(f"no series {series[:80]} in study {study[:80]} is stored here")
+    check_path_uids(study, series)
     try:
         return request.context.index.get_series(study, series)
     except ports.NotFound:
-        raise NotFound(f"no series {series} in study {study} is stored here") from None
+        raise not_found(study, series) from None
 
 
 @service.route("/studies/{study}/series/{series}/instances/{instance}/metadata", "GET")
@@ -296,8 +291,7 @@ def retrieve_study_metadata(request: WebRequest, study: str) -> WebResponse:
         return _answer(request, _reduced(request, records, mode, keywords), False, etag, media)
 
     def build() -> bytes:
-        with ThreadPoolExecutor(min(_READ_THREADS, len(series_list))) as pool:
-            documents = list(pool.map(lambda s: series_document(request, s), series_list))
+        documents = parallel_map(lambda s: series_document(request, s), series_list, _READ_THREADS)
         inner = [gzip.decompress(d)[1:-1] for d in documents]
         return _json_array([d for d in inner if d])
 

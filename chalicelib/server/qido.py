@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +21,7 @@ from chalicelib.dicom.tags import DEFAULT_TAGS, INSTANCE_LEVEL_TAGS, LEVEL_TAGS,
 from chalicelib.errors import NotAcceptable, PayloadTooLarge
 from chalicelib.server.http import Service, WebRequest, WebResponse, json_response
 from chalicelib.server.negotiate import choose, parse_accept
-from chalicelib.server.resources import instance_url, series_url, study_url
+from chalicelib.server.resources import instance_url, parallel_map, series_url, study_url
 from chalicelib.storage.ports import ScanBudgetExceeded, SearchCandidate
 
 service = Service(__name__)
@@ -50,7 +49,6 @@ _LOWER_LEVEL: dict[Level, frozenset[str]] = {
     level: _INDEXED_TAGS["instance"] - _INDEXED_TAGS[level] for level in _LEVELS
 }
 """Attributes of the levels below, never returned (PS3.18 §10.6.3.3, 2025b)."""
-_READ_THREADS = 8
 
 _INDEXED_KEYS: dict[Level, str] = {
     "study": "StudyInstanceUID, PatientID, PatientName (exact, or a prefix such as 'DOE*'), "
@@ -214,13 +212,12 @@ def _include_from_metadata(
     from each instance's precomputed metadata (PS3.18 §10.6.3.3.3, 2025b): one read per
     result, in parallel, BulkDataURIs made absolute as in Retrieve Metadata."""
     keys = [c.instance.record.metadata_key if c.instance else None for c in page]
-    with ThreadPoolExecutor(min(_READ_THREADS, len(page) or 1)) as pool:
-        documents = pool.map(lambda key: _metadata(request, key), keys)
-        for dataset, document in zip(datasets, documents, strict=True):
-            dataset.update({tag: document[tag] for tag in tags if tag in document})
-            ordered = dict(sorted(dataset.items()))
-            dataset.clear()
-            dataset.update(ordered)
+    documents = parallel_map(lambda key: _metadata(request, key), keys)
+    for dataset, document in zip(datasets, documents, strict=True):
+        dataset.update({tag: document[tag] for tag in tags if tag in document})
+        ordered = dict(sorted(dataset.items()))
+        dataset.clear()
+        dataset.update(ordered)
 
 
 def _metadata(request: WebRequest, key: str | None) -> dict[str, Any]:

@@ -6,6 +6,10 @@ Path UIDs are checked on entry: a malformed UID names no stored resource, so it 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
 from chalicelib.dicom.ids import is_valid_uid
 from chalicelib.errors import NotFound
 from chalicelib.server.http import WebRequest
@@ -24,9 +28,22 @@ def instance_url(request: WebRequest, study: str, series: str, instance: str) ->
     return f"{series_url(request, study, series)}/instances/{instance}"
 
 
-def _check(kind: str, uid: str) -> None:
-    if not is_valid_uid(uid):
-        raise NotFound(f"{kind} '{uid[:80]}' is not a valid UID, so no such resource exists")
+def check_path_uids(study: str, series: str | None = None, instance: str | None = None) -> None:
+    """NotFound for a malformed UID in the path: it names nothing stored."""
+    for keyword, uid in (
+        ("StudyInstanceUID", study),
+        ("SeriesInstanceUID", series),
+        ("SOPInstanceUID", instance),
+    ):
+        if uid is not None and not is_valid_uid(uid):
+            raise NotFound(f"{keyword} '{uid[:80]}' is not a valid UID, so no such resource exists")
+
+
+def not_found(study: str, series: str | None = None, instance: str | None = None) -> NotFound:
+    what = f"series {series} in study {study}" if series else f"study {study}"
+    if instance is not None:
+        what = f"instance {instance} in series {series} of study {study}"
+    return NotFound(f"no {what} is stored here")
 
 
 def find_instances(
@@ -34,19 +51,29 @@ def find_instances(
 ) -> list[ports.InstanceRecord]:
     """The instances of a study, series or single instance; NotFound when there are none."""
     index = request.context.index
-    _check("StudyInstanceUID", study)
-    if series is not None:
-        _check("SeriesInstanceUID", series)
+    check_path_uids(study, series, instance)
     try:
         if instance is not None:
-            _check("SOPInstanceUID", instance)
             return [index.get_instance(study, series, instance)]
         records = index.list_instances(study, series)
     except ports.NotFound:
         records = []
     if not records:
-        what = f"series {series} in study {study}" if series else f"study {study}"
-        if instance is not None:
-            what = f"instance {instance} in series {series} of study {study}"
-        raise NotFound(f"no {what} is stored here")
+        raise not_found(study, series, instance)
     return records
+
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+def parallel_map(
+    function: Callable[[Item], Result], items: Iterable[Item], threads: int = 8
+) -> list[Result]:
+    """`function` over `items` in order, on a thread pool when there is more than one: the
+    services' blob reads and deletes wait on I/O (S3 round trips), not on the CPU."""
+    items = list(items)
+    if len(items) <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        return list(pool.map(function, items))

@@ -12,7 +12,6 @@ JPEG 2000 Lossless: `transcode.to_transfer_syntax`), otherwise 406.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
@@ -21,13 +20,12 @@ from chalicelib.errors import NotAcceptable
 from chalicelib.server.delivery import deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse
 from chalicelib.server.negotiate import AcceptEntry, accept_category, parse_accept, type_matches
-from chalicelib.server.resources import find_instances, instance_url
+from chalicelib.server.resources import find_instances, instance_url, parallel_map
 from chalicelib.storage.ports import InstanceRecord
 
 service = Service("wado-rs")
 
 ANY_SYNTAX = "*"
-_READ_THREADS = 8
 
 
 @dataclass
@@ -73,7 +71,7 @@ def negotiate_dicom(entries: list[AcceptEntry]) -> DicomAccept:
     return DicomAccept(best.media.params.get("transfer-syntax", EXPLICIT_VR_LITTLE_ENDIAN))
 
 
-def _encode_part(request: WebRequest, record: InstanceRecord, wanted: str) -> tuple[dict, bytes]:
+def encode_part(request: WebRequest, record: InstanceRecord, wanted: str) -> tuple[dict, bytes]:
     from chalicelib.dicom.transcode import TranscodeError, to_explicit_little_endian
 
     data = request.context.blobs.get(record.blob_key)
@@ -116,8 +114,7 @@ def _encode_part(request: WebRequest, record: InstanceRecord, wanted: str) -> tu
 def retrieve_instances(request: WebRequest, records: list[InstanceRecord]) -> WebResponse:
     wanted = negotiate_dicom(parse_accept(request.header("accept"))).transfer_syntax
     records = sorted(records, key=lambda r: (r.series_uid, r.sop_uid))
-    with ThreadPoolExecutor(min(_READ_THREADS, len(records))) as pool:
-        parts = list(pool.map(lambda r: _encode_part(request, r, wanted), records))
+    parts = parallel_map(lambda r: encode_part(request, r, wanted), records)
     boundary = new_boundary()
     body = encode_multipart(parts, boundary)
     content_type = multipart_content_type("application/dicom", boundary)

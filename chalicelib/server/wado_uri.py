@@ -158,9 +158,9 @@ def _dicom_answer(request: WebRequest, record: ports.InstanceRecord, syntax: str
     # in the syntax asked for, Explicit VR Little Endian through transcoding, else 406.
     # Imported here: pydicom (and numpy, Pillow) only for the answers that need them.
     from chalicelib.dicom.parse import EXPLICIT_VR_LITTLE_ENDIAN
-    from chalicelib.server.wado_rs import _encode_part
+    from chalicelib.server.wado_rs import encode_part
 
-    _, data = _encode_part(request, record, syntax or EXPLICIT_VR_LITTLE_ENDIAN)
+    _, data = encode_part(request, record, syntax or EXPLICIT_VR_LITTLE_ENDIAN)
     return data
 
 
