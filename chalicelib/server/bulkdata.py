@@ -269,7 +269,7 @@ def _register(depth: int) -> None:
         return retrieve_bulkdata(request, record, bulk_path)
 
     handler.__name__ = f"retrieve_bulkdata_depth{depth}"
-    service.route(path, "GET")(handler)
+    service.route(path, "GET", scope="read")(handler)
 
 
 for _depth in range(MAX_DEPTH + 1):

@@ -140,7 +140,7 @@ def capabilities_description(request: WebRequest, table: RouteTable) -> str:
     return "\n".join(lines) + "\n"
 
 
-@service.route("/", "OPTIONS")
+@service.route("/", "OPTIONS", scope="read")
 def retrieve_capabilities(request: WebRequest) -> WebResponse:
     """Retrieve Capabilities Transaction, PS3.18 §8.9 (2025b)."""
     from chalicelib.server.api import build_route_table  # the table this app serves

@@ -77,19 +77,19 @@ def _delete_blobs(request: WebRequest, result: ports.DeleteResult, study: str) -
     parallel_map(remove, keys)
 
 
-@service.route("/studies/{study}", "DELETE")
+@service.route("/studies/{study}", "DELETE", scope="admin")
 def delete_study(request: WebRequest, study: str) -> WebResponse:
     delete_resource(request, study)
     return WebResponse(204)
 
 
-@service.route("/studies/{study}/series/{series}", "DELETE")
+@service.route("/studies/{study}/series/{series}", "DELETE", scope="admin")
 def delete_series(request: WebRequest, study: str, series: str) -> WebResponse:
     delete_resource(request, study, series)
     return WebResponse(204)
 
 
-@service.route("/studies/{study}/series/{series}/instances/{instance}", "DELETE")
+@service.route("/studies/{study}/series/{series}/instances/{instance}", "DELETE", scope="admin")
 def delete_instance(request: WebRequest, study: str, series: str, instance: str) -> WebResponse:
     delete_resource(request, study, series, instance)
     return WebResponse(204)

@@ -258,7 +258,9 @@ def frame_url(request: WebRequest, record: InstanceRecord, number: int) -> str:
     return f"{base}/frames/{number}"
 
 
-@service.route("/studies/{study}/series/{series}/instances/{instance}/frames/{frames}", "GET")
+@service.route(
+    "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}", "GET", scope="read"
+)
 def retrieve_frames(
     request: WebRequest, study: str, series: str, instance: str, frames: str
 ) -> WebResponse:

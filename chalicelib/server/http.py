@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 from chalicelib.errors import DicomWebError, MethodNotAllowed
@@ -107,6 +107,11 @@ def quote_uid_path(*parts: str) -> str:
 
 Handler = Callable[..., WebResponse]
 
+Scope = Literal["read", "write", "admin"]
+SCOPES: tuple[Scope, ...] = ("read", "write", "admin")
+"""Who may call a route: `read` (search and retrieve), `write` (store), `admin` (delete,
+remote servers, proxies and jobs). Every route declares one; see `RouteTable.scope`."""
+
 
 class Service:
     """The routes of one DICOMweb service module (a lighter Chalice Blueprint)."""
@@ -114,11 +119,16 @@ class Service:
     def __init__(self, name: str) -> None:
         self.name = name
         self.routes: dict[str, dict[str, Handler]] = {}
+        self.scopes: dict[str, dict[str, Scope]] = {}
 
-    def route(self, path: str, *methods: str) -> Callable[[Handler], Handler]:
+    def route(self, path: str, *methods: str, scope: Scope) -> Callable[[Handler], Handler]:
+        if scope not in SCOPES:
+            raise ValueError(f"{path}: scope must be one of {SCOPES}, not {scope!r}")
+
         def register(handler: Handler) -> Handler:
             for method in methods:
                 self.routes.setdefault(path, {})[method] = handler
+                self.scopes.setdefault(path, {})[method] = scope
             return handler
 
         return register
@@ -129,6 +139,7 @@ class RouteTable:
 
     def __init__(self, services: Iterable[tuple[str, Service]]) -> None:
         self.routes: dict[str, dict[str, Handler]] = {}
+        self.scopes: dict[str, dict[str, Scope]] = {}
         for prefix, service in services:
             for path, handlers in service.routes.items():
                 full = (prefix + path) if path != "/" else (prefix or "/")
@@ -137,6 +148,11 @@ class RouteTable:
                 if clash:
                     raise ValueError(f"{full}: {sorted(clash)} registered twice")
                 existing.update(handlers)
+                self.scopes.setdefault(full, {}).update(service.scopes[path])
+
+    def scope(self, path: str, method: str) -> Scope:
+        """The scope a call of `method` on `path` needs (HEAD as GET)."""
+        return self.scopes[path]["GET" if method == "HEAD" else method]
 
     def allowed(self, path: str) -> list[str]:
         methods = set(self.routes[path])

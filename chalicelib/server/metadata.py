@@ -243,7 +243,9 @@ def _series_record(request: WebRequest, study: str, series: str) -> ports.Series
         raise not_found(study, series) from None
 
 
-@service.route("/studies/{study}/series/{series}/instances/{instance}/metadata", "GET")
+@service.route(
+    "/studies/{study}/series/{series}/instances/{instance}/metadata", "GET", scope="read"
+)
 def retrieve_instance_metadata(
     request: WebRequest, study: str, series: str, instance: str
 ) -> WebResponse:
@@ -256,7 +258,7 @@ def retrieve_instance_metadata(
     return _answer(request, body, False, etag, media)
 
 
-@service.route("/studies/{study}/series/{series}/metadata", "GET")
+@service.route("/studies/{study}/series/{series}/metadata", "GET", scope="read")
 def retrieve_series_metadata(request: WebRequest, study: str, series: str) -> WebResponse:
     media = negotiate_metadata(request)
     record = _series_record(request, study, series)
@@ -271,7 +273,7 @@ def retrieve_series_metadata(request: WebRequest, study: str, series: str) -> We
     return _answer(request, _reduced(request, records, mode, keywords), False, etag, media)
 
 
-@service.route("/studies/{study}/metadata", "GET")
+@service.route("/studies/{study}/metadata", "GET", scope="read")
 def retrieve_study_metadata(request: WebRequest, study: str) -> WebResponse:
     media = negotiate_metadata(request)
     index = request.context.index

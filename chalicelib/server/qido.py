@@ -71,22 +71,22 @@ class SearchResult:
     """includefield tags of the level that the index does not keep and that were not read."""
 
 
-@service.route("/studies", "GET")
+@service.route("/studies", "GET", scope="read")
 def search_for_studies(request: WebRequest) -> WebResponse:
     """Search for all studies, PS3.18 §10.6.1 (2025b)."""
     return search(request, "study")
 
 
-@service.route("/series", "GET")
-@service.route("/studies/{study}/series", "GET")
+@service.route("/series", "GET", scope="read")
+@service.route("/studies/{study}/series", "GET", scope="read")
 def search_for_series(request: WebRequest, study: str | None = None) -> WebResponse:
     """Search for all series, or for the series of a study, PS3.18 §10.6.1 (2025b)."""
     return search(request, "series", study)
 
 
-@service.route("/instances", "GET")
-@service.route("/studies/{study}/instances", "GET")
-@service.route("/studies/{study}/series/{series}/instances", "GET")
+@service.route("/instances", "GET", scope="read")
+@service.route("/studies/{study}/instances", "GET", scope="read")
+@service.route("/studies/{study}/series/{series}/instances", "GET", scope="read")
 def search_for_instances(
     request: WebRequest, study: str | None = None, series: str | None = None
 ) -> WebResponse:

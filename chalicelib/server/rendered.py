@@ -230,19 +230,21 @@ def _rendered(request: WebRequest, record: ports.InstanceRecord, frame: int) -> 
     return _answer(request, render_instance(request, record, frame, options), options.media_type)
 
 
-@service.route("/studies/{study}/rendered", "GET")
+@service.route("/studies/{study}/rendered", "GET", scope="read")
 def retrieve_rendered_study(request: WebRequest, study: str) -> WebResponse:
     record = _first_renderable(find_instances(request, study), f"study {study}")
     return _rendered(request, record, 1)
 
 
-@service.route("/studies/{study}/series/{series}/rendered", "GET")
+@service.route("/studies/{study}/series/{series}/rendered", "GET", scope="read")
 def retrieve_rendered_series(request: WebRequest, study: str, series: str) -> WebResponse:
     record = _first_renderable(find_instances(request, study, series), f"series {series}")
     return _rendered(request, record, 1)
 
 
-@service.route("/studies/{study}/series/{series}/instances/{instance}/rendered", "GET")
+@service.route(
+    "/studies/{study}/series/{series}/instances/{instance}/rendered", "GET", scope="read"
+)
 def retrieve_rendered_instance(
     request: WebRequest, study: str, series: str, instance: str
 ) -> WebResponse:
@@ -251,7 +253,9 @@ def retrieve_rendered_instance(
 
 
 @service.route(
-    "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered", "GET"
+    "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+    "GET",
+    scope="read",
 )
 def retrieve_rendered_frame(
     request: WebRequest, study: str, series: str, instance: str, frames: str
@@ -305,7 +309,7 @@ def _thumbnail(
     )
 
 
-@service.route("/studies/{study}/thumbnail", "GET")
+@service.route("/studies/{study}/thumbnail", "GET", scope="read")
 def retrieve_study_thumbnail(request: WebRequest, study: str) -> WebResponse:
     version = _version(request, study)
     ordered = presentation_order(find_instances(request, study))
@@ -317,7 +321,7 @@ def retrieve_study_thumbnail(request: WebRequest, study: str) -> WebResponse:
     return _thumbnail(request, record, frame_count(record) // 2 + 1, (key, version))
 
 
-@service.route("/studies/{study}/series/{series}/thumbnail", "GET")
+@service.route("/studies/{study}/series/{series}/thumbnail", "GET", scope="read")
 def retrieve_series_thumbnail(request: WebRequest, study: str, series: str) -> WebResponse:
     version = _version(request, study, series)
     ordered = presentation_order(find_instances(request, study, series))
@@ -328,7 +332,9 @@ def retrieve_series_thumbnail(request: WebRequest, study: str, series: str) -> W
     return _thumbnail(request, record, frame_count(record) // 2 + 1, (key, version))
 
 
-@service.route("/studies/{study}/series/{series}/instances/{instance}/thumbnail", "GET")
+@service.route(
+    "/studies/{study}/series/{series}/instances/{instance}/thumbnail", "GET", scope="read"
+)
 def retrieve_instance_thumbnail(
     request: WebRequest, study: str, series: str, instance: str
 ) -> WebResponse:
@@ -339,7 +345,9 @@ def retrieve_instance_thumbnail(
 
 
 @service.route(
-    "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/thumbnail", "GET"
+    "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/thumbnail",
+    "GET",
+    scope="read",
 )
 def retrieve_frame_thumbnail(
     request: WebRequest, study: str, series: str, instance: str, frames: str

@@ -129,8 +129,8 @@ def _warning_header(request: WebRequest, results: list[IngestResult]) -> str:
     return ", ".join(warnings)
 
 
-@service.route("/studies", "POST")
-@service.route("/studies/{study}", "POST")
+@service.route("/studies", "POST", scope="write")
+@service.route("/studies/{study}", "POST", scope="write")
 def store_instances(request: WebRequest, study: str | None = None) -> WebResponse:
     ctx: Context = request.context
     accept = parse_accept(request.header("accept"))

@@ -121,16 +121,16 @@ def retrieve_instances(request: WebRequest, records: list[InstanceRecord]) -> We
     return deliver(request, WebResponse(200, body, {}, content_type))
 
 
-@service.route("/studies/{study}", "GET")
+@service.route("/studies/{study}", "GET", scope="read")
 def retrieve_study(request: WebRequest, study: str) -> WebResponse:
     return retrieve_instances(request, find_instances(request, study))
 
 
-@service.route("/studies/{study}/series/{series}", "GET")
+@service.route("/studies/{study}/series/{series}", "GET", scope="read")
 def retrieve_series(request: WebRequest, study: str, series: str) -> WebResponse:
     return retrieve_instances(request, find_instances(request, study, series))
 
 
-@service.route("/studies/{study}/series/{series}/instances/{instance}", "GET")
+@service.route("/studies/{study}/series/{series}/instances/{instance}", "GET", scope="read")
 def retrieve_instance(request: WebRequest, study: str, series: str, instance: str) -> WebResponse:
     return retrieve_instances(request, find_instances(request, study, series, instance))

@@ -164,7 +164,7 @@ def _dicom_answer(request: WebRequest, record: ports.InstanceRecord, syntax: str
     return data
 
 
-@service.route("/", "GET")
+@service.route("/", "GET", scope="read")
 def retrieve_wado_uri(request: WebRequest) -> WebResponse:
     query = parse_query(request)
     record = locate(request, query)
