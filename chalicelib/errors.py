@@ -43,7 +43,3 @@ class PayloadTooLarge(DicomWebError):
 
 class UnsupportedMediaType(DicomWebError):
     status = 415
-
-
-class ServiceUnavailable(DicomWebError):
-    status = 503

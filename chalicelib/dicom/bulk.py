@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.dicom.encoding import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _PIXEL_DATA = 0x7FE00010
-_DEFLATED = "1.2.840.10008.1.2.1.99"
 MAX_RECORDED = 256
 """Beyond this many bulk values the index item would grow too large (DynamoDB items are at
 most 400 KB): the rest are served by reading the file."""
@@ -33,7 +34,10 @@ def locate_bulk_elements(ds: Dataset, data: bytes, threshold: int) -> dict[str, 
     """
     found: dict[str, list[Any]] = {}
     meta = getattr(ds, "file_meta", None)
-    if meta is not None and str(meta.get("TransferSyntaxUID", "")) == _DEFLATED:
+    if (
+        meta is not None
+        and str(meta.get("TransferSyntaxUID", "")) == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+    ):
         return found  # offsets would point into the inflated stream, not into `data`
     _walk(ds, data, threshold, 0, "", found)
     return found

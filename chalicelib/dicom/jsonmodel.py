@@ -19,12 +19,13 @@ import math
 import re
 import struct
 import sys
-from array import array
 from collections.abc import Callable
 from decimal import Decimal
 from functools import cache
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from chalicelib.dicom.encoding import OTHER_BINARY_VRS, WORD_SIZE, swap_words
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -43,9 +44,6 @@ BULK_VRS = frozenset(
 # Pixel Data, Float Pixel Data, Double Float Pixel Data: always bulk when URIs are wanted.
 PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 
-# Binary VRs (F.2.7 InlineBinary) and the word size that orders their bytes.
-_BINARY_WORD = {"OB": 1, "UN": 1, "OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
-_SWAP_TYPECODE = {2: "H", 4: "f", 8: "d"}
 # Binary numeric VRs: struct code and size (AT is read as pairs of US).
 _NUMERIC = {
     "US": ("H", 2),
@@ -208,7 +206,7 @@ class _Walker:
 
 def _bytes_json(vr: str, value: bytes, little_endian: bool, encodings: list[str]) -> dict[str, Any]:
     """An attribute from its encoded value (PS3.5 §6.2 encodings, F.2.3 JSON types)."""
-    if vr in _BINARY_WORD:
+    if vr in OTHER_BINARY_VRS:
         return {"vr": vr, "InlineBinary": _inline(value, vr, little_endian)}
     if vr in _NUMERIC:
         return _with_values(vr, _unpack(vr, value, little_endian))
@@ -305,11 +303,9 @@ def _unpack(vr: str, value: bytes, little_endian: bool) -> list[Any]:
 
 def _inline(value: bytes, vr: str, little_endian: bool) -> str:
     """InlineBinary (F.2.7): base64 of the value bytes in little endian."""
-    word = _BINARY_WORD[vr]
-    if not little_endian and word > 1 and len(value) % word == 0:
-        words = array(_SWAP_TYPECODE[word], value)
-        words.byteswap()
-        value = words.tobytes()
+    word = WORD_SIZE[vr]
+    if not little_endian and len(value) % word == 0:
+        value = swap_words(value, word)
     return base64.b64encode(value).decode("ascii")
 
 
@@ -332,7 +328,7 @@ def element_json(tag: int | str, vr: str, values: list[Any]) -> dict[str, dict[s
     as DICOM JSON objects, a binary VR's value as bytes (InlineBinary).
     """
     key = _tag_key(tag)
-    if vr in _BINARY_WORD:
+    if vr in OTHER_BINARY_VRS:
         data = b"".join(values)
         attr = {"vr": vr, "InlineBinary": base64.b64encode(data).decode()} if data else {"vr": vr}
         return {key: attr}

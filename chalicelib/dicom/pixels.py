@@ -13,14 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.dicom.encoding import (
+    JPEG_2000_LOSSLESS,
+    JPEG_LS_LOSSLESS,
+    RLE_LOSSLESS,
+    pixel_word_size,
+    swap_words,
+)
+
 if TYPE_CHECKING:
     import numpy as np
 
-EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
-EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
-RLE_LOSSLESS = "1.2.840.10008.1.2.5"
-JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"
-JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
 
 SYNTAX_MEDIA_TYPES = {
     "1.2.840.10008.1.2.4.50": "image/jpeg",
@@ -51,8 +54,6 @@ SYNTAX_MEDIA_TYPES = {
 
 ENCODABLE_SYNTAXES = (RLE_LOSSLESS, JPEG_LS_LOSSLESS, JPEG_2000_LOSSLESS)
 """Lossless syntaxes pydicom's encoder plugins write (RLE natively, pyjpegls, openjpeg)."""
-
-_WORD_BYTES = {"OW": 2}
 
 
 class PixelError(ValueError):
@@ -116,9 +117,7 @@ def frame_count(pixel: dict[str, Any]) -> int:
 
 
 def _word_size(pixel: dict[str, Any], big_endian: bool) -> int:
-    if not big_endian or (pixel.get("vr") != "OW" and pixel.get("bits_allocated", 8) <= 8):
-        return 1
-    return max(2, pixel.get("bits_allocated", 16) // 8)
+    return pixel_word_size(pixel.get("vr", ""), pixel.get("bits_allocated", 8)) if big_endian else 1
 
 
 def native_frame_span(pixel: dict[str, Any], number: int, big_endian: bool) -> tuple[int, int]:
@@ -158,18 +157,6 @@ def native_frame(chunk: bytes, pixel: dict[str, Any], number: int, big_endian: b
     unpacked = np.unpackbits(np.frombuffer(chunk, np.uint8), bitorder="little")
     offset = skip * 8 + first_bit % 8
     return np.packbits(unpacked[offset : offset + bits], bitorder="little").tobytes()
-
-
-def swap_words(data: bytes, word: int) -> bytes:
-    """Little endian from big endian words of `word` bytes."""
-    if word == 1:
-        return data
-    from array import array
-
-    code = next(c for c in "HILQ" if array(c).itemsize == word)
-    values = array(code, data[: len(data) - len(data) % word])
-    values.byteswap()
-    return values.tobytes()
 
 
 def fragments_span(fragments: list[list[int]]) -> tuple[int, int]:

@@ -21,6 +21,8 @@ import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.dicom.encoding import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+
 if TYPE_CHECKING:
     import numpy as np
     from pydicom.dataset import Dataset
@@ -120,7 +122,7 @@ def native_layout(pixel: dict[str, Any], transfer_syntax_uid: str) -> bool:
         and pixel.get("frame_length", 0) > 0
         and pixel.get("samples_per_pixel") == 1
         and pixel.get("bits_allocated") in (8, 16)
-        and transfer_syntax_uid in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+        and transfer_syntax_uid in (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN)
     )
 
 

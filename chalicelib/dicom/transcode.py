@@ -15,9 +15,14 @@ from pydicom.dataset import Dataset, FileMetaDataset, validate_file_meta
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import UID
 
-from chalicelib.dicom.parse import EXPLICIT_VR_LITTLE_ENDIAN, UnreadableInstance
-
-_WORD_SIZE = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+from chalicelib.dicom.encoding import (
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    OTHER_BINARY_VRS,
+    WORD_SIZE,
+    pixel_word_size,
+    swap_words,
+)
+from chalicelib.dicom.parse import UnreadableInstance
 
 
 class TranscodeError(ValueError):
@@ -25,23 +30,17 @@ class TranscodeError(ValueError):
 
 
 def _swap_to_little_endian(ds: Dataset, bits_allocated: int = 16) -> None:
-    """Byte-swap the raw values of word-based binary VRs read from a big-endian dataset.
-
-    OW Pixel Data holds samples of Bits Allocated each (PS3.5 §8.1.1, 2025b): 32-bit samples
-    are swapped 4 bytes at a time, not as 16-bit words.
-    """
-    import numpy as np
-
+    """Byte-swap the raw values of word-based binary VRs read from a big-endian dataset
+    (pydicom converts the numeric VRs itself); Pixel Data by `pixel_word_size`."""
     for element in ds:
         if element.VR == "SQ":
             for item in element.value:
                 _swap_to_little_endian(item, bits_allocated)
-        elif element.VR in _WORD_SIZE and element.value:
-            size = _WORD_SIZE[element.VR]
-            if element.tag == 0x7FE00010 and element.VR == "OW":
-                size = max(2, bits_allocated // 8)
-            words = np.frombuffer(element.value, dtype=f">u{size}")
-            element.value = words.astype(f"<u{size}").tobytes()
+        elif element.VR in OTHER_BINARY_VRS and element.value:
+            size = WORD_SIZE[element.VR]
+            if element.tag == 0x7FE00010:
+                size = pixel_word_size(element.VR, bits_allocated)
+            element.value = swap_words(element.value, size)
 
 
 def to_explicit_little_endian(data: bytes, transfer_syntax_uid: str) -> bytes:

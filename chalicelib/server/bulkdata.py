@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib.dicom import pixels
+from chalicelib.dicom.encoding import EXPLICIT_VR_BIG_ENDIAN, WORD_SIZE, pixel_word_size, swap_words
 from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
 from chalicelib.errors import NotAcceptable, NotFound
 from chalicelib.server import frames
@@ -49,11 +50,6 @@ service = Service("wado-rs-bulkdata")
 
 MAX_DEPTH = 5
 PIXEL_DATA_PATH = "7FE00010"
-_WORD_BYTES = {
-    "OW": 2, "US": 2, "SS": 2, "AT": 2,
-    "OF": 4, "OL": 4, "FL": 4, "UL": 4, "SL": 4,
-    "OD": 8, "OV": 8, "FD": 8, "SV": 8, "UV": 8,
-}  # fmt: skip
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 _TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
 
@@ -126,7 +122,7 @@ class ElementValue:
         self.blobs = request.context.blobs
         self.record = record
         self.path = path
-        self.big_endian = record.transfer_syntax_uid == pixels.EXPLICIT_VR_BIG_ENDIAN
+        self.big_endian = record.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN
         self.location: list[Any] | None = None
         self._value: bytes | None = None
         if path == PIXEL_DATA_PATH and record.pixel and not record.pixel.get("encapsulated"):
@@ -145,13 +141,13 @@ class ElementValue:
             return self._value[start:end]
         assert self.location is not None
         offset, _, vr = self.location
-        word = _WORD_BYTES.get(vr, 1) if self.big_endian else 1
+        word = WORD_SIZE.get(vr, 1) if self.big_endian else 1
         if vr == "OW" and self.big_endian and self.path == PIXEL_DATA_PATH:
-            word = max(2, self.record.pixel.get("bits_allocated", 16) // 8)
+            word = pixel_word_size(vr, self.record.pixel.get("bits_allocated", 16))
         aligned = start - start % word
         stop = end + (-end % word)
         chunk = self.blobs.get_range(self.record.blob_key, offset + aligned, stop - aligned)
-        return pixels.swap_words(chunk, word)[start - aligned : end - aligned]
+        return swap_words(chunk, word)[start - aligned : end - aligned]
 
 
 def _read_from_file(data: bytes, path: str, big_endian: bool) -> bytes:
@@ -172,8 +168,8 @@ def _read_from_file(data: bytes, path: str, big_endian: bool) -> bytes:
         raise NotFound(f"bulk path {path} names a sequence, which has no bulk value")
     value = element.value
     if isinstance(value, bytes | bytearray):
-        word = _WORD_BYTES.get(element.VR, 1) if big_endian and element.VR.startswith("O") else 1
-        return pixels.swap_words(bytes(value), word)
+        word = WORD_SIZE.get(element.VR, 1) if big_endian and element.VR.startswith("O") else 1
+        return swap_words(bytes(value), word)
     buffer = DicomBytesIO()
     buffer.is_little_endian, buffer.is_implicit_VR = True, True
     write_data_element(buffer, element)

@@ -11,7 +11,7 @@ WADO-URI form are marked as extensions. OPTIONS on any other path answers `Allow
 from __future__ import annotations
 
 import re
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 from chalicelib.server.http import Handler, RouteTable, Service, WebRequest, WebResponse
 
@@ -82,7 +82,7 @@ def _method_xml(name: str, handler: Handler, path: str, wado_uri: bool) -> list[
         doc = "PS3.18 §9. Extension: objectUID alone is accepted (studyUID, seriesUID optional)."
     lines = [f"      <method name={quoteattr(name)} id={quoteattr(handler.__name__)}>"]
     if doc:
-        lines.append(f"        <doc>{_escape(doc)}</doc>")
+        lines.append(f"        <doc>{escape(doc)}</doc>")
     if params:
         lines.append("        <request>")
         lines += [
@@ -97,10 +97,6 @@ def _method_xml(name: str, handler: Handler, path: str, wado_uri: bool) -> list[
     lines.append("        </response>")
     lines.append("      </method>")
     return lines
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _resources_xml(table: RouteTable, base: str, prefix: str, wado_uri: bool) -> list[str]:

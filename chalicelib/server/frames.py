@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from chalicelib.dicom import pixels
+from chalicelib.dicom.encoding import EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN
 from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
 from chalicelib.errors import BadRequest, NotAcceptable, NotFound
 from chalicelib.server.delivery import deliver
@@ -73,7 +74,7 @@ def _offers(record: InstanceRecord) -> list[tuple[str, str, Mode]]:
     """What this instance's frames can be sent as, the default first."""
     pixel = record.pixel
     stored = record.transfer_syntax_uid
-    ele = pixels.EXPLICIT_VR_LITTLE_ENDIAN
+    ele = EXPLICIT_VR_LITTLE_ENDIAN
     if pixel.get("encapsulated"):
         offers: list[tuple[str, str, Mode]] = [
             (pixels.SYNTAX_MEDIA_TYPES.get(stored, OCTET_STREAM), stored, "stored")
@@ -183,7 +184,7 @@ class FrameReader:
             fragments = self.pixel["frames"][number - 1]
             start, length = pixels.fragments_span(fragments)
             return pixels.join_fragments(self.blobs.get_range(key, start, length), fragments)
-        big = self.record.transfer_syntax_uid == pixels.EXPLICIT_VR_BIG_ENDIAN
+        big = self.record.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN
         start, length = pixels.native_frame_span(self.pixel, number, big)
         return pixels.native_frame(
             self.blobs.get_range(key, start, length), self.pixel, number, big

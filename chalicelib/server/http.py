@@ -13,7 +13,6 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import quote
 
 from chalicelib.errors import DicomWebError, MethodNotAllowed
 
@@ -99,10 +98,6 @@ def cors_headers(origin: str, allowed_origins: Iterable[str]) -> dict[str, str]:
 def request_cors_headers(request: WebRequest) -> dict[str, str]:
     settings = getattr(request.context, "settings", None)
     return cors_headers(request.header("origin"), getattr(settings, "cors_allowed_origins", ()))
-
-
-def quote_uid_path(*parts: str) -> str:
-    return "/".join(quote(p, safe="") for p in parts)
 
 
 Handler = Callable[..., WebResponse]

@@ -118,11 +118,6 @@ def choose(
     return best[3], best[4]
 
 
-def excluded(entries: Sequence[AcceptEntry], media_type: str) -> bool:
-    """True when an explicit q=0 entry names this exact type."""
-    return any(e.q <= 0 and e.media.type == media_type for e in entries)
-
-
 def media_category(media: MediaType, bulkdata: bool) -> Category | None:
     """Whether an Accept member names a DICOM or a Rendered Media Type (PS3.18 §8.7.3.5,
     §8.7.4, 2025b); None for wildcards, a `multipart/related` without `type`, and types of

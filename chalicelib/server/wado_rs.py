@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chalicelib.dicom.encoding import EXPLICIT_VR_LITTLE_ENDIAN, NOT_FOR_WEB
 from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
-from chalicelib.dicom.parse import EXPLICIT_VR_LITTLE_ENDIAN, NOT_FOR_WEB
 from chalicelib.errors import NotAcceptable
 from chalicelib.server.delivery import deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse

@@ -157,7 +157,7 @@ def _dicom_answer(request: WebRequest, record: ports.InstanceRecord, syntax: str
     # One conversion rule for WADO-RS and WADO-URI: the stored bytes when they already are
     # in the syntax asked for, Explicit VR Little Endian through transcoding, else 406.
     # Imported here: pydicom (and numpy, Pillow) only for the answers that need them.
-    from chalicelib.dicom.parse import EXPLICIT_VR_LITTLE_ENDIAN
+    from chalicelib.dicom.encoding import EXPLICIT_VR_LITTLE_ENDIAN
     from chalicelib.server.wado_rs import encode_part
 
     _, data = encode_part(request, record, syntax or EXPLICIT_VR_LITTLE_ENDIAN)

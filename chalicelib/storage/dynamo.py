@@ -50,6 +50,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.dicom.matching import Narrowing
 from chalicelib.dicom.tags import Level
+from chalicelib.storage.aws import error_code
 from chalicelib.storage.ports import (
     DeleteResult,
     InstanceRecord,
@@ -169,10 +170,6 @@ def _equals(name: str, value: Value) -> Condition:
     return ("#c = :c", {"#c": name}, {":c": value})
 
 
-def _code(error: ClientError) -> str:
-    return error.response.get("Error", {}).get("Code", "")
-
-
 def _backoff(attempt: int) -> None:
     time.sleep(random.uniform(0, 0.005 * 2**attempt))
 
@@ -186,8 +183,8 @@ def _translated() -> Iterator[None]:
     try:
         yield
     except ClientError as e:
-        if _code(e) in _THROTTLED:
-            raise OutOfResources(f"DynamoDB is throttling requests ({_code(e)})") from e
+        if error_code(e) in _THROTTLED:
+            raise OutOfResources(f"DynamoDB is throttling requests ({error_code(e)})") from e
         raise
 
 
@@ -332,7 +329,7 @@ class _Table:
             with _translated():
                 self.client.transact_write_items(TransactItems=[{verb: op} for verb, op in actions])
         except ClientError as e:
-            if _code(e) != "TransactionCanceledException":
+            if error_code(e) != "TransactionCanceledException":
                 raise
             reasons = e.response.get("CancellationReasons", [])
             codes = [reason.get("Code", "None") for reason in reasons]
@@ -960,7 +957,7 @@ class DynamoTagIndex:
                     self._table.client.update_item(**op)
                 return
             except ClientError as e:
-                if _code(e) != "ConditionalCheckFailedException":
+                if error_code(e) != "ConditionalCheckFailedException":
                     raise
         raise _contention(f"updating the modalities of study {study_uid}")
 
@@ -998,6 +995,6 @@ class DynamoConfigStore:
             with _translated():
                 self._table.client.delete_item(**op)
         except ClientError as e:
-            if _code(e) != "ConditionalCheckFailedException":
+            if error_code(e) != "ConditionalCheckFailedException":
                 raise
             raise NotFound(f"{namespace} item {name!r} not found") from e

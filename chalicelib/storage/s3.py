@@ -8,15 +8,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib.storage.aws import error_code
 from chalicelib.storage.ports import NotFound, OutOfResources
 from chalicelib.storage.records import validate_key
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _THROTTLED = {"SlowDown", "503"}
-
-
-def _code(error: ClientError) -> str:
-    return error.response.get("Error", {}).get("Code", "")
 
 
 @contextmanager
@@ -25,10 +22,10 @@ def _translated(key: str) -> Iterator[None]:
     try:
         yield
     except ClientError as e:
-        if _code(e) in _MISSING:
+        if error_code(e) in _MISSING:
             raise NotFound(f"blob {key} not found") from e
-        if _code(e) in _THROTTLED:
-            raise OutOfResources(f"S3 is throttling requests ({_code(e)}); retry later") from e
+        if error_code(e) in _THROTTLED:
+            raise OutOfResources(f"S3 is throttling requests ({error_code(e)}); retry later") from e
         raise
 
 
@@ -66,7 +63,7 @@ class S3BlobStore:
                     Range=f"bytes={start}-{start + length - 1}",
                 )
         except ClientError as e:
-            if _code(e) == "InvalidRange":  # the range starts at or past the end of the object
+            if error_code(e) == "InvalidRange":  # the range starts at or past the end of the object
                 return b""
             raise
         return response["Body"].read()

@@ -12,6 +12,7 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_frames
 
 from chalicelib.dicom import pixels
+from chalicelib.dicom.encoding import swap_words
 from chalicelib.dicom.parse import parse_instance
 
 
@@ -65,7 +66,7 @@ def test_native_frame_big_endian_words_are_swapped() -> None:
 def test_native_frame_big_endian_ow_8_bit_odd_frame_start() -> None:
     # PS3.5 §8.1.1: 8-bit OW in big endian is stored as swapped 16-bit words.
     values = bytes(range(27)) + b"\0"
-    swapped = pixels.swap_words(values, 2)
+    swapped = swap_words(values, 2)
     data = b"\xee" * 100 + swapped
     pixel = _native(72, 3, vr="OW", bits=8)
     assert _cut(data, pixel, 2, big=True) == values[9:18]

@@ -10,7 +10,7 @@ from chalice.test import Client
 from pydicom import dcmread
 
 from chalicelib.context import Context
-from chalicelib.dicom.parse import EXPLICIT_VR_LITTLE_ENDIAN, NOT_FOR_WEB
+from chalicelib.dicom.encoding import EXPLICIT_VR_LITTLE_ENDIAN, NOT_FOR_WEB
 from chalicelib.ingest import store_instance
 from chalicelib.server.api import create_app
 from tests.conftest import make_context, testdata

@@ -13,7 +13,7 @@ from chalice.test import Client
 from PIL import Image
 
 from chalicelib.context import Context
-from chalicelib.dicom.parse import EXPLICIT_VR_LITTLE_ENDIAN
+from chalicelib.dicom.encoding import EXPLICIT_VR_LITTLE_ENDIAN
 from chalicelib.ingest import IngestResult, store_instance
 from chalicelib.server.api import create_app
 from tests.conftest import make_context, testdata
