@@ -28,8 +28,13 @@ from chalicelib.dicom.ids import is_valid_uid
 _DEFER_SIZE = 1024
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _PIXEL_DATA = 0x7FE00010
+_FLOAT_PIXEL_DATA = {0x7FE00008, 0x7FE00009}
 _ITEM = 0xFFFEE000
+_ITEM_DELIMITER = 0xFFFEE00D
 _SEQUENCE_DELIMITER = 0xFFFEE0DD
+_LONG_VRS = frozenset(
+    b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split()
+)  # explicit VR with a 4-byte length, PS3.5 §7.1.2 (2025b)
 
 
 class UnreadableInstance(ValueError):
@@ -71,6 +76,8 @@ def read_dataset(data: bytes) -> tuple[Dataset, bool]:
         raise
     except InvalidDicomError:
         pass
+    except struct.error as exc:  # an element header cut short
+        raise UnreadableInstance(f"truncated: an element header is incomplete ({exc})") from exc
     except Exception as exc:  # pydicom raises many types on corrupt input
         raise UnreadableInstance(f"not a readable DICOM file: {exc}") from exc
     try:
@@ -101,6 +108,12 @@ def parse_instance(data: bytes) -> ParsedInstance:
     one means, since by then the instance can be named in a failure item.
     """
     ds, has_file_meta = read_dataset(data)
+    transfer_syntax_uid = _transfer_syntax(ds, has_file_meta)
+    if transfer_syntax_uid != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+        # Offsets in a deflated file point into the inflated stream, not into `data`. Checked
+        # before any value is read: reading turns the raw elements (with their offsets) into
+        # values, and a UID cut short would be taken as it is (issue 11: series "1.2.82").
+        _check_complete(ds, data)
     try:
         # Type 1 in the dataset itself: File Meta's copies do not make a storable instance.
         sop_class = _uid(ds, "SOPClassUID")
@@ -120,29 +133,126 @@ def parse_instance(data: bytes) -> ParsedInstance:
     parsed = ParsedInstance(
         dataset=ds,
         data=data,
-        transfer_syntax_uid=_transfer_syntax(ds, has_file_meta),
+        transfer_syntax_uid=transfer_syntax_uid,
         has_file_meta=has_file_meta,
         sop_class_uid=sop_class,
         sop_instance_uid=sop_instance,
         study_uid=study,
         series_uid=series,
     )
-    if parsed.transfer_syntax_uid != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
-        # Offsets in a deflated file point into the inflated stream, not into `data`.
-        _check_not_truncated(ds, len(data))
+    if transfer_syntax_uid != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         parsed.pixel = locate_pixel_data(ds, data)
     return parsed
 
 
-def _check_not_truncated(ds: Dataset, size: int) -> None:
+def _check_complete(ds: Dataset, data: bytes) -> None:
+    """Refuse a dataset whose elements do not end exactly at the end of `data`.
+
+    pydicom stops silently at an element header cut short and keeps a value cut short, so a
+    truncated upload would be stored without its last elements (issue 11: 327 of 572
+    truncation points of one file were accepted). Every value must fit, and the elements after
+    the last one pydicom kept the offset of are walked to the last byte.
+    """
+    size = len(data)
+    last_end = None
     for raw in ds._dict.values():
         tell = getattr(raw, "value_tell", None)
-        length = getattr(raw, "length", 0)
-        if tell is not None and length != _UNDEFINED_LENGTH and tell + length > size:
+        length = getattr(raw, "length", _UNDEFINED_LENGTH)
+        if tell is None:
+            continue  # a sequence of undefined length, read as values: walked below
+        if length == _UNDEFINED_LENGTH:
+            last_end = (tell, True)
+            continue
+        if tell + length > size:
             raise UnreadableInstance(
-                f"truncated: element ({raw.tag >> 16:04X},{raw.tag & 0xFFFF:04X}) needs "
-                f"{length} bytes at offset {tell}, the file has {size}"
+                f"truncated: element {_tag_text(raw.tag)} needs {length} bytes at offset "
+                f"{tell}, the file has {size}"
             )
+        last_end = (tell + length, False)
+    if last_end is None:
+        return
+    implicit, little = ds.original_encoding
+    walker = _ElementWalker(data, implicit=bool(implicit), little=little is not False)
+    position, in_undefined_value = last_end
+    if in_undefined_value:
+        position = walker.skip_items(position)
+    walker.walk_to_end(position)
+
+
+def _tag_text(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+@dataclass
+class _ElementWalker:
+    """Walks raw elements by their lengths (PS3.5 §7.1 and §7.5, 2025b), without values."""
+
+    data: bytes
+    implicit: bool
+    little: bool
+
+    def _truncated(self, what: str, position: int) -> UnreadableInstance:
+        return UnreadableInstance(
+            f"truncated: {what} at offset {position} runs past the end of the file "
+            f"({len(self.data)} bytes)"
+        )
+
+    def header(self, position: int, *, implicit: bool) -> tuple[int, bytes, int, int]:
+        """(tag, VR or b"", value length, value offset) of the element at `position`."""
+        order = "<" if self.little or implicit else ">"
+        if position + 8 > len(self.data):
+            raise self._truncated("an element header", position)
+        group, element = struct.unpack_from(order + "HH", self.data, position)
+        tag = (group << 16) | element
+        if implicit or group == 0xFFFE:
+            (length,) = struct.unpack_from(order + "L", self.data, position + 4)
+            return tag, b"", length, position + 8
+        vr = self.data[position + 4 : position + 6]
+        if vr in _LONG_VRS:
+            if position + 12 > len(self.data):
+                raise self._truncated(f"the header of element {_tag_text(tag)}", position)
+            (length,) = struct.unpack_from(order + "L", self.data, position + 8)
+            return tag, vr, length, position + 12
+        (length,) = struct.unpack_from(order + "H", self.data, position + 6)
+        return tag, vr, length, position + 8
+
+    def walk_to_end(self, position: int) -> None:
+        """Walk top-level elements from `position`; the last must end at the last byte."""
+        while position < len(self.data):
+            position = self.skip_element(position, implicit=self.implicit)
+
+    def skip_element(self, position: int, *, implicit: bool) -> int:
+        tag, vr, length, value = self.header(position, implicit=implicit)
+        if length != _UNDEFINED_LENGTH:
+            if value + length > len(self.data):
+                raise self._truncated(f"element {_tag_text(tag)}", position)
+            return value + length
+        # An undefined-length UN holds implicit VR little endian items, PS3.5 §6.2.2 (2025b).
+        return self.skip_items(value, implicit=implicit or vr == b"UN")
+
+    def skip_items(self, position: int, *, implicit: bool | None = None) -> int:
+        """Skip the items of an undefined-length value up to its sequence delimiter."""
+        implicit = self.implicit if implicit is None else implicit
+        while True:
+            tag, _, length, value = self.header(position, implicit=implicit)
+            if tag == _SEQUENCE_DELIMITER:
+                return value
+            if tag != _ITEM:
+                raise UnreadableInstance(
+                    f"element {_tag_text(tag)} at offset {position} where an item was expected"
+                )
+            if length != _UNDEFINED_LENGTH:
+                position = value + length
+                if position > len(self.data):
+                    raise self._truncated("an item", value - 8)
+                continue
+            position = value
+            while True:
+                tag, _, _, after = self.header(position, implicit=implicit)
+                if tag == _ITEM_DELIMITER:
+                    position = after
+                    break
+                position = self.skip_element(position, implicit=implicit)
 
 
 def _int(ds: Dataset, keyword: str, default: int = 0) -> int:
@@ -164,6 +274,11 @@ def locate_pixel_data(ds: Dataset, data: bytes) -> dict[str, Any]:
     """
     raw = ds._dict.get(_PIXEL_DATA)
     if raw is None or getattr(raw, "value_tell", None) is None:
+        if raw is None and "Rows" in ds and "Columns" in ds and not _FLOAT_PIXEL_DATA & ds.keys():
+            # A cut at an element boundary just before Pixel Data leaves a valid-looking file.
+            raise UnreadableInstance(
+                "Pixel Data (7FE0,0010) is missing although Rows and Columns are present"
+            )
         return {}
     offset, length = raw.value_tell, raw.length
     facts: dict[str, Any] = {
@@ -177,9 +292,19 @@ def locate_pixel_data(ds: Dataset, data: bytes) -> dict[str, Any]:
         "number_of_frames": max(_int(ds, "NumberOfFrames", 1), 1),
     }
     if length != _UNDEFINED_LENGTH:
-        frame_bits = (
-            facts["rows"] * facts["columns"] * facts["samples_per_pixel"] * facts["bits_allocated"]
-        )
+        # Native YBR_FULL_422 stores two samples per pixel, PS3.3 §C.7.6.3.1.2 (2025b).
+        samples = facts["samples_per_pixel"]
+        if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
+            samples = 2
+        frame_bits = facts["rows"] * facts["columns"] * samples * facts["bits_allocated"]
+        needed = (frame_bits * facts["number_of_frames"] + 7) // 8
+        if length < needed:
+            raise UnreadableInstance(
+                f"Pixel Data (7FE0,0010) has {length} bytes, but Rows {facts['rows']} × Columns "
+                f"{facts['columns']} × {samples} samples × "
+                f"BitsAllocated {facts['bits_allocated']} × NumberOfFrames "
+                f"{facts['number_of_frames']} needs {needed}"
+            )
         facts["encapsulated"] = False
         facts["frame_bits"] = frame_bits
         facts["frame_length"] = frame_bits // 8 if frame_bits % 8 == 0 else 0
@@ -188,6 +313,11 @@ def locate_pixel_data(ds: Dataset, data: bytes) -> dict[str, Any]:
     little = ds.original_encoding[1] is not False
     bot, fragments = _scan_fragments(data, offset, little)
     facts["frames"] = _group_frames(ds, data, bot, fragments, facts["number_of_frames"])
+    if len(facts["frames"]) < facts["number_of_frames"]:
+        raise UnreadableInstance(
+            f"Pixel Data (7FE0,0010) holds {len(facts['frames'])} encapsulated frames, but "
+            f"(0028,0008) NumberOfFrames is {facts['number_of_frames']}"
+        )
     return facts
 
 

@@ -65,3 +65,93 @@ def test_parse_instance_truncated() -> None:
     data = testdata("LenaTwiceWithFragments.dcm").read_bytes()
     with pytest.raises(UnreadableInstance):
         parse_instance(data[:-5000])
+
+
+def _element_offset(data: bytes, keyword: str) -> int:
+    """Where the value of `keyword` starts in `data` (explicit VR little endian files)."""
+    from pydicom.datadict import tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    header = (tag >> 16).to_bytes(2, "little") + (tag & 0xFFFF).to_bytes(2, "little")
+    position = data.index(header)
+    return position + (12 if data[position + 4 : position + 6] in (b"OB", b"OW") else 8)
+
+
+# Issue 11: the UIDs were read before the truncation check, so a cut 6 bytes into
+# SeriesInstanceUID stored the instance under series "1.2.82"; a cut inside the Pixel Data
+# element header stored it without pixels.
+@pytest.mark.parametrize(
+    ("keyword", "into"), [("SeriesInstanceUID", 6), ("PixelData", -6), ("PixelData", -2)]
+)
+def test_parse_instance_truncated_inside_element(keyword: str, into: int) -> None:
+    data = testdata("2020-08-12-Christopher.dcm").read_bytes()
+    with pytest.raises(UnreadableInstance, match="truncated"):
+        parse_instance(data[: _element_offset(data, keyword) + into])
+
+
+def test_parse_instance_truncated_only_at_element_boundaries() -> None:
+    """A cut of the header (or of the first pixel bytes) is refused unless it falls between two
+    elements, where the rest is a valid dataset (issue 11: 327 of 572 cuts were stored)."""
+    data = testdata("2020-08-12-Christopher.dcm").read_bytes()
+    end = _element_offset(data, "PixelData") + 64
+    full = dcmread(io.BytesIO(data), defer_size=0)
+    boundaries = {r.value_tell + r.length for r in full._dict.values() if hasattr(r, "value_tell")}
+    accepted = []
+    for size in range(132, end):
+        try:
+            parse_instance(data[:size])
+        except (UnreadableInstance, MissingAttribute):
+            continue
+        accepted.append(size)
+        assert size in boundaries, f"a cut at {size} inside an element was accepted"
+    assert 0 < len(accepted) < 200
+
+
+def test_parse_instance_trailing_bytes_refused() -> None:
+    data = testdata("2020-08-12-Christopher.dcm").read_bytes()
+    with pytest.raises(UnreadableInstance, match="truncated"):
+        parse_instance(data + b"\x08\x00")
+
+
+def _rewritten(name: str, **attributes: object) -> bytes:
+    ds = dcmread(io.BytesIO(testdata(name).read_bytes()))
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    out = io.BytesIO()
+    ds.save_as(out)
+    return out.getvalue()
+
+
+# Issue 11: inconsistent Pixel Data was stored, and later reads answered 500.
+def test_parse_instance_native_pixel_data_too_short() -> None:
+    data = _rewritten("2020-08-12-Christopher.dcm", PixelData=b"\0" * 100)
+    with pytest.raises(UnreadableInstance, match=r"has 100 bytes.* needs 524288"):
+        parse_instance(data)
+
+
+def test_parse_instance_more_frames_than_pixel_data() -> None:
+    data = _rewritten("2020-08-12-Christopher.dcm", NumberOfFrames=1000)
+    with pytest.raises(UnreadableInstance, match="NumberOfFrames 1000 needs"):
+        parse_instance(data)
+
+
+def test_parse_instance_more_frames_than_fragments() -> None:
+    data = _rewritten("LenaTwiceWithFragments.dcm", NumberOfFrames=1000)
+    with pytest.raises(UnreadableInstance, match="NumberOfFrames is 1000"):
+        parse_instance(data)
+
+
+def test_parse_instance_pixel_data_missing() -> None:
+    ds = dcmread(io.BytesIO(testdata("2020-08-12-Christopher.dcm").read_bytes()))
+    del ds.PixelData
+    out = io.BytesIO()
+    ds.save_as(out)
+    with pytest.raises(UnreadableInstance, match=r"Pixel Data .* is missing"):
+        parse_instance(out.getvalue())
+
+
+def test_parse_instance_ybr_full_422_frame_length() -> None:
+    from pydicom.data import get_testdata_file
+
+    data = open(get_testdata_file("SC_ybr_full_422_uncompressed.dcm"), "rb").read()  # noqa: SIM115
+    assert parse_instance(data).pixel["frame_length"] == 100 * 100 * 2
