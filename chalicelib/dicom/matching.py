@@ -12,14 +12,10 @@ import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from chalicelib.dicom.query import AttributeMatch, QidoQuery
 from chalicelib.dicom.tags import DEFAULT_TAGS, KEYWORDS, LEVEL_TAGS, Level
-
-if TYPE_CHECKING:
-    from chalicelib.dicom.qido import QidoQuery
-
-MatchKind = Literal["universal", "empty", "single", "wildcard", "range", "uids", "sequence"]
 
 WILDCARD_VRS = frozenset({"AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT"})
 """VRs on which `*` and `?` are wild cards, PS3.4 §C.2.2.2.4 (2025b)."""
@@ -30,24 +26,6 @@ MULTIPLE_VALUE_VRS = frozenset({"AE", "AS", "AT", "CS", "LO", "PN", "SH", "UC"})
 NUMERIC_VRS = frozenset({"DS", "IS", "FL", "FD", "SL", "SS", "UL", "US", "SV", "UV"})
 RANGE_VRS = frozenset({"DA", "TM", "DT"})
 PN_GROUPS = ("Alphabetic", "Ideographic", "Phonetic")
-
-
-@dataclass(frozen=True)
-class AttributeMatch:
-    """One Key Attribute of a query, already parsed and validated.
-
-    `values` holds the key values (`single`, `wildcard`: any of them matches, or every one when
-    `all_values`), the UIDs (`uids`), or the two bounds (`range`, "" when open). A `sequence`
-    key matches through its `items` (PS3.4 §C.2.2.2.6).
-    """
-
-    tag: str
-    keyword: str
-    vr: str
-    kind: MatchKind
-    values: tuple[str, ...] = ()
-    all_values: bool = False
-    items: tuple[AttributeMatch, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Parse a QIDO-RS request's query into a typed `QidoQuery`, PS3.18 §8.3.4 and §10.6 (2025b).
 
-Pure: no HTTP, no storage. A malformed value of a known parameter raises `BadRequest` naming
+Pure: no HTTP, no storage. A malformed value of a known parameter raises `InvalidQuery` naming
 the parameter, the value and the rule; an unknown parameter is ignored with a warning text for
 a `Warning: 299` header (see `format_warning`).
 """
@@ -17,38 +17,14 @@ from chalicelib.dicom.matching import (
     NUMERIC_VRS,
     RANGE_VRS,
     WILDCARD_VRS,
-    AttributeMatch,
-    MatchKind,
     has_wildcard,
     normalize_bound,
 )
+from chalicelib.dicom.query import AttributeMatch, InvalidQuery, MatchKind, QidoQuery
 from chalicelib.dicom.tags import KEYWORDS, Level, lookup_keyword, lookup_tag
-from chalicelib.errors import BadRequest
 
 WARNING_299 = '299 {host} "{text}"'
 """Warning header template (PS3.18 §8.3.4.5, RFC 7234 §5.5); `host` is the service base URI."""
-
-
-@dataclass(frozen=True)
-class QidoQuery:
-    """A Search Transaction request, parsed once (PS3.18 §10.6.1, 2025b).
-
-    `matches` includes the UIDs of the target resource path. `includefield` holds top-level
-    tags; `include_all` is `includefield=all`. `warnings` are texts for `format_warning`.
-    """
-
-    level: Level
-    matches: tuple[AttributeMatch, ...]
-    limit: int
-    offset: int = 0
-    study_uid: str | None = None
-    series_uid: str | None = None
-    includefield: tuple[str, ...] = ()
-    include_all: bool = False
-    fuzzymatching: bool = False
-    emptyvaluematching: bool = False
-    multiplevaluematching: bool = False
-    warnings: tuple[str, ...] = ()
 
 
 def parse_query_string(raw: str) -> list[tuple[str, str]]:
@@ -83,7 +59,7 @@ def _ignored(name: str, why: str) -> str:
 def _boolean(name: str, value: str) -> bool:
     lowered = value.lower()  # ABNF quoted strings are case-insensitive (RFC 5234 §2.3)
     if lowered not in ("true", "false"):
-        raise BadRequest(
+        raise InvalidQuery(
             f"Query parameter {name}='{value}' must be 'true' or 'false' (PS3.18 Table 8.3.4-1)"
         )
     return lowered == "true"
@@ -94,7 +70,7 @@ _UINT = re.compile(r"[0-9]+")
 
 def _uint(name: str, value: str) -> int:
     if not _UINT.fullmatch(value):
-        raise BadRequest(
+        raise InvalidQuery(
             f"Query parameter {name}='{value}' must be a non-negative integer (PS3.18 §8.3.4.4)"
         )
     return int(value)
@@ -112,7 +88,7 @@ def _resolve(name: str) -> _Attribute | None:
     tags, keywords, vr = [], [], ""
     for part in name.split("."):
         if vr and vr != "SQ":
-            raise BadRequest(
+            raise InvalidQuery(
                 f"Query parameter '{name}': {keywords[-1]} is not a sequence, so it cannot be "
                 "followed by '.' and an item attribute (PS3.18 §8.3.4.1)"
             )
@@ -155,12 +131,12 @@ def _uid_list(attribute: _Attribute, value: str) -> tuple[str, ...]:
     uids = tuple(u.strip(" ") for u in re.split(r"[,\\]", value))
     for uid in uids:
         if has_wildcard(uid):
-            raise BadRequest(
+            raise InvalidQuery(
                 f"{_label(attribute)} '{value}': wild cards are not allowed on a UID "
                 "(PS3.4 §C.2.2.2.4); give a UID or a comma-separated list of UIDs"
             )
         if not is_valid_uid(uid):
-            raise BadRequest(
+            raise InvalidQuery(
                 f"{_label(attribute)} '{uid}' is not a valid UID (digits and dots, at most "
                 "64 characters, PS3.5 §9.1)"
             )
@@ -171,7 +147,7 @@ def _range(attribute: _Attribute, value: str) -> tuple[str, str]:
     """The bounds of a DA, TM or DT key; a single value is the range of its own period."""
     vr = attribute.vr
     if "\\" in value or "," in value or has_wildcard(value):
-        raise BadRequest(
+        raise InvalidQuery(
             f"{_label(attribute)} '{value}': a {vr} key is one value or one range 'a-b', "
             "'-b' or 'a-', without wild cards or lists (PS3.4 §C.2.2.2.5)"
         )
@@ -185,10 +161,10 @@ def _range(attribute: _Attribute, value: str) -> tuple[str, str]:
         if start is None or end is None or not (low or high):
             continue
         if start and end and start > end:
-            raise BadRequest(f"{_label(attribute)} '{value}': the range ends before it starts")
+            raise InvalidQuery(f"{_label(attribute)} '{value}': the range ends before it starts")
         return low, high
     formats = {"DA": "YYYYMMDD", "TM": "HH[MM[SS[.FFFFFF]]]", "DT": "YYYY[MM[DD[HH[MM[SS]]]]]"}
-    raise BadRequest(
+    raise InvalidQuery(
         f"{_label(attribute)} '{value}' is not a {vr} value or range; use {formats[vr]}, "
         "'a-b', '-b' or 'a-' (PS3.4 §C.2.2.2.5)"
     )
@@ -210,7 +186,7 @@ def _build_match(
     if empty_value and value == '""':
         return build("empty")
     if vr == "SQ":
-        raise BadRequest(
+        raise InvalidQuery(
             f"{_label(attribute)} is a sequence: give it an empty value to return it, or match "
             f"an item attribute as {attribute.keyword}.<keyword> (PS3.4 §C.2.2.2.6)"
         )
@@ -224,14 +200,14 @@ def _build_match(
             try:
                 float(number)
             except ValueError:
-                raise BadRequest(
+                raise InvalidQuery(
                     f"{_label(attribute)} '{value}' is not a number, as its VR {vr} requires; "
                     "wild cards and ranges are not allowed on numbers (PS3.4 §C.2.2.2)"
                 ) from None
         return build("single", values)
     wildcard = any(has_wildcard(v) for v in values)
     if wildcard and vr not in WILDCARD_VRS:
-        raise BadRequest(
+        raise InvalidQuery(
             f"{_label(attribute)} '{value}': wild cards are not allowed on VR {vr} "
             f"(PS3.4 §C.2.2.2.4 allows them on {', '.join(sorted(WILDCARD_VRS))})"
         )
@@ -239,7 +215,7 @@ def _build_match(
         return build("universal")  # PS3.4 §C.2.2.2.4: "*" is Universal Matching
     all_values = multiple_value and len(values) > 1
     if all_values and wildcard:
-        raise BadRequest(
+        raise InvalidQuery(
             f"{_label(attribute)} '{value}': with multiplevaluematching=true the values may not "
             "contain wild cards (PS3.4 §C.2.2.2.8)"
         )
@@ -353,7 +329,7 @@ def _merge_repeated(attributes: list[tuple[_Attribute, str]]) -> list[tuple[_Att
         if attribute.tags in merged:
             previous = merged[attribute.tags][1]
             if attribute.vr != "UI" or not value or not previous:
-                raise BadRequest(
+                raise InvalidQuery(
                     f"{_label(attribute)} is given more than once; give it once (a UID list "
                     "is comma-separated, PS3.18 §8.3.4.1)"
                 )

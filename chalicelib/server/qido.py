@@ -16,9 +16,10 @@ from typing import Any
 from chalicelib.dicom.ids import is_valid_uid
 from chalicelib.dicom.matching import matches, narrowing, select_attributes
 from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
-from chalicelib.dicom.qido import QidoQuery, format_warning, parse_qido_query
+from chalicelib.dicom.qido import format_warning, parse_qido_query
+from chalicelib.dicom.query import InvalidQuery, QidoQuery
 from chalicelib.dicom.tags import DEFAULT_TAGS, INSTANCE_LEVEL_TAGS, LEVEL_TAGS, Level, lookup_tag
-from chalicelib.errors import NotAcceptable, PayloadTooLarge
+from chalicelib.errors import BadRequest, NotAcceptable, PayloadTooLarge
 from chalicelib.server.http import Service, WebRequest, WebResponse, json_response
 from chalicelib.server.negotiate import choose, parse_accept
 from chalicelib.server.resources import instance_url, parallel_map, series_url, study_url
@@ -104,14 +105,17 @@ def search(
     """Parse, search, shape: the one handler behind every QIDO-RS route."""
     as_xml = _negotiate(request)
     settings = request.context.settings
-    query = parse_qido_query(
-        level,
-        request.query,
-        study_uid=study,
-        series_uid=series,
-        max_limit=settings.qido_max_limit,
-        default_limit=settings.qido_default_limit,
-    )
+    try:
+        query = parse_qido_query(
+            level,
+            request.query,
+            study_uid=study,
+            series_uid=series,
+            max_limit=settings.qido_max_limit,
+            default_limit=settings.qido_default_limit,
+        )
+    except InvalidQuery as exc:
+        raise BadRequest(str(exc)) from None
     if any(uid is not None and not is_valid_uid(uid) for uid in (study, series)):
         result = SearchResult()  # a malformed UID in the path names nothing stored
     else:
