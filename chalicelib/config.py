@@ -14,6 +14,7 @@ A bad value is rejected at start with the allowed values listed.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 BACKENDS = ("local", "aws")
+AUTHORIZERS = ("none", "cognito", "oidc", "iam")
+SCOPES = ("read", "write", "admin")
 METADATA_MODES = ("Full", "MainDicomTags", "Extrapolate")
 
 DEFAULT_SERIES_EXTRAPOLATED_TAGS = (
@@ -86,6 +89,39 @@ class Settings:
     """Records a search without an indexed key may read before it is answered 413."""
     cors_allowed_origins: tuple[str, ...] = ()
 
+    # Authentication and authorization (docs: README "Authentication").
+    authentication_enabled: bool = False
+    """Orthanc's `AuthenticationEnabled`: HTTP Basic against `RegisteredUsers` (local)."""
+    registered_users: Mapping[str, Any] = field(default_factory=dict)
+    """Orthanc's `RegisteredUsers`: {"user": "password"}."""
+    user_scopes: Mapping[str, Any] = field(default_factory=dict)
+    """{"user": ["read", ...]}: a user (Basic) or IAM ARN not listed has every scope."""
+    authorizer: str = "none"
+    """On AWS, the API Gateway authorizer whose verdict the app reads: none | cognito | oidc |
+    iam. `none` answers every call: only for a private API."""
+    scope_prefix: str = "dicomweb/"
+    """Prefix of the OAuth scopes in tokens (Cognito resource server identifier + '/')."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or CIDR blocks whose Forwarded / X-Forwarded-* headers are believed."""
+
+    # Limits per request: each answered with a 4xx that names it.
+    max_request_body: int = 1_073_741_824
+    """Largest request body locally (bytes); on AWS API Gateway stops at 10 MB first."""
+    max_query_string: int = 8192
+    """Longest query string (characters)."""
+    max_stow_parts: int = 10_000
+    """Most parts in one STOW-RS body."""
+    max_frames: int = 1000
+    """Most frame numbers in one frame list (each at most once)."""
+    max_image_size: int = 8192
+    """Largest rendered width or height: /rendered viewport, WADO-URI rows and columns."""
+    max_crop_pixels: int = 67_108_864
+    """Largest source region (sw x sh pixels) of a /rendered viewport crop."""
+    max_sequence_depth: int = 16
+    """Deepest sequence nesting accepted in a stored instance."""
+    max_ranges: int = 16
+    """Most ranges in one Range header (only the first is served)."""
+
 
 # Orthanc-style key → Settings field.
 _DICOMWEB_KEYS = {
@@ -111,14 +147,31 @@ _DICOMWEB_KEYS = {
     "QidoDefaultLimit": "qido_default_limit",
     "QidoScanBudget": "qido_scan_budget",
     "CorsAllowedOrigins": "cors_allowed_origins",
+    "UserScopes": "user_scopes",
+    "Authorizer": "authorizer",
+    "ScopePrefix": "scope_prefix",
+    "TrustedProxies": "trusted_proxies",
+    "MaxRequestBody": "max_request_body",
+    "MaxQueryString": "max_query_string",
+    "MaxStowParts": "max_stow_parts",
+    "MaxFrames": "max_frames",
+    "MaxImageSize": "max_image_size",
+    "MaxCropPixels": "max_crop_pixels",
+    "MaxSequenceDepth": "max_sequence_depth",
+    "MaxRanges": "max_ranges",
 }
-_TOP_LEVEL_KEYS = {"OverwriteInstances": "overwrite_instances"}
+_TOP_LEVEL_KEYS = {
+    "OverwriteInstances": "overwrite_instances",
+    "AuthenticationEnabled": "authentication_enabled",
+    "RegisteredUsers": "registered_users",
+}
 _ENV_KEYS = {
     "BACKEND": "backend",
     "DATA_DIR": "data_dir",
     "BUCKET": "bucket",
     "TABLE": "table",
     "AWS_REGION": "region",
+    "AUTHORIZER": "authorizer",
 }
 
 
@@ -161,7 +214,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build the settings from the environment (see the module docstring)."""
     env = os.environ if env is None else env
     defaults = {f.name: f.default for f in fields(Settings) if f.default is not field}
-    defaults["servers"] = {}
+    defaults |= {"servers": {}, "registered_users": {}, "user_scopes": {}}
     chosen: dict[str, Any] = {}
     if env.get("DICOMWEB_CONFIG"):
         document = _read_document(env["DICOMWEB_CONFIG"])
@@ -205,3 +258,29 @@ def _validate(settings: Settings) -> None:
         raise ConfigError("BACKEND=aws needs BUCKET and TABLE")
     if not settings.root.startswith("/"):
         raise ConfigError(f"DicomWeb.Root must start with '/', not {settings.root!r}")
+    _validate_auth(settings)
+
+
+def _validate_auth(settings: Settings) -> None:
+    if settings.authorizer not in AUTHORIZERS:
+        raise ConfigError(
+            f"DicomWeb.Authorizer must be one of {', '.join(AUTHORIZERS)}, "
+            f"not {settings.authorizer!r}"
+        )
+    for user, password in settings.registered_users.items():
+        if not isinstance(password, str) or not password:
+            raise ConfigError(f"RegisteredUsers.{user} must be a non-empty password string")
+    if settings.authentication_enabled and not settings.registered_users:
+        raise ConfigError("AuthenticationEnabled is true but RegisteredUsers is empty")
+    for user, scopes in settings.user_scopes.items():
+        if not isinstance(scopes, list) or not set(scopes) <= set(SCOPES):
+            raise ConfigError(
+                f"DicomWeb.UserScopes.{user} must be a list of {', '.join(SCOPES)}, not {scopes!r}"
+            )
+    for proxy in settings.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"DicomWeb.TrustedProxies: {proxy!r} is not an IP address or CIDR block"
+            ) from None

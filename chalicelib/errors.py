@@ -21,6 +21,18 @@ class BadRequest(DicomWebError):
     status = 400
 
 
+class Unauthorized(DicomWebError):
+    """No valid credentials: the answer carries `WWW-Authenticate` (RFC 9110 §11.6.1)."""
+
+    status = 401
+
+
+class Forbidden(DicomWebError):
+    """Valid credentials without the scope the route needs."""
+
+    status = 403
+
+
 class NotFound(DicomWebError):
     status = 404
 
@@ -39,6 +51,10 @@ class Conflict(DicomWebError):
 
 class PayloadTooLarge(DicomWebError):
     status = 413
+
+
+class UriTooLong(DicomWebError):
+    status = 414
 
 
 class UnsupportedMediaType(DicomWebError):

@@ -73,6 +73,7 @@ def to_web_request(request: Request, ctx: Context) -> WebRequest:
         base_url=base,
         dicomweb_root=base + ctx.settings.root,
         context=ctx,
+        request_context=event.get("requestContext") or {},
     )
 
 

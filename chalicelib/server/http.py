@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from chalicelib.errors import DicomWebError, MethodNotAllowed
+from chalicelib.config import SCOPES as SETTINGS_SCOPES
+from chalicelib.errors import DicomWebError, MethodNotAllowed, PayloadTooLarge, UriTooLong
+from chalicelib.server.auth import ANONYMOUS, Principal, authenticate, require_scope
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +25,12 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]
 # CORS (Fetch standard, "CORS protocol"): DICOMweb viewers such as OHIF send Authorization,
 # Range and If-None-Match, and read Warning, ETag and Content-Location.
 CORS_ALLOW_HEADERS = "Accept, Authorization, Content-Type, Range, If-None-Match, If-Modified-Since"
-CORS_EXPOSE_HEADERS = "Warning, ETag, Content-Location, Location, Content-Length, Allow"
+CORS_EXPOSE_HEADERS = (
+    "Warning, ETag, Content-Location, Location, Content-Length, Allow, WWW-Authenticate"
+)
 CORS_MAX_AGE = "600"
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff"}
+"""On every answer: a browser never sniffs a JSON error or a DICOM body into HTML."""
 
 
 @dataclass
@@ -43,6 +49,10 @@ class WebRequest:
     """Absolute URL of the DICOMweb root (base_url + `DicomWeb.Root`), for links."""
     context: Any = None
     """The `chalicelib.context.Context` (ports and settings) serving this request."""
+    request_context: dict[str, Any] = field(default_factory=dict)
+    """API Gateway's `requestContext` (authorizer verdict, caller identity); {} locally."""
+    principal: Principal = ANONYMOUS
+    """The authenticated caller, set by `RouteTable.dispatch` before the handler runs."""
 
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name.lower(), default)
@@ -76,7 +86,8 @@ def error_response(error: DicomWebError) -> WebResponse:
 
 def cors_headers(origin: str, allowed_origins: Iterable[str]) -> dict[str, str]:
     """The CORS headers of an answer to `origin`; none when the origin is not allowed
-    (`DicomWeb.CorsAllowedOrigins`: exact origins, or `*` for any)."""
+    (`DicomWeb.CorsAllowedOrigins`: exact origins, or `*` for any). Only a listed origin may
+    send credentials (`Access-Control-Allow-Credentials`); `*` never (Fetch standard §3.2.5)."""
     allowed = tuple(allowed_origins)
     if not origin or not allowed:
         return {}
@@ -92,6 +103,7 @@ def cors_headers(origin: str, allowed_origins: Iterable[str]) -> dict[str, str]:
     }
     if value != "*":
         headers["Vary"] = "Origin"
+        headers["Access-Control-Allow-Credentials"] = "true"
     return headers
 
 
@@ -103,7 +115,7 @@ def request_cors_headers(request: WebRequest) -> dict[str, str]:
 Handler = Callable[..., WebResponse]
 
 Scope = Literal["read", "write", "admin"]
-SCOPES: tuple[Scope, ...] = ("read", "write", "admin")
+SCOPES: tuple[Scope, ...] = SETTINGS_SCOPES  # type: ignore[assignment]
 """Who may call a route: `read` (search and retrieve), `write` (store), `admin` (delete,
 remote servers, proxies and jobs). Every route declares one; see `RouteTable.scope`."""
 
@@ -157,11 +169,16 @@ class RouteTable:
         return [m for m in ALL_METHODS if m in methods]
 
     def dispatch(self, path: str, request: WebRequest, params: dict[str, str]) -> WebResponse:
-        """Call the handler of `path` for the request's method; never raise."""
+        """Call the handler of `path` for the request's method; never raise.
+
+        A CORS preflight is answered for anyone; every other call is authenticated (401) and
+        needs the route's scope (403), then passes the request limits."""
         handlers = self.routes[path]
         method = request.method
         cors = request_cors_headers(request)
         try:
+            if not (method == "OPTIONS" and request.header("access-control-request-method")):
+                self._admit(path, request)
             allow = ", ".join(self.allowed(path))
             if method == "OPTIONS" and request.header("access-control-request-method"):
                 # A CORS preflight: answered here for every path, before any OPTIONS handler.
@@ -193,4 +210,24 @@ class RouteTable:
         if method == "HEAD":
             response.body = b""
         response.headers.update(cors)
+        response.headers.update(SECURITY_HEADERS)
         return response
+
+    def _admit(self, path: str, request: WebRequest) -> None:
+        """Authenticate the caller, check the route's scope and the request's size limits."""
+        settings = request.context.settings
+        request.principal = authenticate(settings, request.headers, request.request_context)
+        method = "GET" if request.method == "HEAD" else request.method
+        scope = self.scopes[path].get(method)
+        require_scope(request.principal, scope, request.method, request.path)
+        length = sum(len(k) + len(v) + 2 for k, v in request.query)
+        if length > settings.max_query_string:
+            raise UriTooLong(
+                f"the query string has about {length} characters; the limit is "
+                f"{settings.max_query_string} (DicomWeb.MaxQueryString)"
+            )
+        if len(request.body) > settings.max_request_body:
+            raise PayloadTooLarge(
+                f"the request body has {len(request.body)} bytes; the limit is "
+                f"{settings.max_request_body} (DicomWeb.MaxRequestBody)"
+            )

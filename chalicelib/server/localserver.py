@@ -7,7 +7,11 @@ Chalice's `LocalDevServer` takes a request handler class; ours
   Authentication Token";
 - sets TCP_NODELAY;
 - passes binary bodies through without the base64 round trip that the Lambda event format
-  forces on API Gateway (binary_types is emptied for the local app).
+  forces on API Gateway (binary_types is emptied for the local app);
+- refuses a body over `DicomWeb.MaxRequestBody` with 413 before reading it.
+
+It refuses to start on an address other than loopback while `AuthenticationEnabled` is off:
+that would publish every stored image to the network.
 
 Usage: python -m chalicelib.server.localserver [--host 127.0.0.1] [--port 8042] [--data-dir var]
 """
@@ -15,28 +19,68 @@ Usage: python -m chalicelib.server.localserver [--host 127.0.0.1] [--port 8042] 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
 import errno
+import ipaddress
 import json
 import signal
+import socket
 import sys
 from pathlib import Path
 
 from chalice.config import Config
 from chalice.local import ChaliceRequestHandler, ForbiddenError, LocalDevServer
 
-from chalicelib.config import load_settings
+from chalicelib.config import Settings, load_settings
 from chalicelib.context import build_context
 from chalicelib.server.api import create_app
+
+
+class BodyTooLarge(Exception):
+    """A request body over `max_body`: answered 413 without reading the rest."""
 
 
 class DicomWebRequestHandler(ChaliceRequestHandler):
     # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm and
     # the client's delayed ACK add ~40 ms to every small answer.
     disable_nagle_algorithm = True
+    max_body = Settings.max_request_body
+
+    def _generic_handle(self) -> None:
+        try:
+            super()._generic_handle()
+        except BodyTooLarge as exc:
+            self.close_connection = True
+            message = f"{exc}; the limit is {self.max_body} (DicomWeb.MaxRequestBody)"
+            body = json.dumps({"Status": 413, "Message": message}).encode()
+            headers = {"Content-Type": "application/json", "X-Content-Type-Options": "nosniff"}
+            self._send_http_response(413, headers, body)
+            self._linger()
+
+    def _linger(self) -> None:
+        """Read and drop what the client still sends (a few seconds, 64 MB at most) after the
+        413, so that closing does not reset the connection before it reads the answer (the
+        "lingering close" of HTTP servers)."""
+        self.wfile.flush()
+        self.connection.shutdown(socket.SHUT_WR)
+        self.connection.settimeout(2)
+        drained = 0
+        with contextlib.suppress(OSError):
+            while drained < 64 * 1024 * 1024:
+                data = self.connection.recv(65536)
+                if not data:
+                    break
+                drained += len(data)
+
+    # The base class binds its own _generic_handle to these names.
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle
 
     def _parse_payload(self):  # type: ignore[no-untyped-def]
+        length = self.headers.get("content-length", "0")
+        if length.isdigit() and int(length) > self.max_body:
+            raise BodyTooLarge(f"the request body has {length} bytes")
         if "chunked" in self.headers.get("transfer-encoding", "").lower():
             body = self._read_chunked()
             headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
@@ -64,9 +108,13 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
     def _read_chunked(self) -> bytes:
         """Read a chunked body (RFC 9112 §7.1): size line, data, CRLF, ..., 0, trailers."""
         chunks = []
+        total = 0
         while True:
             line = self.rfile.readline(65537)
             size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+            total += size
+            if total > self.max_body:
+                raise BodyTooLarge(f"the chunked request body passed {total} bytes")
             if size == 0:
                 while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                     pass
@@ -86,15 +134,38 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
         sys.stderr.write(f"{self.address_string()} - {format % args}\n")
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ExposedWithoutAuthentication(Exception):
+    """The server would listen beyond loopback while anyone may call it."""
+
+
 def make_server(host: str, port: int, data_dir: Path | None = None) -> LocalDevServer:
     settings = load_settings()
+    if not settings.authentication_enabled and not is_loopback(host):
+        raise ExposedWithoutAuthentication(
+            f"refusing to listen on {host} with authentication off: anyone on the network "
+            "could read and delete every stored image. Set AuthenticationEnabled and "
+            'RegisteredUsers ({"user": "password"}) in DICOMWEB_CONFIG, or listen on '
+            "127.0.0.1 (HOST=127.0.0.1)"
+        )
     if data_dir is not None:
         settings = dataclasses.replace(settings, data_dir=data_dir)
     ctx = build_context(settings)
     app = create_app(lambda: ctx)
     app.api.binary_types = []
     config = Config(chalice_stage="dev", user_provided_params={}, config_from_disk={})
-    return LocalDevServer(app, config, host, port, handler_cls=DicomWebRequestHandler)
+    handler = type(
+        "LimitedRequestHandler", (DicomWebRequestHandler,), {"max_body": settings.max_request_body}
+    )
+    return LocalDevServer(app, config, host, port, handler_cls=handler)
 
 
 def _keep_large_buffers() -> None:
@@ -127,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     _keep_large_buffers()
     try:
         server = make_server(args.host, args.port, args.data_dir)
+    except ExposedWithoutAuthentication as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             print(

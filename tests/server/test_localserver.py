@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import subprocess
@@ -30,11 +31,17 @@ def _free_port() -> int:
 
 
 @contextmanager
-def local_server(data_dir: Path, port: int | None = None) -> Iterator[str]:
-    """`python -m chalicelib.server.localserver` as `make run` starts it; yields its root URL."""
+def local_server(
+    data_dir: Path, port: int | None = None, config: dict | None = None
+) -> Iterator[str]:
+    """`python -m chalicelib.server.localserver` as `make run` starts it; yields its root URL.
+
+    `config`: the DICOMWEB_CONFIG document (none by default)."""
     port = port or _free_port()
     env = {**os.environ, "DATA_DIR": str(data_dir)}
     env.pop("DICOMWEB_CONFIG", None)
+    if config is not None:
+        env["DICOMWEB_CONFIG"] = json.dumps(config)
     process = subprocess.Popen(
         [sys.executable, "-m", "chalicelib.server.localserver", "--port", str(port)],
         cwd=REPO,
