@@ -88,6 +88,9 @@ class Settings:
     qido_scan_budget: int = 5000
     """Records a search without an indexed key may read before it is answered 413."""
     cors_allowed_origins: tuple[str, ...] = ()
+    viewer_url_template: str = ""
+    """The web app's "Viewer" link, `{uid}` replaced by the StudyInstanceUID (e.g. OHIF's
+    `/viewer?StudyInstanceUIDs={uid}`); empty: no link."""
 
     # Authentication and authorization (docs: README "Authentication").
     authentication_enabled: bool = False
@@ -159,6 +162,7 @@ _DICOMWEB_KEYS = {
     "MaxCropPixels": "max_crop_pixels",
     "MaxSequenceDepth": "max_sequence_depth",
     "MaxRanges": "max_ranges",
+    "ViewerUrlTemplate": "viewer_url_template",
 }
 _TOP_LEVEL_KEYS = {
     "OverwriteInstances": "overwrite_instances",
@@ -256,6 +260,14 @@ def _validate(settings: Settings) -> None:
             )
     if settings.backend == "aws" and not (settings.bucket and settings.table):
         raise ConfigError("BACKEND=aws needs BUCKET and TABLE")
+    template = settings.viewer_url_template
+    if template and (
+        "{uid}" not in template or not template.startswith(("/", "http://", "https://"))
+    ):
+        raise ConfigError(
+            "DicomWeb.ViewerUrlTemplate must be a path or an http(s) URL holding {uid}, e.g. "
+            f"/viewer?StudyInstanceUIDs={{uid}}, not {template!r}"
+        )
     if not settings.root.startswith("/"):
         raise ConfigError(f"DicomWeb.Root must start with '/', not {settings.root!r}")
     _validate_auth(settings)

@@ -52,3 +52,18 @@ def test_load_settings_aws_defaults_stow_limit() -> None:
 def test_load_settings_rejects_bad_values(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(env)
+
+
+@pytest.mark.parametrize(
+    "template", ["viewer?uid={uid}", "/viewer?uid=", "javascript:alert({uid})"]
+)
+def test_load_settings_viewer_template_rejected(template: str) -> None:
+    config = json.dumps({"DicomWeb": {"ViewerUrlTemplate": template}})
+    with pytest.raises(ConfigError, match="ViewerUrlTemplate"):
+        load_settings({"DICOMWEB_CONFIG": config})
+
+
+def test_load_settings_viewer_template() -> None:
+    config = '{"DicomWeb": {"ViewerUrlTemplate": "/ohif/viewer?StudyInstanceUIDs={uid}"}}'
+    settings = load_settings({"DICOMWEB_CONFIG": config})
+    assert settings.viewer_url_template == "/ohif/viewer?StudyInstanceUIDs={uid}"

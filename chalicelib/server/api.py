@@ -26,6 +26,7 @@ from chalicelib.server import (
     stow,
     wado_rs,
     wado_uri,
+    webapp,
 )
 from chalicelib.server.http import (
     ALL_METHODS,
@@ -46,6 +47,7 @@ def build_route_table(settings: Settings) -> RouteTable:
         (root, rendered.service),
         (root, capabilities.service),
         (root, qido.service),
+        (root, webapp.service),
     ]
     services += [(root, m.service) for m in (metadata, frames, bulkdata)]
     if settings.enable_delete:

@@ -112,6 +112,15 @@ def request_cors_headers(request: WebRequest) -> dict[str, str]:
     return cors_headers(request.header("origin"), getattr(settings, "cors_allowed_origins", ()))
 
 
+def not_modified(request: WebRequest, etag: str) -> bool:
+    """`If-None-Match` names `etag` (or `*`): the answer is 304 (RFC 9110 §13.1.2)."""
+    header = request.header("if-none-match")
+    if not header:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return "*" in tags or etag in tags
+
+
 Handler = Callable[..., WebResponse]
 
 Scope = Literal["read", "write", "admin"]

@@ -41,7 +41,7 @@ from chalicelib.dicom.multipart import encode_multipart, multipart_content_type,
 from chalicelib.errors import NotAcceptable, NotFound
 from chalicelib.server.cache import METADATA_PREFIX, versioned
 from chalicelib.server.delivery import deliver
-from chalicelib.server.http import Service, WebRequest, WebResponse
+from chalicelib.server.http import Service, WebRequest, WebResponse, not_modified
 from chalicelib.server.negotiate import accept_category, parse_accept, type_matches
 from chalicelib.server.resources import check_path_uids, find_instances, not_found, parallel_map
 from chalicelib.storage import ports
@@ -102,14 +102,6 @@ def accepts_gzip(request: WebRequest) -> bool:
         except ValueError:
             return False
     return False
-
-
-def _not_modified(request: WebRequest, etag: str) -> bool:
-    header = request.header("if-none-match")
-    if not header:
-        return False
-    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
-    return "*" in tags or etag in tags
 
 
 def _instance_document(request: WebRequest, record: ports.InstanceRecord) -> bytes:
@@ -252,7 +244,7 @@ def retrieve_instance_metadata(
     media = negotiate_metadata(request)
     record = find_instances(request, study, series, instance)[0]
     etag = f'"{record.sha256[:16]}"'
-    if _not_modified(request, etag):
+    if not_modified(request, etag):
         return _not_modified_response(etag)
     body = _json_array([_instance_document(request, record)])
     return _answer(request, body, False, etag, media)
@@ -264,7 +256,7 @@ def retrieve_series_metadata(request: WebRequest, study: str, series: str) -> We
     record = _series_record(request, study, series)
     mode = request.context.settings.series_metadata
     etag = f'"{record.version}"' if mode == "Full" else f'"{record.version}-{mode}"'
-    if _not_modified(request, etag):
+    if not_modified(request, etag):
         return _not_modified_response(etag)
     if mode == "Full":
         return _answer(request, series_document(request, record), True, etag, media)
@@ -285,7 +277,7 @@ def retrieve_study_metadata(request: WebRequest, study: str) -> WebResponse:
     mode = request.context.settings.studies_metadata
     digest = hashlib.sha1(f"{mode}|{versions}".encode()).hexdigest()[:20]
     etag = f'"{digest}"'
-    if _not_modified(request, etag):
+    if not_modified(request, etag):
         return _not_modified_response(etag)
     if mode != "Full":
         records = find_instances(request, study)

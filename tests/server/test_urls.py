@@ -12,7 +12,7 @@ from chalicelib.context import Context
 from chalicelib.server.api import create_app
 from chalicelib.server.urls import api_base_url, stage_prefix
 from tests.conftest import testdata
-from tests.server.helpers import STOW_CONTENT_TYPE, stow_body
+from tests.server.helpers import STOW_CONTENT_TYPE, api_gateway_event, stow_body
 
 SETTINGS = Settings()
 
@@ -61,36 +61,10 @@ def test_api_base_url(settings: Settings, headers: dict[str, str], expected: str
     assert api_base_url(settings, headers) == expected
 
 
-def test_stage_prefix_from_api_gateway_event() -> None:
+def test_stage_prefix_fromapi_gateway_event() -> None:
     event = {"path": "/dicom-web/studies", "requestContext": {"path": "/api/dicom-web/studies"}}
     assert stage_prefix(event) == "/api"
     assert stage_prefix({"requestContext": {"path": "/dicom-web/studies"}}) == ""
-
-
-def _api_gateway_event(
-    method: str, path: str, resource: str, params: dict, headers: dict, body: bytes | None
-) -> dict:
-    """An API Gateway REST (v1) proxy event as Lambda receives it, binary body base64."""
-    return {
-        "resource": resource,
-        "path": path,
-        "httpMethod": method,
-        "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": params,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": resource,
-            "httpMethod": method,
-            "path": "/api" + path,
-            "stage": "api",
-            "identity": {"sourceIp": "203.0.113.9"},
-        },
-        "body": base64.b64encode(body).decode("ascii") if body is not None else None,
-        "isBase64Encoded": body is not None,
-    }
 
 
 def test_api_gateway_event_stow_and_retrieve(context: Context) -> None:
@@ -102,7 +76,7 @@ def test_api_gateway_event_stow_and_retrieve(context: Context) -> None:
         "Accept": "application/dicom+json",
         "X-Forwarded-Proto": "https",
     }
-    event = _api_gateway_event(
+    event = api_gateway_event(
         "POST", "/dicom-web/studies", "/dicom-web/studies", {}, headers, stow_body(data)
     )
     answer = app(event, None)
@@ -117,7 +91,7 @@ def test_api_gateway_event_stow_and_retrieve(context: Context) -> None:
     resource = "/dicom-web/studies/{study}/series/{series}/instances/{instance}"
     get_headers = {"Host": headers["Host"], "Accept": "*/*"}
     params = {"study": study, "series": series, "instance": instance}
-    answer = app(_api_gateway_event("GET", path, resource, params, get_headers, None), None)
+    answer = app(api_gateway_event("GET", path, resource, params, get_headers, None), None)
     assert answer["statusCode"] == 200
     assert answer["isBase64Encoded"] is True
     assert data in base64.b64decode(answer["body"])
@@ -126,7 +100,7 @@ def test_api_gateway_event_stow_and_retrieve(context: Context) -> None:
 def test_api_gateway_event_without_accept_is_any(context: Context) -> None:
     app = create_app(lambda: context)
     resource = "/dicom-web/studies/{study}"
-    event = _api_gateway_event(
+    event = api_gateway_event(
         "GET", "/dicom-web/studies/1.2.3", resource, {"study": "1.2.3"}, {"Host": "h"}, None
     )
     answer = app(event, None)

@@ -1,0 +1,101 @@
+// Reading the DICOM JSON model (PS3.18 §F.2, 2025b) and writing QIDO-RS query arguments.
+
+export const TAG = {
+  StudyDate: "00080020",
+  AccessionNumber: "00080050",
+  Modality: "00080060",
+  ModalitiesInStudy: "00080061",
+  StudyDescription: "00081030",
+  SeriesDescription: "0008103E",
+  PatientName: "00100010",
+  PatientID: "00100020",
+  PatientBirthDate: "00100030",
+  StudyInstanceUID: "0020000D",
+  SeriesInstanceUID: "0020000E",
+  StudyID: "00200010",
+  SeriesNumber: "00200011",
+  InstanceNumber: "00200013",
+  SOPInstanceUID: "00080018",
+  NumberOfStudyRelatedSeries: "00201206",
+  NumberOfStudyRelatedInstances: "00201208",
+  NumberOfSeriesRelatedInstances: "00201209",
+};
+
+/** Keyword of the tags this app names; others are shown by number. */
+const KEYWORDS = Object.fromEntries(Object.entries(TAG).map(([keyword, tag]) => [tag, keyword]));
+Object.assign(KEYWORDS, {
+  "00080005": "SpecificCharacterSet",
+  "00080016": "SOPClassUID",
+  "00080030": "StudyTime",
+  "00080056": "InstanceAvailability",
+  "00080062": "SOPClassesInStudy",
+  "00080090": "ReferringPhysicianName",
+  "00081190": "RetrieveURL",
+  "00100040": "PatientSex",
+  "00180015": "BodyPartExamined",
+  "00080021": "SeriesDate",
+  "00080031": "SeriesTime",
+  "00280010": "Rows",
+  "00280011": "Columns",
+});
+
+export const keyword = (tag) => KEYWORDS[tag.toUpperCase()] || "";
+
+/** One value as text: PN as its Alphabetic group, several values joined by a backslash. */
+export function text(dataset, tag) {
+  const element = dataset?.[tag] ?? dataset?.[tag.toLowerCase()];
+  const values = element?.Value;
+  if (!Array.isArray(values)) return "";
+  return values
+    .map((value) => {
+      if (value === null || value === undefined) return "";
+      if (typeof value === "object") return value.Alphabetic ?? JSON.stringify(value);
+      return String(value);
+    })
+    .join("\\");
+}
+
+export const number = (dataset, tag) => Number.parseInt(text(dataset, tag), 10) || 0;
+
+/** A DA value (YYYYMMDD) as YYYY-MM-DD; anything else as it is. */
+export function formatDate(value) {
+  return /^\d{8}$/.test(value) ? `${value.slice(0, 4)}-${value.slice(4, 6)}-${value.slice(6)}` : value;
+}
+
+/** Every attribute of a dataset as rows for a table: tag, keyword, VR, value. */
+export function describe(dataset) {
+  return Object.keys(dataset)
+    .sort()
+    .map((tag) => {
+      const element = dataset[tag];
+      let value = text(dataset, tag);
+      if (element.vr === "SQ") value = `${(element.Value || []).length} item(s)`;
+      else if (element.BulkDataURI) value = `(bulk data) ${element.BulkDataURI}`;
+      else if (element.InlineBinary) value = "(binary)";
+      const label = `(${tag.slice(0, 4)},${tag.slice(4)})`;
+      return [label, keyword(tag), element.vr || "", value];
+    });
+}
+
+/**
+ * The QIDO-RS arguments of a search form: one key per non-empty field, StudyDate as a range
+ * (PS3.4 §C.2.2.2.5), `fuzzymatching`, and `limit`/`offset` for paging (PS3.18 §8.3.4.4).
+ * Wildcards (`*`, `?`) pass as typed; our server URL-encodes them for the remote.
+ */
+export function studyQuery(form, offset, limit) {
+  const data = new FormData(form);
+  const args = {};
+  for (const name of ["PatientName", "PatientID", "AccessionNumber", "StudyID", "ModalitiesInStudy"]) {
+    const value = String(data.get(name) || "").trim();
+    if (value) args[name] = value;
+  }
+  const from = String(data.get("StudyDateFrom") || "").replaceAll("-", "");
+  const to = String(data.get("StudyDateTo") || "").replaceAll("-", "");
+  if (from || to) args.StudyDate = from === to ? from : `${from}-${to}`;
+  if (data.get("fuzzymatching")) args.fuzzymatching = "true";
+  args.includefield = TAG.StudyDescription;
+  args.offset = String(offset);
+  // One more than shown: whether there are more results, without relying on a Warning header.
+  args.limit = String(limit + 1);
+  return args;
+}
