@@ -125,6 +125,20 @@ class Settings:
     max_ranges: int = 16
     """Most ranges in one Range header (only the first is served)."""
 
+    # DICOMweb client (remote servers and jobs), Orthanc's names.
+    stow_max_instances: int = 10
+    """Most instances in one STOW-RS request a job sends (`DicomWeb.StowMaxInstances`)."""
+    stow_max_size: int = 3
+    """Most MB in one STOW-RS request a job sends (`DicomWeb.StowMaxSize`); 0: no limit. The
+    default keeps a batch under this project's 4,000,000-byte STOW body limit on AWS."""
+    http_timeout: int = 60
+    """Seconds a remote call may take (global `HttpTimeout`); a server's `Timeout` wins."""
+    https_verify_peers: bool = True
+    https_ca_certificates: str = ""
+    http_proxy: str = ""
+    jobs_state_machine_arn: str = ""
+    """The Step Functions state machine that runs jobs on AWS (env `JOBS_STATE_MACHINE_ARN`)."""
+
 
 # Orthanc-style key → Settings field.
 _DICOMWEB_KEYS = {
@@ -163,11 +177,17 @@ _DICOMWEB_KEYS = {
     "MaxSequenceDepth": "max_sequence_depth",
     "MaxRanges": "max_ranges",
     "ViewerUrlTemplate": "viewer_url_template",
+    "StowMaxInstances": "stow_max_instances",
+    "StowMaxSize": "stow_max_size",
 }
 _TOP_LEVEL_KEYS = {
     "OverwriteInstances": "overwrite_instances",
     "AuthenticationEnabled": "authentication_enabled",
     "RegisteredUsers": "registered_users",
+    "HttpTimeout": "http_timeout",
+    "HttpsVerifyPeers": "https_verify_peers",
+    "HttpsCACertificates": "https_ca_certificates",
+    "HttpProxy": "http_proxy",
 }
 _ENV_KEYS = {
     "BACKEND": "backend",
@@ -176,6 +196,7 @@ _ENV_KEYS = {
     "TABLE": "table",
     "AWS_REGION": "region",
     "AUTHORIZER": "authorizer",
+    "JOBS_STATE_MACHINE_ARN": "jobs_state_machine_arn",
 }
 
 
@@ -271,6 +292,7 @@ def _validate(settings: Settings) -> None:
     if not settings.root.startswith("/"):
         raise ConfigError(f"DicomWeb.Root must start with '/', not {settings.root!r}")
     _validate_auth(settings)
+    _validate_servers(settings)
 
 
 def _validate_auth(settings: Settings) -> None:
@@ -296,3 +318,13 @@ def _validate_auth(settings: Settings) -> None:
             raise ConfigError(
                 f"DicomWeb.TrustedProxies: {proxy!r} is not an IP address or CIDR block"
             ) from None
+
+
+def _validate_servers(settings: Settings) -> None:
+    from chalicelib.client.registry import InvalidServer, parse_server
+
+    for name, value in settings.servers.items():
+        try:
+            parse_server(name, value)
+        except InvalidServer as exc:
+            raise ConfigError(f"DicomWeb.Servers: {exc}") from None

@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from chalicelib.client.registry import ServerRegistry
 from chalicelib.config import Settings, load_settings
-from chalicelib.storage.ports import BlobStore, ConfigStore, TagIndex
+from chalicelib.storage.ports import BlobStore, ConfigStore, JobRunner, JobStore, TagIndex
 
 
 @dataclass
@@ -15,34 +16,53 @@ class Context:
     blobs: BlobStore
     index: TagIndex
     config_store: ConfigStore
+    jobs: JobStore
+    job_runner: JobRunner
+    servers: ServerRegistry
 
 
 def build_context(settings: Settings) -> Context:
-    """The ports of `settings.backend`: `local` (files + SQLite) or `aws` (S3 + DynamoDB)."""
+    """The ports of `settings.backend`: `local` (files + SQLite, jobs in threads) or `aws`
+    (S3 + DynamoDB, jobs on Step Functions)."""
     if settings.backend == "aws":
         import boto3
 
         from chalicelib.storage.dynamo import DynamoConfigStore, DynamoTagIndex
+        from chalicelib.storage.jobs_aws import DynamoJobStore, StepFunctionsJobRunner
         from chalicelib.storage.s3 import S3BlobStore
 
         dynamodb = boto3.client("dynamodb", region_name=settings.region)
         s3 = boto3.client("s3", region_name=settings.region)
+        config_store = DynamoConfigStore(dynamodb, settings.table)
         return Context(
             settings,
             S3BlobStore(s3, settings.bucket),
             DynamoTagIndex(dynamodb, settings.table),
-            DynamoConfigStore(dynamodb, settings.table),
+            config_store,
+            DynamoJobStore(dynamodb, settings.table),
+            StepFunctionsJobRunner(settings.region, settings.jobs_state_machine_arn),
+            ServerRegistry(settings.servers, config_store, settings.servers_in_database),
         )
+    from chalicelib import jobs
+    from chalicelib.storage.jobs_local import SqliteJobStore, ThreadJobRunner
     from chalicelib.storage.local import LocalBlobStore, SqliteConfigStore, SqliteTagIndex
 
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
-    return Context(
+    config_store = SqliteConfigStore(data_dir / "index.sqlite")
+    job_store = SqliteJobStore(data_dir / "index.sqlite")
+    runner = ThreadJobRunner(lambda job_id: jobs.run_step_with_retries(ctx, job_id))
+    ctx = Context(
         settings,
         LocalBlobStore(data_dir / "blobs"),
         SqliteTagIndex(data_dir / "index.sqlite"),
-        SqliteConfigStore(data_dir / "index.sqlite"),
+        config_store,
+        job_store,
+        runner,
+        ServerRegistry(settings.servers, config_store, settings.servers_in_database),
     )
+    runner.resume(job_store.list())
+    return ctx
 
 
 @functools.cache

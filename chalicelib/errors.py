@@ -59,3 +59,9 @@ class UriTooLong(DicomWebError):
 
 class UnsupportedMediaType(DicomWebError):
     status = 415
+
+
+class BadGateway(DicomWebError):
+    """A remote server could not be reached or gave an unusable answer."""
+
+    status = 502

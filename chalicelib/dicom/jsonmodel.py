@@ -362,6 +362,11 @@ def keyword_json(keyword: str, values: list[Any]) -> tuple[str, dict[str, Any]]:
     return key, element_json(key, vr, values)[key]
 
 
+def tag_keyword(tag: int) -> str:
+    """The PS3.6 keyword of a public tag, or "" for private and unknown tags."""
+    return _dictionary().keyword(tag)
+
+
 def _tag_key(tag: int | str) -> str:
     key = f"{tag:08X}" if isinstance(tag, int) else tag.upper()
     if len(key) != 8 or any(c not in "0123456789ABCDEF" for c in key):

@@ -20,9 +20,11 @@ from chalicelib.server import (
     capabilities,
     delete,
     frames,
+    jobs,
     metadata,
     qido,
     rendered,
+    servers,
     stow,
     wado_rs,
     wado_uri,
@@ -49,7 +51,7 @@ def build_route_table(settings: Settings) -> RouteTable:
         (root, qido.service),
         (root, webapp.service),
     ]
-    services += [(root, m.service) for m in (metadata, frames, bulkdata)]
+    services += [(root, m.service) for m in (metadata, frames, bulkdata, servers, jobs)]
     if settings.enable_delete:
         services.append((root, delete.service))
     if settings.enable_wado:

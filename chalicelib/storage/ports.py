@@ -252,3 +252,62 @@ class ConfigStore(Protocol):
 
     def delete_item(self, namespace: str, name: str) -> None:
         """Raise NotFound."""
+
+
+JobState = Literal["Pending", "Running", "Paused", "Success", "Failure"]
+
+
+@dataclass
+class JobRecord:
+    """One client job (a STOW to or a retrieve from a remote server): what it was asked, how
+    far it got (`cursor`), and what it reports (`content`, `progress`, the error). See
+    chalicelib/jobs.py for what the fields mean to each job type."""
+
+    id: str
+    type: str
+    state: JobState
+    priority: int
+    server: str
+    params: dict[str, Any]
+    """The request, resolved: resources as UIDs, HttpHeaders, Arguments."""
+    cursor: dict[str, Any]
+    content: dict[str, Any]
+    progress: int = 0
+    creation_time: str = ""
+    completion_time: str = ""
+    runtime: float = 0.0
+    """Seconds spent in steps (Orthanc's EffectiveRuntime)."""
+    error_code: int = 0
+    error_description: str = "Success"
+    execution: str = ""
+    """The runner's handle of the running job (the Step Functions execution ARN on AWS)."""
+    version: int = 0
+    """Bumped by every save; a save from a stale copy raises Conflict."""
+
+
+class JobStore(Protocol):
+    """The job records, one document each; writes are conditional on `version`."""
+
+    def create(self, job: JobRecord) -> None:
+        """Store a new job (version 0); raise Conflict when its id exists."""
+
+    def get(self, job_id: str) -> JobRecord:
+        """Raise NotFound."""
+
+    def list(self) -> list[JobRecord]:
+        """Every job, oldest first (by creation time, then id)."""
+
+    def save(self, job: JobRecord) -> JobRecord:
+        """Replace the job if the stored version is still `job.version`; return it with the
+        version bumped; raise Conflict when someone saved it meanwhile, NotFound when gone."""
+
+
+class JobRunner(Protocol):
+    """Runs jobs step by step somewhere (threads locally, Step Functions on AWS). A runner
+    holds no job logic: it calls `chalicelib.jobs` to advance a job, which reads the state."""
+
+    def start(self, job: JobRecord) -> str:
+        """Schedule the job's next steps; return the runner's handle of it (or "")."""
+
+    def stop(self, job: JobRecord) -> None:
+        """Stop running the job (its state already says Paused or Failure)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -86,7 +87,7 @@ def test_bulkdata_nested_element_is_one_range_read(backend: str, tmp_path: Path)
     base = make_context(backend, tmp_path)
     [(_, result)] = store_all(base, [TESTDATA / "PrivateTags.dcm"])
     counting = CountingBlobs(base.blobs)
-    context = Context(base.settings, counting, base.index, base.config_store)
+    context = dataclasses.replace(base, blobs=counting)
     with Client(create_app(lambda: context)) as client:
         answer = get(client, f"{instance_path(result)}/bulk/60031010/1/60031011", OCTETS)
     [(_, body)] = parts_of(answer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 from typing import Any
@@ -365,7 +366,7 @@ def test_retrieve_frames_single_frame_reads_only_its_bytes(
     data = multiframe_instance()
     result = store_instance(base, data)
     counting = CountingBlobs(base.blobs)
-    context = Context(base.settings, counting, base.index, base.config_store)
+    context = dataclasses.replace(base, blobs=counting)
     with Client(create_app(lambda: context)) as client:
         answer = get(client, f"{instance_path(result)}/frames/7", RAW)
     [(_, body)] = parts_of(answer)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -32,23 +33,27 @@ def _free_port() -> int:
 
 @contextmanager
 def local_server(
-    data_dir: Path, port: int | None = None, config: dict | None = None
+    data_dir: Path, port: int | None = None, config: dict[str, Any] | None = None
 ) -> Iterator[str]:
     """`python -m chalicelib.server.localserver` as `make run` starts it; yields its root URL.
 
-    `config`: the DICOMWEB_CONFIG document (none by default)."""
+    `config` is the server's DICOMWEB_CONFIG document; its output goes to `server.log` in
+    `data_dir` (a pipe nobody reads would block a busy server)."""
     port = port or _free_port()
     env = {**os.environ, "DATA_DIR": str(data_dir)}
     env.pop("DICOMWEB_CONFIG", None)
     if config is not None:
         env["DICOMWEB_CONFIG"] = json.dumps(config)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "chalicelib.server.localserver", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "server.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chalicelib.server.localserver", "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -58,8 +63,7 @@ def local_server(
                 break
             except requests.ConnectionError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    output = process.stdout.read().decode() if process.stdout else ""
-                    pytest.fail(f"the local server did not start: {output}")
+                    pytest.fail(f"the local server did not start: {log_path.read_text()}")
                 time.sleep(0.1)
         yield url
     finally:
@@ -69,8 +73,6 @@ def local_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stdout:
-            process.stdout.close()
 
 
 @pytest.fixture(scope="module")

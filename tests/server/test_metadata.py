@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import json
@@ -140,7 +141,7 @@ def test_series_metadata_is_built_once_then_one_read(backend: str, tmp_path: Pat
     results = store_series(base, 5)
     study, series = results[0].study_uid, results[0].series_uid
     counting = CountingBlobs(base.blobs)
-    context = Context(base.settings, counting, base.index, base.config_store)
+    context = dataclasses.replace(base, blobs=counting)
     url = f"/dicom-web/studies/{study}/series/{series}/metadata"
     with Client(create_app(lambda: context)) as client:
         first = get(client, url, JSON)

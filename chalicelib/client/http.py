@@ -1,0 +1,206 @@
+"""Outgoing HTTP to remote DICOMweb servers: one `requests.Session` per server, a URL guard.
+
+Every call has explicit connect and read timeouts (the server's `Timeout`, else the global
+`HttpTimeout`). Idempotent GETs are retried by urllib3 with backoff on connection errors and
+502/503/504; a STOW-RS POST is never retried here: the job step retries the batch, knowing
+what the remote acknowledged (STYLE.md rule 23).
+
+`remote_url` is the SSRF guard: the path a caller gives (`Uri`) stays under the server's URL,
+so no call ever reaches another host or a path above the server's DICOMweb root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlencode, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from chalicelib.client.registry import RemoteServer, stored_form
+from chalicelib.config import Settings
+from chalicelib.errors import BadRequest
+
+CONNECT_TIMEOUT = 10.0
+GET_RETRY = Retry(
+    total=3,
+    backoff_factor=0.2,
+    status_forcelist=(502, 503, 504),
+    allowed_methods=frozenset({"GET"}),
+    raise_on_status=False,
+)
+
+
+class RemoteError(Exception):
+    """A remote call failed: refused, timed out, answered 4xx/5xx or something unreadable.
+
+    `transient` says whether trying again later may succeed (connection errors, timeouts,
+    429 and 5xx), which job runners retry with backoff; the others fail the job at once.
+    """
+
+    def __init__(self, message: str, status: int | None = None, transient: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.transient = transient
+
+
+def remote_url(server: RemoteServer, uri: str, arguments: dict[str, Any] | None = None) -> str:
+    """The absolute URL of `uri` under the server's URL, with `arguments` URL-encoded.
+
+    Raise BadRequest when `uri` has a query (use Arguments), is absolute, or has an empty,
+    `.` or `..` segment (also percent-encoded): such a path could leave the server's root.
+    """
+    if not isinstance(uri, str):
+        raise BadRequest('Uri must be a string, e.g. "/studies"')
+    if "?" in uri or "#" in uri:
+        raise BadRequest(
+            f"Uri {uri!r} has a query or fragment: give the query parameters in Arguments "
+            f"(explicit '?' is not allowed)"
+        )
+    if "://" in uri or uri.startswith("//") or "\\" in uri:
+        raise BadRequest(f"Uri {uri!r} must be a path under the server's URL, not an absolute URL")
+    path = uri.lstrip("/")
+    segments = unquote(path).split("/")
+    if any(s in ("", ".", "..") for s in segments[:-1]) or segments[-1] in (".", ".."):
+        raise BadRequest(
+            f"Uri {uri!r} has an empty, '.' or '..' segment: it must stay under the server's URL"
+        )
+    url = server.url + path
+    base, target = urlsplit(server.url), urlsplit(url)
+    if (target.scheme, target.netloc) != (base.scheme, base.netloc) or not target.path.startswith(
+        base.path
+    ):
+        raise BadRequest(f"Uri {uri!r} leaves the server's URL {server.url}")
+    if arguments:
+        if not isinstance(arguments, dict):
+            raise BadRequest("Arguments must be an object of query parameter names to values")
+        url += "?" + urlencode({str(k): str(v) for k, v in arguments.items()})
+    return url
+
+
+class _ClientCertificateAdapter(HTTPAdapter):
+    """An adapter whose TLS context holds a client certificate with a key password (requests'
+    `cert=` cannot take one)."""
+
+    def __init__(self, context: ssl.SSLContext, **kwargs: Any) -> None:
+        self._context = context
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class RemoteClient:
+    """A server with its session; `timeout` is (connect, read) seconds."""
+
+    server: RemoteServer
+    session: requests.Session
+    timeout: tuple[float, float]
+
+    def get(
+        self,
+        uri: str,
+        arguments: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> requests.Response:
+        """GET `uri`; raise RemoteError for a failure (4xx/5xx included)."""
+        return self.request("GET", remote_url(self.server, uri, arguments), headers=headers)
+
+    def request(
+        self, method: str, url: str, check_status: bool = True, **kwargs: Any
+    ) -> requests.Response:
+        """One call; raise RemoteError on no answer, and on a 4xx/5xx when `check_status`."""
+        try:
+            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+        except requests.Timeout:
+            raise RemoteError(
+                f"{method} {url} on server {self.server.name!r}: no answer within "
+                f"{self.timeout[1]:g} s",
+                transient=True,
+            ) from None
+        except requests.RequestException as exc:
+            raise RemoteError(
+                f"{method} {url} on server {self.server.name!r}: cannot connect ({_cause(exc)})",
+                transient=True,
+            ) from None
+        if check_status and response.status_code >= 400:
+            text = response.text[:500].strip()
+            raise RemoteError(
+                f"{method} {url} on server {self.server.name!r} answered "
+                f"{response.status_code} {response.reason}" + (f": {text}" if text else ""),
+                status=response.status_code,
+                transient=response.status_code == 429 or response.status_code >= 500,
+            )
+        return response
+
+
+def _cause(exc: Exception) -> str:
+    while exc.__context__ is not None and isinstance(exc.__context__, Exception):
+        exc = exc.__context__
+    return str(exc) or type(exc).__name__
+
+
+_sessions: dict[str, requests.Session] = {}
+_sessions_lock = threading.Lock()
+
+
+def remote_client(server: RemoteServer, settings: Settings) -> RemoteClient:
+    """The client of `server`; sessions are kept per server definition (a PUT that changes the
+    server gets a new one)."""
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [
+                stored_form(server),
+                settings.https_verify_peers,
+                settings.https_ca_certificates,
+                settings.http_proxy,
+            ],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
+    with _sessions_lock:
+        session = _sessions.get(fingerprint)
+        if session is None:
+            session = _sessions[fingerprint] = _new_session(server, settings)
+    read = float(server.timeout or settings.http_timeout)
+    return RemoteClient(server, session, (min(CONNECT_TIMEOUT, read), read))
+
+
+def _new_session(server: RemoteServer, settings: Settings) -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # HttpProxy, never the environment, decides the proxy
+    session.headers.update(server.http_headers)
+    if server.username:
+        session.auth = (server.username, server.password)
+    if settings.http_proxy:
+        session.proxies = {"http": settings.http_proxy, "https": settings.http_proxy}
+    session.verify = (
+        (settings.https_ca_certificates or True) if settings.https_verify_peers else False
+    )
+    https_adapter = HTTPAdapter(max_retries=GET_RETRY)
+    if server.certificate_file:
+        if server.certificate_key_password:
+            context = ssl.create_default_context(cafile=settings.https_ca_certificates or None)
+            if not settings.https_verify_peers:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            context.load_cert_chain(
+                server.certificate_file,
+                server.certificate_key_file,
+                server.certificate_key_password,
+            )
+            https_adapter = _ClientCertificateAdapter(context, max_retries=GET_RETRY)
+        else:
+            session.cert = (server.certificate_file, server.certificate_key_file)
+    session.mount("https://", https_adapter)
+    session.mount("http://", HTTPAdapter(max_retries=GET_RETRY))
+    return session

@@ -1,0 +1,229 @@
+"""The remote DICOMweb servers (`DicomWeb.Servers`) and the one place that holds their secrets.
+
+A server is configured as in the Orthanc DICOMweb plugin's manual ("Client-related options"):
+`name: [url, username, password]` or `name: {Url, Username, Password, HttpHeaders, Timeout,
+HasDelete, ChunkedTransfers, HasWadoRsUniversalTransferSyntax, CertificateFile,
+CertificateKeyFile, CertificateKeyPassword}`; any other key is kept as a user property, and
+`Pkcs11` is refused (no hardware token can reach a Lambda).
+
+Secrets (Password, CertificateKeyPassword, the values of HttpHeaders) live in `RemoteServer`
+only: `public_view` is what every route answers, with `Password: null` and header names only.
+A later move of the secrets to a secrets manager changes this module alone.
+
+With `DicomWeb.ServersInDatabase` the list lives in the ConfigStore (namespace `servers`) and
+survives restarts; the configured servers seed it only when it is empty. Otherwise PUT and
+DELETE change this process's copy, as in Orthanc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from chalicelib.errors import BadRequest, NotFound
+from chalicelib.storage import ports
+
+NAMESPACE = "servers"
+_BOOL_KEYS = {
+    "HasDelete": "has_delete",
+    "ChunkedTransfers": "chunked_transfers",
+    "HasWadoRsUniversalTransferSyntax": "has_universal_transfer_syntax",
+}
+_TEXT_KEYS = {
+    "Username": "username",
+    "Password": "password",
+    "CertificateFile": "certificate_file",
+    "CertificateKeyFile": "certificate_key_file",
+    "CertificateKeyPassword": "certificate_key_password",
+}
+
+
+class InvalidServer(ValueError):
+    """A server definition that cannot be used; the message names the key and the rule."""
+
+
+@dataclass(frozen=True)
+class RemoteServer:
+    name: str
+    url: str
+    """The server's DICOMweb root, always ending with '/'."""
+    username: str = ""
+    password: str = ""
+    http_headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: int = 0
+    """Seconds; 0: the global `HttpTimeout`."""
+    has_delete: bool = False
+    chunked_transfers: bool = True
+    has_universal_transfer_syntax: bool = True
+    certificate_file: str = ""
+    certificate_key_file: str = ""
+    certificate_key_password: str = ""
+    user_properties: Mapping[str, Any] = field(default_factory=dict)
+
+    def operations(self) -> list[str]:
+        """What `GET /servers/{name}` answers, in Orthanc's order."""
+        return ["get", "retrieve", "stow", "wado", "qido"] + (["delete"] if self.has_delete else [])
+
+
+def parse_server(name: str, value: Any) -> RemoteServer:
+    """A server from its configuration (list or object form); raise InvalidServer."""
+    if not name or "/" in name:
+        raise InvalidServer(f"server name {name!r} must be non-empty and contain no '/'")
+    if isinstance(value, list):
+        if not 1 <= len(value) <= 3 or not all(isinstance(v, str) for v in value):
+            raise InvalidServer(
+                f"server {name!r}: the list form is [url] or [url, username, password]"
+            )
+        value = dict(zip(("Url", "Username", "Password"), value, strict=False))
+    if not isinstance(value, dict):
+        raise InvalidServer(f"server {name!r} must be a list or an object, not {value!r}")
+    if value.get("Pkcs11"):
+        raise InvalidServer(
+            f"server {name!r}: Pkcs11 client authentication is not supported (no hardware "
+            f"token reaches this server); use CertificateFile and CertificateKeyFile"
+        )
+    url = value.get("Url")
+    if not isinstance(url, str) or not url:
+        raise InvalidServer(f"server {name!r}: Url is required")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise InvalidServer(
+            f"server {name!r}: Url {url!r} must be an absolute http:// or https:// URL "
+            f"without query or fragment"
+        )
+    options: dict[str, Any] = {}
+    for key, attr in _TEXT_KEYS.items():
+        if value.get(key) is not None:
+            if not isinstance(value[key], str):
+                raise InvalidServer(f"server {name!r}: {key} must be a string")
+            options[attr] = value[key]
+    for key, attr in _BOOL_KEYS.items():
+        if key in value:
+            options[attr] = _boolean(name, key, value[key])
+    headers = value.get("HttpHeaders") or {}
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise InvalidServer(f"server {name!r}: HttpHeaders must map header names to strings")
+    timeout = value.get("Timeout", 0)
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+        raise InvalidServer(f"server {name!r}: Timeout must be a whole number of seconds >= 0")
+    if bool(options.get("certificate_file")) != bool(options.get("certificate_key_file")):
+        raise InvalidServer(f"server {name!r}: CertificateFile and CertificateKeyFile go together")
+    known = {"Url", "HttpHeaders", "Timeout", "Pkcs11", *_TEXT_KEYS, *_BOOL_KEYS}
+    return RemoteServer(
+        name=name,
+        url=url if url.endswith("/") else url + "/",
+        http_headers=dict(headers),
+        timeout=timeout,
+        user_properties={k: v for k, v in value.items() if k not in known},
+        **options,
+    )
+
+
+def _boolean(name: str, key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+        return value.lower() in ("true", "1")
+    raise InvalidServer(f"server {name!r}: {key} must be true or false, not {value!r}")
+
+
+def public_view(server: RemoteServer) -> dict[str, Any]:
+    """The server as `GET /servers?expand` shows it: no secret, header names only (Orthanc's
+    `WebServiceParameters::FormatPublic` shape)."""
+    view: dict[str, Any] = {
+        **server.user_properties,
+        "Url": server.url,
+        "HttpHeaders": sorted(server.http_headers),
+        "Pkcs11": False,
+        "Timeout": server.timeout,
+        "HasDelete": server.has_delete,
+        "ChunkedTransfers": server.chunked_transfers,
+        "HasWadoRsUniversalTransferSyntax": server.has_universal_transfer_syntax,
+    }
+    if server.username:
+        view |= {"Username": server.username, "Password": None}
+    if server.certificate_file:
+        view |= {
+            "CertificateFile": server.certificate_file,
+            "CertificateKeyFile": server.certificate_key_file,
+            "CertificateKeyPassword": None,
+        }
+    return view
+
+
+def stored_form(server: RemoteServer) -> dict[str, Any]:
+    """The full definition, secrets included, as the ConfigStore keeps it."""
+    form: dict[str, Any] = {
+        **server.user_properties,
+        "Url": server.url,
+        "HttpHeaders": dict(server.http_headers),
+        "Timeout": server.timeout,
+    }
+    form |= {key: getattr(server, attr) for key, attr in {**_TEXT_KEYS, **_BOOL_KEYS}.items()}
+    return form
+
+
+class ServerRegistry:
+    """The servers this process knows: the configuration's, or the ConfigStore's."""
+
+    def __init__(
+        self, configured: Mapping[str, Any], store: ports.ConfigStore, in_database: bool
+    ) -> None:
+        self._store = store if in_database else None
+        self._lock = threading.Lock()
+        self._servers = {name: parse_server(name, value) for name, value in configured.items()}
+        if self._store is not None and not self._store.list_items(NAMESPACE):
+            for server in self._servers.values():
+                self._store.put_item(NAMESPACE, server.name, stored_form(server))
+
+    def servers(self) -> dict[str, RemoteServer]:
+        if self._store is None:
+            with self._lock:
+                return dict(sorted(self._servers.items()))
+        return {
+            name: parse_server(name, value)
+            for name, value in self._store.list_items(NAMESPACE).items()
+        }
+
+    def get(self, name: str) -> RemoteServer:
+        """Raise NotFound (404) naming the server."""
+        if self._store is None:
+            with self._lock:
+                server = self._servers.get(name)
+        else:
+            try:
+                server = parse_server(name, self._store.get_item(NAMESPACE, name))
+            except ports.NotFound:
+                server = None
+        if server is None:
+            raise NotFound(f"no remote DICOMweb server named {name!r} (see GET servers/)")
+        return server
+
+    def put(self, name: str, value: Any) -> RemoteServer:
+        """Add or replace a server; raise BadRequest naming what is wrong."""
+        try:
+            server = parse_server(name, value)
+        except InvalidServer as exc:
+            raise BadRequest(str(exc)) from None
+        if self._store is None:
+            with self._lock:
+                self._servers[name] = server
+        else:
+            self._store.put_item(NAMESPACE, name, stored_form(server))
+        return server
+
+    def delete(self, name: str) -> None:
+        """Raise NotFound (404)."""
+        self.get(name)
+        if self._store is None:
+            with self._lock:
+                self._servers.pop(name, None)
+        else:
+            with contextlib.suppress(ports.NotFound):
+                self._store.delete_item(NAMESPACE, name)

@@ -1,0 +1,117 @@
+"""The retrieve job step: WADO-RS from a remote server into the local store, a series a step.
+
+Retrieve Transaction, PS3.18 §10.4 (2025b): `GET {server}/studies/{study}[/series/{series}
+[/instances/{instance}]]` with `Accept: multipart/related; type="application/dicom";
+transfer-syntax=*` when the server has `HasWadoRsUniversalTransferSyntax` (the default: the
+bytes come as the remote stores them), without `transfer-syntax` otherwise. Every part goes
+through the normal ingest (`chalicelib/ingest.py`), so a retried step stores nothing twice.
+
+A study resource is first listed with QIDO-RS (`studies/{study}/series`) and then fetched a
+series per step, which bounds a step by the largest series; a remote without that search gets
+the whole study in one step. The `/wado` call (any WADO-RS `Uri`) is one step.
+
+Cursor: `{"resource": i, "series": [pending series of resource i] | null, "received": n,
+"bytes": size}`. Content (Orthanc's keys, values as strings as Orthanc gives them):
+ReceivedInstancesCount, NetworkUsageMB, and beyond Orthanc `Instances`, the Orthanc ids of
+the instances stored (what the manual says the call answers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from chalicelib.client.http import RemoteClient, RemoteError
+from chalicelib.context import Context
+from chalicelib.dicom.jsonmodel import json_value
+from chalicelib.dicom.multipart import MultipartError, parse_media_type, split_multipart
+from chalicelib.ingest import store_instance
+from chalicelib.storage.ports import JobRecord
+
+MB = 1024 * 1024
+
+
+def retrieve_step(
+    ctx: Context, client: RemoteClient, job: JobRecord
+) -> tuple[bool, dict[str, Any]]:
+    cursor: dict[str, Any] = {"resource": 0, "series": None, "received": 0, "bytes": 0}
+    cursor |= job.cursor
+    if "Uri" in job.params:
+        _fetch(ctx, client, job, job.params["Uri"], cursor)
+        job.progress = 99
+        return True, cursor
+    resources = job.params["Resources"]
+    resource = resources[cursor["resource"]]
+    path = "studies/" + quote(resource["Study"], safe="")
+    if "Series" in resource:
+        path += "/series/" + quote(resource["Series"], safe="")
+        if "Instance" in resource:
+            path += "/instances/" + quote(resource["Instance"], safe="")
+        _fetch(ctx, client, job, path, cursor)
+        cursor["resource"] += 1
+    else:
+        if cursor["series"] is None:
+            cursor["series"] = _series_of(client, job, path)
+        if cursor["series"]:
+            series = cursor["series"][0]
+            _fetch(ctx, client, job, f"{path}/series/{quote(series, safe='')}", cursor)
+            cursor["series"] = cursor["series"][1:]
+        else:
+            _fetch(ctx, client, job, path, cursor)
+        if not cursor["series"]:
+            cursor["resource"] += 1
+            cursor["series"] = None
+    job.progress = min(99, cursor["resource"] * 100 // len(resources))
+    return cursor["resource"] >= len(resources), cursor
+
+
+def _series_of(client: RemoteClient, job: JobRecord, study_path: str) -> list[str]:
+    """The study's series UIDs by QIDO-RS, or [] when the remote cannot list them."""
+    headers = {**job.params.get("HttpHeaders", {}), "Accept": "application/dicom+json"}
+    try:
+        answer = client.get(study_path + "/series", headers=headers).json()
+    except RemoteError as exc:
+        if exc.transient:
+            raise
+        return []
+    except ValueError:
+        return []
+    uids = [json_value(item.get("0020000E", {})) for item in answer if isinstance(item, dict)]
+    return sorted(uid for uid in uids if isinstance(uid, str))
+
+
+def _fetch(
+    ctx: Context, client: RemoteClient, job: JobRecord, uri: str, cursor: dict[str, Any]
+) -> None:
+    """GET one WADO-RS resource and store every part; update the job's counters."""
+    accept = 'multipart/related; type="application/dicom"'
+    if client.server.has_universal_transfer_syntax:
+        accept += "; transfer-syntax=*"
+    headers = {**job.params.get("HttpHeaders", {}), "Accept": accept}
+    response = client.get(uri, job.params.get("Arguments") or None, headers)
+    media = parse_media_type(response.headers.get("content-type", ""))
+    where = f"WADO-RS {uri} on server {client.server.name!r}"
+    if media.type != "multipart/related":
+        raise RemoteError(
+            f"{where} answered {media.type or 'no Content-Type'}, not multipart/related"
+        )
+    try:
+        parts = split_multipart(response.content, media.params.get("boundary", ""))
+    except MultipartError as exc:
+        raise RemoteError(f"{where}: unreadable multipart answer: {exc}") from None
+    instances: list[str] = job.content.setdefault("Instances", [])
+    for number, part in enumerate(parts, 1):
+        result = store_instance(ctx, part.body)
+        if result.status != "stored":
+            raise RemoteError(f"{where}: part {number} could not be stored: {result.message}")
+        record = ctx.index.get_instance(
+            result.study_uid, result.series_uid, result.sop_instance_uid
+        )
+        if record.orthanc_ids["instance"] not in instances:
+            instances.append(record.orthanc_ids["instance"])
+    cursor["received"] += len(parts)
+    cursor["bytes"] += len(response.content)
+    job.content |= {
+        "ReceivedInstancesCount": str(cursor["received"]),
+        "NetworkUsageMB": str(cursor["bytes"] // MB),
+    }

@@ -1,0 +1,305 @@
+"""Client jobs: the record's life cycle and the step every runner calls.
+
+A job is a `JobRecord` in the JobStore plus `run_step(ctx, job) -> (done, cursor)`, which
+does one bounded batch (send up to `StowMaxInstances` / `StowMaxSize` of instances; fetch and
+store one series) and may be repeated: a batch re-run after a crash stores or sends the same
+instances again, which changes nothing on either side (same SOP Instance UIDs, same bytes).
+
+Runners hold no job logic (STYLE.md rule 24): the local thread runner and the inline
+synchronous path call `run_step_with_retries`; the AWS worker Lambda calls `advance` and
+lets Step Functions retry transient errors (`infra/jobs.asl.json`), then `fail`.
+
+State changes happen here only, saved with a version check: a pause or cancel that lands
+while a step runs wins, and that step's result is dropped (its batch runs again on resume).
+The record's fields and answers follow Orthanc's job API (`GET /jobs/{id}`): `State` is one of
+Pending, Running, Paused, Success, Failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.client.http import RemoteError, remote_client
+from chalicelib.context import Context
+from chalicelib.errors import BadRequest
+from chalicelib.storage.ports import Conflict, JobRecord
+
+log = logging.getLogger(__name__)
+
+STOW = "DicomWebStowClient"
+RETRIEVE = "DicomWebWadoRetrieveClient"
+TERMINAL = ("Success", "Failure")
+
+# Orthanc's ErrorCode values (OrthancFramework/Sources/Enumerations.h, 1.10).
+SUCCESS = 0
+INTERNAL_ERROR = -1
+NETWORK_PROTOCOL = 9
+CANCELED_JOB = 37
+
+LOCAL_RETRY_DELAYS = (0.5, 1.0, 2.0)
+"""Seconds between the attempts of a step that failed on a transient remote error, locally
+(on AWS the state machine's Retry does the same)."""
+
+
+class TransientJobError(Exception):
+    """A step failed in a way that may pass (refused connection, timeout, 5xx); the runner
+    tries the step again with backoff, then fails the job with this message."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
+
+
+def new_job(
+    job_type: str, server: str, params: dict[str, Any], content: dict[str, Any], priority: int
+) -> JobRecord:
+    return JobRecord(
+        id=str(uuid.uuid4()),
+        type=job_type,
+        state="Pending",
+        priority=priority,
+        server=server,
+        params=params,
+        cursor={},
+        content=content,
+        creation_time=_now(),
+    )
+
+
+def run_step(ctx: Context, job: JobRecord) -> tuple[bool, dict[str, Any]]:
+    """One bounded batch of `job` from its cursor; updates `job.content` and `job.progress`,
+    and returns (done, next cursor). Raise RemoteError."""
+    from chalicelib.client import retrieve, stow
+
+    client = remote_client(ctx.servers.get(job.server), ctx.settings)
+    if job.type == STOW:
+        return stow.stow_step(ctx, client, job)
+    if job.type == RETRIEVE:
+        return retrieve.retrieve_step(ctx, client, job)
+    raise ValueError(f"unknown job type {job.type!r}")
+
+
+def advance(ctx: Context, job_id: str) -> bool:
+    """Run one step of the job and save what it did; True when there is nothing more to run
+    (finished, failed, paused, canceled). Raise TransientJobError (nothing saved)."""
+    job = ctx.jobs.get(job_id)
+    if job.state == "Pending":
+        job.state = "Running"
+        try:
+            job = ctx.jobs.save(job)
+        except Conflict:
+            return advance(ctx, job_id)
+    if job.state != "Running":
+        return True
+    began = time.monotonic()
+    try:
+        done, cursor = run_step(ctx, job)
+    except RemoteError as exc:
+        if exc.transient:
+            raise TransientJobError(exc.message) from exc
+        return _finish_failed(ctx, job, exc.message, NETWORK_PROTOCOL)
+    except Exception as exc:  # a defect must end the job, not loop on it
+        log.exception("job %s: step failed", job_id)
+        return _finish_failed(ctx, job, f"internal error: {exc}", INTERNAL_ERROR)
+    job.cursor = cursor
+    job.runtime = round(job.runtime + time.monotonic() - began, 3)
+    if done:
+        job.state, job.progress, job.completion_time = "Success", 100, _now()
+    try:
+        ctx.jobs.save(job)
+    except Conflict:
+        return True  # paused or canceled meanwhile: this step's result is dropped
+    return done
+
+
+def _finish_failed(ctx: Context, job: JobRecord, message: str, code: int) -> bool:
+    job.state, job.completion_time = "Failure", _now()
+    job.error_code, job.error_description = code, message
+    with contextlib.suppress(Conflict):
+        ctx.jobs.save(job)
+    return True
+
+
+def fail(ctx: Context, job_id: str, message: str, code: int = NETWORK_PROTOCOL) -> None:
+    """Mark the job Failure with `message` (after the runner gave up on transient errors)."""
+    for _ in range(5):
+        job = ctx.jobs.get(job_id)
+        if job.state in TERMINAL or job.state == "Paused":
+            return
+        job.state, job.completion_time = "Failure", _now()
+        job.error_code, job.error_description = code, message
+        try:
+            ctx.jobs.save(job)
+            return
+        except Conflict:
+            continue
+
+
+def run_step_with_retries(ctx: Context, job_id: str) -> bool:
+    """`advance`, trying a transient failure again after each of LOCAL_RETRY_DELAYS, then
+    failing the job with the last message."""
+    for delay in (*LOCAL_RETRY_DELAYS, None):
+        try:
+            return advance(ctx, job_id)
+        except TransientJobError as exc:
+            if delay is None:
+                fail(ctx, job_id, str(exc))
+                return True
+            log.warning("job %s: %s; trying again in %g s", job_id, exc, delay)
+            time.sleep(delay)
+    return True
+
+
+def run_inline(ctx: Context, job_id: str) -> JobRecord:
+    """Run the job to its end in this thread (synchronous calls, locally)."""
+    while not run_step_with_retries(ctx, job_id):
+        pass
+    return ctx.jobs.get(job_id)
+
+
+def submit(ctx: Context, job: JobRecord) -> JobRecord:
+    """Store a new job and hand it to the runner."""
+    ctx.jobs.create(job)
+    return _start(ctx, ctx.jobs.get(job.id))
+
+
+def _start(ctx: Context, job: JobRecord) -> JobRecord:
+    handle = ctx.job_runner.start(job)
+    if handle:
+        job = ctx.jobs.get(job.id)
+        job.execution = handle
+        job = ctx.jobs.save(job)
+    return job
+
+
+def _change(ctx: Context, job_id: str, allowed: tuple[str, ...], action: str) -> JobRecord:
+    job = ctx.jobs.get(job_id)
+    if job.state not in allowed:
+        raise BadRequest(
+            f"job {job_id} is {job.state}: {action} applies to a job that is {' or '.join(allowed)}"
+        )
+    return job
+
+
+def _save_change(ctx: Context, job_id: str, change: Any) -> JobRecord:
+    """Apply `change(job)` on a fresh copy until the save is not racing a step."""
+    while True:
+        job = change(ctx.jobs.get(job_id))
+        try:
+            return ctx.jobs.save(job)
+        except Conflict:
+            continue
+
+
+def cancel(ctx: Context, job_id: str) -> None:
+    """Pending, Running or Paused → Failure (Orthanc's CanceledJob)."""
+    _change(ctx, job_id, ("Pending", "Running", "Paused"), "cancel")
+
+    def canceled(job: JobRecord) -> JobRecord:
+        if job.state not in TERMINAL:
+            job.state, job.completion_time = "Failure", _now()
+            job.error_code, job.error_description = CANCELED_JOB, "Job has been canceled"
+        return job
+
+    ctx.job_runner.stop(_save_change(ctx, job_id, canceled))
+
+
+def pause(ctx: Context, job_id: str) -> None:
+    """Pending or Running → Paused; the step under way finishes and is dropped."""
+    _change(ctx, job_id, ("Pending", "Running"), "pause")
+
+    def paused(job: JobRecord) -> JobRecord:
+        if job.state not in TERMINAL:
+            job.state = "Paused"
+        return job
+
+    ctx.job_runner.stop(_save_change(ctx, job_id, paused))
+
+
+def resume(ctx: Context, job_id: str) -> None:
+    """Paused → Pending, started again from the saved cursor."""
+    _change(ctx, job_id, ("Paused",), "resume")
+    _start(ctx, _save_change(ctx, job_id, _pending))
+
+
+def resubmit(ctx: Context, job_id: str) -> None:
+    """Failure → Pending, from the saved cursor: what the remote acknowledged is not sent
+    again (Orthanc starts over)."""
+    _change(ctx, job_id, ("Failure",), "resubmit")
+    _start(ctx, _save_change(ctx, job_id, _pending))
+
+
+def _pending(job: JobRecord) -> JobRecord:
+    job.state, job.completion_time = "Pending", ""
+    job.error_code, job.error_description = SUCCESS, "Success"
+    return job
+
+
+def orthanc_view(job: JobRecord) -> dict[str, Any]:
+    """`GET /jobs/{id}` in Orthanc's shape."""
+    view: dict[str, Any] = {
+        "ID": job.id,
+        "Type": job.type,
+        "State": job.state,
+        "Progress": job.progress,
+        "Priority": job.priority,
+        "CreationTime": job.creation_time,
+        "EffectiveRuntime": job.runtime,
+        "ErrorCode": job.error_code,
+        "ErrorDescription": job.error_description,
+        "ErrorDetails": "",
+        "Timestamp": _now(),
+        "Content": job.content,
+    }
+    if job.completion_time:
+        view["CompletionTime"] = job.completion_time
+    return view
+
+
+SYNCHRONOUS_DEADLINE = 25.0
+"""Seconds a synchronous call waits for its job on AWS, under API Gateway's 29 s."""
+
+
+def run_synchronously(
+    ctx: Context, job: JobRecord, deadline: float = SYNCHRONOUS_DEADLINE
+) -> JobRecord:
+    """Run a new job for a synchronous call: inline locally; on AWS, start it and wait up to
+    `deadline` seconds (the job is then still Running when the answer is due)."""
+    if ctx.settings.backend == "local":
+        ctx.jobs.create(job)
+        return run_inline(ctx, job.id)
+    job = submit(ctx, job)
+    end = time.monotonic() + deadline
+    while job.state not in TERMINAL and time.monotonic() < end:
+        time.sleep(0.5)
+        job = ctx.jobs.get(job.id)
+    return job
+
+
+def handle_worker_event(ctx: Context, event: dict[str, Any]) -> dict[str, Any]:
+    """The worker Lambda (`app.jobs_worker`) of `infra/jobs.asl.json`.
+
+    `{"JobId"}`: run one step and answer `{"JobId", "Done"}`; a TransientJobError propagates
+    (the state machine retries it with backoff). `{"JobId", "Error", "Cause"}`: the state
+    machine gave up (Catch): mark the job Failure with the cause's message.
+    """
+    job_id = str(event["JobId"])
+    if "Error" in event:
+        fail(ctx, job_id, _cause_message(str(event["Error"]), str(event.get("Cause", ""))))
+        return {"JobId": job_id, "Done": True}
+    return {"JobId": job_id, "Done": advance(ctx, job_id)}
+
+
+def _cause_message(error: str, cause: str) -> str:
+    """The Lambda error's message out of a Step Functions Cause (JSON with errorMessage)."""
+    try:
+        message = json.loads(cause).get("errorMessage", "")
+    except (ValueError, AttributeError):
+        message = cause
+    return f"{error}: {message}" if message else error

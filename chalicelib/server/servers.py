@@ -1,0 +1,228 @@
+"""The DICOMweb client API of the Orthanc plugin: remote servers, proxy calls, STOW and
+retrieve jobs ("REST API of the Orthanc DICOMweb client" in its manual).
+
+Every route is `admin`: it reaches other servers or changes the list of them. No route ever
+answers a secret: servers are shown through `registry.public_view`. Asynchronous calls answer
+`{ID, Path}` where Path is Orthanc's relative `.././../jobs/{id}`, which resolves from
+`{root}/servers/{name}/stow` to `{root}/jobs/{id}`, where `server/jobs.py` serves jobs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chalicelib import jobs
+from chalicelib.client import proxy
+from chalicelib.client.http import RemoteError, remote_client, remote_url
+from chalicelib.client.registry import public_view
+from chalicelib.client.resources import resolve_resources, uid_path
+from chalicelib.dicom.qido import format_warning
+from chalicelib.errors import BadGateway, BadRequest, DicomWebError
+from chalicelib.server.http import Service, WebRequest, WebResponse, json_response
+from chalicelib.storage.ports import JobRecord
+
+service = Service("servers")
+
+
+def _body(request: WebRequest) -> dict[str, Any]:
+    if not request.body.strip():
+        return {}
+    try:
+        body = json.loads(request.body)
+    except ValueError as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def _flag(body: dict[str, Any], key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{key} must be true or false, not {value!r}")
+    return value
+
+
+def _priority(body: dict[str, Any]) -> int:
+    value = body.get("Priority", 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"Priority must be an integer, not {value!r}")
+    return value
+
+
+@service.route("/servers", "GET", scope="admin")
+def list_servers(request: WebRequest) -> WebResponse:
+    servers = request.context.servers.servers()
+    if request.query_values("expand"):
+        return json_response({name: public_view(s) for name, s in servers.items()})
+    return json_response(list(servers))
+
+
+@service.route("/servers/{name}", "GET", scope="admin")
+def server_operations(request: WebRequest, name: str) -> WebResponse:
+    return json_response(request.context.servers.get(name).operations())
+
+
+@service.route("/servers/{name}", "PUT", scope="admin")
+def put_server(request: WebRequest, name: str) -> WebResponse:
+    try:
+        body = json.loads(request.body or b"null")
+    except ValueError as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from None
+    request.context.servers.put(name, body)
+    return json_response({})
+
+
+@service.route("/servers/{name}", "DELETE", scope="admin")
+def delete_server(request: WebRequest, name: str) -> WebResponse:
+    request.context.servers.delete(name)
+    return json_response({})
+
+
+def _client(request: WebRequest, name: str) -> Any:
+    return remote_client(request.context.servers.get(name), request.context.settings)
+
+
+def _remote_failed(exc: RemoteError) -> DicomWebError:
+    return BadGateway(exc.message)
+
+
+@service.route("/servers/{name}/get", "POST", scope="admin")
+def proxy_get(request: WebRequest, name: str) -> WebResponse:
+    """The remote's answer as it is: status, body and Content-Type."""
+    client, body = _client(request, name), _body(request)
+    try:
+        response = client.request(
+            "GET",
+            remote_url(client.server, body.get("Uri", ""), proxy.string_map(body, "Arguments")),
+            check_status=False,
+            headers=proxy.string_map(body, "HttpHeaders"),
+        )
+    except RemoteError as exc:
+        raise _remote_failed(exc) from None
+    content_type = response.headers.get("content-type", "application/octet-stream")
+    return WebResponse(response.status_code, response.content, {}, content_type)
+
+
+@service.route("/servers/{name}/qido", "POST", scope="admin")
+def proxy_qido(request: WebRequest, name: str) -> WebResponse:
+    client, body = _client(request, name), _body(request)
+    body["HttpHeaders"] = {
+        **proxy.string_map(body, "HttpHeaders"),
+        "Accept": "application/dicom+json",
+    }
+    try:
+        response = proxy.get(client, body)
+        answer = proxy.simplified_qido(response.json() if response.content.strip() else [])
+    except RemoteError as exc:
+        raise _remote_failed(exc) from None
+    except (ValueError, AttributeError):
+        raise BadGateway(
+            f"server {name!r} answered the search with something not DICOM JSON"
+        ) from None
+    return json_response(answer)
+
+
+@service.route("/servers/{name}/delete", "POST", scope="admin")
+def proxy_delete(request: WebRequest, name: str) -> WebResponse:
+    try:
+        proxy.delete(_client(request, name), _body(request))
+    except RemoteError as exc:
+        raise _remote_failed(exc) from None
+    return json_response({})
+
+
+@service.route("/servers/{name}/stow", "POST", scope="admin")
+def stow(request: WebRequest, name: str) -> WebResponse:
+    """Send stored resources with STOW-RS (a DicomWebStowClient job, synchronous by default)."""
+    server, body = request.context.servers.get(name), _body(request)
+    resources = resolve_resources(request.context.index, body.get("Resources"))
+    total = sum(_count(request, r) for r in resources)
+    job = jobs.new_job(
+        jobs.STOW,
+        server.name,
+        {
+            "Resources": resources,
+            "HttpHeaders": proxy.string_map(body, "HttpHeaders"),
+            "InstancesTotal": total,
+        },
+        {"Server": server.name, "Resources": body["Resources"]},
+        _priority(body),
+    )
+    return _run(request, job, _flag(body, "Synchronous", True))
+
+
+def _count(request: WebRequest, resource: list[str]) -> int:
+    index = request.context.index
+    if len(resource) == 3:
+        return 1
+    if len(resource) == 2:
+        return index.get_series(*resource).num_instances
+    return index.get_study(resource[0]).num_instances
+
+
+@service.route("/servers/{name}/retrieve", "POST", scope="admin")
+def retrieve(request: WebRequest, name: str) -> WebResponse:
+    """Retrieve studies, series or instances by UID (a DicomWebWadoRetrieveClient job)."""
+    server, body = request.context.servers.get(name), _body(request)
+    resources = body.get("Resources")
+    if not isinstance(resources, list) or not resources:
+        raise BadRequest('Resources must be a non-empty list of {"Study", "Series", "Instance"}')
+    for position, resource in enumerate(resources):
+        if not isinstance(resource, dict):
+            raise BadRequest(f'Resources[{position}] must be {{"Study", "Series", "Instance"}}')
+        uid_path(resource, position)
+    job = jobs.new_job(
+        jobs.RETRIEVE,
+        server.name,
+        {
+            "Resources": resources,
+            "HttpHeaders": proxy.string_map(body, "HttpHeaders"),
+            "Arguments": proxy.string_map(body, "Arguments"),
+        },
+        {"Server": server.name, "Resources": resources},
+        _priority(body),
+    )
+    return _run(request, job, _flag(body, "Synchronous", True))
+
+
+@service.route("/servers/{name}/wado", "POST", scope="admin")
+def wado(request: WebRequest, name: str) -> WebResponse:
+    """Retrieve any WADO-RS resource (`Uri`) into the store; asynchronous by default."""
+    server, body = request.context.servers.get(name), _body(request)
+    arguments = proxy.string_map(body, "Arguments")
+    remote_url(server, body.get("Uri", ""), arguments)
+    job = jobs.new_job(
+        jobs.RETRIEVE,
+        server.name,
+        {
+            "Uri": body["Uri"],
+            "HttpHeaders": proxy.string_map(body, "HttpHeaders"),
+            "Arguments": arguments,
+        },
+        {"Server": server.name, "Uri": body["Uri"]},
+        _priority(body),
+    )
+    return _run(request, job, _flag(body, "Synchronous", False))
+
+
+def job_path(job: JobRecord) -> dict[str, str]:
+    return {"ID": job.id, "Path": f".././../jobs/{job.id}"}
+
+
+def _run(request: WebRequest, job: JobRecord, synchronous: bool) -> WebResponse:
+    ctx = request.context
+    if not synchronous:
+        return json_response(job_path(jobs.submit(ctx, job)))
+    job = jobs.run_synchronously(ctx, job)
+    if job.state == "Success":
+        return json_response(job.content)
+    if job.state == "Failure":
+        raise BadGateway(f"job {job.id} ({job.type}) failed: {job.error_description}")
+    warning = format_warning(
+        f"the job goes on after the synchronous deadline; follow it at "
+        f"{request.dicomweb_root}/jobs/{job.id}",
+        request.header("host", "-"),
+    )
+    return json_response(job_path(job), 202, headers={"Warning": warning})

@@ -1,0 +1,185 @@
+"""The client API routes through chalice.test.Client, on both backends: servers registry,
+proxy-call guards, job routes' errors. Calls that reach a remote run against a real local HTTP
+server (tests/client/remote.py), never a mock."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chalice.test import Client
+
+from chalicelib.server.api import create_app
+from tests.conftest import make_context
+from tests.peers import free_port
+
+PASSWORD = "s3cr3t-Pa55"
+KEY_PASSWORD = "k3y-Pa55"
+TOKEN = "Bearer t0k3n-value"
+SERVERS = {
+    "list-form": ["http://127.0.0.1:9/dicom-web/", "alice", PASSWORD],
+    "object-form": {
+        "Url": "http://127.0.0.1:9/other",
+        "Username": "bob",
+        "Password": PASSWORD,
+        "HttpHeaders": {"Authorization": TOKEN},
+        "HasDelete": True,
+        "Timeout": 7,
+        "CertificateFile": "client.crt",
+        "CertificateKeyFile": "client.key",
+        "CertificateKeyPassword": KEY_PASSWORD,
+        "Site": "north",
+    },
+}
+SECRETS = (PASSWORD, KEY_PASSWORD, "t0k3n-value")
+
+
+@pytest.fixture
+def servers_client(backend: str, tmp_path: Path) -> Client:
+    ctx = make_context(backend, tmp_path, servers=SERVERS)
+    return Client(create_app(lambda: ctx))
+
+
+def call(client: Client, method: str, path: str, body: Any = None) -> Any:
+    data = b"" if body is None else json.dumps(body).encode()
+    response = client.http.request(
+        method, path, body=data, headers={"Content-Type": "application/json"}
+    )
+    for secret in SECRETS:
+        assert secret.encode() not in response.body, f"{method} {path} echoed a secret"
+    return response
+
+
+def test_list_servers_names(servers_client: Client) -> None:
+    response = call(servers_client, "GET", "/dicom-web/servers")
+    assert response.status_code == 200
+    assert json.loads(response.body) == ["list-form", "object-form"]
+
+
+def test_list_servers_expand_hides_secrets(servers_client: Client) -> None:
+    response = call(servers_client, "GET", "/dicom-web/servers?expand")
+    servers = json.loads(response.body)
+    assert servers["list-form"]["Url"] == "http://127.0.0.1:9/dicom-web/"
+    assert servers["list-form"]["Password"] is None
+    detail = servers["object-form"]
+    assert detail["Url"] == "http://127.0.0.1:9/other/"
+    assert detail["Username"] == "bob" and detail["Password"] is None
+    assert detail["HttpHeaders"] == ["Authorization"]
+    assert detail["CertificateKeyPassword"] is None
+    assert detail["Site"] == "north" and detail["Timeout"] == 7 and detail["HasDelete"] is True
+
+
+def test_server_operations_with_and_without_delete(servers_client: Client) -> None:
+    assert json.loads(call(servers_client, "GET", "/dicom-web/servers/list-form").body) == [
+        "get",
+        "retrieve",
+        "stow",
+        "wado",
+        "qido",
+    ]
+    operations = json.loads(call(servers_client, "GET", "/dicom-web/servers/object-form").body)
+    assert operations[-1] == "delete"
+
+
+def test_unknown_server_is_404_on_every_route(servers_client: Client) -> None:
+    assert call(servers_client, "GET", "/dicom-web/servers/nope").status_code == 404
+    assert call(servers_client, "DELETE", "/dicom-web/servers/nope").status_code == 404
+    for operation in ("get", "qido", "wado", "delete", "stow", "retrieve"):
+        response = call(servers_client, "POST", f"/dicom-web/servers/nope/{operation}", {})
+        assert response.status_code == 404, operation
+        assert "nope" in json.loads(response.body)["Message"]
+
+
+def test_put_then_delete_server(servers_client: Client) -> None:
+    body = {"Url": "http://127.0.0.1:9/x/", "Username": "carol", "Password": PASSWORD}
+    assert json.loads(call(servers_client, "PUT", "/dicom-web/servers/new", body).body) == {}
+    names = json.loads(call(servers_client, "GET", "/dicom-web/servers").body)
+    assert "new" in names
+    assert json.loads(call(servers_client, "DELETE", "/dicom-web/servers/new").body) == {}
+    assert call(servers_client, "GET", "/dicom-web/servers/new").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"Username": "x"}, "Url is required"),
+        ({"Url": "ftp://host/"}, "http://"),
+        ({"Url": "http://h/", "Pkcs11": True}, "Pkcs11"),
+        ({"Url": "http://h/", "HasDelete": "maybe"}, "HasDelete"),
+        ({"Url": "http://h/", "Timeout": -1}, "Timeout"),
+        (["http://h/", "a", "b", "c"], "list form"),
+    ],
+)
+def test_put_server_rejects_bad_definitions(
+    servers_client: Client, body: Any, message: str
+) -> None:
+    response = call(servers_client, "PUT", "/dicom-web/servers/bad", body)
+    assert response.status_code == 400
+    assert message in json.loads(response.body)["Message"]
+
+
+def test_get_on_post_routes_is_405_with_allow(servers_client: Client) -> None:
+    for operation in ("get", "qido", "wado", "delete", "stow", "retrieve"):
+        response = call(servers_client, "GET", f"/dicom-web/servers/list-form/{operation}")
+        assert response.status_code == 405
+        assert "POST" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://evil.example/studies",
+        "//evil.example/studies",
+        "/../studies",
+        "/studies/../../x",
+        "/studies/%2e%2e/%2e%2e/x",
+        "/studies//x",
+        "/studies?PatientID=1",
+    ],
+)
+def test_proxy_uri_must_stay_under_the_server(servers_client: Client, uri: str) -> None:
+    for operation in ("get", "qido", "wado"):
+        response = call(
+            servers_client, "POST", f"/dicom-web/servers/list-form/{operation}", {"Uri": uri}
+        )
+        assert response.status_code == 400, (operation, uri)
+
+
+def test_proxy_get_remote_down_is_502_naming_the_server(backend: str, tmp_path: Path) -> None:
+    servers = {"down": [f"http://127.0.0.1:{free_port()}/dicom-web/"]}
+    ctx = make_context(backend, tmp_path, servers=servers, http_timeout=5)
+    client = Client(create_app(lambda: ctx))
+    response = call(client, "POST", "/dicom-web/servers/down/get", {"Uri": "/studies"})
+    assert response.status_code == 502
+    assert "cannot connect" in json.loads(response.body)["Message"]
+
+
+def test_delete_needs_has_delete(servers_client: Client) -> None:
+    body = {"Level": "Study", "StudyInstanceUID": "1.2.3"}
+    response = call(servers_client, "POST", "/dicom-web/servers/list-form/delete", body)
+    assert response.status_code == 400
+    assert "HasDelete" in json.loads(response.body)["Message"]
+
+
+def test_retrieve_instance_without_series_is_400(servers_client: Client) -> None:
+    body = {"Resources": [{"Study": "1.2.3", "Instance": "1.2.3.4"}]}
+    response = call(servers_client, "POST", "/dicom-web/servers/list-form/retrieve", body)
+    assert response.status_code == 400
+    assert "Series" in json.loads(response.body)["Message"]
+
+
+def test_stow_unknown_resource_is_404(servers_client: Client) -> None:
+    body = {"Resources": ["6ca4c9f3-5e895cb3-4d82c6da-09e060fe-9c59f228"]}
+    response = call(servers_client, "POST", "/dicom-web/servers/list-form/stow", body)
+    assert response.status_code == 404
+    assert "6ca4c9f3" in json.loads(response.body)["Message"]
+
+
+def test_jobs_empty_and_unknown_job_404(servers_client: Client) -> None:
+    assert json.loads(call(servers_client, "GET", "/dicom-web/jobs").body) == []
+    assert json.loads(call(servers_client, "GET", "/dicom-web/jobs?expand").body) == []
+    assert call(servers_client, "GET", "/dicom-web/jobs/nope").status_code == 404
+    for action in ("cancel", "pause", "resume", "resubmit"):
+        assert call(servers_client, "POST", f"/dicom-web/jobs/nope/{action}").status_code == 404
