@@ -28,7 +28,6 @@ from chalicelib.dicom.ids import is_valid_uid
 _DEFER_SIZE = 1024
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _PIXEL_DATA = 0x7FE00010
-_FLOAT_PIXEL_DATA = {0x7FE00008, 0x7FE00009}
 _ITEM = 0xFFFEE000
 _ITEM_DELIMITER = 0xFFFEE00D
 _SEQUENCE_DELIMITER = 0xFFFEE0DD
@@ -274,11 +273,6 @@ def locate_pixel_data(ds: Dataset, data: bytes) -> dict[str, Any]:
     """
     raw = ds._dict.get(_PIXEL_DATA)
     if raw is None or getattr(raw, "value_tell", None) is None:
-        if raw is None and "Rows" in ds and "Columns" in ds and not _FLOAT_PIXEL_DATA & ds.keys():
-            # A cut at an element boundary just before Pixel Data leaves a valid-looking file.
-            raise UnreadableInstance(
-                "Pixel Data (7FE0,0010) is missing although Rows and Columns are present"
-            )
         return {}
     offset, length = raw.value_tell, raw.length
     facts: dict[str, Any] = {

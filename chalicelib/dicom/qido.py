@@ -2,7 +2,7 @@
 
 Pure: no HTTP, no storage. A malformed value of a known parameter raises `InvalidQuery` naming
 the parameter, the value and the rule; an unknown parameter is ignored with a warning text for
-a `Warning: 299` header (see `format_warning`).
+a `Warning: 299` header (see `server.http.warning_header`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ from chalicelib.dicom.matching import (
 from chalicelib.dicom.query import AttributeMatch, InvalidQuery, MatchKind, QidoQuery
 from chalicelib.dicom.tags import KEYWORDS, Level, lookup_keyword, lookup_tag
 
-WARNING_299 = '299 {host} "{text}"'
-"""Warning header template (PS3.18 §8.3.4.5, RFC 7234 §5.5); `host` is the service base URI."""
-
 
 def parse_query_string(raw: str) -> list[tuple[str, str]]:
     """Split a raw query string into (name, value) pairs, in order, keeping repeated names.
@@ -39,12 +36,6 @@ def parse_query_string(raw: str) -> list[tuple[str, str]]:
             name, _, value = segment.partition("=")
             pairs.append((unquote_plus(name), unquote_plus(value)))
     return pairs
-
-
-def format_warning(text: str, host: str) -> str:
-    """A `Warning` header value: `299 {host} "{text}"` with `text` as an HTTP quoted-string."""
-    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
-    return WARNING_299.format(host=host, text=quoted)
 
 
 def _printable(name: str) -> str:

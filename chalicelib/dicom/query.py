@@ -43,7 +43,7 @@ class QidoQuery:
     """A Search Transaction request, parsed once (PS3.18 §10.6.1, 2025b).
 
     `matches` includes the UIDs of the target resource path. `includefield` holds top-level
-    tags; `include_all` is `includefield=all`. `warnings` are texts for `format_warning`.
+    tags; `include_all` is `includefield=all`. `warnings` are texts for `warning_header`.
     """
 
     level: Level

@@ -50,14 +50,16 @@ service = Service("wado-rs-bulkdata")
 
 MAX_DEPTH = 5
 PIXEL_DATA_PATH = "7FE00010"
-_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
-_TAG = re.compile(r"^[0-9A-Fa-f]{8}$")
+_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE | re.ASCII)
+_TAG = re.compile(r"[0-9A-Fa-f]{8}")
+_ITEM = re.compile(r"[1-9][0-9]*")
+"""An item number: ASCII digits from 1, no leading zero (`00` is not item 0 - 1, the last)."""
 
 
 def parse_bulk_path(segments: list[str]) -> str:
     """ "TAG/ITEM/TAG..." checked and upper-cased; NotFound for anything else."""
     for position, segment in enumerate(segments):
-        ok = _TAG.match(segment) if position % 2 == 0 else segment.isdigit() and segment != "0"
+        ok = (_TAG if position % 2 == 0 else _ITEM).fullmatch(segment)
         if not ok:
             raise NotFound(
                 f"bulk path '{'/'.join(segments)[:120]}' names no element: expected "

@@ -216,7 +216,7 @@ def parse_frame_list(text: str) -> list[int]:
     numbers = []
     for item in text.replace("%2C", ",").replace("%2c", ",").split(","):
         item = item.strip()
-        if not item.isdigit():
+        if not (item.isascii() and item.isdigit()):  # int() takes "²" and "٣" too
             raise BadRequest(
                 f"frame list '{text[:80]}': '{item[:20]}' is not a frame number; use 1-based "
                 "numbers separated by commas, e.g. frames/1,3"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,6 +31,11 @@ CORS_EXPOSE_HEADERS = (
 CORS_MAX_AGE = "600"
 SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff"}
 """On every answer: a browser never sniffs a JSON error or a DICOM body into HTML."""
+
+WARNING_MAX_VALUES = 20
+"""At most this many `Warning` values, then one that counts the rest: ~700 refused STOW
+parts would make a header line over 64 KB, more than `requests` (http.client) reads."""
+WARNING_MAX_TEXT = 300
 
 
 @dataclass
@@ -77,6 +82,31 @@ def json_response(
 ) -> WebResponse:
     body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return WebResponse(status, body, dict(headers or {}), content_type)
+
+
+def header_text(text: str) -> str:
+    """`text` as printable ASCII, others escaped (`\\xe9`): header values are sent as
+    Latin-1, and a NUL or a character beyond it closed the connection with no answer."""
+    return "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in text)
+
+
+def warning_header(host: str, texts: Sequence[str]) -> dict[str, str]:
+    """A `Warning` header (RFC 9111 §5.5 as PS3.18 §8.3.4.5 uses it, 2025b): one `299` value
+    per text, as quoted-strings, printable ASCII, each text and their number capped."""
+    if not texts:
+        return {}
+    agent = header_text(host).replace(" ", "") or "-"
+    shown = list(texts[:WARNING_MAX_VALUES])
+    if len(texts) > WARNING_MAX_VALUES:
+        shown.append(f"and {len(texts) - WARNING_MAX_VALUES} more")
+    values = []
+    for text in shown:
+        text = header_text(text)
+        if len(text) > WARNING_MAX_TEXT:
+            text = text[: WARNING_MAX_TEXT - 3] + "..."
+        quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+        values.append(f'299 {agent} "{quoted}"')
+    return {"Warning": ", ".join(values)}
 
 
 def error_response(error: DicomWebError) -> WebResponse:

@@ -5,6 +5,9 @@ Chalice's `LocalDevServer` takes a request handler class; ours
   only, and dicomweb-client sends every STOW-RS body over 1 MB chunked);
 - answers unknown paths with the app's JSON 404 instead of API Gateway's 403 "Missing
   Authentication Token";
+- answers a malformed request (chunk size `ZZZ`, `Content-Length: abc`, a non-ASCII
+  `Authorization`) and any failure outside the app with a JSON error, never by closing the
+  connection without an answer;
 - sets TCP_NODELAY;
 - passes binary bodies through without the base64 round trip that the Lambda event format
   forces on API Gateway (binary_types is emptied for the local app);
@@ -24,18 +27,27 @@ import ctypes
 import dataclasses
 import errno
 import ipaddress
-import json
+import logging
 import signal
 import socket
 import sys
 from pathlib import Path
 
 from chalice.config import Config
-from chalice.local import ChaliceRequestHandler, ForbiddenError, LocalDevServer
+from chalice.local import (
+    ChaliceRequestHandler,
+    ForbiddenError,
+    LocalDevServer,
+    LocalGatewayException,
+)
 
 from chalicelib.config import Settings, load_settings
 from chalicelib.context import build_context
+from chalicelib.errors import BadRequest, DicomWebError, NotFound, PayloadTooLarge
 from chalicelib.server.api import create_app
+from chalicelib.server.http import SECURITY_HEADERS, error_response
+
+log = logging.getLogger(__name__)
 
 
 class BodyTooLarge(Exception):
@@ -49,15 +61,50 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
     max_body = Settings.max_request_body
 
     def _generic_handle(self) -> None:
+        """Chalice's handler, with every failure answered (its own closes the connection)."""
         try:
-            super()._generic_handle()
+            self._check_headers()
+            headers, body = self._parse_payload()
         except BodyTooLarge as exc:
             self.close_connection = True
             message = f"{exc}; the limit is {self.max_body} (DicomWeb.MaxRequestBody)"
-            body = json.dumps({"Status": 413, "Message": message}).encode()
-            headers = {"Content-Type": "application/json", "X-Content-Type-Options": "nosniff"}
-            self._send_http_response(413, headers, body)
+            self._send_json_error(PayloadTooLarge(message))
             self._linger()
+            return
+        except BadRequest as error:
+            self.close_connection = True  # the body's framing is unknown: read no further
+            self._send_json_error(error)
+            return
+        try:
+            response = self.local_gateway.handle_request(
+                method=self.command, path=self.path, headers=headers, body=body
+            )
+        except ForbiddenError:  # Chalice's answer to an unknown path: ours is a JSON 404
+            self._send_json_error(NotFound(f"no resource at {self.path.split('?', 1)[0]}"))
+            return
+        except LocalGatewayException as error:
+            self._send_error_response(error)
+            return
+        except Exception:
+            log.exception("local gateway failed on %s %s", self.command, self.path)
+            self.close_connection = True
+            self._send_json_error(DicomWebError("internal error; the server log has the details"))
+            return
+        response_headers = {**response["headers"], **response["multiValueHeaders"]}
+        body = self._handle_binary(response)["body"]
+        self._send_http_response(response["statusCode"], response_headers, body)
+
+    def _send_json_error(self, error: DicomWebError) -> None:
+        response = error_response(error)
+        headers = {**SECURITY_HEADERS, **response.headers, "Content-Type": "application/json"}
+        self._send_http_response(response.status, headers, response.body)
+
+    def _check_headers(self) -> None:
+        """Credentials are ASCII (RFC 9110 §11.4, token68 and auth-param); Chalice's local
+        gateway fails on others when it builds its 403 for an unknown path."""
+        authorization = self.headers.get("authorization", "")
+        if not authorization.isascii():
+            raise BadRequest("the Authorization header holds non-ASCII characters")
 
     def _linger(self) -> None:
         """Read and drop what the client still sends (a few seconds, 64 MB at most) after the
@@ -78,16 +125,20 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle
 
     def _parse_payload(self):  # type: ignore[no-untyped-def]
-        length = self.headers.get("content-length", "0")
-        if length.isdigit() and int(length) > self.max_body:
-            raise BodyTooLarge(f"the request body has {length} bytes")
         if "chunked" in self.headers.get("transfer-encoding", "").lower():
             body = self._read_chunked()
             headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
             headers["Content-Length"] = str(len(body))
-        else:
-            headers, body = super()._parse_payload()
-        return self._host_with_port(headers), body
+            return self._host_with_port(headers), body
+        length = self.headers.get("content-length", "0").strip()
+        if not (length.isascii() and length.isdigit()):
+            raise BadRequest(f"Content-Length '{length[:40]}' is not a number of bytes")
+        if int(length) > self.max_body:
+            raise BodyTooLarge(f"the request body has {length} bytes")
+        body = self.rfile.read(int(length)) if int(length) else None
+        if body is not None and len(body) < int(length):
+            raise BadRequest(f"the body ended after {len(body)} of {length} bytes")
+        return self._host_with_port(dict(self.headers)), body
 
     def _host_with_port(self, headers: dict[str, str]) -> dict[str, str]:
         """Add this server's port to a Host header that lacks it.
@@ -111,7 +162,13 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
         total = 0
         while True:
             line = self.rfile.readline(65537)
-            size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+            try:
+                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+            except ValueError:
+                size = -1
+            if size < 0 or not line.endswith(b"\n"):
+                shown = line.strip()[:40].decode("latin-1")
+                raise BadRequest(f"chunked body: the chunk size line '{shown}' is not hexadecimal")
             total += size
             if total > self.max_body:
                 raise BodyTooLarge(f"the chunked request body passed {total} bytes")
@@ -119,16 +176,11 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
                 while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                     pass
                 return b"".join(chunks)
-            chunks.append(self.rfile.read(size))
+            chunk = self.rfile.read(size)
+            if len(chunk) < size:
+                raise BadRequest(f"chunked body: a chunk ended after {len(chunk)} of {size} bytes")
+            chunks.append(chunk)
             self.rfile.readline(65537)
-
-    def _send_error_response(self, error):  # type: ignore[no-untyped-def]
-        if isinstance(error, ForbiddenError):
-            path = self.path.split("?", 1)[0]
-            body = json.dumps({"Status": 404, "Message": f"no resource at {path}"}).encode()
-            self._send_http_response(404, {"Content-Type": "application/json"}, body)
-            return
-        super()._send_error_response(error)
 
     def log_message(self, format: str, *args: object) -> None:
         sys.stderr.write(f"{self.address_string()} - {format % args}\n")

@@ -16,11 +16,11 @@ from typing import Any
 from chalicelib.dicom.ids import is_valid_uid
 from chalicelib.dicom.matching import matches, narrowing, select_attributes
 from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
-from chalicelib.dicom.qido import format_warning, parse_qido_query
+from chalicelib.dicom.qido import parse_qido_query
 from chalicelib.dicom.query import InvalidQuery, QidoQuery
 from chalicelib.dicom.tags import DEFAULT_TAGS, INSTANCE_LEVEL_TAGS, LEVEL_TAGS, Level, lookup_tag
 from chalicelib.errors import BadRequest, NotAcceptable, PayloadTooLarge
-from chalicelib.server.http import Service, WebRequest, WebResponse, json_response
+from chalicelib.server.http import Service, WebRequest, WebResponse, json_response, warning_header
 from chalicelib.server.negotiate import choose, parse_accept
 from chalicelib.server.resources import instance_url, parallel_map, series_url, study_url
 from chalicelib.storage.ports import ScanBudgetExceeded, SearchCandidate
@@ -132,10 +132,7 @@ def search(
         warnings.append(
             f"There are {result.remaining} additional results that can be requested"
         )  # the text of PS3.18 §8.3.4.4.1 (2025b)
-    headers = {}
-    if warnings:
-        host = request.header("host", "-")
-        headers["Warning"] = ", ".join(format_warning(text, host) for text in warnings)
+    headers = warning_header(request.header("host", "-"), warnings)
     if not result.datasets:
         return WebResponse(204, b"", headers)  # §8.3.4.4.1: no body on zero matches
     if as_xml:

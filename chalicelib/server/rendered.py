@@ -60,7 +60,7 @@ def _single(request: WebRequest, name: str) -> str | None:
 
 def _numbers(name: str, text: str, counts: tuple[int, ...]) -> list[float]:
     try:
-        numbers = [float(p) for p in text.split(",")]
+        numbers = [float(p) for p in text.split(",")] if text.isascii() else []
     except ValueError:
         numbers = []
     if len(numbers) not in counts or not all(math.isfinite(n) for n in numbers):
@@ -107,7 +107,7 @@ def parse_quality(text: str | None, name: str = "quality") -> int:
     if text is None:
         return DEFAULT_QUALITY
     try:
-        quality = int(text)
+        quality = int(text) if text.isascii() else 0  # int() takes "٣" too
     except ValueError:
         quality = 0
     if not 1 <= quality <= 100:

@@ -13,7 +13,7 @@ from chalicelib.dicom.jsonmodel import element_json, json_to_xml
 from chalicelib.dicom.multipart import MultipartError, parse_media_type, split_multipart
 from chalicelib.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from chalicelib.ingest import OUT_OF_RESOURCES, IngestResult, store_instance
-from chalicelib.server.http import Service, WebRequest, WebResponse, json_response
+from chalicelib.server.http import Service, WebRequest, WebResponse, json_response, warning_header
 from chalicelib.server.negotiate import choose, parse_accept
 from chalicelib.server.resources import instance_url, study_url
 
@@ -118,15 +118,13 @@ def _response_dataset(
     return dataset
 
 
-def _warning_header(request: WebRequest, results: list[IngestResult]) -> str:
-    """One Warning: 299 per failed part, so that every reason is readable (RFC 7234 §5.5)."""
-    host = request.header("host", "-")
-    warnings = []
-    for number, result in enumerate(results, 1):
-        if result.status != "stored":
-            text = result.message.replace('"', "'").replace("\r", " ").replace("\n", " ")
-            warnings.append(f'299 {host} "part {number}: {text}"')
-    return ", ".join(warnings)
+def _warning_texts(results: list[IngestResult]) -> list[str]:
+    """One text per refused part, so that every reason is readable (RFC 9111 §5.5)."""
+    return [
+        f"part {number}: {result.message}"
+        for number, result in enumerate(results, 1)
+        if result.status != "stored"
+    ]
 
 
 @service.route("/studies", "POST", scope="write")
@@ -143,10 +141,7 @@ def store_instances(request: WebRequest, study: str | None = None) -> WebRespons
     results = [store_instance(ctx, body, study) for body in bodies]
     status = _status(results)
     dataset = _response_dataset(request, results, study)
-    headers = {}
-    warning = _warning_header(request, results)
-    if warning:
-        headers["Warning"] = warning
+    headers = warning_header(request.header("host", "-"), _warning_texts(results))
     if chosen in (_DICOM_XML, "multipart/related"):
         (document,) = json_to_xml([dataset])
         return WebResponse(status, document, headers, _DICOM_XML)

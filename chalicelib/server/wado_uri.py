@@ -61,7 +61,7 @@ def _one(request: WebRequest, name: str) -> str | None:
 def _positive(name: str, text: str | None) -> int | None:
     if text is None:
         return None
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:  # not "²" or "٣"
         raise BadRequest(f"WADO-URI parameter {name}={text!r} must be a positive integer")
     return int(text)
 

@@ -141,15 +141,6 @@ def test_parse_instance_more_frames_than_fragments() -> None:
         parse_instance(data)
 
 
-def test_parse_instance_pixel_data_missing() -> None:
-    ds = dcmread(io.BytesIO(testdata("2020-08-12-Christopher.dcm").read_bytes()))
-    del ds.PixelData
-    out = io.BytesIO()
-    ds.save_as(out)
-    with pytest.raises(UnreadableInstance, match=r"Pixel Data .* is missing"):
-        parse_instance(out.getvalue())
-
-
 def test_parse_instance_ybr_full_422_frame_length() -> None:
     from pydicom.data import get_testdata_file
 

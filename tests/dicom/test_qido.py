@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.dicom.qido import format_warning, parse_qido_query, parse_query_string
+from chalicelib.dicom.qido import parse_qido_query, parse_query_string
 from chalicelib.dicom.query import AttributeMatch, InvalidQuery, QidoQuery
 from chalicelib.dicom.tags import KEYWORDS, lookup_keyword, lookup_tag
 
@@ -268,12 +268,6 @@ def test_parse_qido_query_unknown_parameter_warns(raw: str, named: str) -> None:
 def test_parse_qido_query_bad_request(raw: str, message: str) -> None:
     with pytest.raises(InvalidQuery, match=re.escape(message)):
         parse(raw)
-
-
-def test_format_warning_quotes() -> None:
-    assert format_warning('a "b" \\c', "https://h/dicom-web") == (
-        '299 https://h/dicom-web "a \\"b\\" \\\\c"'
-    )
 
 
 def test_lookup_keyword_falls_back_to_dictionary() -> None:

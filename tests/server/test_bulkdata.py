@@ -224,3 +224,13 @@ def test_bulkdata_big_endian_values_come_out_little_endian(context: Context) -> 
         fl = get(client, f"{instance_path(result)}/bulk/00091012", "application/octet-stream")
     assert ow.body == words
     assert fl.body == np.arange(400, dtype="<f4").tobytes()
+
+
+# Issue 11: item "00" passed the check and int("00") - 1 answered the last item; "²" gave 500.
+@pytest.mark.parametrize("item", ["00", "01", "%C2%B2"])
+def test_bulkdata_item_numbers_are_canonical(context: Context, item: str) -> None:
+    [(_, result)] = store_all(context, [TESTDATA / "PrivateTags.dcm"])
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{instance_path(result)}/bulk/60031010/{item}/60031011", OCTETS)
+    assert answer.status_code == 404
+    assert "items numbered from 1" in json.loads(answer.body)["Message"]

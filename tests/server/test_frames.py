@@ -380,3 +380,13 @@ def test_retrieve_frames_single_frame_reads_only_its_bytes(
             f"\n[{backend}] frames/7 of a {len(data):,} B instance: range reads "
             f"{[(s, n) for _, s, n in counting.ranges]}, whole reads {counting.gets}"
         )
+
+
+# Issue 11: str.isdigit() accepts "²", which int() refuses (500), and int() reads "٣" as 3.
+@pytest.mark.parametrize("text", ["²", "1,٣"], ids=["superscript", "arabic-indic"])
+def test_parse_frame_list_ascii_digits_only(text: str) -> None:
+    from chalicelib.errors import BadRequest
+    from chalicelib.server.frames import parse_frame_list
+
+    with pytest.raises(BadRequest, match="is not a frame number"):
+        parse_frame_list(text)

@@ -180,3 +180,85 @@ def test_port_in_use_is_named(tmp_path: Path) -> None:
         )
     assert result.returncode == 2
     assert f"port {port}" in result.stderr and "already in use" in result.stderr
+
+
+def _raw_exchange(server: str, request: bytes) -> tuple[int, dict]:
+    """Send `request` as written and read one answer: (status, JSON body)."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    address = urlsplit(server)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        connection.sendall(request)
+        answer = http.client.HTTPResponse(connection)
+        answer.begin()
+        return answer.status, json.loads(answer.read())
+
+
+# Issue 11: each of these closed the connection without an answer.
+@pytest.mark.parametrize(
+    ("request_bytes", "message"),
+    [
+        (
+            b"POST /dicom-web/studies HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/related; boundary=b\r\n\r\nZZZ\r\n",
+            "chunk size line 'ZZZ' is not hexadecimal",
+        ),
+        (
+            b"POST /dicom-web/studies HTTP/1.1\r\nHost: h\r\nContent-Length: abc\r\n\r\n",
+            "Content-Length 'abc' is not a number",
+        ),
+        (
+            "GET /nothing HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer é€\r\n\r\n".encode(),
+            "Authorization header holds non-ASCII characters",
+        ),
+    ],
+    ids=["chunk-size-ZZZ", "content-length-abc", "non-ascii-authorization"],
+)
+def test_malformed_request_400_json(server: str, request_bytes: bytes, message: str) -> None:
+    status, body = _raw_exchange(server, request_bytes)
+    assert status == 400
+    assert message in body["Message"]
+
+
+def _with_series_uid(uid: bytes) -> bytes:
+    """ColorTestImageJ.dcm with SeriesInstanceUID's 8 value bytes replaced by `uid`."""
+    ds = dcmread(io.BytesIO(testdata("ColorTestImageJ.dcm").read_bytes()))
+    ds.SeriesInstanceUID = "1.2.999"
+    out = io.BytesIO()
+    ds.save_as(out)
+    assert len(uid) == 8 and out.getvalue().count(b"1.2.999\0") == 1
+    return out.getvalue().replace(b"1.2.999\0", uid)
+
+
+def test_stow_warning_with_non_latin1_reason_is_answered(server: str) -> None:
+    """Issue 11: a refusal reason with NUL or '€' closed the connection with no answer, while
+    the valid parts of the same request were stored."""
+    from tests.server.helpers import STOW_CONTENT_TYPE, stow_body
+
+    body = stow_body(testdata(CT).read_bytes(), _with_series_uid("1.2.€\0".encode()))
+    response = requests.post(
+        f"{server}/dicom-web/studies",
+        data=body,
+        headers={"Content-Type": STOW_CONTENT_TYPE, "Accept": "application/dicom+json"},
+        timeout=60,
+    )
+    assert response.status_code == 202
+    warning = response.headers["Warning"]
+    assert warning.isascii() and "part 2:" in warning and "\\x" in warning
+    assert len(response.json()["00081198"]["Value"]) == 1
+
+
+def test_stow_many_refused_parts_warning_is_readable(server: str) -> None:
+    """Issue 12: ~700 refused parts made a Warning line over 64 KB that `requests` cannot read."""
+    from tests.server.helpers import STOW_CONTENT_TYPE, stow_body
+
+    response = requests.post(
+        f"{server}/dicom-web/studies",
+        data=stow_body(*[b"not DICOM %d" % n for n in range(1000)]),
+        headers={"Content-Type": STOW_CONTENT_TYPE, "Accept": "application/dicom+json"},
+        timeout=60,
+    )
+    assert response.status_code == 400
+    assert response.headers["Warning"].endswith('more"')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,16 @@ def test_wado_uri_custom_root(backend: str, tmp_path: Path) -> None:
         headers={"Accept": "*/*"},
     )
     assert response.status_code == 200 and response.headers["Content-Type"] == "image/jpeg"
+
+
+# Issue 11: str.isdigit() accepts "²", which int() refuses: these answered 500.
+@pytest.mark.parametrize(
+    ("name", "value"), [("frameNumber", "%C2%B2"), ("rows", "%C2%B2"), ("columns", "%D9%A3")]
+)
+def test_wado_uri_integers_are_ascii_digits(
+    client: Client, context: Context, name: str, value: str
+) -> None:
+    r = _store(context, CT)
+    response = _wado(client, **_full(r, **{name: value}))
+    assert response.status_code == 400
+    assert f"WADO-URI parameter {name}=" in json.loads(response.body)["Message"]
