@@ -17,9 +17,8 @@ from chalicelib.client import proxy
 from chalicelib.client.http import RemoteError, remote_client, remote_url
 from chalicelib.client.registry import public_view
 from chalicelib.client.resources import resolve_resources, uid_path
-from chalicelib.dicom.qido import format_warning
 from chalicelib.errors import BadGateway, BadRequest, DicomWebError
-from chalicelib.server.http import Service, WebRequest, WebResponse, json_response
+from chalicelib.server.http import Service, WebRequest, WebResponse, json_response, warning_header
 from chalicelib.storage.ports import JobRecord
 
 service = Service("servers")
@@ -220,9 +219,11 @@ def _run(request: WebRequest, job: JobRecord, synchronous: bool) -> WebResponse:
         return json_response(job.content)
     if job.state == "Failure":
         raise BadGateway(f"job {job.id} ({job.type}) failed: {job.error_description}")
-    warning = format_warning(
-        f"the job goes on after the synchronous deadline; follow it at "
-        f"{request.dicomweb_root}/jobs/{job.id}",
+    warning = warning_header(
         request.header("host", "-"),
+        [
+            "the job goes on after the synchronous deadline; follow it at "
+            f"{request.dicomweb_root}/jobs/{job.id}"
+        ],
     )
-    return json_response(job_path(job), 202, headers={"Warning": warning})
+    return json_response(job_path(job), 202, headers=warning)
