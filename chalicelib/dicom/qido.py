@@ -261,6 +261,8 @@ def parse_qido_query(
             limit = _uint(name, value) or default_limit  # limit=0: no limit asked for
         elif control == "offset":
             offset = _uint(name, value)
+        elif control == "accept":
+            continue  # the acceptable media types, read by the service (PS3.18 §8.3.3.1)
         elif control == "orderby":
             warnings.append(_ignored(name, "is not supported (results are in index order)"))
         elif control == "includefield":

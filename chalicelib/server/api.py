@@ -105,7 +105,8 @@ def create_app(
         PS3.18 §8.7.5 (2025b), which says 406, for clients that send none;
         `DicomWeb.StrictAccept` restores 406 for retrievals."""
         if "accept" not in request.headers:
-            if settings.strict_accept and request.method == "GET":
+            asked = "accept" in (request.query_params or {})  # PS3.18 §8.3.3.1
+            if settings.strict_accept and request.method == "GET" and not asked:
                 response = error_response(
                     NotAcceptable("the request has no Accept header (DicomWeb.StrictAccept)")
                 )

@@ -42,7 +42,15 @@ from chalicelib.errors import NotAcceptable, NotFound
 from chalicelib.server import frames
 from chalicelib.server.delivery import deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse
-from chalicelib.server.negotiate import OCTET_STREAM, accept_category, parse_accept, type_matches
+from chalicelib.server.negotiate import (
+    OCTET_STREAM,
+    AcceptEntry,
+    accept_category,
+    best_match,
+    parse_accept,
+    part_type,
+    type_matches,
+)
 from chalicelib.server.resources import find_instances, instance_url
 from chalicelib.storage.ports import InstanceRecord
 
@@ -72,29 +80,24 @@ def _wants_multipart(request: WebRequest) -> bool:
     """True for multipart/related; type="application/octet-stream", False for single-part;
     multipart wins ties as the default of PS3.18 §8.7.3.3.2; DICOM and rendered media types
     together are 400 (§8.7.5)."""
-    entries = parse_accept(request.header("accept"))
+    entries = parse_accept(request.accept)
     accept_category(entries, bulkdata=True)
-    best: tuple[tuple[float, int, int], bool] | None = None
-    for entry in entries:
-        media = entry.media
-        if entry.q <= 0:
-            continue
-        if media.type == "multipart/related":
-            if not type_matches(media.params.get("type", OCTET_STREAM).lower(), OCTET_STREAM):
-                continue
-            key, multipart = (-entry.q, 0, entry.position), True
-        elif type_matches(media.type, OCTET_STREAM):
-            key, multipart = (-entry.q, 1, entry.position), False
-        else:
-            continue
-        if best is None or key < best[0]:
-            best = (key, multipart)
-    if best is None:
+    found = best_match(entries, (True, False), _fits_octet_stream)
+    if found is None:
         raise NotAcceptable(
             'bulk data is available as multipart/related; type="application/octet-stream" '
             "or application/octet-stream; the Accept header allows neither"
         )
-    return best[1]
+    return found[0]
+
+
+def _fits_octet_stream(entry: AcceptEntry, multipart: bool) -> bool:
+    media = entry.media
+    if multipart:
+        return media.type == "multipart/related" and type_matches(
+            part_type(media, OCTET_STREAM), OCTET_STREAM
+        )
+    return type_matches(media.type, OCTET_STREAM)
 
 
 def _parse_range(header: str, total: int) -> tuple[int, int] | None:

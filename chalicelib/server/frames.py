@@ -36,7 +36,12 @@ from typing import Any, Literal
 
 from chalicelib.dicom import pixels
 from chalicelib.dicom.encoding import EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN
-from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
+from chalicelib.dicom.multipart import (
+    MediaType,
+    encode_multipart,
+    multipart_content_type,
+    new_boundary,
+)
 from chalicelib.errors import BadRequest, NotAcceptable, NotFound
 from chalicelib.server.delivery import deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse
@@ -44,7 +49,9 @@ from chalicelib.server.negotiate import (
     OCTET_STREAM,
     AcceptEntry,
     accept_category,
+    best_match,
     parse_accept,
+    part_type,
     type_matches,
 )
 from chalicelib.server.resources import find_instances, instance_url, parallel_map
@@ -101,38 +108,24 @@ def negotiate_pixel(entries: list[AcceptEntry], record: InstanceRecord, parts: i
     category = accept_category(entries, bulkdata=True)
     offers = _offers(record)
     encapsulated = bool(record.pixel.get("encapsulated"))
-    best: tuple[tuple[float, int, int], PixelChoice] | None = None
-    for entry in entries:
-        if entry.q <= 0:
-            continue
+
+    def fits(entry: AcceptEntry, offer: tuple[str, str, Mode]) -> bool:
+        offer_type, offer_syntax, mode = offer
         media = entry.media
-        multipart = media.type == "multipart/related" or "*" in media.type
-        if media.type == "multipart/related":
-            part = media.params.get("type", OCTET_STREAM).lower()
-        else:
-            part = media.type  # `*/*` and `image/*` get the default, multipart
+        if not _multipart(media) and parts != 1:
+            return False  # a single-part answer holds one frame
         syntax = media.params.get("transfer-syntax")
-        if not multipart and parts != 1:
-            continue  # a single-part answer holds one frame
-        for rank, (offer_type, offer_syntax, mode) in enumerate(offers):
-            if syntax == "*":
-                fits = mode == "stored" or (mode == "raw" and not encapsulated)
-            elif syntax:
-                fits = syntax == offer_syntax
-            else:
-                fits = part != OCTET_STREAM or mode == "raw"
-            if not fits:
-                continue
-            if part == OCTET_STREAM:
-                content_type = OCTET_STREAM
-            elif type_matches(part, offer_type):
-                content_type = offer_type
-            else:
-                continue
-            key = (-entry.q, rank, entry.position)
-            if best is None or key < best[0]:
-                best = (key, PixelChoice(content_type, offer_syntax, mode, multipart))
-    if best is None:
+        part = _part(media)
+        if syntax == "*":
+            syntax_fits = mode == "stored" or (mode == "raw" and not encapsulated)
+        elif syntax:
+            syntax_fits = syntax == offer_syntax
+        else:
+            syntax_fits = part != OCTET_STREAM or mode == "raw"
+        return syntax_fits and (part == OCTET_STREAM or type_matches(part, offer_type))
+
+    found = best_match(entries, offers, fits)
+    if found is None:
         available = ", ".join(
             f'multipart/related; type="{t}"; transfer-syntax={s}' for t, s, _ in offers
         )
@@ -143,7 +136,19 @@ def negotiate_pixel(entries: list[AcceptEntry], record: InstanceRecord, parts: i
             f"the frames of instance {record.sop_uid} (stored as {record.transfer_syntax_uid}) "
             f"are available as: {available}; the Accept header allows none of them{hint}"
         )
-    return best[1]
+    (offer_type, offer_syntax, mode), entry = found
+    content_type = OCTET_STREAM if _part(entry.media) == OCTET_STREAM else offer_type
+    return PixelChoice(content_type, offer_syntax, mode, _multipart(entry.media))
+
+
+def _multipart(media: MediaType) -> bool:
+    """`multipart/related`, or a wildcard (`*/*`, `image/*`: the default, multipart)."""
+    return media.type == "multipart/related" or "*" in media.type
+
+
+def _part(media: MediaType) -> str:
+    """The media type of each part a member asks for."""
+    return part_type(media, OCTET_STREAM) if media.type == "multipart/related" else media.type
 
 
 class FrameReader:
@@ -232,7 +237,7 @@ def read_frames(
     each frame's bytes in it."""
     reader = FrameReader(request, record)
     reader.check(numbers)
-    choice = negotiate_pixel(parse_accept(request.header("accept")), record, len(numbers))
+    choice = negotiate_pixel(parse_accept(request.accept), record, len(numbers))
     return choice, parallel_map(lambda n: reader.frame(n, choice), numbers)
 
 

@@ -65,6 +65,13 @@ class WebRequest:
     def query_values(self, name: str) -> list[str]:
         return [v for k, v in self.query if k == name]
 
+    @property
+    def accept(self) -> str:
+        """The acceptable media types: the `accept` query parameter when there is one, which
+        replaces the Accept header (Accept Query Parameter, PS3.18 §8.3.3.1, 2025b)."""
+        values = self.query_values("accept")
+        return ", ".join(values) if values else self.header("accept")
+
 
 @dataclass
 class WebResponse:

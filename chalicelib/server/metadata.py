@@ -42,7 +42,14 @@ from chalicelib.errors import NotAcceptable, NotFound
 from chalicelib.server.cache import METADATA_PREFIX, versioned
 from chalicelib.server.delivery import deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse, not_modified
-from chalicelib.server.negotiate import accept_category, parse_accept, type_matches
+from chalicelib.server.negotiate import (
+    AcceptEntry,
+    accept_category,
+    best_match,
+    parse_accept,
+    part_type,
+    type_matches,
+)
 from chalicelib.server.resources import check_path_uids, find_instances, not_found, parallel_map
 from chalicelib.storage import ports
 
@@ -58,28 +65,10 @@ _INSTANCE_NUMBER = "00200013"
 def negotiate_metadata(request: WebRequest) -> str:
     """application/dicom+json (default), application/json, or the XML multipart type; DICOM and
     rendered media types together are 400 (PS3.18 §8.7.5, 2025b, `accept_category`)."""
-    offers = (DICOM_JSON, "application/json", DICOM_XML)
-    entries = parse_accept(request.header("accept"))
+    entries = parse_accept(request.accept)
     category = accept_category(entries)
-    best: tuple[tuple[float, int, int], str] | None = None
-    for entry in entries:
-        if entry.q <= 0:
-            continue
-        media = entry.media
-        if media.type == "multipart/related":
-            if not type_matches(media.params.get("type", "").lower(), DICOM_XML):
-                continue
-            rank = 2
-        elif type_matches(media.type, DICOM_JSON):
-            rank = 0
-        elif type_matches(media.type, "application/json"):
-            rank = 1
-        else:
-            continue
-        key = (-entry.q, rank, entry.position)
-        if best is None or key < best[0]:
-            best = (key, offers[rank])
-    if best is None:
+    found = best_match(entries, (DICOM_JSON, "application/json", DICOM_XML), _fits_metadata)
+    if found is None:
         hint = ""
         if category == "rendered":
             hint = "; metadata has no rendered representation (PS3.18 §8.7.4)"
@@ -87,7 +76,15 @@ def negotiate_metadata(request: WebRequest) -> str:
             "metadata is available as application/dicom+json, application/json and "
             f'multipart/related; type="application/dicom+xml"; the Accept header allows none{hint}'
         )
-    return best[1]
+    return found[0]
+
+
+def _fits_metadata(entry: AcceptEntry, offer: str) -> bool:
+    """DICOM XML only inside `multipart/related` (PS3.18 §10.4.3.3.3), JSON only bare."""
+    media = entry.media
+    if media.type == "multipart/related":
+        return offer == DICOM_XML and type_matches(part_type(media, ""), DICOM_XML)
+    return offer != DICOM_XML and type_matches(media.type, offer)
 
 
 def accepts_gzip(request: WebRequest) -> bool:

@@ -9,9 +9,9 @@ Rendered Media Types, not both, for every service that answers DICOM Media Types
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from chalicelib.dicom.multipart import MediaType, parse_media_type
 from chalicelib.errors import BadRequest, NotAcceptable
@@ -19,6 +19,7 @@ from chalicelib.errors import BadRequest, NotAcceptable
 OCTET_STREAM = "application/octet-stream"
 
 Category = Literal["dicom", "rendered"]
+Offer = TypeVar("Offer")
 
 DICOM_MEDIA_TYPES = frozenset(
     {"application/dicom", "application/dicom+json", "application/dicom+xml", OCTET_STREAM}
@@ -94,6 +95,30 @@ def type_matches(pattern: str, media_type: str) -> bool:
     return minor == "*" and media_type.startswith(major + "/")
 
 
+def part_type(media: MediaType, default: str) -> str:
+    """The `type` of a `multipart/related` member (lower case), `default` when it has none."""
+    return media.params.get("type", default).lower()
+
+
+def best_match(
+    entries: Sequence[AcceptEntry],
+    offers: Sequence[Offer],
+    fits: Callable[[AcceptEntry, Offer], bool],
+) -> tuple[Offer, AcceptEntry] | None:
+    """The offer the client prefers among those an Accept entry `fits`, and that entry; None
+    when none fits. The highest q wins, ties go to the service's order of `offers` (its
+    default first), then to header order; q=0 entries accept nothing."""
+    best: tuple[tuple[float, int, int], Offer, AcceptEntry] | None = None
+    for entry in entries:
+        if entry.q <= 0:
+            continue
+        for rank, offer in enumerate(offers):
+            key = (-entry.q, rank, entry.position)
+            if (best is None or key < best[0]) and fits(entry, offer):
+                best = (key, offer, entry)
+    return None if best is None else (best[1], best[2])
+
+
 def choose(
     entries: Sequence[AcceptEntry], offers: Sequence[str], what: str
 ) -> tuple[str, AcceptEntry]:
@@ -102,20 +127,12 @@ def choose(
     `offers` are plain media types in the service's order of preference. Raise NotAcceptable
     listing the offers when none is acceptable.
     """
-    best: tuple[float, int, int, str, AcceptEntry] | None = None
-    for entry in entries:
-        if entry.q <= 0:
-            continue
-        for rank, offer in enumerate(offers):
-            if type_matches(entry.media.type, offer):
-                key = (-entry.q, rank, entry.position, offer, entry)
-                if best is None or key[:3] < best[:3]:
-                    best = key
-    if best is None:
+    found = best_match(entries, offers, lambda entry, offer: type_matches(entry.media.type, offer))
+    if found is None:
         raise NotAcceptable(
             f"{what} can be answered as {', '.join(offers)}; the Accept header allows none of them"
         )
-    return best[3], best[4]
+    return found
 
 
 def media_category(media: MediaType, bulkdata: bool) -> Category | None:

@@ -149,7 +149,7 @@ def search(
 
 def _negotiate(request: WebRequest) -> bool:
     """True for multipart/related of DICOM XML, False for DICOM JSON (PS3.18 §10.6.3.2)."""
-    entries = parse_accept(request.header("accept"))
+    entries = parse_accept(request.accept)
     offers = [_DICOM_JSON, "application/json", "multipart/related"]
     chosen, entry = choose(entries, offers, "the QIDO-RS response")
     if chosen != "multipart/related":

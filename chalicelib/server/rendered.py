@@ -117,8 +117,7 @@ def parse_quality(text: str | None, name: str = "quality") -> int:
 
 def choose_rendered_type(request: WebRequest, what: str) -> str:
     """The image type from the `accept` query parameter, else the Accept header."""
-    accept = _single(request, "accept") or request.header("accept")
-    media_type, _ = choose(parse_accept(accept), RENDERED_TYPES, what)
+    media_type, _ = choose(parse_accept(request.accept), RENDERED_TYPES, what)
     return media_type
 
 

@@ -131,7 +131,7 @@ def _warning_texts(results: list[IngestResult]) -> list[str]:
 @service.route("/studies/{study}", "POST", scope="write")
 def store_instances(request: WebRequest, study: str | None = None) -> WebResponse:
     ctx: Context = request.context
-    accept = parse_accept(request.header("accept"))
+    accept = parse_accept(request.accept)
     chosen, _ = choose(
         accept,
         [_DICOM_JSON, "application/json", _DICOM_XML, "multipart/related"],

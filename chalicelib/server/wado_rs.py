@@ -19,13 +19,21 @@ from chalicelib.dicom.multipart import encode_multipart, multipart_content_type,
 from chalicelib.errors import NotAcceptable
 from chalicelib.server.delivery import deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse
-from chalicelib.server.negotiate import AcceptEntry, accept_category, parse_accept, type_matches
+from chalicelib.server.negotiate import (
+    AcceptEntry,
+    accept_category,
+    best_match,
+    parse_accept,
+    part_type,
+    type_matches,
+)
 from chalicelib.server.resources import find_instances, instance_url, parallel_map
 from chalicelib.storage.ports import InstanceRecord
 
 service = Service("wado-rs")
 
 ANY_SYNTAX = "*"
+_DICOM = "application/dicom"
 
 
 @dataclass
@@ -44,19 +52,8 @@ def negotiate_dicom(entries: list[AcceptEntry]) -> DicomAccept:
     own (its `/rendered` resource has, PS3.18 §10.4.1.1.3, 2025b).
     """
     category = accept_category(entries)
-    candidates = []
-    for entry in entries:
-        media = entry.media
-        if entry.q <= 0:
-            continue
-        if media.type == "multipart/related":
-            part_type = media.params.get("type", "application/dicom").lower()
-            if not type_matches(part_type, "application/dicom"):
-                continue
-        elif not type_matches(media.type, "application/dicom"):
-            continue
-        candidates.append(entry)
-    if not candidates:
+    found = best_match(entries, [_DICOM], _fits_dicom)
+    if found is None:
         hint = ""
         if category == "rendered":
             hint = (
@@ -67,8 +64,16 @@ def negotiate_dicom(entries: list[AcceptEntry]) -> DicomAccept:
             'this resource is available as multipart/related; type="application/dicom" '
             f"(transfer-syntax=* or a transfer syntax UID); the Accept header allows none{hint}"
         )
-    best = min(candidates, key=lambda e: (-e.q, e.position))
-    return DicomAccept(best.media.params.get("transfer-syntax", EXPLICIT_VR_LITTLE_ENDIAN))
+    _, entry = found
+    return DicomAccept(entry.media.params.get("transfer-syntax", EXPLICIT_VR_LITTLE_ENDIAN))
+
+
+def _fits_dicom(entry: AcceptEntry, offer: str) -> bool:
+    """`multipart/related` with `type` `offer` (or none), or `offer` itself, or a wildcard."""
+    media = entry.media
+    if media.type == "multipart/related":
+        return type_matches(part_type(media, offer), offer)
+    return type_matches(media.type, offer)
 
 
 def encode_part(request: WebRequest, record: InstanceRecord, wanted: str) -> tuple[dict, bytes]:
@@ -112,7 +117,7 @@ def encode_part(request: WebRequest, record: InstanceRecord, wanted: str) -> tup
 
 
 def retrieve_instances(request: WebRequest, records: list[InstanceRecord]) -> WebResponse:
-    wanted = negotiate_dicom(parse_accept(request.header("accept"))).transfer_syntax
+    wanted = negotiate_dicom(parse_accept(request.accept)).transfer_syntax
     records = sorted(records, key=lambda r: (r.series_uid, r.sop_uid))
     parts = parallel_map(lambda r: encode_part(request, r, wanted), records)
     boundary = new_boundary()

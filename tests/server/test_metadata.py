@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from chalice.test import Client
@@ -218,6 +219,19 @@ def test_metadata_negotiation(
         answer = get(client, f"{instance_path(result)}/metadata", accept)
     assert answer.status_code == status
     assert answer.headers["Content-Type"] == content_type
+
+
+def test_metadata_accept_query_parameter_replaces_header(context: Context) -> None:
+    """PS3.18 §8.3.3.1: `accept=` wins over the Accept header."""
+    [result] = store_series(context, 1)
+    xml = quote('multipart/related; type="application/dicom+xml"')
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{instance_path(result)}/metadata?accept={xml}", JSON)
+        refused = get(client, f"{instance_path(result)}/metadata?accept=image/png", JSON)
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"].startswith("multipart/related")
+    assert refused.status_code == 406
+    assert "no rendered representation" in refused.json_body["Message"]
 
 
 def test_study_and_series_metadata_mixed_types_400(context: Context) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from xml.etree import ElementTree
 
 import pytest
@@ -447,6 +448,19 @@ def test_search_xml_multipart(corpus) -> None:
         root = ElementTree.fromstring(body)
         assert root.tag.endswith("NativeDicomModel")
     assert b"P002" in parts[0][1]
+
+
+def test_search_accept_query_parameter_replaces_header(corpus) -> None:
+    """PS3.18 §8.3.3.1: `accept=` wins over the Accept header, and is no unknown parameter."""
+    client, _ = corpus
+    xml = quote('multipart/related; type="application/dicom+xml"')
+    response = get(client, f"/studies?PatientID=P002&accept={xml}")
+    assert response.status_code == 200
+    assert len(parts_of(response)) == 2
+    assert "Warning" not in response.headers
+    refused = get(client, "/studies?PatientID=P002&accept=image/png")
+    assert refused.status_code == 406
+    assert "QIDO-RS response" in json_of(refused)["Message"]
 
 
 def test_search_over_budget_413_names_indexed_keys(corpus) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -226,6 +227,30 @@ def test_retrieve_highest_q_wins(client: Client, context: Context) -> None:
     )
     ((_, body),) = parts_of(client.http.get(_instance_path(item), headers={"Accept": accept}))
     assert body == item.data
+
+
+def test_retrieve_accept_query_parameter_replaces_header(client: Client, context: Context) -> None:
+    """PS3.18 §8.3.3.1: the `accept` query parameter replaces the Accept header."""
+    item = next(f for f in storable() if f.name == "TransferSyntaxes/1.2.840.10008.1.2.4.70.dcm")
+    store_instance(context, item.data)
+    headers = {"Accept": 'multipart/related; type="application/dicom"'}
+    path = _instance_path(item) + "?accept=" + quote(ANY)
+    ((part_headers, body),) = parts_of(client.http.get(path, headers=headers))
+    assert body == item.data
+    assert part_headers["content-type"].endswith("transfer-syntax=1.2.840.10008.1.2.4.70")
+    path = _instance_path(item) + "?accept=image/png"
+    response = client.http.get(path, headers=headers)
+    assert response.status_code == 406
+    assert "rendered media types only" in json_of(response)["Message"]
+
+
+def test_strict_accept_query_parameter_is_enough(tmp_path) -> None:
+    context = make_context("local", tmp_path, strict_accept=True)
+    client = Client(create_app(lambda: context))
+    store_instance(context, testdata(CT).read_bytes())
+    item = next(f for f in storable() if f.name == CT)
+    response = client.http.get(_instance_path(item) + "?accept=" + quote(ANY))
+    assert response.status_code == 200
 
 
 def test_wrong_method_405_with_allow(client: Client) -> None:
