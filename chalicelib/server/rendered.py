@@ -35,7 +35,7 @@ from chalicelib.dicom.rendering import (
 )
 from chalicelib.errors import BadRequest, NotAcceptable, NotFound
 from chalicelib.server.cache import versioned
-from chalicelib.server.http import Service, WebRequest, WebResponse
+from chalicelib.server.http import Service, WebRequest, WebResponse, warning_header
 from chalicelib.server.negotiate import choose, parse_accept
 from chalicelib.server.resources import find_instances
 from chalicelib.storage import ports
@@ -121,12 +121,13 @@ def choose_rendered_type(request: WebRequest, what: str) -> str:
     return media_type
 
 
-def unapplied_warning(request: WebRequest) -> dict[str, str]:
-    """`Warning: 299` naming the accepted parameters this server does not apply."""
-    names = [n for n in UNAPPLIED_PARAMETERS if request.query_values(n)]
-    if not names:
-        return {}
-    return {"Warning": f'299 - "{", ".join(names)}: accepted but not applied by this server"'}
+def unapplied_warning(
+    request: WebRequest, parameters: tuple[str, ...] = UNAPPLIED_PARAMETERS
+) -> dict[str, str]:
+    """`Warning: 299` naming the accepted `parameters` this server does not apply."""
+    names = [n for n in parameters if request.query_values(n)]
+    text = f"{', '.join(names)}: accepted but not applied by this server"
+    return warning_header(request.header("host", "-"), [text] if names else [])
 
 
 def rendered_options(request: WebRequest) -> RenderOptions:

@@ -26,7 +26,12 @@ from chalicelib.dicom.rendering import RENDERED_TYPES, RenderOptions, Viewport, 
 from chalicelib.errors import BadRequest, NotFound
 from chalicelib.server.http import Service, WebRequest, WebResponse
 from chalicelib.server.negotiate import choose, parse_accept
-from chalicelib.server.rendered import frame_count, parse_quality, render_instance
+from chalicelib.server.rendered import (
+    frame_count,
+    parse_quality,
+    render_instance,
+    unapplied_warning,
+)
 from chalicelib.storage import ports
 
 service = Service("wado-uri")
@@ -169,8 +174,7 @@ def retrieve_wado_uri(request: WebRequest) -> WebResponse:
     query = parse_query(request)
     record = locate(request, query)
     media_type = choose_content_type(request, query, bool(record.pixel))
-    names = [n for n in UNAPPLIED_PARAMETERS if request.query_values(n)]
-    headers = {"Warning": f'299 - "{", ".join(names)}: not applied"'} if names else {}
+    headers = unapplied_warning(request, UNAPPLIED_PARAMETERS)
     if media_type == DICOM:
         return WebResponse(
             200, _dicom_answer(request, record, query.transfer_syntax), headers, DICOM
