@@ -1,0 +1,185 @@
+"""`infra/jobs.asl.json` executed by moto's Step Functions interpreter, on the AWS adapters
+(moto), against a local server of ours as the remote.
+
+moto runs Lambda code only in Docker, so the state machine's Lambda task is dispatched to the
+worker handler in process: botocore's `before-call.lambda.Invoke` event (its documented
+extension point, the one moto itself uses) answers the interpreter's Invoke with what
+`app.jobs_worker` would return, or with the Lambda error it would raise.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+
+from chalicelib import jobs
+from chalicelib.context import Context
+from chalicelib.ingest import store_instance
+from tests.client.test_two_servers import Instance, instance_count, large_study
+from tests.conftest import REPO, make_context
+from tests.peers import free_port
+from tests.server.test_localserver import local_server
+
+WORKER_ARN = "arn:aws:lambda:us-east-1:123456789012:function:jobs_worker"
+
+
+class WorkerDispatch:
+    """Answers the interpreter's Lambda Invoke with the worker handler, in process;
+    `inject` holds exceptions raised instead of running the next invocations."""
+
+    def __init__(self) -> None:
+        self.ctx: Context | None = None
+        self.inject: list[Exception] = []
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(self, params: dict[str, Any], **kwargs: Any) -> tuple[AWSResponse, dict]:
+        event = json.loads(params["body"] or b"{}")
+        self.events.append(event)
+        parsed: dict[str, Any] = {"StatusCode": 200}
+        try:
+            if self.inject and "Error" not in event:
+                raise self.inject.pop(0)
+            assert self.ctx is not None
+            payload: Any = jobs.handle_worker_event(self.ctx, event)
+        except Exception as exc:
+            payload = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
+            parsed["FunctionError"] = "Unhandled"
+        parsed["Payload"] = io.BytesIO(json.dumps(payload).encode())
+        return AWSResponse(WORKER_ARN, 200, {}, None), parsed
+
+
+@pytest.fixture
+def dispatch(monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerDispatch]:
+    from moto import mock_aws
+
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    worker = WorkerDispatch()
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        boto3.setup_default_session()
+        assert boto3.DEFAULT_SESSION is not None
+        boto3.DEFAULT_SESSION.events.register("before-call.lambda.Invoke", worker)
+        yield worker
+        boto3.DEFAULT_SESSION.events.unregister("before-call.lambda.Invoke", worker)
+
+
+@pytest.fixture
+def remote(tmp_path: Path) -> Iterator[str]:
+    with local_server(tmp_path / "remote", free_port()) as url:
+        yield url
+
+
+def state_machine() -> str:
+    definition = (REPO / "infra" / "jobs.asl.json").read_text()
+    response = boto3.client("stepfunctions", region_name="us-east-1").create_state_machine(
+        name="dicomweb-jobs",
+        definition=definition.replace("${JobsWorkerArn}", WORKER_ARN),
+        roleArn="arn:aws:iam::123456789012:role/jobs",
+    )
+    return response["stateMachineArn"]
+
+
+def aws_context(tmp_path: Path, remote: str, dispatch: WorkerDispatch) -> Context:
+    servers = {"remote": [f"{remote}/dicom-web/"], "wrong-path": [f"{remote}/nowhere/"]}
+    ctx = make_context(
+        "aws",
+        tmp_path,
+        servers=servers,
+        jobs_state_machine_arn=state_machine(),
+        stow_max_instances=3,
+    )
+    dispatch.ctx = ctx
+    return ctx
+
+
+def start_stow(ctx: Context, study: list[Instance], server: str = "remote") -> str:
+    for instance in study:
+        assert store_instance(ctx, instance.data).status == "stored"
+    job = jobs.new_job(
+        jobs.STOW,
+        server,
+        {"Resources": [[study[0].study]], "HttpHeaders": {}, "InstancesTotal": len(study)},
+        {"Server": server},
+        0,
+    )
+    return jobs.submit(ctx, job).id
+
+
+def finished(ctx: Context, job_id: str) -> tuple[Any, dict[str, Any]]:
+    """The job record and its execution's description once the execution ended."""
+    client = boto3.client("stepfunctions", region_name="us-east-1")
+    deadline = time.monotonic() + 120
+    while True:
+        job = ctx.jobs.get(job_id)
+        execution = client.describe_execution(executionArn=job.execution)
+        if execution["status"] != "RUNNING":
+            return ctx.jobs.get(job_id), execution
+        assert time.monotonic() < deadline, (job, execution)
+        time.sleep(0.1)
+
+
+def test_execution_runs_the_job_in_batches(
+    tmp_path: Path, remote: str, dispatch: WorkerDispatch
+) -> None:
+    ctx = aws_context(tmp_path, remote, dispatch)
+    study = large_study(7)
+    job, execution = finished(ctx, start_stow(ctx, study))
+    assert execution["status"] == "SUCCEEDED"
+    assert (job.state, job.progress, job.content["InstancesCount"]) == ("Success", 100, "7")
+    assert len(dispatch.events) == 3  # batches of 3: one invocation each, no per-instance state
+    assert all(set(event) == {"JobId"} for event in dispatch.events)
+    assert instance_count(remote, study[0].study) == 7
+
+
+def test_transient_failure_is_retried(
+    tmp_path: Path, remote: str, dispatch: WorkerDispatch
+) -> None:
+    ctx = aws_context(tmp_path, remote, dispatch)
+    dispatch.inject.append(jobs.TransientJobError("remote answered 503 (injected)"))
+    study = large_study(4)
+    job, execution = finished(ctx, start_stow(ctx, study))
+    assert execution["status"] == "SUCCEEDED"
+    assert job.state == "Success" and job.content["InstancesCount"] == "4"
+    assert len(dispatch.events) == 3  # the failed invocation, then two batches
+    assert instance_count(remote, study[0].study) == 4
+
+
+def test_permanent_remote_failure_fails_the_job(
+    tmp_path: Path, remote: str, dispatch: WorkerDispatch
+) -> None:
+    ctx = aws_context(tmp_path, remote, dispatch)
+    study = large_study(2)
+    job, execution = finished(ctx, start_stow(ctx, study, server="wrong-path"))
+    assert job.state == "Failure"
+    assert "404" in job.error_description and "wrong-path" in job.error_description
+    assert instance_count(remote, study[0].study) == 0
+    assert execution["status"] == "SUCCEEDED"  # the worker recorded the failure itself
+
+
+def test_unexpected_worker_error_is_caught_and_recorded(
+    tmp_path: Path, remote: str, dispatch: WorkerDispatch
+) -> None:
+    ctx = aws_context(tmp_path, remote, dispatch)
+    dispatch.inject.append(KeyError("injected defect"))
+    study = large_study(2)
+    job, execution = finished(ctx, start_stow(ctx, study))
+    assert execution["status"] == "FAILED"
+    assert job.state == "Failure"
+    assert "KeyError" in job.error_description and "injected defect" in job.error_description
+    assert dispatch.events[-1]["Error"] == "KeyError"
+    assert instance_count(remote, study[0].study) == 0
