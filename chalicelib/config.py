@@ -136,6 +136,8 @@ class Settings:
     https_verify_peers: bool = True
     https_ca_certificates: str = ""
     http_proxy: str = ""
+    jobs_synchronous_deadline: int = 25
+    """Seconds a synchronous job call waits on AWS before answering 202 (API Gateway: 29 s)."""
     jobs_state_machine_arn: str = ""
     """The Step Functions state machine that runs jobs on AWS (env `JOBS_STATE_MACHINE_ARN`)."""
 
@@ -179,6 +181,7 @@ _DICOMWEB_KEYS = {
     "ViewerUrlTemplate": "viewer_url_template",
     "StowMaxInstances": "stow_max_instances",
     "StowMaxSize": "stow_max_size",
+    "JobsSynchronousDeadline": "jobs_synchronous_deadline",
 }
 _TOP_LEVEL_KEYS = {
     "OverwriteInstances": "overwrite_instances",
@@ -321,6 +324,11 @@ def _validate_auth(settings: Settings) -> None:
 
 
 def _validate_servers(settings: Settings) -> None:
+    if not 0 <= settings.jobs_synchronous_deadline <= 28:
+        raise ConfigError(
+            f"DicomWeb.JobsSynchronousDeadline must be 0 to 28 seconds (API Gateway answers "
+            f"504 after 29 s), not {settings.jobs_synchronous_deadline}"
+        )
     from chalicelib.client.registry import InvalidServer, parse_server
 
     for name, value in settings.servers.items():

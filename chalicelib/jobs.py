@@ -262,20 +262,14 @@ def orthanc_view(job: JobRecord) -> dict[str, Any]:
     return view
 
 
-SYNCHRONOUS_DEADLINE = 25.0
-"""Seconds a synchronous call waits for its job on AWS, under API Gateway's 29 s."""
-
-
-def run_synchronously(
-    ctx: Context, job: JobRecord, deadline: float = SYNCHRONOUS_DEADLINE
-) -> JobRecord:
+def run_synchronously(ctx: Context, job: JobRecord) -> JobRecord:
     """Run a new job for a synchronous call: inline locally; on AWS, start it and wait up to
-    `deadline` seconds (the job is then still Running when the answer is due)."""
+    `JobsSynchronousDeadline` seconds (the job may still be going when the answer is due)."""
     if ctx.settings.backend == "local":
         ctx.jobs.create(job)
         return run_inline(ctx, job.id)
     job = submit(ctx, job)
-    end = time.monotonic() + deadline
+    end = time.monotonic() + ctx.settings.jobs_synchronous_deadline
     while job.state not in TERMINAL and time.monotonic() < end:
         time.sleep(0.5)
         job = ctx.jobs.get(job.id)

@@ -95,6 +95,10 @@ def parse_server(name: str, value: Any) -> RemoteServer:
             f"server {name!r}: Url {url!r} must be an absolute http:// or https:// URL "
             f"without query or fragment"
         )
+    if parts.username or parts.password:
+        raise InvalidServer(
+            f"server {name!r}: Url must not hold credentials; give Username and Password"
+        )
     options: dict[str, Any] = {}
     for key, attr in _TEXT_KEYS.items():
         if value.get(key) is not None:

@@ -153,8 +153,3 @@ class ThreadJobRunner:
                 done = True
             if not done:
                 self._push(job_id, -priority)
-
-    def idle(self) -> bool:
-        """True when no job is queued or stepping (for an orderly stop and tests)."""
-        with self._condition:
-            return not self._queue and not any(t.is_alive() for t in self._threads)
