@@ -11,6 +11,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
@@ -29,8 +30,13 @@ class CorpusFile:
     sop_uid: str
 
 
-def _orthanc_files() -> list[Path]:
-    return sorted(p for p in TESTDATA.rglob("*") if p.is_file() and p.name != "README.md")
+def orthanc_files() -> list[Path]:
+    """The orthanc-tests files of the shared test data folder; fails the test when there are
+    none, so that a missing folder cannot turn corpus tests into empty passes."""
+    files = sorted(p for p in TESTDATA.rglob("*") if p.is_file() and p.name != "README.md")
+    if not files:
+        pytest.fail(f"no test data under {TESTDATA} (set SHARED_DIR to the shared/ folder)")
+    return files
 
 
 def _pydicom_files() -> list[Path]:
@@ -55,7 +61,7 @@ def storable() -> tuple[CorpusFile, ...]:
     """Every corpus file that carries the four UIDs a store needs, one per SOP Instance UID."""
     files: list[CorpusFile] = []
     seen: set[str] = set()
-    for path in [*_orthanc_files(), *_pydicom_files()]:
+    for path in [*orthanc_files(), *_pydicom_files()]:
         name = (
             path.name if path.is_relative_to(TESTDATA) is False else str(path.relative_to(TESTDATA))
         )

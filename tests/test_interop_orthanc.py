@@ -30,7 +30,9 @@ def _upload(peer: OrthancPeer, data: bytes) -> str:
 
 
 def test_orthanc_ids_match_orthanc(orthanc: OrthancPeer) -> None:
-    for item in (f for f in storable() if f.name in NAMES):
+    items = [f for f in storable() if f.name in NAMES]
+    assert sorted(f.name for f in items) == sorted(NAMES)
+    for item in items:
         instance_id = _upload(orthanc, item.data)
         info = requests.get(f"{orthanc.url}/instances/{instance_id}", timeout=30).json()
         series = requests.get(f"{orthanc.url}/series/{info['ParentSeries']}", timeout=30).json()

@@ -30,9 +30,11 @@ from chalicelib.dicom.jsonmodel import (
     json_values,
     keyword_json,
 )
+from tests.conftest import TESTDATA
+from tests.corpus import orthanc_files
 
-ORTHANC = Path("/work/shared/testdata/orthanc-tests")
-ORTHANC_FILES = sorted(p for p in ORTHANC.rglob("*") if p.is_file() and p.name != "README.md")
+ORTHANC = TESTDATA
+ORTHANC_FILES = orthanc_files()
 PYDICOM_FILES = [
     get_testdata_file(name)
     for name in (

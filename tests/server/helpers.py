@@ -70,3 +70,10 @@ def api_gateway_event(
         "body": base64.b64encode(body).decode("ascii") if body is not None else None,
         "isBase64Encoded": body is not None,
     }
+
+
+def assert_no_route(response: Any) -> None:
+    """The path has no route: the test client answers as API Gateway does, 403 "Missing
+    Authentication Token" (infra maps it to 404; the local server answers our JSON 404)."""
+    assert response.status_code == 403
+    assert json.loads(response.body) == {"message": "Missing Authentication Token"}

@@ -19,10 +19,10 @@ from chalicelib.context import Context
 from chalicelib.ingest import store_instance
 from chalicelib.server.api import create_app
 from tests.conftest import TESTDATA, make_context
+from tests.corpus import orthanc_files
 from tests.server.helpers import parts_of
 from tests.server.test_frames import (
     CountingBlobs,
-    corpus_files,
     get,
     instance_path,
     multiframe_instance,
@@ -97,7 +97,7 @@ def pydicom_json(data: bytes) -> dict[str, Any] | None:
 
 
 def test_instance_metadata_equals_pydicom_json_for_every_test_file(context: Context) -> None:
-    stored = store_all(context, corpus_files())
+    stored = store_all(context, orthanc_files())
     compared = 0
     with Client(create_app(lambda: context)) as client:
         for path, result in stored:
