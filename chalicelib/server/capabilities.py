@@ -10,6 +10,7 @@ WADO-URI form are marked as extensions. OPTIONS on any other path answers `Allow
 
 from __future__ import annotations
 
+import functools
 import re
 from xml.sax.saxutils import escape, quoteattr
 
@@ -119,29 +120,34 @@ def _resources_xml(table: RouteTable, base: str, prefix: str, wado_uri: bool) ->
     return lines
 
 
-def capabilities_description(request: WebRequest, table: RouteTable) -> str:
-    """The WADL document of PS3.18 Annex H (2025b) for the routes of `table`."""
-    settings = request.context.settings
+@functools.lru_cache(maxsize=16)
+def capabilities_description(
+    table: RouteTable, root: str, dicomweb_base: str, wado_root: str, wado_base: str | None
+) -> bytes:
+    """The WADL document of PS3.18 Annex H (2025b) for the routes of `table`, built once per
+    route table and base URL: `root` and `wado_root` are the route prefixes, the bases the
+    absolute URLs the client sees (`wado_base` None when WADO-URI is off)."""
     lines = [
         '<?xml version="1.0" encoding="UTF-8"?>',
         f'<application xmlns="{_WADL_NS}" xmlns:xsd="http://www.w3.org/2001/XMLSchema">',
         '  <doc title="DICOMweb">STOW-RS, QIDO-RS, WADO-RS (retrieve, metadata, bulkdata,'
         " frames, rendered, thumbnail), WADO-URI; DELETE is an extension.</doc>",
     ]
-    lines += _resources_xml(table, request.dicomweb_root, settings.root, wado_uri=False)
-    if settings.enable_wado:
-        base = request.base_url + settings.wado_root
-        lines += _resources_xml(table, base, settings.wado_root, wado_uri=True)
+    lines += _resources_xml(table, dicomweb_base, root, wado_uri=False)
+    if wado_base is not None:
+        lines += _resources_xml(table, wado_base, wado_root, wado_uri=True)
     lines.append("</application>")
-    return "\n".join(lines) + "\n"
+    return ("\n".join(lines) + "\n").encode("utf-8")
 
 
 @service.route("/", "OPTIONS", scope="read")
 def retrieve_capabilities(request: WebRequest) -> WebResponse:
     """Retrieve Capabilities Transaction, PS3.18 §8.9 (2025b)."""
-    from chalicelib.server.api import build_route_table  # the table this app serves
-
-    table = build_route_table(request.context.settings)
-    body = capabilities_description(request, table).encode("utf-8")
-    allow = ", ".join(table.allowed(request.context.settings.root))
+    settings = request.context.settings
+    table = request.route_table
+    wado_base = request.base_url + settings.wado_root if settings.enable_wado else None
+    body = capabilities_description(
+        table, settings.root, request.dicomweb_root, settings.wado_root, wado_base
+    )
+    allow = ", ".join(table.allowed(settings.root))
     return WebResponse(200, body, {"Allow": allow}, WADL_MEDIA_TYPE)

@@ -2,15 +2,15 @@
 
 PS3.18 (2025b) defines no delete transaction for studies, series or instances; this one
 follows the Orthanc plugin and dicomweb-client's `delete_*` (which note the same). It is on
-when `DicomWeb.EnableDelete` is true (the default locally; the AWS stage turns it off until
-the API has authentication); when off, DELETE is answered 405.
+when `DicomWeb.EnableDelete` is true (the default locally; the AWS stage's configuration turns
+it off); when off, DELETE is answered 405. It needs the `admin` scope.
 
 Order: the index delete is the commit point (the resource disappears from QIDO, WADO and the
 counts at once, and the versions are bumped); then the original bytes, the precomputed
-metadata and the cached thumbnails go. A blob key the index points to again by then (a
-concurrent re-store of the same bytes, whose key is the same) is kept, so that a delete racing
-a store does not leave an indexed instance without its blob. Answers 204, or 404 when
-nothing is stored under the path; `DELETE /studies` stays 405.
+metadata, the cached series and study metadata and the cached thumbnails go. Blob keys are
+never reused (`ingest.blob_key` adds a nonce), so a delete racing a re-store of the same
+instance cannot remove the new blob. Answers 204, or 404 when nothing is stored under the
+path; `DELETE /studies` stays 405.
 """
 
 from __future__ import annotations

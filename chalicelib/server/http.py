@@ -54,6 +54,8 @@ class WebRequest:
     """Absolute URL of the DICOMweb root (base_url + `DicomWeb.Root`), for links."""
     context: Any = None
     """The `chalicelib.context.Context` (ports and settings) serving this request."""
+    route_table: RouteTable | None = None
+    """The table of the app serving this request (set by `RouteTable.dispatch`)."""
     request_context: dict[str, Any] = field(default_factory=dict)
     """API Gateway's `requestContext` (authorizer verdict, caller identity); {} locally."""
     principal: Principal = ANONYMOUS
@@ -221,6 +223,7 @@ class RouteTable:
         needs the route's scope (403), then passes the request limits."""
         handlers = self.routes[path]
         method = request.method
+        request.route_table = self
         cors = request_cors_headers(request)
         try:
             if not (method == "OPTIONS" and request.header("access-control-request-method")):

@@ -57,7 +57,8 @@ class InstanceRecord:
     sop_class_uid: str
     transfer_syntax_uid: str
     blob_key: str
-    """Key of the original bytes in the BlobStore: `{study}/{series}/{sop}/{sha256[:16]}.dcm`."""
+    """Key of the original bytes in the BlobStore (`ingest.blob_key`):
+    `{study}/{series}/{sop}/{sha256[:16]}-{nonce}.dcm`, never reused."""
     size: int
     sha256: str
     study_tags: DicomJson
@@ -73,7 +74,7 @@ class InstanceRecord:
     pixel: dict[str, Any] = field(default_factory=dict)
     """Frame access facts recorded at ingest (offsets, fragment table): see dicom/parse.py."""
     bulk: dict[str, Any] = field(default_factory=dict)
-    """Bulk element offsets recorded at ingest, keyed by tag path: see dicom/parse.py."""
+    """Bulk element offsets recorded at ingest, keyed by tag path: see dicom/bulk.py."""
     stored_at: str = ""
     """ISO 8601 UTC time of the store, set by the adapter."""
 

@@ -9,7 +9,7 @@ from chalice.test import Client
 
 from chalicelib.context import Context
 from chalicelib.server.api import create_app
-from chalicelib.server.capabilities import WADL_MEDIA_TYPE
+from chalicelib.server.capabilities import WADL_MEDIA_TYPE, capabilities_description
 from tests.conftest import make_context
 
 NS = {"wadl": "http://wadl.dev.java.net/2009/02"}
@@ -64,6 +64,15 @@ def test_capabilities_follow_settings(backend: str, tmp_path: Path) -> None:
     methods = _methods(root)
     assert "DELETE" not in methods["studies/{study}"]
     assert len(root.findall("wadl:resources", NS)) == 1
+
+
+def test_capabilities_document_built_once(context: Context) -> None:
+    client = Client(create_app(lambda: context))
+    first = ET.tostring(_wadl(client))
+    before = capabilities_description.cache_info()
+    assert ET.tostring(_wadl(client)) == first
+    after = capabilities_description.cache_info()
+    assert (after.hits, after.misses) == (before.hits + 1, before.misses)
 
 
 def test_options_on_resource_answers_allow(context: Context) -> None:
