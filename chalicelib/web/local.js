@@ -62,9 +62,14 @@ function actions(study) {
       text: "Tags",
       onclick: (event) =>
         guarded(event.currentTarget, async () => {
-          const [found] = await localSearch("/studies", { StudyInstanceUID: uid, includefield: "all" });
           const row = event.target.closest("tr");
-          row.after(el("tr", { class: "tag-row" }, el("td", { colspan: "9" }, tagTable(`Tags of the study ${uid}`, describe(found || study)))));
+          if (row.nextElementSibling?.classList.contains("tag-row")) {
+            row.nextElementSibling.remove(); // a second click hides them
+            return;
+          }
+          const [found] = await localSearch("/studies", { StudyInstanceUID: uid, includefield: "all" });
+          const cell = el("td", { colspan: String(columns.length) }, tagTable(`Tags of the study ${uid}`, describe(found || study)));
+          row.after(el("tr", { class: "tag-row" }, cell));
         }),
     }),
   ];
