@@ -2,7 +2,7 @@
 
 `.../rendered` answers one consumer-format image (image/jpeg by default, image/png,
 image/gif) of an instance (its first frame) or of one frame. Query parameters
-(PS3.18 §8.3.5.1, 2025b): `window=center,width[,function]` (function `linear`,
+(PS3.18 §8.3.5.1, 2025b): `window=center,width,function` (function `linear`,
 `linear-exact` or `sigmoid`), `viewport=vw,vh[,sx,sy,sw,sh]`, `quality` (1..100, JPEG),
 `accept` (overrides the Accept header, §8.3.3.1). `annotation`, `iccprofile` and `charset`
 are accepted and not applied: the answer says so in a `Warning: 299` header.
@@ -16,11 +16,13 @@ otherwise), chosen by the server: the middle instance of the series (of the stud
 series), the middle frame of an instance, or the frame asked for; no overlay, so nothing
 patient-identifying. Default-size thumbnails are cached in the BlobStore under
 `thumbnails/...` with the series (study) version they were made from, so a store or delete
-that bumps the version makes the next request render afresh; DELETE removes them.
+that bumps the version makes the next request render afresh; DELETE removes them. Every
+thumbnail carries an ETag and answers a matching `If-None-Match` with 304.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 from chalicelib.dicom.rendering import (
@@ -35,7 +37,13 @@ from chalicelib.dicom.rendering import (
 )
 from chalicelib.errors import BadRequest, NotAcceptable, NotFound
 from chalicelib.server.cache import versioned
-from chalicelib.server.http import Service, WebRequest, WebResponse, warning_header
+from chalicelib.server.http import (
+    Service,
+    WebRequest,
+    WebResponse,
+    not_modified,
+    warning_header,
+)
 from chalicelib.server.negotiate import choose, parse_accept
 from chalicelib.server.resources import find_instances
 from chalicelib.storage import ports
@@ -70,15 +78,14 @@ def _numbers(name: str, text: str, counts: tuple[int, ...]) -> list[float]:
 
 
 def parse_window(text: str) -> Window:
-    """`window=center,width[,function]`, PS3.18 §8.3.5.1.4 (2025b)."""
+    """`window=center,width,function`, PS3.18 §8.3.5.1.4 (Windowing, 2025b): three values, the
+    function is not optional."""
     parts = [p.strip() for p in text.split(",")]
-    function = "linear"
-    if len(parts) == 3:
-        function = parts.pop().lower()
-    if len(parts) != 2 or function not in WINDOW_FUNCTIONS:
+    function = parts.pop().lower() if len(parts) == 3 else ""
+    if function not in WINDOW_FUNCTIONS:
         raise BadRequest(
-            f"window={text!r} must be center,width[,function] with function one of "
-            f"{', '.join(WINDOW_FUNCTIONS)}"
+            f"window={text!r} must be center,width,function (three values, PS3.18 §8.3.5.1.4) "
+            f"with function one of {', '.join(WINDOW_FUNCTIONS)}, e.g. window=40,400,linear"
         )
     center, width = _numbers("window", ",".join(parts), (2,))
     minimum = 1 if function == "linear" else 0
@@ -290,23 +297,34 @@ def _thumbnail(
     frame: int,
     cache: tuple[str, int] | None,
 ) -> WebResponse:
-    """`cache`: (key without extension, version) of a cacheable default-size thumbnail."""
+    """`cache`: (key without extension, version) of a cacheable default-size thumbnail.
+
+    The ETag names what the image is made from: the chosen instance's blob key (never reused,
+    so a delete and re-store changes it), the frame, the media type and the viewport; a
+    matching `If-None-Match` answers 304 without rendering (RFC 9110 §13.1.2)."""
     viewport = _single(request, "viewport")
     media_type = choose_rendered_type(request, "a thumbnail")
     options = RenderOptions(
         media_type=media_type,
         viewport=parse_viewport(viewport) if viewport else Viewport(THUMBNAIL_SIZE, THUMBNAIL_SIZE),
     )
+    source = f"{record.blob_key}|{frame}|{media_type}|{viewport}"
+    etag = f'"{hashlib.sha256(source.encode()).hexdigest()[:20]}"'
+    headers = {"ETag": etag, "Vary": "Accept"}
+    if not_modified(request, etag):
+        return WebResponse(304, b"", headers)
 
     def produce() -> bytes:
         return render_instance(request, record, frame, options)
 
     if viewport is not None or cache is None:
-        return _answer(request, produce(), media_type)
-    key = cache[0] + _EXTENSIONS[media_type]
-    return _answer(
-        request, versioned(request.context.blobs, key, str(cache[1]), produce), media_type
-    )
+        body = produce()
+    else:
+        key = cache[0] + _EXTENSIONS[media_type]
+        body = versioned(request.context.blobs, key, str(cache[1]), produce)
+    response = _answer(request, body, media_type)
+    response.headers.update(headers)
+    return response
 
 
 @service.route("/studies/{study}/thumbnail", "GET", scope="read")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import numpy as np
@@ -145,7 +146,7 @@ def test_rendered_unapplied_parameters_warn(client: Client, context: Context) ->
 
 @pytest.mark.parametrize(
     "query",
-    ["window=40", "window=40,0", "window=a,b", "window=40,80,cubic", "viewport=0,10",
+    ["window=40", "window=40,0,linear", "window=a,b,linear", "window=40,80,cubic", "viewport=0,10",
      "viewport=1,2,3", "quality=0", "quality=101"],
 )  # fmt: skip
 def test_rendered_bad_parameters(client: Client, context: Context, query: str) -> None:
@@ -153,6 +154,13 @@ def test_rendered_bad_parameters(client: Client, context: Context, query: str) -
     response = _get(client, _path(r) + "/rendered?" + query)
     assert response.status_code == 400
     assert response.headers["Content-Type"] == "application/json"
+
+
+def test_rendered_window_without_function_400(client: Client, context: Context) -> None:
+    r = _store(context, CT)
+    response = _get(client, _path(r) + "/rendered?window=40,80")
+    assert response.status_code == 400
+    assert "three values, PS3.18 §8.3.5.1.4" in json.loads(response.body)["Message"]
 
 
 def test_rendered_errors(client: Client, context: Context) -> None:
@@ -207,6 +215,24 @@ def test_thumbnail_cache_follows_series_version(client: Client, context: Context
     assert second != first
     version = context.index.get_series(r.study_uid, r.series_uid).version
     assert context.blobs.get(key) == b"%d\n" % version + second
+
+
+def test_thumbnail_etag_and_304(client: Client, context: Context) -> None:
+    r = _store(context, CT)
+    path = f"/dicom-web/studies/{r.study_uid}/series/{r.series_uid}/thumbnail"
+    first = _get(client, path)
+    etag = first.headers["ETag"]
+    again = _get(client, path, **{"If-None-Match": etag})
+    assert (again.status_code, again.body, again.headers["ETag"]) == (304, b"", etag)
+    png = _get(client, path, "image/png", **{"If-None-Match": etag})
+    assert png.status_code == 200 and png.headers["ETag"] != etag
+    sized = _get(client, path + "?viewport=64,64", **{"If-None-Match": etag})
+    assert sized.status_code == 200 and sized.headers["ETag"] != etag
+    # Delete and store the same instance again: new lifetime, new ETag.
+    assert client.http.delete(f"/dicom-web/studies/{r.study_uid}").status_code == 204
+    _store(context, CT)
+    restored = _get(client, path, **{"If-None-Match": etag})
+    assert restored.status_code == 200 and restored.headers["ETag"] != etag
 
 
 def test_thumbnail_multiframe_middle_frame(client: Client, context: Context) -> None:
