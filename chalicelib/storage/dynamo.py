@@ -65,6 +65,7 @@ from chalicelib.storage.ports import (
 )
 from chalicelib.storage.records import (
     date_bounds,
+    first_version,
     instance_order,
     modality,
     record_from_json,
@@ -289,9 +290,11 @@ class _Table:
         set_: dict[str, Value | None],
         add: dict[str, Value | None] | None = None,
         condition: Condition | None = None,
+        bump: str | None = None,
     ) -> dict[str, Any]:
         """An Update action: SET the values of `set_` (REMOVE those that are None), ADD those
-        of `add` (skipping None)."""
+        of `add` (skipping None), add 1 to the counter `bump` (from `first_version()` when the
+        item is new)."""
         names: dict[str, str] = {}
         values: dict[str, Value] = {}
         clauses: dict[str, list[str]] = {"SET": [], "REMOVE": [], "ADD": []}
@@ -308,6 +311,10 @@ class _Table:
                 clauses[verb].append(
                     f"#{token} = :{token}" if verb == "SET" else f"#{token} :{token}"
                 )
+        if bump is not None:
+            names["#bump"] = bump
+            values[":bump0"], values[":bump1"] = _n(first_version() - 1), _n(1)
+            clauses["SET"].append("#bump = if_not_exists(#bump, :bump0) + :bump1")
         expression = " ".join(
             f"{verb} {', '.join(parts)}" for verb, parts in clauses.items() if parts
         )
@@ -467,7 +474,6 @@ def _study_additions(
     return {
         "num_instances": _n(instances) if instances else None,
         "num_series": _n(series) if series else None,
-        "version": _n(1),
         "modalities": _string_set({modality(record)}),
         "sop_classes": _string_set({record.sop_class_uid}),
     }
@@ -537,7 +543,7 @@ class DynamoTagIndex:
                 "sk": _s(series_sk),
                 SERIES_INDEX: _s(record.series_uid),
                 "num_instances": _n(1),
-                "version": _n(1),
+                "version": _n(first_version()),
                 **_series_values(record),
             }
             series_action = self._table.put_action(
@@ -564,7 +570,7 @@ class DynamoTagIndex:
             "ix": _s(json.dumps(search_terms(record.study_tags), sort_keys=True)),
         }
         action = self._table.update_action(
-            record.study_uid, STUDY_SK, values, additions, _terms_condition(terms)
+            record.study_uid, STUDY_SK, values, additions, _terms_condition(terms), bump="version"
         )
         return ("Update", action)
 

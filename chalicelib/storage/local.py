@@ -7,6 +7,7 @@ and several objects (or processes) on the same file serialize their writes throu
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -18,7 +19,6 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
-from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from chalicelib.storage.ports import (
 )
 from chalicelib.storage.records import (
     date_bounds,
+    first_version,
     instance_order,
     modality,
     record_from_json,
@@ -55,23 +56,37 @@ from chalicelib.storage.records import (
 
 
 class LocalBlobStore:
-    """Files under `root`, named by their key; every write is atomic (temp file + rename)."""
+    """Files under `root`, named by their key; every write is atomic: a temporary file in
+    `root/.tmp` (named after the writing process), then a rename into place. Temporary files
+    of processes that no longer run (killed mid-write) are removed when a store opens."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        self._temp = root / _TEMP_FOLDER
+        self._temp.mkdir(parents=True, exist_ok=True)
+        _remove_dead_temp_files(self._temp)
 
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         path = self._path(key)
+        temp = _write_temp(self._temp, data)
         try:
-            temp = _write_temp(path.parent, data)
-        except FileNotFoundError:
-            # A concurrent delete pruned the folder once empty, between mkdir and write.
-            temp = _write_temp(path.parent, data)
-        os.replace(temp, path)
+            for attempt in range(_PUT_ATTEMPTS):
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(temp, path)
+                    return
+                except (FileNotFoundError, FileExistsError):
+                    # A concurrent delete pruned the folder (once empty, or a cache folder
+                    # with its content) between mkdir and rename (issue 11: FileExistsError
+                    # and FileNotFoundError answered 500): make it again.
+                    if attempt == _PUT_ATTEMPTS - 1:
+                        raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)  # gone after a successful rename
 
     def get(self, key: str) -> bytes:
         try:
@@ -112,9 +127,30 @@ class LocalBlobStore:
         return None
 
 
+_PUT_ATTEMPTS = 100
+_TEMP_FOLDER = ".tmp"
+"""Not a key the app writes (UIDs, `cache/...`): temporary files of `put`, one folder."""
+
+
+def _remove_dead_temp_files(folder: Path) -> None:
+    for path in folder.glob("*.tmp"):
+        pid = path.name.split("-", 1)[0]
+        if not (pid.isdigit() and _process_runs(int(pid))):
+            path.unlink(missing_ok=True)
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 def _write_temp(folder: Path, data: bytes) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=folder, prefix=f"{os.getpid()}-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -155,6 +191,17 @@ class _Database:
     def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """Several reads that see one state of the database (a read transaction): a delete
+        committed between two of them must not make them disagree."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            finally:
+                self._db.execute("COMMIT")
 
     def close(self) -> None:
         with self._lock:
@@ -314,28 +361,32 @@ class SqliteTagIndex:
     @staticmethod
     def _upsert_parents(db: sqlite3.Connection, record: InstanceRecord, added: int) -> None:
         """Create or update the series and study rows: tags from this instance, counts + `added`,
-        versions + 1 (a new row starts at version 1)."""
-        new_series = db.execute(
-            "INSERT INTO series (series_uid, study_uid, modality, orthanc_id, series_tags,"
-            " num_instances, version) VALUES (?, ?, ?, ?, ?, ?, 1)"
-            " ON CONFLICT (series_uid) DO UPDATE SET modality = excluded.modality,"
-            " orthanc_id = excluded.orthanc_id, series_tags = excluded.series_tags,"
-            " num_instances = num_instances + excluded.num_instances, version = version + 1"
-            " RETURNING version = 1",
-            (
-                record.series_uid,
-                record.study_uid,
-                modality(record),
-                record.orthanc_ids.get("series", ""),
-                json.dumps(record.series_tags),
-                added,
-            ),
-        ).fetchone()[0]
+        versions + 1 (a new row starts at `first_version()`)."""
+        new_series = (
+            db.execute(
+                "INSERT INTO series (series_uid, study_uid, modality, orthanc_id, series_tags,"
+                " num_instances, version) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (series_uid) DO UPDATE SET modality = excluded.modality,"
+                " orthanc_id = excluded.orthanc_id, series_tags = excluded.series_tags,"
+                " num_instances = num_instances + excluded.num_instances, version = version + 1"
+                " RETURNING num_instances",
+                (
+                    record.series_uid,
+                    record.study_uid,
+                    modality(record),
+                    record.orthanc_ids.get("series", ""),
+                    json.dumps(record.series_tags),
+                    added,
+                    first_version(),
+                ),
+            ).fetchone()[0]
+            == added
+        )  # an updated series has more: its rows count from 1
         search = search_attributes(record.study_tags)
         db.execute(
             "INSERT INTO studies (study_uid, patient_id, patient_name, study_date,"
             " accession_number, orthanc_id, study_tags, num_series, num_instances, modalities,"
-            " sop_classes, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', '[]', 1)"
+            " sop_classes, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', '[]', ?)"
             " ON CONFLICT (study_uid) DO UPDATE SET patient_id = excluded.patient_id,"
             " patient_name = excluded.patient_name, study_date = excluded.study_date,"
             " accession_number = excluded.accession_number, orthanc_id = excluded.orthanc_id,"
@@ -351,6 +402,7 @@ class SqliteTagIndex:
                 json.dumps(record.study_tags),
                 int(new_series),
                 added,
+                first_version(),
             ),
         )
         db.execute("DELETE FROM study_terms WHERE study_uid = ?", (record.study_uid,))
@@ -520,44 +572,45 @@ class SqliteTagIndex:
 
     def _below_studies(self, level: Level, study_uids: list[str]) -> Iterator[SearchCandidate]:
         for study_uid in study_uids:
-            try:
-                study = self.get_study(study_uid)
-            except NotFound:
-                continue
-            if level == "series":
-                yield from (SearchCandidate(study, s) for s in self.list_series(study_uid))
-                continue
-            series = {s.series_uid: s for s in self.list_series(study_uid)}
-            for instance in self._search_instances(study_uid):
-                yield SearchCandidate(study, series[instance.series_uid], instance)
+            yield from self._below(level, study_uid, None)
 
     def _below_series(self, level: Level, keys: list[tuple[str, str]]) -> Iterator[SearchCandidate]:
-        for study_uid, group in groupby(keys, key=lambda key: key[0]):
-            try:
-                study = self.get_study(study_uid)
-            except NotFound:
-                continue
-            for _, series_uid in group:
-                try:
-                    series = self.get_series(study_uid, series_uid)
-                except NotFound:
-                    continue
-                if level == "series":
-                    yield SearchCandidate(study, series)
-                else:
-                    for instance in self._search_instances(study_uid, series_uid):
-                        yield SearchCandidate(study, series, instance)
+        for study_uid, series_uid in keys:
+            yield from self._below(level, study_uid, series_uid)
 
-    def _search_instances(
-        self, study_uid: str, series_uid: str | None = None
-    ) -> list[SearchInstance]:
-        """The instances of a study or series in listing order, their records not decoded."""
-        rows = self._db.read(
-            f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE study_uid = ?"
-            " AND (? IS NULL OR series_uid = ?) ORDER BY series_uid, sop_uid",
-            (study_uid, series_uid, series_uid),
-        )
-        return list(map(_search_instance, rows))
+    def _below(self, level: Level, study_uid: str, series_uid: str | None) -> list[SearchCandidate]:
+        """The series or instances of a study (or of one of its series), read in one snapshot:
+        study, series and instances read apart disagreed after a concurrent delete (issue 11:
+        a KeyError in QIDO, 39 times in 30 s)."""
+        with self._db.snapshot() as db:
+            study_rows = db.execute(
+                f"SELECT {_STUDY_COLUMNS} FROM studies WHERE study_uid = ?", (study_uid,)
+            ).fetchall()
+            series_rows = db.execute(
+                f"SELECT {_SERIES_COLUMNS} FROM series WHERE study_uid = ?"
+                " AND (? IS NULL OR series_uid = ?) ORDER BY series_uid",
+                (study_uid, series_uid, series_uid),
+            ).fetchall()
+            instance_rows = (
+                db.execute(
+                    f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE study_uid = ?"
+                    " AND (? IS NULL OR series_uid = ?) ORDER BY series_uid, sop_uid",
+                    (study_uid, series_uid, series_uid),
+                ).fetchall()
+                if level == "instance"
+                else []
+            )
+        if not study_rows:
+            return []
+        study = _study(study_rows[0])
+        series = {row[1]: _series(row) for row in series_rows}
+        if level == "series":
+            return [SearchCandidate(study, s) for s in series.values()]
+        return [
+            SearchCandidate(study, series[instance.series_uid], instance)
+            for instance in map(_search_instance, instance_rows)
+            if instance.series_uid in series
+        ]
 
     def _with_parents(self, instances: list[SearchInstance]) -> Iterator[SearchCandidate]:
         studies: dict[str, StudyRecord] = {}

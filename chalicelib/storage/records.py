@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -166,6 +167,17 @@ def record_to_json(record: InstanceRecord) -> str:
 
 def record_from_json(text: str) -> InstanceRecord:
     return InstanceRecord(**json.loads(text))
+
+
+def first_version() -> int:
+    """The version a new study or series starts at: the time in microseconds.
+
+    Versions make ETags and cache keys, so they must not repeat when a resource is deleted
+    and stored again (issue 11: a re-created series answered 304 to the old ETag "3"). Each
+    later change adds 1 in a committed write, which takes far longer than a microsecond, so
+    a version never reaches the start of a later lifetime.
+    """
+    return time.time_ns() // 1000
 
 
 def stamped(record: InstanceRecord) -> InstanceRecord:

@@ -166,6 +166,21 @@ def test_series_metadata_is_built_once_then_one_read(backend: str, tmp_path: Pat
         assert len(json.loads(third.body)) == 6
 
 
+def test_series_metadata_etag_not_reused_after_delete(context: Context) -> None:
+    """Issue 11: store 3 instances (ETag "3"), delete the study, store 3 others: the old ETag
+    answered 304 for the new content."""
+    results = store_series(context, 3)
+    study, series = results[0].study_uid, results[0].series_uid
+    url = f"/dicom-web/studies/{study}/series/{series}/metadata"
+    with Client(create_app(lambda: context)) as client:
+        etag = get(client, url, JSON).headers["ETag"]
+        assert client.http.delete(f"/dicom-web/studies/{study}").status_code == 204
+        store_series(context, 3)
+        again = get(client, url, JSON, **{"If-None-Match": etag})
+    assert again.status_code == 200
+    assert again.headers["ETag"] != etag
+
+
 def test_study_metadata_is_its_series_concatenated(context: Context) -> None:
     results = store_series(context, 2)
     extra = multiframe_instance(frames=2, rows=4, columns=4)

@@ -21,6 +21,7 @@ from chalicelib.storage.ports import (
     StudyRecord,
     TagIndex,
 )
+from chalicelib.storage.records import first_version
 from tests.storage.conftest import (
     CT_IMAGE,
     MR_IMAGE,
@@ -54,6 +55,7 @@ def _store_two_series(tag_index: TagIndex, make_record: MakeRecord) -> list[Inst
 
 def test_store_instance_new_creates_records(tag_index: TagIndex, make_record: MakeRecord) -> None:
     record = make_record()
+    started = first_version()
     result = tag_index.store_instance(record, overwrite=False)
     assert result.outcome == "created"
     assert result.replaced_blob_keys == []
@@ -61,43 +63,53 @@ def test_store_instance_new_creates_records(tag_index: TagIndex, make_record: Ma
     assert tag_index.get_instance(STUDY, SERIES, SOP) == result.record
     study = tag_index.get_study(STUDY)
     assert _counts(study) == (1, 1, ["CT"], [CT_IMAGE])
-    assert (study.version, study.study_tags, study.orthanc_id) == (
-        1,
+    assert (study.version >= started, study.study_tags, study.orthanc_id) == (
+        True,
         record.study_tags,
         f"study-{STUDY}",
     )
     series = tag_index.get_series(STUDY, SERIES)
-    assert (series.num_instances, series.version, series.series_tags, series.orthanc_id) == (
+    assert (series.num_instances, series.version >= started, series.series_tags) == (
         1,
-        1,
+        True,
         record.series_tags,
-        f"series-{SERIES}",
     )
+    assert series.orthanc_id == f"series-{SERIES}"
 
 
 def test_store_instance_two_series_counts(tag_index: TagIndex, make_record: MakeRecord) -> None:
     _store_two_series(tag_index, make_record)
     study = tag_index.get_study(STUDY)
     assert _counts(study) == (2, 3, ["CT", "MR"], sorted([CT_IMAGE, MR_IMAGE]))
-    assert study.version == 3
-    assert [(s.series_uid, s.num_instances, s.version) for s in tag_index.list_series(STUDY)] == [
-        (SERIES, 2, 2),
-        (OTHER_SERIES, 1, 1),
+    assert [(s.series_uid, s.num_instances) for s in tag_index.list_series(STUDY)] == [
+        (SERIES, 2),
+        (OTHER_SERIES, 1),
     ]
+
+
+def _versions(tag_index: TagIndex, series: str = SERIES) -> tuple[int, int]:
+    return tag_index.get_study(STUDY).version, tag_index.get_series(STUDY, series).version
+
+
+def test_store_instance_bumps_versions(tag_index: TagIndex, make_record: MakeRecord) -> None:
+    tag_index.store_instance(make_record(sop=f"{SERIES}.1"), overwrite=False)
+    study, series = _versions(tag_index)
+    tag_index.store_instance(make_record(sop=f"{SERIES}.2"), overwrite=False)
+    assert _versions(tag_index) == (study + 1, series + 1)
 
 
 def test_store_instance_restore_without_overwrite_keeps(
     tag_index: TagIndex, make_record: MakeRecord
 ) -> None:
     first = tag_index.store_instance(make_record(blob_key="a/old.dcm"), overwrite=False)
+    versions = _versions(tag_index)
     again = tag_index.store_instance(make_record(blob_key="a/new.dcm"), overwrite=False)
     assert again.outcome == "kept"
     assert again.record == first.record
     assert again.replaced_blob_keys == []
     assert tag_index.get_instance(STUDY, SERIES, SOP).blob_key == "a/old.dcm"
     assert _counts(tag_index.get_study(STUDY)) == (1, 1, ["CT"], [CT_IMAGE])
-    assert tag_index.get_study(STUDY).version == 1
-    assert tag_index.get_series(STUDY, SERIES).version == 1
+    assert _versions(tag_index) == versions
 
 
 def test_store_instance_restore_with_overwrite_replaces(
@@ -106,6 +118,7 @@ def test_store_instance_restore_with_overwrite_replaces(
     tag_index.store_instance(
         make_record(blob_key="a/old.dcm", metadata_key="a/old.json"), overwrite=False
     )
+    study_version, series_version = _versions(tag_index)
     result = tag_index.store_instance(
         make_record(blob_key="a/new.dcm", metadata_key="a/new.json"), overwrite=True
     )
@@ -115,8 +128,7 @@ def test_store_instance_restore_with_overwrite_replaces(
     assert result.record.blob_key == "a/new.dcm"
     study = tag_index.get_study(STUDY)
     assert _counts(study) == (1, 1, ["CT"], [CT_IMAGE])
-    assert study.version == 2
-    assert tag_index.get_series(STUDY, SERIES).version == 2
+    assert _versions(tag_index) == (study_version + 1, series_version + 1)
     assert tag_index.get_series(STUDY, SERIES).num_instances == 1
 
 
@@ -281,11 +293,12 @@ def test_delete_instance_last_of_series_removes_series(
     tag_index: TagIndex, make_record: MakeRecord
 ) -> None:
     records = _store_two_series(tag_index, make_record)
+    before = tag_index.get_study(STUDY).version
     result = tag_index.delete_instance(STUDY, OTHER_SERIES, f"{OTHER_SERIES}.1")
     assert result.instances == [records[2]]
     study = tag_index.get_study(STUDY)
     assert _counts(study) == (1, 2, ["CT"], [CT_IMAGE])
-    assert study.version == 4
+    assert study.version == before + 1
     with pytest.raises(NotFound):
         tag_index.get_series(STUDY, OTHER_SERIES)
     with pytest.raises(NotFound):
@@ -300,12 +313,11 @@ def test_delete_instance_keeps_series_and_bumps_versions(
     tag_index.store_instance(
         make_record(sop=f"{SERIES}.2", sop_class=SECONDARY_CAPTURE), overwrite=False
     )
+    study_version, series_version = _versions(tag_index)
     tag_index.delete_instance(STUDY, SERIES, f"{SERIES}.2")
-    series = tag_index.get_series(STUDY, SERIES)
-    assert (series.num_instances, series.version) == (1, 3)
-    study = tag_index.get_study(STUDY)
-    assert _counts(study) == (1, 1, ["CT"], [CT_IMAGE])
-    assert study.version == 3
+    assert tag_index.get_series(STUDY, SERIES).num_instances == 1
+    assert _versions(tag_index) == (study_version + 1, series_version + 1)
+    assert _counts(tag_index.get_study(STUDY)) == (1, 1, ["CT"], [CT_IMAGE])
     assert [r.sop_uid for r in tag_index.list_instances(STUDY)] == [f"{SERIES}.1"]
 
 
@@ -332,19 +344,21 @@ def test_delete_instance_wrong_parent_not_found(
     tag_index: TagIndex, make_record: MakeRecord, study_uid: str, series_uid: str, sop_uid: str
 ) -> None:
     tag_index.store_instance(make_record(), overwrite=False)
+    versions = _versions(tag_index)
     with pytest.raises(NotFound):
         tag_index.delete_instance(study_uid, series_uid, sop_uid)
     assert _counts(tag_index.get_study(STUDY)) == (1, 1, ["CT"], [CT_IMAGE])
-    assert tag_index.get_study(STUDY).version == 1
+    assert _versions(tag_index) == versions
 
 
 def test_delete_series_keeps_other_series(tag_index: TagIndex, make_record: MakeRecord) -> None:
     records = _store_two_series(tag_index, make_record)
+    before = tag_index.get_study(STUDY).version
     result = tag_index.delete_series(STUDY, SERIES)
     assert result.instances == records[:2]
     study = tag_index.get_study(STUDY)
     assert _counts(study) == (1, 1, ["MR"], [MR_IMAGE])
-    assert study.version > 3
+    assert study.version > before
     assert [r.sop_uid for r in tag_index.list_instances(STUDY)] == [f"{OTHER_SERIES}.1"]
     with pytest.raises(NotFound):
         tag_index.get_series(STUDY, SERIES)
@@ -397,6 +411,23 @@ def test_delete_study_removes_everything(tag_index: TagIndex, make_record: MakeR
     assert tag_index.find_instance("1.2.4.1.1") == other
 
 
+# Issue 11: versions restarted at 1, so a series deleted and stored again with as many
+# instances answered 304 to the ETag of its former content.
+def test_versions_unique_across_delete_and_recreate(
+    tag_index: TagIndex, make_record: MakeRecord
+) -> None:
+    studies: set[int] = set()
+    series: set[int] = set()
+    for lifetime in range(2):
+        for n in range(3):
+            tag_index.store_instance(make_record(sop=f"{SERIES}.{lifetime}.{n}"), overwrite=False)
+            study_version, series_version = _versions(tag_index)
+            assert study_version not in studies and series_version not in series
+            studies.add(study_version)
+            series.add(series_version)
+        tag_index.delete_study(STUDY)
+
+
 def test_delete_study_unknown_not_found(tag_index: TagIndex) -> None:
     with pytest.raises(NotFound):
         tag_index.delete_study(STUDY)
@@ -421,7 +452,6 @@ def test_store_instance_concurrent_threads_exact_counts(tmp_path: Path) -> None:
     assert outcomes.count("kept") == 7
     study = indexes[0].get_study(STUDY)
     assert _counts(study) == (1, 201, ["CT", "M0", "M1", "M2"], [CT_IMAGE])
-    assert study.version == 201
     assert indexes[1].get_series(STUDY, SERIES).num_instances == 201
     assert len(indexes[1].list_instances(STUDY, SERIES)) == 201
     for index in indexes:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from chalicelib.storage.local import LocalBlobStore, SqliteTagIndex
+from chalicelib.storage.ports import NotFound
 from tests.storage.conftest import SERIES, STUDY, build_record
 
 KEY = "1.2.3/1.2.3.1/1.2.3.1.1/0123456789abcdef.dcm"
@@ -23,7 +30,11 @@ def test_delete_prunes_emptied_folders(tmp_path: Path) -> None:
     store.put(KEY, b"data")
     store.put("1.2.3/other.json", b"{}")
     store.delete(KEY)
-    assert sorted(p.name for p in (tmp_path / "blobs").rglob("*")) == ["1.2.3", "other.json"]
+    assert sorted(p.name for p in (tmp_path / "blobs").rglob("*")) == [
+        ".tmp",
+        "1.2.3",
+        "other.json",
+    ]
 
 
 def test_store_instance_fills_search_columns(tmp_path: Path) -> None:
@@ -42,3 +53,77 @@ def test_store_instance_fills_search_columns(tmp_path: Path) -> None:
     db.close()
     assert study == ("PAT-1", "Doe^Jane", "20240102", "ACC-1")
     assert series == ("CT",)
+
+
+def _hammer(*loops: Callable[[int], object], rounds: int) -> list[BaseException]:
+    """Run each loop body `rounds` times in its own thread; the errors they raised."""
+    errors: list[BaseException] = []
+
+    def run(body: Callable[[int], object]) -> None:
+        try:
+            for n in range(rounds):
+                body(n)
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(body,)) for body in loops]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
+# Issue 11: a QIDO instance search read study, series and instances apart; a delete committed
+# between two reads raised KeyError (39 answers 500 in 30 s of 4 writers and 3 deleters).
+def test_search_during_deletes_never_fails(tmp_path: Path) -> None:
+    index = SqliteTagIndex(tmp_path / "index.sqlite")
+    searched = []
+
+    def store_and_delete(n: int) -> None:
+        for series in range(3):
+            sop = f"{SERIES}.{series}.{n}"
+            index.store_instance(build_record(series=f"{SERIES}.{series}", sop=sop), False)
+        with contextlib.suppress(NotFound):
+            index.delete_study(STUDY)
+
+    def search(n: int) -> None:
+        searched.append(len(list(index.search("instance", [], None))))
+
+    errors = _hammer(store_and_delete, store_and_delete, search, search, rounds=150)
+    assert errors == []
+    assert len(searched) == 2 * 150
+
+
+# Issue 11: a write racing the removal of its (emptied, or cache) folder raised
+# FileExistsError or FileNotFoundError: STOW and series metadata answered 500.
+def test_put_while_folders_are_removed(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+
+    def put(n: int) -> None:
+        store.put(f"cache/metadata/{STUDY}/{SERIES}/{n % 2}.gz", b"x" * 1000)
+        store.put(f"{STUDY}/{SERIES}/{n}/a.dcm", b"y")
+
+    def remove(n: int) -> None:
+        store.delete_prefix(f"cache/metadata/{STUDY}/")
+        store.delete(f"{STUDY}/{SERIES}/{n}/a.dcm")
+
+    assert _hammer(put, put, remove, remove, rounds=2000) == []
+
+
+# Issue 11: a kill mid-ingest left `.tmp` files beside the blobs, for ever.
+def test_temporary_files_of_dead_processes_removed_at_start(tmp_path: Path) -> None:
+    LocalBlobStore(tmp_path)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    orphan = tmp_path / ".tmp" / f"{dead}-abc.tmp"
+    orphan.write_bytes(b"half a file")
+    ours = tmp_path / ".tmp" / f"{os.getpid()}-def.tmp"
+    ours.write_bytes(b"being written")
+    LocalBlobStore(tmp_path)
+    assert not orphan.exists()
+    assert ours.exists()
