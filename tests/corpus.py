@@ -88,3 +88,14 @@ def storable() -> tuple[CorpusFile, ...]:
             )
         )
     return tuple(files)
+
+
+def undecodable_jpeg() -> bytes:
+    """A JPEG Baseline instance whose fragments hold nothing but their SOI marker and fill
+    bytes: lossy, and no decoder plugin can read it."""
+    data = bytearray((TESTDATA / "TransferSyntaxes/1.2.840.10008.1.2.4.50.dcm").read_bytes())
+    for offset, length in (
+        f for frame in parse_instance(bytes(data)).pixel["frames"] for f in frame
+    ):
+        data[offset + 2 : offset + length] = b"\xff" * (length - 2)
+    return bytes(data)

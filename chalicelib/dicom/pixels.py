@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.dicom import gdcm_plugin
 from chalicelib.dicom.encoding import (
     JPEG_2000_LOSSLESS,
     JPEG_LS_LOSSLESS,
@@ -175,6 +176,7 @@ def join_fragments(chunk: bytes, fragments: list[list[int]]) -> bytes:
 def can_decode(transfer_syntax: str) -> bool:
     from pydicom.pixels import get_decoder
 
+    gdcm_plugin.register()
     try:
         return bool(get_decoder(transfer_syntax).is_available)
     except NotImplementedError:
@@ -192,6 +194,7 @@ def decode_frame(
     from pydicom.encaps import encapsulate
     from pydicom.pixels import get_decoder
 
+    gdcm_plugin.register()
     try:
         decoder = get_decoder(transfer_syntax)
         array, facts = decoder.as_array(

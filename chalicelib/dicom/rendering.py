@@ -21,6 +21,7 @@ import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.dicom import gdcm_plugin
 from chalicelib.dicom.encoding import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 
 if TYPE_CHECKING:
@@ -154,6 +155,7 @@ def decode_frame(data: bytes, transfer_syntax_uid: str, frame: int) -> tuple[Dat
     """Decode one frame (1-based) with pydicom's plugins: (dataset, pixel array)."""
     from pydicom.pixels import pixel_array
 
+    gdcm_plugin.register()
     ds = read_dataset(data, transfer_syntax_uid)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise RenderError(

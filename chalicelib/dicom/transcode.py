@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset, FileMetaDataset, validate_file_meta
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import UID
 
+from chalicelib.dicom import gdcm_plugin
 from chalicelib.dicom.encoding import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     OTHER_BINARY_VRS,
@@ -51,6 +52,7 @@ def to_explicit_little_endian(data: bytes, transfer_syntax_uid: str) -> bytes:
         raise UnreadableInstance(f"cannot read the stored instance: {exc}") from exc
     syntax = UID(transfer_syntax_uid)
     if syntax.is_compressed:
+        gdcm_plugin.register()
         if "TransferSyntaxUID" not in ds.file_meta:
             ds.file_meta.TransferSyntaxUID = syntax
         try:

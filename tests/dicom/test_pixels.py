@@ -14,6 +14,7 @@ from pydicom.encaps import generate_frames
 from chalicelib.dicom import pixels
 from chalicelib.dicom.encoding import swap_words
 from chalicelib.dicom.parse import parse_instance
+from tests.conftest import testdata
 
 
 def _native(frame_bits: int, frames: int, offset: int = 100, vr: str = "OB", bits: int = 8):
@@ -128,3 +129,16 @@ def test_native_array_rejects_bit_packed() -> None:
     module = pixels.PixelModule(8, 8, 1, 1, 1, 0, "MONOCHROME2", 0, 1)
     with pytest.raises(pixels.PixelError, match="BitsAllocated 1"):
         pixels.native_array(b"\0" * 8, module)
+
+
+def test_decode_frame_12_bit_jpeg_extended_through_gdcm() -> None:
+    """pylibjpeg and pydicom's own GDCM plugin refuse this frame; `gdcm_plugin` decodes it."""
+    data = testdata("TransferSyntaxes/1.2.840.10008.1.2.4.51.dcm").read_bytes()
+    parsed = parse_instance(data)
+    (fragments,) = parsed.pixel["frames"]
+    start, length = pixels.fragments_span(fragments)
+    bitstream = pixels.join_fragments(data[start : start + length], fragments)
+    module = pixels.PixelModule.from_json(parsed.pixel, {"00280101": {"Value": [12]}})
+    array, photometric = pixels.decode_frame(bitstream, parsed.transfer_syntax_uid, module)
+    assert array.shape == (512, 512) and photometric == "MONOCHROME2"
+    assert 3000 < int(array.max()) < 4096

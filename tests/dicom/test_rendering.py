@@ -29,6 +29,7 @@ from chalicelib.dicom.rendering import (
     render,
 )
 from tests.conftest import testdata
+from tests.corpus import undecodable_jpeg
 
 CT = "2020-08-12-Christopher.dcm"
 MULTIFRAME = "MultiframeWindowing.dcm"
@@ -153,9 +154,16 @@ def test_render_grayscale_syntaxes(name: str, size: tuple[int, int]) -> None:
 
 
 def test_render_undecodable_raises_render_error() -> None:
-    # 12-bit JPEG Extended: neither pylibjpeg nor Pillow decodes it.
+    data = undecodable_jpeg()
     with pytest.raises(RenderError, match="cannot be decoded"):
-        _render("TransferSyntaxes/1.2.840.10008.1.2.4.51.dcm")
+        render(data, "1.2.840.10008.1.2.4.50", 1, RenderOptions(media_type="image/png"))
+
+
+def test_render_12_bit_jpeg_extended_through_gdcm() -> None:
+    """pylibjpeg rejects this file ("misplaced marker segment"); the GDCM plugin decodes it."""
+    image = _render("TransferSyntaxes/1.2.840.10008.1.2.4.51.dcm", media_type="image/png")
+    assert image.size == (512, 512)
+    assert np.asarray(image).std() > 10
 
 
 def test_render_no_pixel_data() -> None:

@@ -18,6 +18,7 @@ from chalicelib.ingest import IngestResult, store_instance
 from chalicelib.server.api import create_app
 from chalicelib.server.rendered import thumbnail_keys
 from tests.conftest import testdata
+from tests.corpus import undecodable_jpeg
 
 CT = "2020-08-12-Christopher.dcm"
 MULTIFRAME = "MultiframeWindowing.dcm"
@@ -173,8 +174,12 @@ def test_rendered_errors(client: Client, context: Context) -> None:
     response = _get(client, _path(no_pixels) + "/rendered")
     assert response.status_code == 406
     assert b"Pixel Data" in response.body
-    undecodable = _store(context, "TransferSyntaxes/1.2.840.10008.1.2.4.51.dcm")
-    assert _get(client, _path(undecodable) + "/rendered").status_code == 406
+    undecodable = store_instance(context, undecodable_jpeg())
+    response = _get(client, _path(undecodable) + "/rendered")
+    assert response.status_code == 406
+    assert "cannot be rendered" in json.loads(response.body)["Message"]
+    twelve_bit = _store(context, "TransferSyntaxes/1.2.840.10008.1.2.4.51.dcm")
+    assert np.asarray(_image(_get(client, _path(twelve_bit) + "/rendered"))).std() > 10
 
 
 def test_rendered_head_has_no_body(client: Client, context: Context) -> None:

@@ -15,7 +15,7 @@ from chalicelib.dicom.encoding import EXPLICIT_VR_LITTLE_ENDIAN, NOT_FOR_WEB
 from chalicelib.ingest import store_instance
 from chalicelib.server.api import create_app
 from tests.conftest import make_context, testdata
-from tests.corpus import CorpusFile, storable
+from tests.corpus import CorpusFile, storable, undecodable_jpeg
 from tests.server.helpers import HOST, json_of, parts_of, stow
 
 ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
@@ -99,13 +99,27 @@ def test_retrieve_instance_default_is_explicit_little_endian(
 def test_retrieve_instance_lossy_source_as_stored_when_undecodable(
     client: Client, context: Context
 ) -> None:
-    """JPEG 12-bit extended cannot be decoded here: sent as stored (§8.7.3.4 Note 2)."""
+    """A lossy source no plugin decodes is sent as stored (§8.7.3.4 Note 2)."""
+    data = undecodable_jpeg()
+    result = store_instance(context, data)
+    path = (
+        f"/dicom-web/studies/{result.study_uid}/series/{result.series_uid}"
+        f"/instances/{result.sop_instance_uid}"
+    )
+    ((headers, body),) = parts_of(client.http.get(path, headers={"Accept": "*/*"}))
+    assert body == data
+    assert headers["content-type"].endswith("1.2.840.10008.1.2.4.50")
+
+
+def test_retrieve_instance_12_bit_jpeg_extended_decoded(client: Client, context: Context) -> None:
+    """JPEG Extended 12-bit, which pylibjpeg rejects, decodes through GDCM to Explicit VR
+    Little Endian (the default transfer syntax)."""
     item = next(f for f in storable() if f.name == "TransferSyntaxes/1.2.840.10008.1.2.4.51.dcm")
     store_instance(context, item.data)
-    response = client.http.get(_instance_path(item), headers={"Accept": "*/*"})
-    ((headers, body),) = parts_of(response)
-    assert body == item.data
-    assert headers["content-type"].endswith("1.2.840.10008.1.2.4.51")
+    ((headers, body),) = parts_of(client.http.get(_instance_path(item), headers={"Accept": "*/*"}))
+    assert headers["content-type"].endswith(EXPLICIT_VR_LITTLE_ENDIAN)
+    pixels = dcmread(io.BytesIO(body)).pixel_array
+    assert pixels.shape == (512, 512) and 3000 < int(pixels.max()) < 4096
 
 
 def test_retrieve_study_and_series_hold_every_instance(client: Client, context: Context) -> None:
