@@ -118,7 +118,7 @@ class Settings:
     """Most frame numbers in one frame list (each at most once)."""
     max_image_size: int = 8192
     """Largest rendered width or height: /rendered viewport, WADO-URI rows and columns."""
-    max_crop_pixels: int = 67_108_864
+    max_crop_pixels: int = 16_777_216
     """Largest source region (sw x sh pixels) of a /rendered viewport crop."""
     max_sequence_depth: int = 16
     """Deepest sequence nesting accepted in a stored instance."""

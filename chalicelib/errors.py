@@ -61,6 +61,10 @@ class UnsupportedMediaType(DicomWebError):
     status = 415
 
 
+class RangeNotSatisfiable(DicomWebError):
+    status = 416
+
+
 class BadGateway(DicomWebError):
     """A remote server could not be reached or gave an unusable answer."""
 

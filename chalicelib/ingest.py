@@ -62,7 +62,7 @@ def store_instance(
 ) -> IngestResult:
     """Store one Part-10 file (or bare dataset) and say what happened."""
     try:
-        parsed = parse_instance(data)
+        parsed = parse_instance(data, ctx.settings.max_sequence_depth)
     except (UnreadableInstance, MissingAttribute) as exc:
         return IngestResult("unreadable", str(exc))
     result = IngestResult(

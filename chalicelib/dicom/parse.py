@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.datadict import dictionary_has_tag, dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -77,6 +78,8 @@ def read_dataset(data: bytes) -> tuple[Dataset, bool]:
         pass
     except struct.error as exc:  # an element header cut short
         raise UnreadableInstance(f"truncated: an element header is incomplete ({exc})") from exc
+    except RecursionError:  # pydicom reads nested sequences recursively
+        raise UnreadableInstance("sequences are nested too deeply to be read") from None
     except Exception as exc:  # pydicom raises many types on corrupt input
         raise UnreadableInstance(f"not a readable DICOM file: {exc}") from exc
     try:
@@ -98,10 +101,12 @@ def _transfer_syntax(ds: Dataset, has_file_meta: bool) -> str:
     return EXPLICIT_VR_LITTLE_ENDIAN if little else EXPLICIT_VR_BIG_ENDIAN
 
 
-def parse_instance(data: bytes) -> ParsedInstance:
+def parse_instance(data: bytes, max_sequence_depth: int = 16) -> ParsedInstance:
     """Parse an instance's header and locate its pixel data.
 
-    Raise UnreadableInstance when the bytes are not DICOM (or are truncated), and
+    Raise UnreadableInstance when the bytes are not DICOM (or are truncated, or nest sequences
+    deeper than `max_sequence_depth`: deep nesting costs stack and time in every later pass
+    over the dataset, up to a crash of the process), and
     MissingAttribute when SOP Class or SOP Instance UID cannot be read. Study and Series
     Instance UIDs are returned as read (possibly empty): the caller decides what a missing
     one means, since by then the instance can be named in a failure item.
@@ -113,6 +118,7 @@ def parse_instance(data: bytes) -> ParsedInstance:
         # before any value is read: reading turns the raw elements (with their offsets) into
         # values, and a UID cut short would be taken as it is (issue 11: series "1.2.82").
         _check_complete(ds, data)
+    _check_depth(ds, max_sequence_depth)
     try:
         # Type 1 in the dataset itself: File Meta's copies do not make a storable instance.
         sop_class = _uid(ds, "SOPClassUID")
@@ -176,6 +182,24 @@ def _check_complete(ds: Dataset, data: bytes) -> None:
     if in_undefined_value:
         position = walker.skip_items(position)
     walker.walk_to_end(position)
+
+
+def _check_depth(ds: Dataset, limit: int) -> None:
+    """Refuse sequences nested deeper than `limit` (a sequence at the top level is depth 1)."""
+    pending: list[tuple[Dataset, int]] = [(ds, 0)]
+    while pending:
+        dataset, depth = pending.pop()
+        # Only sequences are read into values: the other raw elements keep their offsets.
+        for tag, raw in list(dataset._dict.items()):
+            vr = raw.VR or (dictionary_VR(tag) if dictionary_has_tag(tag) else "UN")
+            if vr != "SQ":
+                continue
+            if depth + 1 > limit:
+                raise UnreadableInstance(
+                    f"sequence {_tag_text(tag)} is nested {depth + 1} deep; this server "
+                    f"accepts at most {limit} (DicomWeb.MaxSequenceDepth)"
+                )
+            pending += [(item, depth + 1) for item in dataset[tag].value]
 
 
 def _tag_text(tag: int) -> str:

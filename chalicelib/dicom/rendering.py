@@ -45,6 +45,10 @@ class FrameOutOfRange(ValueError):
     """The frame number is not in 1..NumberOfFrames; the message gives both."""
 
 
+class ImageTooLarge(ValueError):
+    """The asked region or size passes Pillow's decompression-bomb guard."""
+
+
 @dataclass(frozen=True)
 class Window:
     center: float
@@ -386,11 +390,14 @@ def encode(pixels: np.ndarray, options: RenderOptions) -> bytes:
     from PIL import Image
 
     image = Image.fromarray(pixels, "RGB" if pixels.ndim == 3 else "L")
-    image = _crop(image, options)
-    if options.viewport is not None:
-        size = fitted_size(image.width, image.height, options.viewport)
-        if size != image.size:
-            image = image.resize(size, Image.Resampling.BICUBIC)
+    try:
+        image = _crop(image, options)
+        if options.viewport is not None:
+            size = fitted_size(image.width, image.height, options.viewport)
+            if size != image.size:
+                image = image.resize(size, Image.Resampling.BICUBIC)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc)) from None
     out = io.BytesIO()
     if options.media_type == "image/png":
         # Level 1 trades a little size for speed: these images are viewed, not archived.

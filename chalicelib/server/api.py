@@ -66,7 +66,14 @@ def to_web_request(request: Request, ctx: Context) -> WebRequest:
         for name in request.query_params:
             query += [(name, value) for value in request.query_params.getlist(name)]
     event = request.to_original_event()
-    base = api_base_url(ctx.settings, headers, stage_prefix(event))
+    request_context = event.get("requestContext") or {}
+    base = api_base_url(
+        ctx.settings,
+        headers,
+        stage_prefix(event),
+        peer=(request_context.get("identity") or {}).get("sourceIp") or "",
+        api_gateway="stage" in request_context,
+    )
     body = request.raw_body if request.method in ("POST", "PUT", "PATCH") else b""
     return WebRequest(
         method=request.method,
@@ -77,7 +84,7 @@ def to_web_request(request: Request, ctx: Context) -> WebRequest:
         base_url=base,
         dicomweb_root=base + ctx.settings.root,
         context=ctx,
-        request_context=event.get("requestContext") or {},
+        request_context=request_context,
     )
 
 

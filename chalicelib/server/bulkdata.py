@@ -38,7 +38,7 @@ from typing import Any
 from chalicelib.dicom import pixels
 from chalicelib.dicom.encoding import EXPLICIT_VR_BIG_ENDIAN, WORD_SIZE, pixel_word_size, swap_words
 from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
-from chalicelib.errors import NotAcceptable, NotFound
+from chalicelib.errors import NotAcceptable, NotFound, RangeNotSatisfiable
 from chalicelib.server import frames
 from chalicelib.server.delivery import deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse
@@ -186,6 +186,20 @@ def bulk_url(request: WebRequest, record: InstanceRecord, path: str) -> str:
     return f"{base}/bulk/{path}"
 
 
+def _range_header(request: WebRequest) -> str:
+    """The Range header, refused (416) when it holds more than `DicomWeb.MaxRanges` ranges:
+    RFC 9110 §14.2 lets a server reject "a set of many small ranges". Only the first range of
+    a set is served."""
+    header = request.header("range")
+    limit = request.context.settings.max_ranges
+    if header.count(",") >= limit:
+        raise RangeNotSatisfiable(
+            f"the Range header holds {header.count(',') + 1} ranges; at most {limit} are "
+            "accepted (DicomWeb.MaxRanges)"
+        )
+    return header
+
+
 def _ranged(
     range_header: str,
     length: int,
@@ -236,7 +250,7 @@ def _retrieve_frames(
 
 def retrieve_bulkdata(request: WebRequest, record: InstanceRecord, path: str) -> WebResponse:
     uri = bulk_url(request, record, path)
-    range_header = request.header("range")
+    range_header = _range_header(request)
     pixel = path == PIXEL_DATA_PATH and record.pixel
     if pixel and (record.pixel.get("encapsulated") or not range_header):
         return _retrieve_frames(request, record, uri, range_header)

@@ -217,8 +217,11 @@ class FrameReader:
             ) from None
 
 
-def parse_frame_list(text: str) -> list[int]:
-    numbers = []
+def parse_frame_list(text: str, limit: int) -> list[int]:
+    """The frame numbers of a `{frames}` path segment, PS3.18 §10.4.1.1.7 (2025b): each once,
+    at most `limit` (`DicomWeb.MaxFrames`: every repeat or extra frame is one more decoded
+    frame in memory)."""
+    numbers: list[int] = []
     for item in text.replace("%2C", ",").replace("%2c", ",").split(","):
         item = item.strip()
         if not (item.isascii() and item.isdigit()):  # int() takes "²" and "٣" too
@@ -227,6 +230,14 @@ def parse_frame_list(text: str) -> list[int]:
                 "numbers separated by commas, e.g. frames/1,3"
             )
         numbers.append(int(item))
+    if len(numbers) > limit:
+        raise BadRequest(
+            f"the frame list names {len(numbers)} frames; at most {limit} may be asked at once "
+            "(DicomWeb.MaxFrames): split the request"
+        )
+    if len(set(numbers)) != len(numbers):
+        repeated = next(n for n in numbers if numbers.count(n) > 1)
+        raise BadRequest(f"frame list '{text[:80]}' names frame {repeated} more than once")
     return numbers
 
 
@@ -270,7 +281,7 @@ def frame_url(request: WebRequest, record: InstanceRecord, number: int) -> str:
 def retrieve_frames(
     request: WebRequest, study: str, series: str, instance: str, frames: str
 ) -> WebResponse:
-    numbers = parse_frame_list(frames)
+    numbers = parse_frame_list(frames, request.context.settings.max_frames)
     record = find_instances(request, study, series, instance)[0]
     choice, bodies = read_frames(request, record, numbers)
     locations = [frame_url(request, record, n) for n in numbers]

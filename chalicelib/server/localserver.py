@@ -125,6 +125,9 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
     do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _generic_handle
 
     def _parse_payload(self):  # type: ignore[no-untyped-def]
+        # The event's requestContext.identity.sourceIp: the real peer, not chalice's constant
+        # 127.0.0.1, so that DicomWeb.TrustedProxies can tell a proxy from anyone else.
+        self.local_gateway.event_converter.LOCAL_SOURCE_IP = self.client_address[0]
         if "chunked" in self.headers.get("transfer-encoding", "").lower():
             body = self._read_chunked()
             headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}

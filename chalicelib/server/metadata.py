@@ -124,22 +124,27 @@ def _read_documents(request: WebRequest, records: list[ports.InstanceRecord]) ->
     return parallel_map(lambda r: _instance_document(request, r), records, _READ_THREADS)
 
 
-def _cache_key(request: WebRequest, study: str, name: str) -> str:
-    """One key per resource and DICOMweb root (the BulkDataURIs inside are absolute)."""
-    root = hashlib.sha1(request.dicomweb_root.encode("utf-8")).hexdigest()[:16]
-    return f"{METADATA_PREFIX}{study}/{name}-{root}.json.gz"
+def _cache_key(study: str, name: str) -> str:
+    """One key per resource, whatever the Host of the request: the number of cached documents
+    is bounded by the resources stored, not by the Host values callers send."""
+    return f"{METADATA_PREFIX}{study}/{name}.json.gz"
 
 
 def _cached(request: WebRequest, key: str, tag: str, build: Any) -> bytes:
-    """The gzip document at `key` built for `tag`, built and stored on a miss."""
+    """The gzip document at `key` built for `tag` and this DICOMweb root (its BulkDataURIs are
+    absolute), built and stored on a miss: a request with another root rebuilds it in place."""
+    root = hashlib.sha1(request.dicomweb_root.encode("utf-8")).hexdigest()[:16]
     return versioned(
-        request.context.blobs, key, tag, lambda: gzip.compress(build(), compresslevel=5, mtime=0)
+        request.context.blobs,
+        key,
+        f"{tag} {root}",
+        lambda: gzip.compress(build(), compresslevel=5, mtime=0),
     )
 
 
 def series_document(request: WebRequest, series: ports.SeriesRecord) -> bytes:
     """The gzip JSON array of a series' instance documents (Full mode), cached by version."""
-    key = _cache_key(request, series.study_uid, series.series_uid)
+    key = _cache_key(series.study_uid, series.series_uid)
 
     def build() -> bytes:
         # The version was read before the listing: a concurrent store makes this document
@@ -286,5 +291,5 @@ def retrieve_study_metadata(request: WebRequest, study: str) -> WebResponse:
         inner = [gzip.decompress(d)[1:-1] for d in documents]
         return _json_array([d for d in inner if d])
 
-    compressed = _cached(request, _cache_key(request, study, "study"), digest, build)
+    compressed = _cached(request, _cache_key(study, "study"), digest, build)
     return _answer(request, compressed, True, etag, media)

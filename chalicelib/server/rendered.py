@@ -30,6 +30,7 @@ from chalicelib.dicom.rendering import (
     RENDERED_TYPES,
     WINDOW_FUNCTIONS,
     FrameOutOfRange,
+    ImageTooLarge,
     RenderError,
     RenderOptions,
     Viewport,
@@ -94,20 +95,35 @@ def parse_window(text: str) -> Window:
     return Window(center, width, WINDOW_FUNCTIONS[function])
 
 
-def parse_viewport(text: str) -> Viewport:
-    """`viewport=vw,vh[,sx,sy,sw,sh]`, PS3.18 §8.3.5.1.3 (2025b)."""
+def parse_viewport(text: str, max_size: int, max_crop: int) -> Viewport:
+    """`viewport=vw,vh[,sx,sy,sw,sh]`, PS3.18 §8.3.5.1.3 (2025b); vw and vh at most `max_size`
+    (`DicomWeb.MaxImageSize`), the source region at most `max_crop` pixels
+    (`DicomWeb.MaxCropPixels`: a region past the image is allocated in full)."""
     numbers = _numbers("viewport", text, (2, 6))
     if any(n != int(n) for n in numbers):
         raise BadRequest(f"viewport={text!r} must be vw,vh or vw,vh,sx,sy,sw,sh (integers)")
     vw, vh, *source = (int(n) for n in numbers)
-    if not (0 < vw <= 8192 and 0 < vh <= 8192):
-        raise BadRequest(f"viewport={text!r}: vw and vh must be between 1 and 8192")
+    if not (0 < vw <= max_size and 0 < vh <= max_size):
+        raise BadRequest(
+            f"viewport={text!r}: vw and vh must be between 1 and {max_size} (DicomWeb.MaxImageSize)"
+        )
     if source:
         sx, sy, sw, sh = source
         if sx < 0 or sy < 0 or sw == 0 or sh == 0:
             raise BadRequest(f"viewport={text!r}: sx, sy must be >= 0 and sw, sh non-zero")
+        if abs(sw * sh) > max_crop:
+            raise BadRequest(
+                f"viewport={text!r}: the source region sw x sh has {abs(sw * sh)} pixels, more "
+                f"than {max_crop} (DicomWeb.MaxCropPixels)"
+            )
         return Viewport(vw, vh, sx, sy, sw, sh)
     return Viewport(vw, vh)
+
+
+def request_viewport(request: WebRequest, text: str) -> Viewport:
+    """`parse_viewport` with this server's limits."""
+    settings = request.context.settings
+    return parse_viewport(text, settings.max_image_size, settings.max_crop_pixels)
 
 
 def parse_quality(text: str | None, name: str = "quality") -> int:
@@ -143,7 +159,7 @@ def rendered_options(request: WebRequest) -> RenderOptions:
     return RenderOptions(
         media_type=choose_rendered_type(request, "a rendered resource"),
         window=parse_window(window) if window is not None else None,
-        viewport=parse_viewport(viewport) if viewport is not None else None,
+        viewport=request_viewport(request, viewport) if viewport is not None else None,
         quality=parse_quality(_single(request, "quality")),
     )
 
@@ -217,6 +233,8 @@ def render_instance(
         return render(data, record.transfer_syntax_uid, frame, options)
     except FrameOutOfRange as exc:
         raise NotFound(f"instance {record.sop_uid}: {exc}") from None
+    except ImageTooLarge as exc:
+        raise BadRequest(f"the asked image is too large to render: {exc}") from None
     except RenderError as exc:
         raise NotAcceptable(f"instance {record.sop_uid} cannot be rendered: {exc}") from None
 
@@ -306,7 +324,11 @@ def _thumbnail(
     media_type = choose_rendered_type(request, "a thumbnail")
     options = RenderOptions(
         media_type=media_type,
-        viewport=parse_viewport(viewport) if viewport else Viewport(THUMBNAIL_SIZE, THUMBNAIL_SIZE),
+        viewport=(
+            request_viewport(request, viewport)
+            if viewport
+            else Viewport(THUMBNAIL_SIZE, THUMBNAIL_SIZE)
+        ),
     )
     source = f"{record.blob_key}|{frame}|{media_type}|{viewport}"
     etag = f'"{hashlib.sha256(source.encode()).hexdigest()[:20]}"'

@@ -50,6 +50,12 @@ def _read_parts(request: WebRequest, settings_limit: int) -> list[bytes]:
         raise BadRequest(f"multipart/related body: {exc}") from None
     if not parts:
         raise BadRequest("the multipart/related body has no part")
+    limit = request.context.settings.max_stow_parts
+    if len(parts) > limit:
+        raise PayloadTooLarge(
+            f"the STOW-RS body has {len(parts)} parts, more than the {limit} this server "
+            "accepts in one request (DicomWeb.MaxStowParts): send them in several requests"
+        )
     bodies = []
     for number, part in enumerate(parts, 1):
         part_media = part.content_type

@@ -4,10 +4,16 @@ Order of precedence: `DicomWeb.PublicRoot`; `DicomWeb.Host` (+ `DicomWeb.Ssl`); 
 `Forwarded` header (RFC 7239); `X-Forwarded-Proto` / `X-Forwarded-Host`; `Host`. On API
 Gateway the stage prefix (`/api`) is kept: it is `requestContext.path` minus the event's
 `path`.
+
+Forwarding headers are anyone's to send: they are believed only from a peer listed in
+`DicomWeb.TrustedProxies` (addresses or CIDR blocks). On API Gateway, `X-Forwarded-Proto` is
+API Gateway's own and always believed; a `Forwarded` or `X-Forwarded-Host` header only from a
+trusted `sourceIp` (e.g. a proxy in front of API Gateway).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -32,11 +38,29 @@ def stage_prefix(event: Mapping[str, Any]) -> str:
     return ""
 
 
-def api_base_url(settings: Settings, headers: Mapping[str, str], prefix: str = "") -> str:
+def is_trusted_proxy(settings: Settings, peer: str) -> bool:
+    """`peer` (an IP address) is one of `DicomWeb.TrustedProxies`."""
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(
+        address in ipaddress.ip_network(proxy, strict=False) for proxy in settings.trusted_proxies
+    )
+
+
+def api_base_url(
+    settings: Settings,
+    headers: Mapping[str, str],
+    prefix: str = "",
+    peer: str = "",
+    api_gateway: bool = False,
+) -> str:
     """Absolute URL of the API root (no trailing slash), without the DICOMweb root.
 
     With `PublicRoot` set, returns it minus the DICOMweb root so that callers can append the
-    root uniformly.
+    root uniformly. `peer`: the address the request came from; `api_gateway`: the request came
+    through API Gateway (which sets `X-Forwarded-Proto` itself).
     """
     if settings.public_root:
         public = settings.public_root.rstrip("/")
@@ -46,14 +70,16 @@ def api_base_url(settings: Settings, headers: Mapping[str, str], prefix: str = "
     scheme = "https" if settings.ssl else "http"
     host = settings.host
     if not host:
-        forwarded = _forwarded(headers.get("forwarded", ""))
+        trusted = bool(peer) and is_trusted_proxy(settings, peer)
+        forwarded = _forwarded(headers.get("forwarded", "")) if trusted else {}
         if forwarded.get("host"):
             host = forwarded["host"]
             scheme = forwarded.get("proto", scheme)
-        elif headers.get("x-forwarded-host"):
+        elif trusted and headers.get("x-forwarded-host"):
             host = headers["x-forwarded-host"].split(",")[0].strip()
             scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip()
         else:
             host = headers.get("host", "localhost")
-            scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip()
+            if trusted or api_gateway:
+                scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip()
     return f"{scheme}://{host}{prefix}"

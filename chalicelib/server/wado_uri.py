@@ -71,6 +71,16 @@ def _positive(name: str, text: str | None) -> int | None:
     return int(text)
 
 
+def _image_side(name: str, text: str | None, limit: int) -> int | None:
+    """`rows` / `columns`, PS3.18 §9.3.4 (2025b), at most `limit` (`DicomWeb.MaxImageSize`)."""
+    value = _positive(name, text)
+    if value is not None and value > limit:
+        raise BadRequest(
+            f"WADO-URI parameter {name}={value} is larger than {limit} (DicomWeb.MaxImageSize)"
+        )
+    return value
+
+
 def _float(name: str, text: str) -> float:
     try:
         return float(text)
@@ -126,8 +136,10 @@ def parse_query(request: WebRequest) -> WadoUriQuery:
         content_type=_one(request, "contentType"),
         transfer_syntax=syntax,
         frame=_positive("frameNumber", _one(request, "frameNumber")) or 1,
-        rows=_positive("rows", _one(request, "rows")),
-        columns=_positive("columns", _one(request, "columns")),
+        rows=_image_side("rows", _one(request, "rows"), request.context.settings.max_image_size),
+        columns=_image_side(
+            "columns", _one(request, "columns"), request.context.settings.max_image_size
+        ),
         region=_region(_one(request, "region")),
         window=_window(_one(request, "windowCenter"), _one(request, "windowWidth")),
         quality=parse_quality(_one(request, "imageQuality"), "imageQuality"),

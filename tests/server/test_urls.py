@@ -14,7 +14,8 @@ from chalicelib.server.urls import api_base_url, stage_prefix
 from tests.conftest import testdata
 from tests.server.helpers import STOW_CONTENT_TYPE, api_gateway_event, stow_body
 
-SETTINGS = Settings()
+SETTINGS = Settings(trusted_proxies=("10.0.0.0/8",))
+PROXY = "10.1.2.3"
 
 
 @pytest.mark.parametrize(
@@ -44,7 +45,7 @@ SETTINGS = Settings()
             id="forwarded-wins-first-element",
         ),
         pytest.param(
-            Settings(host="fixed.example", ssl=True),
+            Settings(host="fixed.example", ssl=True, trusted_proxies=("10.0.0.0/8",)),
             {"host": "internal", "x-forwarded-host": "other"},
             "https://fixed.example",
             id="option-host-ssl",
@@ -58,7 +59,33 @@ SETTINGS = Settings()
     ],
 )
 def test_api_base_url(settings: Settings, headers: dict[str, str], expected: str) -> None:
-    assert api_base_url(settings, headers) == expected
+    assert api_base_url(settings, headers, peer=PROXY) == expected
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"host": "h", "x-forwarded-host": "evil.example", "x-forwarded-proto": "https"},
+        {"host": "h", "forwarded": "proto=https;host=evil.example"},
+    ],
+)
+@pytest.mark.parametrize("peer", ["203.0.113.9", "", "not-an-address"])
+def test_api_base_url_ignores_forwarding_from_untrusted_peers(
+    headers: dict[str, str], peer: str
+) -> None:
+    assert api_base_url(SETTINGS, headers, peer=peer) == "http://h"
+    assert api_base_url(Settings(), headers, peer=PROXY) == "http://h"
+
+
+def test_api_base_url_api_gateway_sets_the_scheme() -> None:
+    headers = {"host": "abc.execute-api.example", "x-forwarded-proto": "https"}
+    assert api_base_url(Settings(), headers, peer="203.0.113.9", api_gateway=True) == (
+        "https://abc.execute-api.example"
+    )
+    headers["x-forwarded-host"] = "evil.example"
+    assert api_base_url(Settings(), headers, "/api", "203.0.113.9", True) == (
+        "https://abc.execute-api.example/api"
+    )
 
 
 def test_stage_prefix_fromapi_gateway_event() -> None:
