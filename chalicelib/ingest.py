@@ -17,7 +17,12 @@ from chalicelib.context import Context
 from chalicelib.dicom import metadata
 from chalicelib.dicom.bulk import locate_bulk_elements
 from chalicelib.dicom.ids import is_valid_uid, orthanc_ids
-from chalicelib.dicom.parse import MissingAttribute, UnreadableInstance, parse_instance
+from chalicelib.dicom.parse import (
+    MissingAttribute,
+    UnreadableInstance,
+    check_sequence_depth,
+    parse_instance,
+)
 from chalicelib.storage.ports import Conflict, InstanceRecord, OutOfResources, StorageError
 
 log = logging.getLogger(__name__)
@@ -62,7 +67,7 @@ def store_instance(
 ) -> IngestResult:
     """Store one Part-10 file (or bare dataset) and say what happened."""
     try:
-        parsed = parse_instance(data, ctx.settings.max_sequence_depth)
+        parsed = parse_instance(data)
     except (UnreadableInstance, MissingAttribute) as exc:
         return IngestResult("unreadable", str(exc))
     result = IngestResult(
@@ -96,6 +101,7 @@ def store_instance(
     key = blob_key(parsed.study_uid, parsed.series_uid, parsed.sop_instance_uid, sha256)
     try:
         bulk = locate_bulk_elements(ds, data, ctx.settings.bulk_threshold)
+        check_sequence_depth(ds, ctx.settings.max_sequence_depth)
         levels, document = metadata.precompute(
             ds,
             parsed.study_uid,
@@ -103,6 +109,9 @@ def store_instance(
             parsed.sop_instance_uid,
             ctx.settings.bulk_threshold,
         )
+    except UnreadableInstance as exc:
+        result.failure_reason, result.message = CANNOT_UNDERSTAND, str(exc)
+        return result
     except Exception as exc:  # one unreadable value must not crash the request
         result.failure_reason = CANNOT_UNDERSTAND
         result.message = f"cannot read the attributes: {exc}"

@@ -101,12 +101,10 @@ def _transfer_syntax(ds: Dataset, has_file_meta: bool) -> str:
     return EXPLICIT_VR_LITTLE_ENDIAN if little else EXPLICIT_VR_BIG_ENDIAN
 
 
-def parse_instance(data: bytes, max_sequence_depth: int = 16) -> ParsedInstance:
+def parse_instance(data: bytes) -> ParsedInstance:
     """Parse an instance's header and locate its pixel data.
 
-    Raise UnreadableInstance when the bytes are not DICOM (or are truncated, or nest sequences
-    deeper than `max_sequence_depth`: deep nesting costs stack and time in every later pass
-    over the dataset, up to a crash of the process), and
+    Raise UnreadableInstance when the bytes are not DICOM (or are truncated), and
     MissingAttribute when SOP Class or SOP Instance UID cannot be read. Study and Series
     Instance UIDs are returned as read (possibly empty): the caller decides what a missing
     one means, since by then the instance can be named in a failure item.
@@ -118,7 +116,6 @@ def parse_instance(data: bytes, max_sequence_depth: int = 16) -> ParsedInstance:
         # before any value is read: reading turns the raw elements (with their offsets) into
         # values, and a UID cut short would be taken as it is (issue 11: series "1.2.82").
         _check_complete(ds, data)
-    _check_depth(ds, max_sequence_depth)
     try:
         # Type 1 in the dataset itself: File Meta's copies do not make a storable instance.
         sop_class = _uid(ds, "SOPClassUID")
@@ -184,12 +181,14 @@ def _check_complete(ds: Dataset, data: bytes) -> None:
     walker.walk_to_end(position)
 
 
-def _check_depth(ds: Dataset, limit: int) -> None:
-    """Refuse sequences nested deeper than `limit` (a sequence at the top level is depth 1)."""
+def check_sequence_depth(ds: Dataset, limit: int) -> None:
+    """Raise UnreadableInstance when sequences nest deeper than `limit` (a sequence at the top
+    level is depth 1): deep nesting costs stack and time in every later pass over the dataset.
+
+    Reads the sequences into values: call it once the raw offsets (bulk data) are recorded."""
     pending: list[tuple[Dataset, int]] = [(ds, 0)]
     while pending:
         dataset, depth = pending.pop()
-        # Only sequences are read into values: the other raw elements keep their offsets.
         for tag, raw in list(dataset._dict.items()):
             vr = raw.VR or (dictionary_VR(tag) if dictionary_has_tag(tag) else "UN")
             if vr != "SQ":

@@ -15,7 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from chalicelib.config import Settings
 from chalicelib.context import Context
-from chalicelib.dicom.parse import UnreadableInstance, parse_instance
+from chalicelib.dicom.parse import UnreadableInstance, check_sequence_depth, parse_instance
 from chalicelib.ingest import IngestResult, store_instance
 from chalicelib.server.api import create_app
 from chalicelib.server.metadata import METADATA_PREFIX
@@ -168,11 +168,16 @@ def nested_instance(depth: int) -> bytes:
     return out.getvalue() + (sequence + item) * depth + ends * depth
 
 
-@pytest.mark.parametrize("depth", [17, 100, 5000])
-def test_parse_instance_refuses_deep_sequences(depth: int) -> None:
-    assert parse_instance(nested_instance(16), 16).sop_instance_uid
-    with pytest.raises(UnreadableInstance, match="nested"):
-        parse_instance(nested_instance(depth), 16)
+@pytest.mark.parametrize("depth", [17, 100])
+def test_check_sequence_depth_refuses_deep_sequences(depth: int) -> None:
+    check_sequence_depth(parse_instance(nested_instance(16)).dataset, 16)
+    with pytest.raises(UnreadableInstance, match="nested 17 deep"):
+        check_sequence_depth(parse_instance(nested_instance(depth)).dataset, 16)
+
+
+def test_parse_instance_sequences_too_deep_for_pydicom() -> None:
+    with pytest.raises(UnreadableInstance, match="nested too deeply"):
+        parse_instance(nested_instance(5000))
 
 
 def test_stow_sequence_deeper_than_max_sequence_depth_is_refused(tmp_path: Path) -> None:
