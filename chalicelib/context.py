@@ -30,10 +30,14 @@ def build_context(settings: Settings) -> Context:
         from chalicelib.storage.dynamo import DynamoConfigStore, DynamoTagIndex
         from chalicelib.storage.jobs_aws import DynamoJobStore, StepFunctionsJobRunner
         from chalicelib.storage.s3 import S3BlobStore
+        from chalicelib.storage.secrets import SecretsManagerStore
 
         dynamodb = boto3.client("dynamodb", region_name=settings.region)
         s3 = boto3.client("s3", region_name=settings.region)
         config_store = DynamoConfigStore(dynamodb, settings.table)
+        secrets = SecretsManagerStore(
+            boto3.client("secretsmanager", region_name=settings.region), f"{settings.table}/"
+        )
         return Context(
             settings,
             S3BlobStore(s3, settings.bucket),
@@ -41,11 +45,12 @@ def build_context(settings: Settings) -> Context:
             config_store,
             DynamoJobStore(dynamodb, settings.table),
             StepFunctionsJobRunner(settings.region, settings.jobs_state_machine_arn),
-            ServerRegistry(settings.servers, config_store, settings.servers_in_database),
+            ServerRegistry(settings.servers, config_store, settings.servers_in_database, secrets),
         )
     from chalicelib import jobs
     from chalicelib.storage.jobs_local import SqliteJobStore, ThreadJobRunner
     from chalicelib.storage.local import LocalBlobStore, SqliteConfigStore, SqliteTagIndex
+    from chalicelib.storage.secrets import FileSecretStore
 
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -59,7 +64,12 @@ def build_context(settings: Settings) -> Context:
         config_store,
         job_store,
         runner,
-        ServerRegistry(settings.servers, config_store, settings.servers_in_database),
+        ServerRegistry(
+            settings.servers,
+            config_store,
+            settings.servers_in_database,
+            FileSecretStore(data_dir / "secrets.json"),
+        ),
     )
     runner.resume(job_store.list())
     return ctx

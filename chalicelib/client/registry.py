@@ -8,11 +8,12 @@ CertificateKeyFile, CertificateKeyPassword}`; any other key is kept as a user pr
 
 Secrets (Password, CertificateKeyPassword, the values of HttpHeaders) live in `RemoteServer`
 only: `public_view` is what every route answers, with `Password: null` and header names only.
-A later move of the secrets to a secrets manager changes this module alone.
 
 With `DicomWeb.ServersInDatabase` the list lives in the ConfigStore (namespace `servers`) and
 survives restarts; the configured servers seed it only when it is empty. Otherwise PUT and
-DELETE change this process's copy, as in Orthanc.
+DELETE change this process's copy, as in Orthanc. In the ConfigStore a server's secrets are
+replaced by a `SecretRef`: the secrets themselves go to the SecretStore (Secrets Manager on
+AWS, a 0600 file locally).
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ _TEXT_KEYS = {
     "CertificateKeyFile": "certificate_key_file",
     "CertificateKeyPassword": "certificate_key_password",
 }
+
+
+SECRET_KEYS = ("Password", "CertificateKeyPassword", "HttpHeaders")
+"""The keys of a stored server whose values are kept in the SecretStore."""
+SECRET_REF = "SecretRef"
 
 
 class InvalidServer(ValueError):
@@ -177,21 +183,45 @@ class ServerRegistry:
     """The servers this process knows: the configuration's, or the ConfigStore's."""
 
     def __init__(
-        self, configured: Mapping[str, Any], store: ports.ConfigStore, in_database: bool
+        self,
+        configured: Mapping[str, Any],
+        store: ports.ConfigStore,
+        in_database: bool,
+        secrets: ports.SecretStore,
     ) -> None:
         self._store = store if in_database else None
+        self._secrets = secrets
         self._lock = threading.Lock()
         self._servers = {name: parse_server(name, value) for name, value in configured.items()}
         if self._store is not None and not self._store.list_items(NAMESPACE):
             for server in self._servers.values():
-                self._store.put_item(NAMESPACE, server.name, stored_form(server))
+                self._save(server)
+
+    def _save(self, server: RemoteServer) -> None:
+        """Into the ConfigStore, the secrets replaced by a reference to the SecretStore."""
+        assert self._store is not None
+        form = stored_form(server)
+        secret = {key: form.pop(key) for key in SECRET_KEYS if form.get(key)}
+        for key in SECRET_KEYS:
+            form.pop(key, None)
+        if secret:
+            form[SECRET_REF] = self._secrets.put_secret(f"{NAMESPACE}/{server.name}", secret)
+        else:
+            self._secrets.delete_secret(f"{NAMESPACE}/{server.name}")
+        self._store.put_item(NAMESPACE, server.name, form)
+
+    def _load(self, name: str, form: dict[str, Any]) -> RemoteServer:
+        reference = form.pop(SECRET_REF, None)
+        if reference is not None:
+            form |= self._secrets.get_secret(reference)
+        return parse_server(name, form)
 
     def servers(self) -> dict[str, RemoteServer]:
         if self._store is None:
             with self._lock:
                 return dict(sorted(self._servers.items()))
         return {
-            name: parse_server(name, value)
+            name: self._load(name, value)
             for name, value in self._store.list_items(NAMESPACE).items()
         }
 
@@ -202,7 +232,7 @@ class ServerRegistry:
                 server = self._servers.get(name)
         else:
             try:
-                server = parse_server(name, self._store.get_item(NAMESPACE, name))
+                server = self._load(name, self._store.get_item(NAMESPACE, name))
             except ports.NotFound:
                 server = None
         if server is None:
@@ -219,7 +249,7 @@ class ServerRegistry:
             with self._lock:
                 self._servers[name] = server
         else:
-            self._store.put_item(NAMESPACE, name, stored_form(server))
+            self._save(server)
         return server
 
     def delete(self, name: str) -> None:
@@ -231,3 +261,4 @@ class ServerRegistry:
         else:
             with contextlib.suppress(ports.NotFound):
                 self._store.delete_item(NAMESPACE, name)
+            self._secrets.delete_secret(f"{NAMESPACE}/{name}")

@@ -255,6 +255,20 @@ class ConfigStore(Protocol):
         """Raise NotFound."""
 
 
+class SecretStore(Protocol):
+    """Secrets kept apart from the ConfigStore, which holds only the reference `put_secret`
+    returns (remote servers' passwords, key passwords, header values)."""
+
+    def put_secret(self, name: str, value: dict[str, Any]) -> str:
+        """Create or replace the secret `name`; return its reference."""
+
+    def get_secret(self, reference: str) -> dict[str, Any]:
+        """Raise NotFound."""
+
+    def delete_secret(self, name: str) -> None:
+        """Delete the secret `name` if there is one."""
+
+
 JobState = Literal["Pending", "Running", "Paused", "Success", "Failure"]
 
 

@@ -138,8 +138,8 @@ def test_retrieve_frames_in_request_order(context: Context) -> None:
     with Client(create_app(lambda: context)) as client:
         one = parts_of(get(client, f"{instance_path(result)}/frames/1", STORED))[0][1]
         two = parts_of(get(client, f"{instance_path(result)}/frames/2", STORED))[0][1]
-        answer = get(client, f"{instance_path(result)}/frames/2,1,2", STORED)
-        assert [body for _, body in parts_of(answer)] == [two, one, two]
+        answer = get(client, f"{instance_path(result)}/frames/2,1", STORED)
+        assert [body for _, body in parts_of(answer)] == [two, one]
         assert one[:2] == b"\xff\xd8"  # Lena twice: the two frames are the same image
     result = store_instance(context, multiframe_instance(frames=4, rows=2, columns=2))
     with Client(create_app(lambda: context)) as client:
@@ -384,4 +384,4 @@ def test_parse_frame_list_ascii_digits_only(text: str) -> None:
     from chalicelib.server.frames import parse_frame_list
 
     with pytest.raises(BadRequest, match="is not a frame number"):
-        parse_frame_list(text)
+        parse_frame_list(text, 1000)
