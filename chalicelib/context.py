@@ -49,7 +49,12 @@ def build_context(settings: Settings) -> Context:
         )
     from chalicelib import jobs
     from chalicelib.storage.jobs_local import SqliteJobStore, ThreadJobRunner
-    from chalicelib.storage.local import LocalBlobStore, SqliteConfigStore, SqliteTagIndex
+    from chalicelib.storage.local import (
+        LocalBlobStore,
+        SqliteConfigStore,
+        SqliteTagIndex,
+        finish_pending_deletes,
+    )
     from chalicelib.storage.secrets import FileSecretStore
 
     data_dir = settings.data_dir
@@ -71,6 +76,7 @@ def build_context(settings: Settings) -> Context:
             FileSecretStore(data_dir / "secrets.json"),
         ),
     )
+    finish_pending_deletes(ctx.index, ctx.blobs)
     runner.resume(job_store.list())
     return ctx
 

@@ -67,14 +67,18 @@ def _delete_blobs(request: WebRequest, result: ports.DeleteResult, study: str) -
     keys = derived_keys(result)
     blobs.delete_prefix(f"{METADATA_PREFIX}{study}/")
 
-    def remove(key: str) -> None:
+    def remove(key: str) -> str | None:
         try:
             blobs.delete(key)
+            return key
         except ports.StorageError:
-            # The index no longer points here: an orphan blob wastes space, loses nothing.
+            # The index no longer points here: an orphan blob wastes space, loses nothing;
+            # its delete stays pending, finished at the next start (local store).
             log.warning("could not delete blob %s after its index delete", key, exc_info=True)
+            return None
 
-    parallel_map(remove, keys)
+    removed = [key for key in parallel_map(remove, keys) if key]
+    request.context.index.blobs_deleted(removed)
 
 
 @service.route("/studies/{study}", "DELETE", scope="admin")

@@ -851,6 +851,14 @@ class DynamoTagIndex:
         self._refresh_sets(study_uid)
         return DeleteResult(removed)
 
+    def pending_blob_deletes(self) -> list[str]:
+        """Not recorded on DynamoDB yet: a Lambda stopped between the index delete and the S3
+        deletes leaves objects no item points to (they cost storage, lose nothing)."""
+        return []
+
+    def blobs_deleted(self, keys: Sequence[str]) -> None:
+        pass
+
     def _remove_series_items(
         self, study_uid: str, series_uid: str, items: list[dict[str, Value]]
     ) -> list[InstanceRecord]:

@@ -240,6 +240,13 @@ class TagIndex(Protocol):
     def delete_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> DeleteResult:
         """Raise NotFound; removes emptied series and study records; keeps aggregates exact."""
 
+    def pending_blob_deletes(self) -> list[str]:
+        """Blob keys (original bytes, metadata) of deleted instances not yet confirmed removed
+        by `blobs_deleted`: what a crash between an index delete and its blob removal left."""
+
+    def blobs_deleted(self, keys: Sequence[str]) -> None:
+        """The blobs at `keys` are removed: forget their pending delete."""
+
 
 class ConfigStore(Protocol):
     """Small named JSON documents: remote DICOMweb servers (`ServersInDatabase`), settings."""

@@ -197,3 +197,28 @@ def test_derived_keys_cover_every_level() -> None:
     assert {"1.1/1.2/1.3/ab.dcm", "1.1/1.2/1.3/ab.json.gz"} <= set(keys)
     for parts in (("1.1",), ("1.1", "1.2"), ("1.1", "1.2", "1.3")):
         assert set(thumbnail_keys(*parts)) <= set(keys)
+
+
+def test_delete_interrupted_before_blob_removal_finishes_at_start(tmp_path: Path) -> None:
+    """Issue 11: a DELETE killed between its index commit and its blob removal left the
+    files for ever; the intent recorded with the commit is finished when the store opens."""
+    from chalicelib.context import build_context
+
+    context = make_context("local", tmp_path)
+    stored = store_instance(context, testdata("ColorTestImageJ.dcm").read_bytes())
+    record = context.index.find_instance(stored.sop_instance_uid)
+    context.index.delete_study(stored.study_uid)  # the index commit, then the "kill"
+    assert context.blobs.exists(record.blob_key)
+    assert sorted(context.index.pending_blob_deletes()) == sorted(
+        [record.blob_key, record.metadata_key]
+    )
+    restarted = build_context(context.settings)
+    assert not restarted.blobs.exists(record.blob_key)
+    assert not restarted.blobs.exists(record.metadata_key)
+    assert restarted.index.pending_blob_deletes() == []
+
+
+def test_delete_leaves_no_pending_intent(client: Client, context: Context) -> None:
+    stored = store_instance(context, testdata("ColorTestImageJ.dcm").read_bytes())
+    assert client.http.delete(f"/dicom-web/studies/{stored.study_uid}").status_code == 204
+    assert context.index.pending_blob_deletes() == []
