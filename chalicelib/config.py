@@ -102,6 +102,14 @@ class Settings:
     authorizer: str = "none"
     """On AWS, the API Gateway authorizer whose verdict the app reads: none | cognito | oidc |
     iam. `none` answers every call: only for a private API."""
+    cognito_user_pool_arn: str = ""
+    """`cognito`: the user pool whose access tokens API Gateway accepts."""
+    oidc_issuer: str = ""
+    """`oidc`: the `iss` of accepted tokens; its discovery document names the JWKS."""
+    oidc_audience: str = ""
+    """`oidc`: the `aud` (or Cognito's `client_id`) of accepted tokens."""
+    oidc_jwks_url: str = ""
+    """`oidc`: the JWKS URL, when not the issuer's discovered `jwks_uri`."""
     scope_prefix: str = "dicomweb/"
     """Prefix of the OAuth scopes in tokens (Cognito resource server identifier + '/')."""
     trusted_proxies: tuple[str, ...] = ()
@@ -169,6 +177,10 @@ _DICOMWEB_KEYS = {
     "UserScopes": "user_scopes",
     "Authorizer": "authorizer",
     "ScopePrefix": "scope_prefix",
+    "CognitoUserPoolArn": "cognito_user_pool_arn",
+    "OidcIssuer": "oidc_issuer",
+    "OidcAudience": "oidc_audience",
+    "OidcJwksUrl": "oidc_jwks_url",
     "TrustedProxies": "trusted_proxies",
     "MaxRequestBody": "max_request_body",
     "MaxQueryString": "max_query_string",
@@ -199,6 +211,7 @@ _ENV_KEYS = {
     "TABLE": "table",
     "AWS_REGION": "region",
     "AUTHORIZER": "authorizer",
+    "COGNITO_USER_POOL_ARN": "cognito_user_pool_arn",
     "JOBS_STATE_MACHINE_ARN": "jobs_state_machine_arn",
 }
 
@@ -304,6 +317,10 @@ def _validate_auth(settings: Settings) -> None:
             f"DicomWeb.Authorizer must be one of {', '.join(AUTHORIZERS)}, "
             f"not {settings.authorizer!r}"
         )
+    if settings.authorizer == "oidc" and not (settings.oidc_issuer and settings.oidc_audience):
+        raise ConfigError("DicomWeb.Authorizer oidc needs DicomWeb.OidcIssuer and OidcAudience")
+    if settings.authorizer == "cognito" and not settings.cognito_user_pool_arn:
+        raise ConfigError("DicomWeb.Authorizer cognito needs DicomWeb.CognitoUserPoolArn")
     for user, password in settings.registered_users.items():
         if not isinstance(password, str) or not password:
             raise ConfigError(f"RegisteredUsers.{user} must be a non-empty password string")

@@ -7,10 +7,17 @@ don't patch). Each path is registered with all methods on one view that hands th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
-from chalice import Chalice, Response
-from chalice.app import CaseInsensitiveMapping, Request
+from chalice import (
+    AuthResponse,
+    Chalice,
+    CognitoUserPoolAuthorizer,
+    IAMAuthorizer,
+    Response,
+)
+from chalice.app import Authorizer, AuthRequest, CaseInsensitiveMapping, Request
 
 from chalicelib.config import Settings
 from chalicelib.context import Context, default_context
@@ -39,6 +46,8 @@ from chalicelib.server.http import (
     error_response,
 )
 from chalicelib.server.urls import api_base_url, stage_prefix
+
+log = logging.getLogger(__name__)
 
 
 def build_route_table(settings: Settings) -> RouteTable:
@@ -97,6 +106,38 @@ def to_chalice_response(response: WebResponse) -> Response:
     return Response(body=response.body, status_code=response.status, headers=headers)
 
 
+def api_gateway_authorizer(app: Chalice, settings: Settings) -> Authorizer | None:
+    """The API Gateway authorizer of every route but OPTIONS (`DicomWeb.Authorizer`): API
+    Gateway refuses a call it does not verify before the Lambda runs; the app then checks the
+    route's scope (`auth.py`)."""
+    if settings.authorizer == "iam":
+        return IAMAuthorizer()
+    if settings.authorizer == "cognito":
+        return CognitoUserPoolAuthorizer("cognito", [settings.cognito_user_pool_arn])
+    if settings.authorizer != "oidc":
+        return None
+    from chalicelib.server.oidc import InvalidToken, TokenVerifier
+
+    verifier = TokenVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url)
+
+    @app.authorizer(name="oidc", ttl_seconds=300)
+    def oidc(auth_request: AuthRequest) -> AuthResponse:
+        """A token authorizer: Lambda authorizer input/output, API Gateway Developer Guide."""
+        scheme, _, token = (auth_request.token or "").partition(" ")
+        try:
+            if scheme.lower() != "bearer":
+                raise InvalidToken("the Authorization header is not a Bearer token")
+            claims = verifier.verify(token.strip())
+        except InvalidToken as exc:
+            log.info("token refused: %s", exc)
+            raise Exception("Unauthorized") from None  # API Gateway answers 401
+        scope = claims.get("scope", claims.get("scp", ""))
+        scope = " ".join(scope) if isinstance(scope, list) else str(scope)
+        return AuthResponse(["*"], str(claims.get("sub", "")), {"scope": scope})
+
+    return oidc
+
+
 def create_app(
     context_factory: Callable[[], Context] = default_context, app_name: str = "dicomweb"
 ) -> Chalice:
@@ -123,6 +164,8 @@ def create_app(
             request.headers = CaseInsensitiveMapping({**request.headers, "accept": "*/*"})
         return get_response(request)
 
+    authorizer = api_gateway_authorizer(app, settings)
+
     def register(path: str) -> None:
         def view(**params: str) -> Response:
             ctx = context_factory()
@@ -130,7 +173,28 @@ def create_app(
             return to_chalice_response(table.dispatch(path, web_request, params))
 
         name = "route" + path.replace("/", "_").replace("{", "").replace("}", "").replace("-", "_")
-        app.route(path, methods=ALL_METHODS, name=name, content_types=["*/*"])(view)
+        if authorizer is None:
+            app.route(path, methods=ALL_METHODS, name=name, content_types=["*/*"])(view)
+            return
+        # One view per scope, so that API Gateway checks a Cognito token's scope itself; the
+        # OPTIONS view has no authorizer: a CORS preflight carries no credentials.
+        by_scope: dict[str, list[str]] = {}
+        for method in ALL_METHODS:
+            if method != "OPTIONS":
+                scope = table.scopes[path].get("GET" if method == "HEAD" else method, "")
+                by_scope.setdefault(scope, []).append(method)
+        for scope, methods in by_scope.items():
+            scoped = authorizer
+            if scope and isinstance(authorizer, CognitoUserPoolAuthorizer):
+                scoped = authorizer.with_scopes([settings.scope_prefix + scope])
+            app.route(
+                path,
+                methods=methods,
+                name=f"{name}_{scope or 'any'}",
+                content_types=["*/*"],
+                authorizer=scoped,
+            )(view)
+        app.route(path, methods=["OPTIONS"], name=f"{name}_options", content_types=["*/*"])(view)
 
     for path in table.routes:
         register(path)
