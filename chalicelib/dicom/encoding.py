@@ -7,6 +7,8 @@ Transfer Syntax UIDs: PS3.6 Annex A (2025b); word sizes and byte ordering: PS3.5
 
 from __future__ import annotations
 
+import struct
+import zlib
 from array import array
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
@@ -48,3 +50,16 @@ def swap_words(data: bytes, word: int) -> bytes:
     values = array(code, data[: len(data) - len(data) % word])
     values.byteswap()
     return values.tobytes()
+
+
+def inflate(data: bytes) -> bytes:
+    """The dataset of a Deflated Explicit VR Little Endian Part-10 file, inflated: the bytes
+    after the File Meta group, whose length its (0002,0000) element gives (PS3.10 §7.1, PS3.5
+    §A.5, 2025b). Raise ValueError when the file has no such group or does not inflate."""
+    if data[128:132] != b"DICM" or data[132:138] != b"\x02\x00\x00\x00UL":
+        raise ValueError("no File Meta Information Group Length (0002,0000) at offset 132")
+    (group_length,) = struct.unpack_from("<L", data, 140)
+    try:
+        return zlib.decompressobj(-zlib.MAX_WBITS).decompress(data[144 + group_length :])
+    except zlib.error as exc:
+        raise ValueError(f"the deflated dataset does not inflate: {exc}") from exc

@@ -23,6 +23,7 @@ from chalicelib.dicom.encoding import (
     EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
+    inflate,
 )
 from chalicelib.dicom.ids import is_valid_uid
 
@@ -144,6 +145,13 @@ def parse_instance(data: bytes) -> ParsedInstance:
     )
     if transfer_syntax_uid != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         parsed.pixel = locate_pixel_data(ds, data)
+    else:  # pydicom read the inflated dataset: offsets count from its start (`inflate`)
+        try:
+            parsed.pixel = locate_pixel_data(ds, inflate(data))
+        except ValueError as exc:
+            raise UnreadableInstance(f"Deflated Explicit VR Little Endian: {exc}") from exc
+        if parsed.pixel:
+            parsed.pixel["deflated"] = True
     return parsed
 
 

@@ -130,8 +130,12 @@ class ElementValue:
         self.big_endian = record.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN
         self.location: list[Any] | None = None
         self._value: bytes | None = None
-        if path == PIXEL_DATA_PATH and record.pixel and not record.pixel.get("encapsulated"):
-            pixel = record.pixel
+        pixel = record.pixel
+        if (
+            path == PIXEL_DATA_PATH
+            and pixel
+            and not (pixel.get("encapsulated") or pixel.get("deflated"))
+        ):
             word = 2 if pixel.get("vr") == "OW" or pixel.get("bits_allocated", 8) > 8 else 1
             self.location = [pixel["offset"], pixel["length"], "OW" if word == 2 else "OB"]
         elif path in record.bulk:

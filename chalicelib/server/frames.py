@@ -5,8 +5,9 @@ frame numbers in any order, answered in request order (repeats kept); a number o
 instance is 400. There is no bare `.../frames` resource (404): the standard defines none.
 
 Each frame is one range read of the stored file at the offsets recorded at ingest
-(`record.pixel`), never a whole-file read. Media types and transfer syntaxes per PS3.18
-§8.7.3.3.2 and Table 8.7.3-5 (2025b), chosen by `negotiate_pixel`:
+(`record.pixel`), never a whole-file read, except for Deflated Explicit VR Little Endian,
+whose frames are cut from the inflated dataset and then sent as native ones. Media types and
+transfer syntaxes per PS3.18 §8.7.3.3.2 and Table 8.7.3-5 (2025b), chosen by `negotiate_pixel`:
 
 - a compressed frame goes out as stored (its bitstream without item tags) when the Accept
   allows it: `transfer-syntax=*`, `type="*/*"`, `image/*`, or its media type (image/jpeg,
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from chalicelib.dicom import pixels
-from chalicelib.dicom.encoding import EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN
+from chalicelib.dicom.encoding import EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, inflate
 from chalicelib.dicom.multipart import (
     MediaType,
     encode_multipart,
@@ -164,6 +165,17 @@ class FrameReader:
         self.pixel = record.pixel
         self.count = pixels.frame_count(self.pixel)
         self._module: pixels.PixelModule | None = None
+        self._inflated: bytes | None = None
+
+    def _read(self, start: int, length: int) -> bytes:
+        """Bytes of the stored file, by range read; of the inflated dataset for a Deflated
+        Explicit VR Little Endian instance (its offsets count there, `parse.parse_instance`),
+        which is read whole and inflated once."""
+        if not self.pixel.get("deflated"):
+            return self.blobs.get_range(self.record.blob_key, start, length)
+        if self._inflated is None:
+            self._inflated = inflate(self.blobs.get(self.record.blob_key))
+        return self._inflated[start : start + length]
 
     def check(self, numbers: list[int]) -> None:
         for number in numbers:
@@ -184,16 +196,13 @@ class FrameReader:
 
     def stored(self, number: int) -> bytes:
         """The frame as stored: native pixels in little endian, or the fragments' bitstream."""
-        key = self.record.blob_key
         if self.pixel.get("encapsulated"):
             fragments = self.pixel["frames"][number - 1]
             start, length = pixels.fragments_span(fragments)
-            return pixels.join_fragments(self.blobs.get_range(key, start, length), fragments)
+            return pixels.join_fragments(self._read(start, length), fragments)
         big = self.record.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN
         start, length = pixels.native_frame_span(self.pixel, number, big)
-        return pixels.native_frame(
-            self.blobs.get_range(key, start, length), self.pixel, number, big
-        )
+        return pixels.native_frame(self._read(start, length), self.pixel, number, big)
 
     def frame(self, number: int, choice: PixelChoice) -> bytes:
         data = self.stored(number)

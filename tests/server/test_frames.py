@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from chalice.test import Client
 from pydicom import dcmread
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import generate_frames
 from pydicom.pixels import get_decoder
@@ -385,3 +386,24 @@ def test_parse_frame_list_ascii_digits_only(text: str) -> None:
 
     with pytest.raises(BadRequest, match="is not a frame number"):
         parse_frame_list(text, 1000)
+
+
+def test_retrieve_frames_of_deflated_instance(context: Context) -> None:
+    """Deflated Explicit VR Little Endian: frames are cut from the inflated dataset and sent
+    like any native frame; rendered and bulk Pixel Data work too (they answered 404 and 406)."""
+    path = Path(get_testdata_file("image_dfl.dcm"))
+    [(_, result)] = store_all(context, [path])
+    expected = dcmread(path).pixel_array.tobytes()
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{instance_path(result)}/frames/1", RAW)
+        stored = get(client, f"{instance_path(result)}/frames/1", STORED)
+        rendered = get(client, f"{instance_path(result)}/frames/1/rendered", "image/png")
+        bulk = get(client, f"{instance_path(result)}/bulk/7FE00010", "application/octet-stream")
+    ((headers, body),) = parts_of(answer)
+    assert headers["content-type"] == (
+        "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"
+    )
+    assert body == expected
+    assert parts_of(stored)[0][1] == expected
+    assert rendered.status_code == 200 and rendered.headers["Content-Type"] == "image/png"
+    assert bulk.status_code == 200 and bulk.body == expected
