@@ -23,7 +23,7 @@ export const studyLabel = (study) =>
     .join(", ") || text(study, TAG.StudyInstanceUID);
 
 function studyColumns(server) {
-  const columns = [
+  return [
     { label: "Patient name", cell: (s) => text(s, TAG.PatientName), sortKey: (s) => text(s, TAG.PatientName) },
     { label: "Patient ID", cell: (s) => text(s, TAG.PatientID), sortKey: (s) => text(s, TAG.PatientID) },
     { label: "Study date", cell: (s) => formatDate(text(s, TAG.StudyDate)), sortKey: (s) => text(s, TAG.StudyDate) },
@@ -34,7 +34,6 @@ function studyColumns(server) {
     { label: "Instances", cell: (s) => String(number(s, TAG.NumberOfStudyRelatedInstances)), sortKey: (s) => number(s, TAG.NumberOfStudyRelatedInstances) },
     { label: "Actions", cell: (s) => actions(server, s) },
   ];
-  return columns;
 }
 
 function actions(server, study) {
