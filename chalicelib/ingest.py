@@ -23,7 +23,7 @@ from chalicelib.dicom.parse import (
     check_sequence_depth,
     parse_instance,
 )
-from chalicelib.storage.ports import Conflict, InstanceRecord, OutOfResources, StorageError
+from chalicelib.storage.ports import Conflict, InstanceRecord, OutOfResources
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +150,13 @@ def store_instance(
         _forget(ctx, record)
         result.failure_reason, result.message = OUT_OF_RESOURCES, str(exc)
         return result
-    except StorageError as exc:
+    except Exception:  # any backend failure: this part fails, the request goes on
         _forget(ctx, record)
-        log.exception("storing %s failed", parsed.sop_instance_uid)
-        result.failure_reason, result.message = OUT_OF_RESOURCES, f"storage failed: {exc}"
+        log.exception("storing SOP Instance %s failed", parsed.sop_instance_uid)
+        # The raw text stays in the log: it may name files, tables or hosts. 0xA700 (as a
+        # refused write): all parts failing so answer 503, retry later.
+        result.failure_reason = OUT_OF_RESOURCES
+        result.message = "the storage backend failed; the server log has the details"
         return result
     if stored.outcome == "kept" and stored.record.blob_key != key:
         _forget(ctx, record)
@@ -174,5 +177,5 @@ def _forget(ctx: Context, record: InstanceRecord) -> None:
 def _delete_quietly(ctx: Context, key: str) -> None:
     try:
         ctx.blobs.delete(key)
-    except StorageError:
+    except Exception:  # an orphan blob wastes space and loses nothing; the answer goes on
         log.warning("could not delete unreferenced blob %s", key, exc_info=True)

@@ -46,12 +46,13 @@ from functools import partial
 from itertools import groupby
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.dicom.matching import Narrowing
 from chalicelib.dicom.tags import Level
 from chalicelib.storage.aws import error_code
 from chalicelib.storage.ports import (
+    BackendError,
     DeleteResult,
     InstanceRecord,
     NotFound,
@@ -179,14 +180,23 @@ def _contention(what: str) -> OutOfResources:
     return OutOfResources(f"{what}: too many concurrent changes after {_ATTEMPTS} attempts")
 
 
+_HANDLED_BY_CALLERS = {"TransactionCanceledException", "ConditionalCheckFailedException"}
+
+
 @contextmanager
 def _translated() -> Iterator[None]:
+    """Turn DynamoDB's errors into port errors; the conditional failures that callers act on
+    pass through as they are."""
     try:
         yield
     except ClientError as e:
         if error_code(e) in _THROTTLED:
             raise OutOfResources(f"DynamoDB is throttling requests ({error_code(e)})") from e
-        raise
+        if error_code(e) in _HANDLED_BY_CALLERS:
+            raise
+        raise BackendError(f"DynamoDB failed: {error_code(e)}") from e
+    except BotoCoreError as e:
+        raise BackendError(f"DynamoDB could not be reached: {type(e).__name__}") from e
 
 
 def _with_condition(op: dict[str, Any], condition: Condition | None) -> dict[str, Any]:

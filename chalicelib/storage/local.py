@@ -25,6 +25,7 @@ from typing import Any
 from chalicelib.dicom.matching import Narrowing
 from chalicelib.dicom.tags import Level
 from chalicelib.storage.ports import (
+    BackendError,
     DeleteResult,
     InstanceRecord,
     NotFound,
@@ -73,6 +74,13 @@ class LocalBlobStore:
         path = self._path(key)
         temp = _write_temp(self._temp, data)
         try:
+            self._rename_into_place(temp, path)
+        except OSError as e:
+            raise BackendError(f"cannot write blob {key}: {e.strerror}") from e
+
+    @staticmethod
+    def _rename_into_place(temp: str, path: Path) -> None:
+        try:
             for attempt in range(_PUT_ATTEMPTS):
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +101,8 @@ class LocalBlobStore:
             return self._path(key).read_bytes()
         except (FileNotFoundError, IsADirectoryError) as e:
             raise NotFound(f"blob {key} not found") from e
+        except OSError as e:
+            raise BackendError(f"cannot read blob {key}: {e.strerror}") from e
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         if start < 0 or length < 0:
@@ -103,10 +113,15 @@ class LocalBlobStore:
                 return f.read(length)
         except (FileNotFoundError, IsADirectoryError) as e:
             raise NotFound(f"blob {key} not found") from e
+        except OSError as e:
+            raise BackendError(f"cannot read blob {key}: {e.strerror}") from e
 
     def delete(self, key: str) -> None:
         path = self._path(key)
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as e:
+            raise BackendError(f"cannot delete blob {key}: {e.strerror}") from e
         for folder in path.parents:
             if folder == self.root:
                 break
@@ -150,7 +165,11 @@ def _process_runs(pid: int) -> bool:
 
 
 def _write_temp(folder: Path, data: bytes) -> str:
-    fd, name = tempfile.mkstemp(dir=folder, prefix=f"{os.getpid()}-", suffix=".tmp")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=f"{os.getpid()}-", suffix=".tmp")
+    except OSError as e:
+        raise BackendError(f"cannot create a file in {folder}: {e.strerror}") from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -158,7 +177,7 @@ def _write_temp(folder: Path, data: bytes) -> str:
         os.unlink(name)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise OutOfResources(f"no space left in {folder} for {len(data)} bytes") from e
-        raise
+        raise BackendError(f"cannot write in {folder}: {e.strerror}") from e
     return name
 
 
@@ -179,7 +198,7 @@ class _Database:
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, _translated_sqlite():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -189,14 +208,14 @@ class _Database:
             self._db.execute("COMMIT")
 
     def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
+        with self._lock, _translated_sqlite():
             return self._db.execute(sql, params).fetchall()
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
         """Several reads that see one state of the database (a read transaction): a delete
         committed between two of them must not make them disagree."""
-        with self._lock:
+        with self._lock, _translated_sqlite():
             self._db.execute("BEGIN")
             try:
                 yield self._db
@@ -206,6 +225,20 @@ class _Database:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+@contextmanager
+def _translated_sqlite() -> Iterator[None]:
+    """SQLite's errors as port errors (issue 11: an untranslated OperationalError made the
+    whole STOW a 500 and left the stored blobs behind)."""
+    try:
+        yield
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e) or "busy" in str(e):
+            raise OutOfResources(f"the SQLite index is busy ({e}); retry later") from e
+        raise BackendError(f"SQLite failed: {e}") from e
+    except sqlite3.Error as e:
+        raise BackendError(f"SQLite failed: {e}") from e
 
 
 _INDEX_SCHEMA = """

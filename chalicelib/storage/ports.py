@@ -38,6 +38,11 @@ class OutOfResources(StorageError):
     """The backend refused for lack of space or capacity (maps to FailureReason 0xA7xx)."""
 
 
+class BackendError(StorageError):
+    """The backend failed otherwise (an SQLite or file system error, an AWS error other than
+    throttling); the message names the backend and the operation, the cause is chained."""
+
+
 class ScanBudgetExceeded(StorageError):
     """A search had no usable index hint and would read more than `budget` candidates."""
 

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.storage.aws import error_code
-from chalicelib.storage.ports import NotFound, OutOfResources
+from chalicelib.storage.ports import BackendError, NotFound, OutOfResources
 from chalicelib.storage.records import validate_key
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
@@ -18,7 +18,7 @@ _THROTTLED = {"SlowDown", "503"}
 
 @contextmanager
 def _translated(key: str) -> Iterator[None]:
-    """Turn S3's missing-key and throttling errors into port errors."""
+    """Turn S3's errors into port errors (NotFound, OutOfResources, BackendError)."""
     try:
         yield
     except ClientError as e:
@@ -26,7 +26,11 @@ def _translated(key: str) -> Iterator[None]:
             raise NotFound(f"blob {key} not found") from e
         if error_code(e) in _THROTTLED:
             raise OutOfResources(f"S3 is throttling requests ({error_code(e)}); retry later") from e
-        raise
+        if error_code(e) == "InvalidRange":
+            raise  # get_range answers it
+        raise BackendError(f"S3 failed on {key}: {error_code(e)}") from e
+    except BotoCoreError as e:
+        raise BackendError(f"S3 could not be reached for {key}: {type(e).__name__}") from e
 
 
 class S3BlobStore:

@@ -260,3 +260,58 @@ def test_store_instances_sop_uid_under_other_study_409(client: Client, context: 
     (failed,) = values(json_of(response), "00081198")
     assert values(failed, "00081197") == [0x0110]
     assert _counts(context, CT_STUDY) == (1, 1)
+
+
+class _FailingOnce:
+    """The context's TagIndex, raising on the `fail_at`-th store as an adapter's untranslated
+    error would (issue 11: an sqlite3.OperationalError turned the whole STOW into a 500)."""
+
+    def __init__(self, index: object, fail_at: int) -> None:
+        self._index, self._stores, self._fail_at = index, 0, fail_at
+
+    def store_instance(self, record: object, overwrite: bool) -> object:
+        self._stores += 1
+        if self._stores == self._fail_at:
+            raise RuntimeError("disk I/O error at /secret/index.sqlite")
+        return self._index.store_instance(record, overwrite)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._index, name)
+
+
+def _copies(count: int) -> list[bytes]:
+    import io
+
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+
+    copies = []
+    for _ in range(count):
+        ds = dcmread(io.BytesIO(testdata("ColorTestImageJ.dcm").read_bytes()))
+        ds.SOPInstanceUID = generate_uid()
+        out = io.BytesIO()
+        ds.save_as(out)
+        copies.append(out.getvalue())
+    return copies
+
+
+def test_store_instances_backend_error_fails_one_part(tmp_path, caplog) -> None:
+    import dataclasses
+
+    base = make_context("local", tmp_path)
+    context = dataclasses.replace(base, index=_FailingOnce(base.index, fail_at=2))
+    client = Client(create_app(lambda: context))
+    parts = _copies(3)
+    response = stow(client, *parts)
+    assert response.status_code == 202
+    body = json_of(response)
+    assert len(values(body, "00081199")) == 2
+    (failed,) = values(body, "00081198")
+    assert values(failed, "00081197") == [0xA700]
+    assert "/secret" not in response.headers["Warning"]
+    assert "server log" in response.headers["Warning"]
+    failed_uid = values(failed, "00081155")[0]
+    assert "storing SOP Instance " + failed_uid in caplog.text
+    stored = [p for p in (tmp_path / "data" / "blobs").rglob("*") if p.is_file()]
+    assert not [p for p in stored if failed_uid in str(p)]  # its blob and metadata removed
+    assert len(stored) == 4
