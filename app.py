@@ -1,12 +1,18 @@
-"""Chalice entry point: the DICOMweb server (see chalicelib/server/api.py) and the jobs worker
-Lambda that `infra/jobs.asl.json` loops over (see chalicelib/jobs.py)."""
+"""Chalice entry point: the DICOMweb server (see chalicelib/server/api.py) and its Lambdas:
+the jobs worker that `infra/jobs.asl.json` loops over (chalicelib/jobs.py) and the upload ingest
+that S3 events under `incoming/` run (chalicelib/server/uploads.py).
+
+Importing it loads no pydicom, numpy or Pillow and builds no AWS client: a Lambda cold start
+pays only for what the first request needs (tests/test_cold_start.py).
+"""
 
 from typing import Any
 
-from chalicelib.context import default_context
+from chalicelib.context import default_context, default_settings
 from chalicelib.server.api import create_app
+from chalicelib.server.uploads import ingest_s3_event
 
-app = create_app()
+app = create_app(default_context, settings=default_settings())
 
 
 @app.lambda_function(name="jobs_worker")
@@ -14,3 +20,9 @@ def jobs_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
     from chalicelib.jobs import handle_worker_event
 
     return handle_worker_event(default_context(), event)
+
+
+@app.lambda_function(name="ingest_upload")
+def ingest_upload(event: dict[str, Any], context: Any) -> list[dict[str, Any]]:
+    """S3 ObjectCreated under `incoming/`: store each uploaded file as STOW-RS would."""
+    return ingest_s3_event(default_context(), event)

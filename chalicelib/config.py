@@ -295,8 +295,6 @@ def _validate(settings: Settings) -> None:
                 f"{name} must be one of {', '.join(METADATA_MODES)}, "
                 f"not {getattr(settings, name)!r}"
             )
-    if settings.backend == "aws" and not (settings.bucket and settings.table):
-        raise ConfigError("BACKEND=aws needs BUCKET and TABLE")
     template = settings.viewer_url_template
     if template and (
         "{uid}" not in template or not template.startswith(("/", "http://", "https://"))

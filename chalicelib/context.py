@@ -6,7 +6,7 @@ import functools
 from dataclasses import dataclass
 
 from chalicelib.client.registry import ServerRegistry
-from chalicelib.config import Settings, load_settings
+from chalicelib.config import ConfigError, Settings, load_settings
 from chalicelib.storage.ports import BlobStore, ConfigStore, JobRunner, JobStore, TagIndex
 
 
@@ -25,7 +25,12 @@ def build_context(settings: Settings) -> Context:
     """The ports of `settings.backend`: `local` (files + SQLite, jobs in threads) or `aws`
     (S3 + DynamoDB, jobs on Step Functions)."""
     if settings.backend == "aws":
+        # Checked here, not when settings are read: `chalice package` imports the app with
+        # the stage's environment, where the stack fills BUCKET and TABLE in only at deploy.
+        if not (settings.bucket and settings.table):
+            raise ConfigError("BACKEND=aws needs BUCKET and TABLE (the stack's bucket and table)")
         import boto3
+        from botocore.config import Config
 
         from chalicelib.storage.dynamo import DynamoConfigStore, DynamoTagIndex
         from chalicelib.storage.jobs_aws import DynamoJobStore, StepFunctionsJobRunner
@@ -33,7 +38,10 @@ def build_context(settings: Settings) -> Context:
         from chalicelib.storage.secrets import SecretsManagerStore
 
         dynamodb = boto3.client("dynamodb", region_name=settings.region)
-        s3 = boto3.client("s3", region_name=settings.region)
+        # SigV4 for presigned URLs (boto3 presigns S3 with SigV2 unless told otherwise).
+        s3 = boto3.client(
+            "s3", region_name=settings.region, config=Config(signature_version="s3v4")
+        )
         config_store = DynamoConfigStore(dynamodb, settings.table)
         secrets = SecretsManagerStore(
             boto3.client("secretsmanager", region_name=settings.region), f"{settings.table}/"
@@ -82,5 +90,12 @@ def build_context(settings: Settings) -> Context:
 
 
 @functools.cache
+def default_settings() -> Settings:
+    return load_settings()
+
+
+@functools.cache
 def default_context() -> Context:
-    return build_context(load_settings())
+    """The context of this process, built on the first request (not at import: a cold start
+    pays for boto3 clients inside the first invocation's budget, and packaging needs none)."""
+    return build_context(default_settings())

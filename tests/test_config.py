@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from chalicelib.config import ConfigError, load_settings
+from chalicelib.context import build_context
 
 
 def test_load_settings_defaults() -> None:
@@ -42,7 +43,6 @@ def test_load_settings_aws_defaults_stow_limit() -> None:
     ("env", "message"),
     [
         ({"BACKEND": "cloud"}, "BACKEND must be one of local, aws"),
-        ({"BACKEND": "aws"}, "needs BUCKET and TABLE"),
         ({"DICOMWEB_CONFIG": '{"DicomWeb": {"SeriesMetadata": "Fast"}}'}, "Full, MainDicomTags"),
         ({"DICOMWEB_CONFIG": '{"DicomWeb": {"Sssl": true}}'}, "Unknown option DicomWeb.Sssl"),
         ({"DICOMWEB_CONFIG": '{"DicomWeb": {"Ssl": "maybe"}}'}, "true or false"),
@@ -67,3 +67,9 @@ def test_load_settings_viewer_template() -> None:
     config = '{"DicomWeb": {"ViewerUrlTemplate": "/ohif/viewer?StudyInstanceUIDs={uid}"}}'
     settings = load_settings({"DICOMWEB_CONFIG": config})
     assert settings.viewer_url_template == "/ohif/viewer?StudyInstanceUIDs={uid}"
+
+
+def test_build_context_aws_needs_bucket_and_table() -> None:
+    settings = load_settings({"BACKEND": "aws"})  # reading them is fine: packaging does it
+    with pytest.raises(ConfigError, match="needs BUCKET and TABLE"):
+        build_context(settings)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import gzip
 import json
 from dataclasses import dataclass
-from typing import Any
-
-from pydicom.dataset import Dataset
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.dicom.jsonmodel import dataset_to_json
 from chalicelib.dicom.tags import INSTANCE_LEVEL_TAGS, SERIES_LEVEL_TAGS, STUDY_LEVEL_TAGS
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 BASE_PLACEHOLDER = "@@DICOMWEB_BASE@@"
 """Stands for the absolute DICOMweb root URL inside stored metadata documents."""

@@ -11,12 +11,7 @@ from __future__ import annotations
 import io
 import struct
 from dataclasses import dataclass, field
-from typing import Any
-
-from pydicom import dcmread
-from pydicom.datadict import dictionary_has_tag, dictionary_VR
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.dicom.encoding import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
@@ -26,6 +21,9 @@ from chalicelib.dicom.encoding import (
     inflate,
 )
 from chalicelib.dicom.ids import is_valid_uid
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 _DEFER_SIZE = 1024
 _UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -67,6 +65,10 @@ def _uid(ds: Dataset, keyword: str) -> str:
 
 def read_dataset(data: bytes) -> tuple[Dataset, bool]:
     """Read a Part-10 file, or a bare dataset without File Meta (returns has_file_meta)."""
+    # Imported here: a Lambda cold start that serves no upload never loads pydicom (and numpy).
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
     try:
         ds = dcmread(io.BytesIO(data), defer_size=_DEFER_SIZE)
         if len(ds) == 0:
@@ -194,6 +196,8 @@ def check_sequence_depth(ds: Dataset, limit: int) -> None:
     level is depth 1): deep nesting costs stack and time in every later pass over the dataset.
 
     Reads the sequences into values: call it once the raw offsets (bulk data) are recorded."""
+    from pydicom.datadict import dictionary_has_tag, dictionary_VR
+
     pending: list[tuple[Dataset, int]] = [(ds, 0)]
     while pending:
         dataset, depth = pending.pop()

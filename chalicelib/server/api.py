@@ -33,6 +33,7 @@ from chalicelib.server import (
     rendered,
     servers,
     stow,
+    uploads,
     wado_rs,
     wado_uri,
     webapp,
@@ -60,7 +61,7 @@ def build_route_table(settings: Settings) -> RouteTable:
         (root, qido.service),
         (root, webapp.service),
     ]
-    services += [(root, m.service) for m in (metadata, frames, bulkdata, servers, jobs)]
+    services += [(root, m.service) for m in (metadata, frames, bulkdata, servers, jobs, uploads)]
     if settings.enable_delete:
         services.append((root, delete.service))
     if settings.enable_wado:
@@ -139,12 +140,16 @@ def api_gateway_authorizer(app: Chalice, settings: Settings) -> Authorizer | Non
 
 
 def create_app(
-    context_factory: Callable[[], Context] = default_context, app_name: str = "dicomweb"
+    context_factory: Callable[[], Context] = default_context,
+    app_name: str = "dicomweb",
+    settings: Settings | None = None,
 ) -> Chalice:
+    """The app on the contexts `context_factory` gives; `settings` (default: the context's)
+    decide the routes, so that `app.py` builds no context, hence no AWS client, at import."""
     app = Chalice(app_name=app_name)
     # Chalice does not treat image/* as a wildcard: every answer is binary (DESIGN.md).
     app.api.binary_types = ["*/*"]
-    settings = context_factory().settings
+    settings = settings or context_factory().settings
     table = build_route_table(settings)
 
     @app.middleware("http")

@@ -20,6 +20,7 @@ from chalicelib.dicom.qido import parse_qido_query
 from chalicelib.dicom.query import InvalidQuery, QidoQuery
 from chalicelib.dicom.tags import DEFAULT_TAGS, INSTANCE_LEVEL_TAGS, LEVEL_TAGS, Level, lookup_tag
 from chalicelib.errors import BadRequest, NotAcceptable, PayloadTooLarge
+from chalicelib.server.delivery import deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse, json_response, warning_header
 from chalicelib.server.negotiate import choose, parse_accept
 from chalicelib.server.resources import instance_url, parallel_map, series_url, study_url
@@ -143,8 +144,9 @@ def search(
             ({"Content-Type": _DICOM_XML}, document) for document in json_to_xml(result.datasets)
         ]
         content_type = multipart_content_type(_DICOM_XML, boundary)
-        return WebResponse(200, encode_multipart(parts, boundary), headers, content_type)
-    return json_response(result.datasets, 200, _DICOM_JSON, headers)
+        body = encode_multipart(parts, boundary)
+        return deliver(request, WebResponse(200, body, headers, content_type))
+    return deliver(request, json_response(result.datasets, 200, _DICOM_JSON, headers))
 
 
 def _negotiate(request: WebRequest) -> bool:

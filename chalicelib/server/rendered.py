@@ -38,6 +38,7 @@ from chalicelib.dicom.rendering import (
 )
 from chalicelib.errors import BadRequest, NotAcceptable, NotFound
 from chalicelib.server.cache import versioned
+from chalicelib.server.delivery import deliver
 from chalicelib.server.http import (
     Service,
     WebRequest,
@@ -247,7 +248,7 @@ def _first_renderable(records: list[ports.InstanceRecord], what: str) -> ports.I
 
 
 def _answer(request: WebRequest, body: bytes, media_type: str) -> WebResponse:
-    return WebResponse(200, body, unapplied_warning(request), media_type)
+    return deliver(request, WebResponse(200, body, unapplied_warning(request), media_type))
 
 
 def _rendered(request: WebRequest, record: ports.InstanceRecord, frame: int) -> WebResponse:

@@ -133,18 +133,32 @@ def _warning_texts(results: list[IngestResult]) -> list[str]:
     ]
 
 
-@service.route("/studies", "POST", scope="write")
-@service.route("/studies/{study}", "POST", scope="write")
-def store_instances(request: WebRequest, study: str | None = None) -> WebResponse:
-    ctx: Context = request.context
+def negotiate_store_response(request: WebRequest) -> str:
+    """The media type of the store response (406 before anything is stored)."""
     accept = parse_accept(request.accept)
     chosen, _ = choose(
         accept,
         [_DICOM_JSON, "application/json", _DICOM_XML, "multipart/related"],
         "the STOW-RS response",
     )
+    return chosen
+
+
+@service.route("/studies", "POST", scope="write")
+@service.route("/studies/{study}", "POST", scope="write")
+def store_instances(request: WebRequest, study: str | None = None) -> WebResponse:
+    ctx: Context = request.context
+    chosen = negotiate_store_response(request)
     bodies = _read_parts(request, ctx.settings.max_stow_body)
     results = [store_instance(ctx, body, study) for body in bodies]
+    return store_response(request, chosen, results, study)
+
+
+def store_response(
+    request: WebRequest, chosen: str, results: list[IngestResult], study: str | None
+) -> WebResponse:
+    """The store response of `results` (one per part, in order), PS3.18 §10.5.3 (2025b):
+    status by Table 10.5.3-1, a Warning per part not stored, as `chosen` JSON or XML."""
     status = _status(results)
     dataset = _response_dataset(request, results, study)
     headers = warning_header(request.header("host", "-"), _warning_texts(results))

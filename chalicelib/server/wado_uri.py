@@ -14,7 +14,8 @@ unchanged when they already are, a transcoded file otherwise, 406 for a syntax t
 server cannot produce. Image answers honour `frameNumber`, `rows`, `columns`, `region`,
 `windowCenter`/`windowWidth` and `imageQuality`; `anonymize=yes` is answered 400 (not
 implemented); `annotation`, `charset`, `presentationUID` and `presentationSeriesUID` are
-accepted, not applied, and named in a `Warning: 299` header.
+accepted, not applied, and named in a `Warning: 299` header. An answer over `InlineLimit`
+goes through S3 and `303 See Other` like every large answer (server/delivery.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from chalicelib.dicom.ids import is_valid_uid
 from chalicelib.dicom.rendering import RENDERED_TYPES, RenderOptions, Viewport, Window
 from chalicelib.errors import BadRequest, NotFound
+from chalicelib.server.delivery import deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse
 from chalicelib.server.negotiate import choose, parse_accept
 from chalicelib.server.rendered import (
@@ -188,9 +190,8 @@ def retrieve_wado_uri(request: WebRequest) -> WebResponse:
     media_type = choose_content_type(request, query, bool(record.pixel))
     headers = unapplied_warning(request, UNAPPLIED_PARAMETERS)
     if media_type == DICOM:
-        return WebResponse(
-            200, _dicom_answer(request, record, query.transfer_syntax), headers, DICOM
-        )
+        body = _dicom_answer(request, record, query.transfer_syntax)
+        return deliver(request, WebResponse(200, body, headers, DICOM))
     if query.frame > frame_count(record):
         raise BadRequest(
             f"WADO-URI frameNumber={query.frame}: instance {record.sop_uid} has "
@@ -204,6 +205,5 @@ def retrieve_wado_uri(request: WebRequest) -> WebResponse:
         region=query.region,
         quality=query.quality,
     )
-    return WebResponse(
-        200, render_instance(request, record, query.frame, options), headers, media_type
-    )
+    body = render_instance(request, record, query.frame, options)
+    return deliver(request, WebResponse(200, body, headers, media_type))

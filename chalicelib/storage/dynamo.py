@@ -107,8 +107,9 @@ _EXISTS: Condition = ("attribute_exists(sk)", {}, {})
 _ABSENT: Condition = ("attribute_not_exists(sk)", {}, {})
 
 
-def create_table(client: Any, table_name: str) -> None:
-    """Create the index table (on demand) with its sparse GSIs, and wait until it exists."""
+def table_definition() -> dict[str, Any]:
+    """The index table's keys and sparse GSIs, as CreateTable takes them (on demand); the
+    deployment (infra/stack.py) builds the same table from this."""
     uid_indexes = [
         {
             "IndexName": name,
@@ -131,19 +132,23 @@ def create_table(client: Any, table_name: str) -> None:
             (SEARCH_INDEX, "sx", "sxs", "KEYS_ONLY"),
         )
     ]
-    client.create_table(
-        TableName=table_name,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
+    return {
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [
             {"AttributeName": name, "AttributeType": "S"}
             for name in ("pk", "sk", SOP_INDEX, SERIES_INDEX, "ds", "dk", "sx", "sxs")
         ],
-        KeySchema=[
+        "KeySchema": [
             {"AttributeName": "pk", "KeyType": "HASH"},
             {"AttributeName": "sk", "KeyType": "RANGE"},
         ],
-        GlobalSecondaryIndexes=uid_indexes + search_indexes,
-    )
+        "GlobalSecondaryIndexes": uid_indexes + search_indexes,
+    }
+
+
+def create_table(client: Any, table_name: str) -> None:
+    """Create the index table (`table_definition`) and wait until it exists."""
+    client.create_table(TableName=table_name, **table_definition())
     client.get_waiter("table_exists").wait(TableName=table_name)
 
 

@@ -141,6 +141,11 @@ class LocalBlobStore:
     def presigned_url(self, key: str, expires_in: int = 3600) -> str | None:
         return None
 
+    def presigned_upload_url(
+        self, key: str, content_type: str, expires_in: int = 3600
+    ) -> str | None:
+        return None
+
 
 _PUT_ATTEMPTS = 100
 _TEMP_FOLDER = ".tmp"

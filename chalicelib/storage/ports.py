@@ -180,6 +180,12 @@ class BlobStore(Protocol):
     def presigned_url(self, key: str, expires_in: int = 3600) -> str | None:
         """A URL a client can GET without credentials, or None where the store has none."""
 
+    def presigned_upload_url(
+        self, key: str, content_type: str, expires_in: int = 3600
+    ) -> str | None:
+        """A URL a client can PUT `key` to (with that Content-Type) without credentials, or
+        None where the store has none."""
+
 
 class TagIndex(Protocol):
     """The index of stored instances, series and studies."""

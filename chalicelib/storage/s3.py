@@ -1,4 +1,8 @@
-"""BlobStore on S3: objects under `prefix` in one bucket; ranges are S3 Range GETs."""
+"""BlobStore on S3: objects under `prefix` in one bucket; ranges are S3 Range GETs.
+
+The client is built by `chalicelib/context.py` with SigV4 signing, which presigned URLs need
+in every region opened since 2014 and which S3 requires of all new buckets.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from chalicelib.storage.ports import BackendError, NotFound, OutOfResources
 from chalicelib.storage.records import validate_key
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+_FORBIDDEN = {"403", "Forbidden", "AccessDenied"}
+"""What HeadObject answers for a missing key when the caller may not list the bucket."""
 _THROTTLED = {"SlowDown", "503"}
 
 
@@ -93,11 +99,26 @@ class S3BlobStore:
                 self._client.head_object(Bucket=self._bucket, Key=self._key(key))
         except NotFound:
             return False
+        except ClientError as e:
+            # S3 hides whether a key exists from a caller without s3:ListBucket: HeadObject
+            # (which has no error body) then answers 403 where it would answer 404.
+            if error_code(e) in _FORBIDDEN:
+                return False
+            raise
         return True
 
     def presigned_url(self, key: str, expires_in: int = 3600) -> str | None:
         return self._client.generate_presigned_url(
             "get_object",
             Params={"Bucket": self._bucket, "Key": self._key(key)},
+            ExpiresIn=expires_in,
+        )
+
+    def presigned_upload_url(
+        self, key: str, content_type: str, expires_in: int = 3600
+    ) -> str | None:
+        return self._client.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self._bucket, "Key": self._key(key), "ContentType": content_type},
             ExpiresIn=expires_in,
         )

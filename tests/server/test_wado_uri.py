@@ -263,3 +263,19 @@ def test_wado_uri_integers_are_ascii_digits(
     response = _wado(client, **_full(r, **{name: value}))
     assert response.status_code == 400
     assert f"WADO-URI parameter {name}=" in json.loads(response.body)["Message"]
+
+
+@pytest.mark.parametrize("backend", ["aws"], indirect=True)
+def test_wado_uri_over_inline_limit_303_to_presigned_url(backend: str, tmp_path: Path) -> None:
+    import requests
+
+    context = make_context(backend, tmp_path, inline_limit=1000)
+    data = testdata(CT).read_bytes()
+    r = store_instance(context, data)
+    client = Client(create_app(lambda: context))
+    response = _wado(client, **_full(r, contentType="application/dicom"))
+    assert response.status_code == 303
+    fetched = requests.get(response.headers["Location"], timeout=30)
+    assert fetched.status_code == 200
+    assert fetched.headers["Content-Type"] == "application/dicom"
+    assert pydicom.dcmread(io.BytesIO(fetched.content)).SOPInstanceUID == r.sop_instance_uid
