@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chalicelib.dicom.ids import is_valid_uid
+from chalicelib.dicom.jsonmodel import PIXEL_DATA_TAGS
 from chalicelib.dicom.matching import matches, narrowing, select_attributes
 from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
 from chalicelib.dicom.qido import parse_qido_query
@@ -35,6 +36,8 @@ _ONLINE = {"vr": "CS", "Value": ["ONLINE"]}
 
 _INSTANCE_TAGS = frozenset((*INSTANCE_LEVEL_TAGS, "00080005"))
 """The attributes an instance record's `instance_tags` may hold (`dicom/metadata.py`)."""
+
+_PIXEL_DATA_TAGS = frozenset(f"{tag:08X}" for tag in PIXEL_DATA_TAGS)
 
 _LEVELS: tuple[Level, ...] = ("study", "series", "instance")
 _COMPUTED = ("00080005", "00080056", "00080061", "00080062", "00081190", "00201206", "00201208")
@@ -198,8 +201,8 @@ def run_search(request: WebRequest, query: QidoQuery, budget: int) -> SearchResu
         for tag in query.includefield
         if tag not in _INDEXED_TAGS[query.level] and tag not in _LOWER_LEVEL[query.level]
     )
-    if unindexed and query.level == "instance":
-        _include_from_metadata(request, page, result.datasets, unindexed)
+    if query.level == "instance" and (unindexed or query.include_all):
+        _include_from_metadata(request, page, result.datasets, unindexed, query.include_all)
     else:
         result.unindexed = unindexed
     return result
@@ -210,14 +213,21 @@ def _include_from_metadata(
     page: list[SearchCandidate],
     datasets: list[dict[str, Any]],
     tags: tuple[str, ...],
+    include_all: bool,
 ) -> None:
     """Add includefield attributes the index does not keep to a page of instance results,
     from each instance's precomputed metadata (PS3.18 §10.6.3.3.3, 2025b): one read per
-    result, in parallel, BulkDataURIs made absolute as in Retrieve Metadata."""
+    result, in parallel, BulkDataURIs made absolute as in Retrieve Metadata. `include_all`
+    (`includefield=all`) adds every attribute of the instance but its Pixel Data; the
+    computed ones and SpecificCharacterSet (the answer is UTF-8) stay as the index gives them."""
     keys = [c.instance.record.metadata_key if c.instance else None for c in page]
     documents = parallel_map(lambda key: _metadata(request, key), keys)
     for dataset, document in zip(datasets, documents, strict=True):
         dataset.update({tag: document[tag] for tag in tags if tag in document})
+        if include_all:
+            for tag, attribute in document.items():
+                if tag not in _PIXEL_DATA_TAGS:
+                    dataset.setdefault(tag, attribute)
         ordered = dict(sorted(dataset.items()))
         dataset.clear()
         dataset.update(ordered)

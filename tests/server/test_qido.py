@@ -391,6 +391,24 @@ def test_search_includefield_outside_the_index(corpus) -> None:
         assert all("00181000" not in r for r in json_of(response))
 
 
+def test_search_instances_includefield_all_reads_metadata(corpus) -> None:
+    """includefield=all at instance level: every attribute of each instance (PS3.18
+    §10.6.3.3.3), not only those the index keeps; computed ones and the charset stay."""
+    client, _ = corpus
+    series = BIG.series[0]
+    path = f"/studies/{BIG.uid}/series/{series.uid}/instances?limit=2&includefield=all"
+    response = get(client, path)
+    results = json_of(response)
+    assert len(results) == 2
+    for result in results:
+        assert values(result, "00181000") == ["SN-7"]  # DeviceSerialNumber, metadata only
+        assert values(result, "00280010") == [8]  # Rows
+        assert values(result, "00080005") == ["ISO_IR 192"]
+        assert values(result, "00081190")[0].endswith(values(result, "00080018")[0])
+        assert list(result) == sorted(result)
+    assert "were not returned" not in response.headers["Warning"]
+
+
 def test_search_warnings_and_errors(corpus) -> None:
     client, _ = corpus
     response = get(client, "/studies?PatientID=P001&foo=bar")
