@@ -107,7 +107,9 @@ def servers(tmp_path: Path) -> Iterator[dict[str, str]]:
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
 
     def config(*peers: str) -> dict:
-        servers = {p: [f"{urls[p]}/dicom-web/"] for p in peers}
+        servers: dict = {p: [f"{urls[p]}/dicom-web/"] for p in peers}
+        if "B" in peers:
+            servers["B-admin"] = {"Url": f"{urls['B']}/dicom-web/", "HasDelete": True}
         return {"DicomWeb": {"Servers": servers, "StowMaxInstances": 4}}
 
     with ExitStack() as stack:
@@ -128,6 +130,24 @@ def test_stow_job_then_retrieve_job_byte_identical(servers: dict[str, str]) -> N
     assert response.json()["InstancesCount"] == str(len(study))
     for instance in study:
         assert stored_bytes(b, instance) == stored_bytes(a, instance), instance.sop
+
+    got = post(a, "/servers/B/get", {"Uri": "/studies", "Arguments": {"StudyInstanceUID": uid}})
+    assert got.status_code == 200
+    assert got.headers["Content-Type"].startswith("application/dicom+json")
+    assert got.json()[0]["0020000D"]["Value"] == [uid]
+    assert post(a, "/servers/B/get", {"Uri": "/studies/1.2.3.4.5"}).status_code == 404
+    found = post(a, "/servers/B/qido", {"Uri": "/series", "Arguments": {"StudyInstanceUID": uid}})
+    assert found.status_code == 200
+    assert sorted(s["0020000E"]["Value"] for s in found.json()) == sorted(i.series for i in study)
+
+    first = study[0]
+    wado = {"Uri": f"/studies/{uid}/series/{first.series}", "Synchronous": True}
+    response = post(c, "/servers/A/wado", wado)
+    assert response.status_code == 200, response.text
+    assert response.json()["ReceivedInstancesCount"] == "1"
+    failed = post(c, "/servers/A/wado", {"Uri": "/studies", "Synchronous": True})
+    assert failed.status_code == 502  # a search is no WADO-RS multipart answer
+    assert "server 'A'" in failed.json()["Message"]
 
     response = post(c, "/servers/A/retrieve", {"Resources": [{"Study": uid}]})
     assert response.status_code == 200, response.text
@@ -152,6 +172,13 @@ def test_stow_job_then_retrieve_job_byte_identical(servers: dict[str, str]) -> N
     (job,) = jobs
     assert (job["Type"], job["State"], job["Progress"]) == ("DicomWebStowClient", "Success", 100)
     assert job["Content"]["Server"] == "B"
+    states = [j["State"] for j in requests.get(f"{c}/dicom-web/jobs?expand", timeout=10).json()]
+    assert states == ["Success", "Failure", "Success"]  # wado, wado of a search, retrieve
+
+    delete = {"Level": "Study", "StudyInstanceUID": uid}
+    assert post(a, "/servers/B/delete", delete).status_code == 400  # no HasDelete
+    assert post(a, "/servers/B-admin/delete", delete).json() == {}
+    assert instance_count(b, uid) == 0
 
 
 def test_async_stow_job_resumes_after_restart(tmp_path: Path) -> None:

@@ -1,0 +1,98 @@
+"""Remote server definitions (`DicomWeb.Servers`) and the registry, with ServersInDatabase."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from chalicelib.client.registry import InvalidServer, parse_server, public_view
+from chalicelib.config import ConfigError, load_settings
+from chalicelib.errors import NotFound
+from tests.conftest import make_context
+
+
+def test_parse_server_list_form() -> None:
+    server = parse_server("peer", ["http://h:8042/dicom-web", "alice", "pw"])
+    assert (server.url, server.username, server.password) == (
+        "http://h:8042/dicom-web/",
+        "alice",
+        "pw",
+    )
+    assert server.has_universal_transfer_syntax and server.chunked_transfers
+    assert not server.has_delete
+
+
+def test_parse_server_object_form_keeps_user_properties() -> None:
+    server = parse_server(
+        "peer",
+        {
+            "Url": "https://h/dw/",
+            "HasDelete": True,
+            "ChunkedTransfers": False,
+            "HasWadoRsUniversalTransferSyntax": False,
+            "Timeout": 3,
+            "Site": {"Room": 4},
+        },
+    )
+    assert server.has_delete and not server.chunked_transfers
+    assert not server.has_universal_transfer_syntax and server.timeout == 3
+    assert server.user_properties == {"Site": {"Room": 4}}
+    assert public_view(server)["Site"] == {"Room": 4}
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"Url": "http://h/", "Pkcs11": True}, "Pkcs11"),
+        ({"Url": "http://u:p@h/"}, "credentials"),
+        ({"Url": "http://h/?a=1"}, "without query"),
+        ({"Url": "http://h/", "CertificateFile": "c.pem"}, "go together"),
+        ({"Url": "http://h/", "HttpHeaders": {"X": 1}}, "HttpHeaders"),
+        ("http://h/", "list or an object"),
+    ],
+)
+def test_parse_server_refuses(value: object, message: str) -> None:
+    with pytest.raises(InvalidServer, match=message):
+        parse_server("peer", value)
+
+
+def test_load_settings_rejects_a_bad_server() -> None:
+    document = {"DicomWeb": {"Servers": {"peer": {"Url": "http://h/", "Pkcs11": True}}}}
+    with pytest.raises(ConfigError, match=r"DicomWeb\.Servers: server 'peer': Pkcs11"):
+        load_settings({"DICOMWEB_CONFIG": json.dumps(document)})
+
+
+def test_load_settings_reads_client_options() -> None:
+    document = {
+        "HttpTimeout": 7,
+        "HttpsVerifyPeers": False,
+        "HttpProxy": "http://proxy:3128",
+        "DicomWeb": {"StowMaxInstances": 2, "StowMaxSize": 1, "ServersInDatabase": True},
+    }
+    settings = load_settings({"DICOMWEB_CONFIG": json.dumps(document)})
+    assert (settings.http_timeout, settings.https_verify_peers) == (7, False)
+    assert settings.http_proxy == "http://proxy:3128"
+    assert (settings.stow_max_instances, settings.stow_max_size) == (2, 1)
+    assert settings.servers_in_database
+
+
+def test_servers_in_database_survive_a_new_context(backend: str, tmp_path: Path) -> None:
+    configured = {"seed": ["http://h/dicom-web/"]}
+    first = make_context(backend, tmp_path, servers=configured, servers_in_database=True)
+    first.servers.put("added", {"Url": "http://added/", "Password": "pw", "Username": "u"})
+    first.servers.delete("seed")
+    again = first.servers.__class__(configured, first.config_store, True)
+    assert list(again.servers()) == ["added"]
+    assert again.get("added").password == "pw"
+
+
+def test_servers_without_database_are_per_process(tmp_path: Path) -> None:
+    configured = {"seed": ["http://h/dicom-web/"]}
+    first = make_context("local", tmp_path, servers=configured)
+    first.servers.put("added", ["http://added/"])
+    again = first.servers.__class__(configured, first.config_store, False)
+    assert list(again.servers()) == ["seed"]
+    with pytest.raises(NotFound):
+        again.get("added")
