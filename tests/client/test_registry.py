@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.client.registry import InvalidServer, parse_server, public_view
+from chalicelib.client.registry import InvalidServer, ServerRegistry, parse_server, public_view
 from chalicelib.config import ConfigError, load_settings
 from chalicelib.errors import NotFound
 from tests.conftest import make_context
@@ -83,7 +83,7 @@ def test_servers_in_database_survive_a_new_context(backend: str, tmp_path: Path)
     first = make_context(backend, tmp_path, servers=configured, servers_in_database=True)
     first.servers.put("added", {"Url": "http://added/", "Password": "pw", "Username": "u"})
     first.servers.delete("seed")
-    again = first.servers.__class__(configured, first.config_store, True)
+    again = ServerRegistry(configured, first.config_store, True, first.servers._secrets)
     assert list(again.servers()) == ["added"]
     assert again.get("added").password == "pw"
 
@@ -92,7 +92,7 @@ def test_servers_without_database_are_per_process(tmp_path: Path) -> None:
     configured = {"seed": ["http://h/dicom-web/"]}
     first = make_context("local", tmp_path, servers=configured)
     first.servers.put("added", ["http://added/"])
-    again = first.servers.__class__(configured, first.config_store, False)
+    again = ServerRegistry(configured, first.config_store, False, first.servers._secrets)
     assert list(again.servers()) == ["seed"]
     with pytest.raises(NotFound):
         again.get("added")

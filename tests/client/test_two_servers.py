@@ -210,11 +210,10 @@ def test_async_stow_job_resumes_after_restart(tmp_path: Path) -> None:
             assert 0 < before["Progress"] < 100
         with local_server(tmp_path / "A", port_a, config):
             deadline = time.monotonic() + 120
-            while job(job_id)["State"] != "Success":
-                assert job(job_id)["State"] == "Running", job(job_id)
-                assert time.monotonic() < deadline, job(job_id)
+            while (after := job(job_id))["State"] != "Success":
+                assert after["State"] == "Running", after
+                assert time.monotonic() < deadline, after
                 time.sleep(0.1)
-            after = job(job_id)
         assert after["Content"]["InstancesCount"] == "60" and after["Progress"] == 100
         assert instance_count(b, uid) == 60
     # 15 batches of 4; at most the batch under way at the stop is sent again.
