@@ -117,6 +117,8 @@ export function initRemote() {
     table.hidden = true;
     more.hidden = true;
     status.textContent = "";
-    document.getElementById("study").hidden = true;
+    const panel = document.getElementById("study");
+    panel.hidden = true;
+    delete panel.dataset.study; // the same UID on another server is another study
   });
 }

@@ -11,6 +11,7 @@ const panel = document.getElementById("study");
 const title = document.getElementById("study-title");
 const summary = document.getElementById("study-summary");
 const grid = document.getElementById("study-series");
+const studyTags = document.getElementById("study-tags");
 
 const studyPath = (study) => `/studies/${text(study, TAG.StudyInstanceUID)}`;
 
@@ -19,10 +20,16 @@ export async function showStudyTags(server, study) {
   const uid = text(study, TAG.StudyInstanceUID);
   const [found] = await remoteSearch("Reading the study's tags", server, "/studies", { StudyInstanceUID: uid, includefield: "all" });
   showPanel(study);
-  grid.replaceChildren(tagTable(`Tags of the study ${uid}`, describe(found || study)));
+  studyTags.replaceChildren(tagTable(`Tags of the study ${uid}`, describe(found || study)));
 }
 
+/** Show the panel for `study`; another study's series and tags are cleared. */
 function showPanel(study) {
+  if (panel.dataset.study !== text(study, TAG.StudyInstanceUID)) {
+    panel.dataset.study = text(study, TAG.StudyInstanceUID);
+    grid.replaceChildren();
+    studyTags.replaceChildren();
+  }
   panel.hidden = false;
   title.textContent = `Study: ${text(study, TAG.PatientName) || text(study, TAG.PatientID)} ${formatDate(text(study, TAG.StudyDate))}`.trim();
   summary.textContent = [text(study, TAG.StudyDescription), `Study Instance UID ${text(study, TAG.StudyInstanceUID)}`].filter(Boolean).join(" · ");
