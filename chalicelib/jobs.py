@@ -25,7 +25,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from chalicelib.client.http import RemoteError, remote_client
+from chalicelib.client.http import RemoteError
 from chalicelib.context import Context
 from chalicelib.errors import BadRequest
 from chalicelib.storage.ports import Conflict, JobRecord
@@ -76,6 +76,7 @@ def run_step(ctx: Context, job: JobRecord) -> tuple[bool, dict[str, Any]]:
     """One bounded batch of `job` from its cursor; updates `job.content` and `job.progress`,
     and returns (done, next cursor). Raise RemoteError."""
     from chalicelib.client import retrieve, stow
+    from chalicelib.client.session import remote_client
 
     client = remote_client(ctx.servers.get(job.server), ctx.settings)
     if job.type == STOW:

@@ -3,15 +3,17 @@ DICOMweb plugin's client API ("Making a call to QIDO-RS or WADO-RS")."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import requests
-
-from chalicelib.client.http import RemoteClient
 from chalicelib.dicom.ids import is_valid_uid
 from chalicelib.dicom.jsonmodel import tag_keyword
 from chalicelib.errors import BadRequest
+
+if TYPE_CHECKING:
+    import requests
+
+    from chalicelib.client.session import RemoteClient
 
 DELETE_LEVELS = {
     "Study": ("StudyInstanceUID",),

@@ -21,7 +21,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from chalicelib.client.http import RemoteClient, RemoteError
+from chalicelib.client.http import RemoteError
+from chalicelib.client.session import RemoteClient
 from chalicelib.context import Context
 from chalicelib.dicom.jsonmodel import json_value
 from chalicelib.dicom.multipart import MultipartError, parse_media_type, split_multipart

@@ -19,8 +19,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from chalicelib.client.http import RemoteClient, RemoteError
+from chalicelib.client.http import RemoteError
 from chalicelib.client.resources import instances_of
+from chalicelib.client.session import RemoteClient
 from chalicelib.context import Context
 from chalicelib.dicom.jsonmodel import json_value, json_values
 from chalicelib.dicom.multipart import multipart_content_type, new_boundary

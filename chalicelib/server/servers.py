@@ -14,7 +14,7 @@ from typing import Any
 
 from chalicelib import jobs
 from chalicelib.client import proxy
-from chalicelib.client.http import RemoteError, remote_client, remote_url
+from chalicelib.client.http import RemoteError, remote_url
 from chalicelib.client.registry import public_view
 from chalicelib.client.resources import resolve_resources, uid_path
 from chalicelib.errors import BadGateway, BadRequest, DicomWebError
@@ -80,6 +80,8 @@ def delete_server(request: WebRequest, name: str) -> WebResponse:
 
 
 def _client(request: WebRequest, name: str) -> Any:
+    from chalicelib.client.session import remote_client  # requests: not at cold start
+
     return remote_client(request.context.servers.get(name), request.context.settings)
 
 

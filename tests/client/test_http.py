@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.client.http import remote_client, remote_url
+from chalicelib.client.http import remote_url
 from chalicelib.client.registry import parse_server
+from chalicelib.client.session import remote_client
 from chalicelib.config import Settings
 from chalicelib.errors import BadRequest
 
