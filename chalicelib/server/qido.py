@@ -45,11 +45,13 @@ _INDEXED_TAGS: dict[Level, frozenset[str]] = {
     level: frozenset(
         tag
         for above in _LEVELS[: _LEVELS.index(level) + 1]
-        for tag in (*LEVEL_TAGS[above], *DEFAULT_TAGS[above], *_COMPUTED, "00201209")
+        for tag in (*LEVEL_TAGS[above], *DEFAULT_TAGS[above], *_COMPUTED)
     )
+    | ({"00201209"} if level != "study" else set())
     for level in _LEVELS
 }
-"""The attributes the index records can answer at each level (main tags, computed ones)."""
+"""The attributes the index records can answer at each level (main tags, computed ones);
+NumberOfSeriesRelatedInstances (0020,1209) is a series attribute (PS3.18 §10.6.3.3, 2025b)."""
 _LOWER_LEVEL: dict[Level, frozenset[str]] = {
     level: _INDEXED_TAGS["instance"] - _INDEXED_TAGS[level] for level in _LEVELS
 }
@@ -131,6 +133,13 @@ def search(
             f"The includefield attributes {names} were not returned: a {level} search answers "
             "from the main attributes the index keeps, and no single instance speaks for a "
             f"{level}; search for instances to get them (PS3.18 §10.6.3.3)"
+        )
+    below = [tag for tag in query.includefield if tag in _LOWER_LEVEL[level]]
+    if below:
+        names = ", ".join(_label(tag) for tag in below)
+        warnings.append(
+            f"The includefield attributes {names} were not returned: they belong to a level "
+            f"below the {level}, which a {level} search does not return (PS3.18 §10.6.3.3)"
         )
     if result.remaining:
         warnings.append(

@@ -409,6 +409,18 @@ def test_search_instances_includefield_all_reads_metadata(corpus) -> None:
     assert "were not returned" not in response.headers["Warning"]
 
 
+def test_search_studies_includefield_of_a_lower_level_warns(corpus) -> None:
+    """NumberOfSeriesRelatedInstances is a series attribute: a study search drops it, and says
+    so instead of dropping it silently."""
+    client, _ = corpus
+    response = get(client, "/studies?PatientID=P001&includefield=NumberOfSeriesRelatedInstances")
+    assert response.status_code == 200
+    assert all("00201209" not in r for r in json_of(response))
+    warning = response.headers["Warning"]
+    assert "(0020,1209) NumberOfSeriesRelatedInstances were not returned" in warning
+    assert "below the study" in warning
+
+
 def test_search_warnings_and_errors(corpus) -> None:
     client, _ = corpus
     response = get(client, "/studies?PatientID=P001&foo=bar")
