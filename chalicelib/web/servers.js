@@ -107,6 +107,18 @@ function definitionOf() {
   return definition;
 }
 
+/** The secrets an edit would drop: PUT replaces the definition, and the API never returns a
+ *  password or a header value, so the form starts without them. */
+function secretsLost(previous, definition) {
+  if (!previous) return [];
+  const lost = [];
+  if ("Password" in previous && !definition.Password && definition.Username) lost.push("password");
+  const kept = Object.keys(definition.HttpHeaders || {});
+  const dropped = headerNames(previous).filter((header) => !kept.includes(header));
+  if (dropped.length) lost.push(`header ${dropped.join(", ")}`);
+  return lost;
+}
+
 export function initServers() {
   document.getElementById("servers-fixed").hidden = session.serversEditable;
   form.hidden = !session.serversEditable;
@@ -118,8 +130,11 @@ export function initServers() {
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const name = form.elements.name.value.trim();
+    const definition = definitionOf();
+    const lost = secretsLost(session.servers[name], definition);
+    if (lost.length && !window.confirm(`Saving ${name} removes its ${lost.join(" and ")}: the server never shows them, so type them again to keep them. Save anyway?`)) return;
     guarded(form.querySelector("button[type=submit]"), async () => {
-      await putServer(name, definitionOf());
+      await putServer(name, definition);
       newServer();
       await loadServers();
     });
