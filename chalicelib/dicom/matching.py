@@ -87,6 +87,14 @@ def match_attribute(
     if key.kind == "range":
         low, high = key.values
         return any(match_range(key.vr, low, high, value) for value in values)
+    if key.kind == "datetime":
+        times = element_values(dataset.get(key.items[1].tag)) or [""]
+        low, high = key.values
+        return any(
+            match_range("DT", low, high, _date_time(date, time))
+            for date in values
+            for time in times
+        )
     predicate = _value_predicate(key, case_sensitive_pn=case_sensitive_pn, fuzzy=fuzzy)
     if key.all_values:
         return all(any(predicate(k, value) for value in values) for k in key.values)
@@ -217,12 +225,60 @@ def _pad(
     return f"{head}.{(fraction or '').ljust(6, '9' if upper else '0')}"
 
 
+DATE_TIME_PAIRS = {
+    "00080012": "00080013",  # InstanceCreationDate, InstanceCreationTime
+    "00080020": "00080030",  # StudyDate, StudyTime
+    "00080021": "00080031",  # SeriesDate, SeriesTime
+    "00080022": "00080032",  # AcquisitionDate, AcquisitionTime
+    "00080023": "00080033",  # ContentDate, ContentTime
+    "00100030": "00100032",  # PatientBirthDate, PatientBirthTime
+    "00400244": "00400245",  # PerformedProcedureStepStartDate, ...StartTime
+}
+"""The Date and Time Attributes that are matched together when both are keys."""
+
+
+def combine_date_time(keys: tuple[AttributeMatch, ...]) -> tuple[AttributeMatch, ...]:
+    """Each top-level pair of Date and Time range keys (a single value is the range of its own
+    period) as one `datetime` key: Combined Date and Time Range Matching, PS3.4 §C.2.2.2.5
+    (2025b), which the Search Transaction uses (PS3.18 §8.3.4.1, 2025b). StudyDate
+    20060705-20060707 with StudyTime 1000-1800 matches from 10:00 on 5 July to 18:00 on
+    7 July, not only between 10:00 and 18:00 of each day."""
+    by_tag = {key.tag: key for key in keys if key.kind == "range"}
+    pairs = {
+        date: time for date, time in DATE_TIME_PAIRS.items() if date in by_tag and time in by_tag
+    }
+    combined: list[AttributeMatch] = []
+    for key in keys:
+        if key.tag in pairs.values() and key.kind == "range":
+            continue
+        if key.tag not in pairs or key.kind != "range":
+            combined.append(key)
+            continue
+        time = by_tag[pairs[key.tag]]
+        (date_low, date_high), (time_low, time_high) = key.values, time.values
+        low = _date_time(date_low, time_low) if date_low else ""
+        high = _date_time(date_high, time_high) if date_high else ""
+        combined.append(
+            AttributeMatch(
+                key.tag, f"{key.keyword}+{time.keyword}", "DT", "datetime", (low, high),
+                items=(key, time),
+            )
+        )  # fmt: skip
+    return tuple(combined)
+
+
+def _date_time(date: Any, time: Any) -> str:
+    """A DT value from a DA and a TM value (a missing time leaves the whole day): ACR-NEMA
+    separators dropped, so that `normalize_bound("DT", ...)` reads it."""
+    return str(date).strip(" ").replace(".", "") + str(time).strip(" ").replace(":", "")
+
+
 def match_range(vr: str, low: str, high: str, value: Any) -> bool:
     """Range Matching of DA, TM or DT, PS3.4 §C.2.2.2.5 (2025b): `low` <= value <= `high`.
 
     Bounds are inclusive; "" leaves a side open; a partial stored value ("10") matches when its
-    period overlaps the range. DA and TM Attributes are matched each on its
-    own (no combined Date-Time Matching was negotiated); a DT Attribute is one range.
+    period overlaps the range. A DT Attribute is one range; a Date and a Time key given
+    together are combined first (`combine_date_time`).
     """
     start = normalize_bound(vr, str(value), upper=False)
     end = normalize_bound(vr, str(value), upper=True)
@@ -351,9 +407,9 @@ def narrowing(query: QidoQuery, *, case_sensitive_pn: bool) -> list[Narrowing]:
                 hints.append(hint)
     date_tag = KEYWORDS["StudyDate"][0]
     hints += [
-        Narrowing("StudyDate", "range", key.values)
+        Narrowing("StudyDate", "range", key.values if key.kind == "range" else key.items[0].values)
         for key in query.matches
-        if key.tag == date_tag and key.kind == "range"
+        if key.tag == date_tag and key.kind in ("range", "datetime")
     ]
     return hints
 
@@ -405,6 +461,7 @@ def select_attributes(query: QidoQuery, dataset: Mapping[str, Any], level: Level
         keep = set(dataset)
     else:
         keep = {key.tag for key in query.matches} | set(query.includefield)
+        keep |= {item.tag for key in query.matches if key.kind == "datetime" for item in key.items}
     keep -= _LOWER_LEVEL_TAGS[level]
     keep.update(DEFAULT_TAGS[level])
     if level in ("series", "instance") and query.study_uid is None:

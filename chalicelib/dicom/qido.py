@@ -17,6 +17,7 @@ from chalicelib.dicom.matching import (
     NUMERIC_VRS,
     RANGE_VRS,
     WILDCARD_VRS,
+    combine_date_time,
     has_wildcard,
     normalize_bound,
 )
@@ -302,7 +303,7 @@ def parse_qido_query(
     ]
     return QidoQuery(
         level=level,
-        matches=(*path_keys, *_nest(leaves)),
+        matches=(*path_keys, *combine_date_time(_nest(leaves))),
         limit=limit,
         offset=offset,
         study_uid=study_uid,

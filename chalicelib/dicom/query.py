@@ -12,7 +12,9 @@ from typing import Literal
 
 from chalicelib.dicom.tags import Level
 
-MatchKind = Literal["universal", "empty", "single", "wildcard", "range", "uids", "sequence"]
+MatchKind = Literal[
+    "universal", "empty", "single", "wildcard", "range", "uids", "sequence", "datetime"
+]
 
 
 class InvalidQuery(ValueError):
@@ -26,7 +28,9 @@ class AttributeMatch:
 
     `values` holds the key values (`single`, `wildcard`: any of them matches, or every one when
     `all_values`), the UIDs (`uids`), or the two bounds (`range`, "" when open). A `sequence`
-    key matches through its `items` (PS3.4 §C.2.2.2.6).
+    key matches through its `items` (PS3.4 §C.2.2.2.6). A `datetime` key is a Date and a Time
+    key matched as one range (`values`: two DT bounds, "" when open; `items`: the date and the
+    time key as given), see `matching.combine_date_time`.
     """
 
     tag: str
