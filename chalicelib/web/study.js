@@ -111,7 +111,8 @@ function seriesCard(server, study, series) {
   return card;
 }
 
-/** The middle instance (by InstanceNumber) of a series, rendered as JPEG by the remote. */
+/** The middle instance (by InstanceNumber) of a series, rendered as JPEG by the remote, at its
+ *  own size (no `viewport`: Orthanc 1.10 refuses the comma of `vw,vh` as it arrives). */
 async function loadPreview(server, study, series, name, box) {
   const seriesPath = `${studyPath(study)}/series/${text(series, TAG.SeriesInstanceUID)}`;
   try {
@@ -120,7 +121,7 @@ async function loadPreview(server, study, series, name, box) {
     if (!instances.length) throw new Error("the series has no instance");
     instances.sort((a, b) => number(a, TAG.InstanceNumber) - number(b, TAG.InstanceNumber));
     const middle = instances[Math.floor((instances.length - 1) / 2)];
-    const response = await remoteGet("Rendering a preview", server, `${seriesPath}/instances/${text(middle, TAG.SOPInstanceUID)}/rendered`, { viewport: "256,256" }, { Accept: "image/jpeg" });
+    const response = await remoteGet("Rendering a preview", server, `${seriesPath}/instances/${text(middle, TAG.SOPInstanceUID)}/rendered`, {}, { Accept: "image/jpeg" });
     const image = el("img", { alt: `Preview of ${name}, instance ${text(middle, TAG.InstanceNumber) || ""}`.trim() });
     image.src = URL.createObjectURL(await response.blob());
     box.replaceChildren(image);
