@@ -7,7 +7,10 @@ don't patch). Each path is registered with all methods on one view that hands th
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+import uuid
 from collections.abc import Callable
 
 from chalice import (
@@ -40,15 +43,20 @@ from chalicelib.server import (
 )
 from chalicelib.server.http import (
     ALL_METHODS,
+    SECURITY_HEADERS,
     RouteTable,
     WebRequest,
     WebResponse,
     cors_headers,
     error_response,
+    json_response,
 )
 from chalicelib.server.urls import api_base_url, stage_prefix
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("chalicelib.access")
+"""One JSON line per request (method, path, status, duration, bytes, request id)."""
+access_log.setLevel(logging.INFO)
 
 
 def build_route_table(settings: Settings) -> RouteTable:
@@ -152,6 +160,46 @@ def create_app(
     settings = settings or context_factory().settings
     table = build_route_table(settings)
 
+    def internal_error(request: Request) -> Response:
+        response = json_response(
+            {"Status": 500, "Message": "internal error; the server log has the details"}, 500
+        )
+        origin = request.headers.get("origin", "")
+        response.headers.update(cors_headers(origin, settings.cors_allowed_origins))
+        response.headers.update(SECURITY_HEADERS)
+        return to_chalice_response(response)
+
+    @app.middleware("http")
+    def answer_every_request(request: Request, get_response: Callable) -> Response:
+        """The outermost layer: an error anywhere (middleware, request conversion, context)
+        gets our JSON 500 with CORS headers; every answer carries `X-Request-Id` (API
+        Gateway's request id on AWS, a new one locally), a 5xx body carries it as
+        `RequestId` so that a user can quote it, and one JSON log line records the call."""
+        started = time.perf_counter()
+        request_id = (request.context or {}).get("requestId") or uuid.uuid4().hex
+        try:
+            response = get_response(request)
+        except Exception:
+            log.exception("unhandled error on %s %s [%s]", request.method, request.path, request_id)
+            response = internal_error(request)
+        if response.status_code >= 500:
+            response.body = _with_request_id(response.body, request_id)
+        response.headers["X-Request-Id"] = request_id
+        body = response.body
+        access_log.info(
+            json.dumps(
+                {
+                    "request_id": request_id,
+                    "method": request.method,
+                    "path": (request.context or {}).get("path") or request.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "bytes": len(body) if isinstance(body, bytes | str) else 0,
+                }
+            )
+        )
+        return response
+
     @app.middleware("http")
     def accept_missing_is_any(request: Request, get_response: Callable) -> Response:
         """A request without Accept is treated as `*/*`: a documented deviation from
@@ -173,8 +221,11 @@ def create_app(
 
     def register(path: str) -> None:
         def view(**params: str) -> Response:
-            ctx = context_factory()
-            web_request = to_web_request(app.current_request, ctx)
+            try:
+                web_request = to_web_request(app.current_request, context_factory())
+            except Exception:  # Chalice would answer its own 500, without JSON or CORS
+                log.exception("cannot build the request for %s", app.current_request.path)
+                return internal_error(app.current_request)
             return to_chalice_response(table.dispatch(path, web_request, params))
 
         name = "route" + path.replace("/", "_").replace("{", "").replace("}", "").replace("-", "_")
@@ -205,3 +256,15 @@ def create_app(
         register(path)
     app.route_table = table  # the local server answers unknown paths with it
     return app
+
+
+def _with_request_id(body: bytes | str, request_id: str) -> bytes | str:
+    """A JSON error body with `RequestId` added; any other body as it is."""
+    try:
+        document = json.loads(body)
+    except (TypeError, ValueError):
+        return body
+    if not isinstance(document, dict):
+        return body
+    document["RequestId"] = request_id
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -41,7 +41,7 @@ from chalicelib.dicom.multipart import encode_multipart, multipart_content_type,
 from chalicelib.errors import NotAcceptable, NotFound, RangeNotSatisfiable
 from chalicelib.server import frames
 from chalicelib.server.delivery import deliver
-from chalicelib.server.http import Service, WebRequest, WebResponse
+from chalicelib.server.http import Service, WebRequest, WebResponse, error_response
 from chalicelib.server.negotiate import (
     OCTET_STREAM,
     AcceptEntry,
@@ -216,11 +216,10 @@ def _ranged(
     try:
         span = _parse_range(range_header, length)
     except ValueError as exc:
-        return WebResponse(
-            416,
-            f'{{"Status":416,"Message":"Range {exc} of {length} bytes"}}'.encode(),
-            {"Content-Range": f"bytes */{length}"},
-            "application/json",
+        return error_response(
+            RangeNotSatisfiable(
+                f"Range {exc} of {length} bytes", headers={"Content-Range": f"bytes */{length}"}
+            )
         )
     if span is None:
         return None

@@ -31,6 +31,7 @@ import logging
 import signal
 import socket
 import sys
+import uuid
 from pathlib import Path
 
 from chalice.config import Config
@@ -96,7 +97,12 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
 
     def _send_json_error(self, error: DicomWebError) -> None:
         response = error_response(error)
-        headers = {**SECURITY_HEADERS, **response.headers, "Content-Type": "application/json"}
+        headers = {
+            **SECURITY_HEADERS,
+            **response.headers,
+            "Content-Type": "application/json",
+            "X-Request-Id": uuid.uuid4().hex,
+        }
         self._send_http_response(response.status, headers, response.body)
 
     def _check_headers(self) -> None:
@@ -250,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8042)
     parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args(argv)
+    # The app's records (one JSON access line per request, errors) on stderr, as on Lambda.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     _keep_large_buffers()
     try:
         server = make_server(args.host, args.port, args.data_dir)

@@ -36,3 +36,62 @@ def test_warning_header_capped() -> None:
     assert len(value) < 8192
     assert value.count("299 h ") == WARNING_MAX_VALUES + 1
     assert value.endswith(f'"and {1000 - WARNING_MAX_VALUES} more"')
+
+
+def _app_whose_context_fails(tmp_path) -> object:
+    """An app whose context cannot be built after start-up (the factory raises)."""
+    from chalice.test import Client
+
+    from chalicelib.server.api import create_app
+    from tests.conftest import make_context
+
+    context = make_context("local", tmp_path, cors_allowed_origins=("https://viewer.test",))
+    calls = []
+
+    def factory() -> object:
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("the settings store is unreachable")
+        return context
+
+    return Client(create_app(factory))
+
+
+# Issue 11: an error outside RouteTable.dispatch fell back to Chalice's 500, without our JSON
+# body or CORS headers.
+def test_error_outside_dispatch_is_json_with_cors_and_request_id(tmp_path) -> None:
+    import json
+
+    with _app_whose_context_fails(tmp_path) as client:
+        response = client.http.get(
+            "/dicom-web/studies", headers={"Origin": "https://viewer.test", "Accept": "*/*"}
+        )
+    assert response.status_code == 500
+    body = json.loads(response.body)
+    assert body["Message"] == "internal error; the server log has the details"
+    assert response.headers["Access-Control-Allow-Origin"] == "https://viewer.test"
+    assert body["RequestId"] == response.headers["X-Request-Id"]
+
+
+def test_every_answer_has_a_request_id_and_an_access_line(tmp_path, caplog) -> None:
+    import json
+    import logging
+
+    from chalice.test import Client
+
+    from chalicelib.server.api import create_app
+    from tests.conftest import make_context
+
+    context = make_context("local", tmp_path)
+    caplog.set_level(logging.INFO, logger="chalicelib.access")
+    with Client(create_app(lambda: context)) as client:
+        found = client.http.get("/dicom-web/studies", headers={"Accept": "application/json"})
+        missing = client.http.get("/dicom-web/studies/1.2.3", headers={"Accept": "*/*"})
+    ids = [found.headers["X-Request-Id"], missing.headers["X-Request-Id"]]
+    assert len(set(ids)) == 2
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "chalicelib.access"]
+    assert [(line["request_id"], line["status"]) for line in lines] == [
+        (ids[0], found.status_code),
+        (ids[1], missing.status_code),
+    ]
+    assert {"method", "path", "duration_ms", "bytes"} <= set(lines[0])
