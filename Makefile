@@ -6,7 +6,19 @@ PORT ?= 8042
 DATA_DIR ?= ./var
 HOST ?= 127.0.0.1
 
-.PHONY: run run-moto test lint format bench clean
+# Deployment: its own venv on Python 3.12, Lambda's runtime (the package holds cp312 wheels).
+PYTHON312 ?= $(HOME)/.pyenv/versions/3.12.1/bin/python
+INFRA_VENV := .venv-infra
+INFRA_PY := $(INFRA_VENV)/bin/python
+STAGE ?= dev
+CDK_CLI := npx --yes aws-cdk@2.1149.0
+# jsii runs the CDK in node; Debian's node 20 works, its end-of-life banner is noise here.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+# What the Lambda package is made of: a change to any of these rebuilds it.
+APP_SOURCES := app.py requirements.txt .chalice/config.json infra/packaging.py \
+	$(shell find chalicelib -type f -not -path '*/__pycache__/*')
+
+.PHONY: run run-moto test test-infra lint format bench clean package synth deploy destroy
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +32,38 @@ run: $(VENV)/.installed  ## DICOMweb server at http://localhost:$(PORT)/dicom-we
 run-moto: $(VENV)/.installed  ## the same server on the AWS adapters, against moto in-process
 	$(PY) -m chalicelib.server.motoserver --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.installed  ## every test
+test: $(VENV)/.installed  ## every test: the app's (Python 3.11), then the deployment's (3.12)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
+	$(MAKE) test-infra
+
+test-infra: build/lambda/deployment.zip build/cdk.out/$(STAGE).template.json  ## the stack and the built package, offline
+	STAGE=$(STAGE) $(INFRA_VENV)/bin/pytest -p no:cacheprovider infra/tests
+
+$(INFRA_VENV)/.installed: infra/requirements.txt requirements.txt
+	@test -x $(PYTHON312) || { echo "Python 3.12 is needed (Lambda's runtime): set PYTHON312"; exit 1; }
+	$(PYTHON312) -m venv $(INFRA_VENV)
+	$(INFRA_PY) -m pip install --quiet --upgrade pip
+	$(INFRA_PY) -m pip install --quiet -r infra/requirements.txt
+	touch $@
+
+package: build/lambda/deployment.zip  ## the Lambda package (deployment.zip + sam.json) in build/lambda/
+
+build/lambda/deployment.zip: $(INFRA_VENV)/.installed $(APP_SOURCES)
+	$(INFRA_PY) -m infra.packaging --stage $(STAGE) --out build/lambda
+
+synth: build/cdk.out/$(STAGE).template.json  ## the CDK stack in build/cdk.out/ (no AWS account)
+
+build/cdk.out/$(STAGE).template.json: $(INFRA_VENV)/.installed $(APP_SOURCES) $(wildcard infra/*.py infra/*.json)
+	STAGE=$(STAGE) $(INFRA_PY) -m infra.app
+
+deploy: synth  ## the stack on the account of the environment (credentials, AWS_REGION)
+	$(CDK_CLI) bootstrap --app build/cdk.out
+	$(CDK_CLI) deploy --app build/cdk.out --require-approval never $(STAGE)
+
+destroy:  ## delete the stack (prod keeps its bucket and table)
+	$(CDK_CLI) destroy --app build/cdk.out --force $(STAGE)
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
@@ -36,4 +76,4 @@ bench: $(VENV)/.installed  ## side by side with Orthanc (Debian's orthanc + orth
 	$(PY) -m bench.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(INFRA_VENV) build .pytest_cache .ruff_cache

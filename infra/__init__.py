@@ -1,0 +1,1 @@
+"""The AWS deployment: the CDK app, its stack and the Lambda packager."""

@@ -1,0 +1,132 @@
+"""The Lambda package: `chalice package` run in-process with Python 3.12, then precompiled.
+
+Used by `make package` (`python -m infra.packaging`) and by the stack's Chalice construct, so
+that the zip that is tested is the zip that is deployed. Chalice's packager only warns when a
+dependency has no wheel for Lambda ("Could not install dependencies") and ships a package that
+fails at import on Lambda: here that warning is an error. The package gets `.pyc` files
+(unchecked-hash, PEP 552) because Lambda's `/var/task` is read-only: without them every cold
+start compiles every module it imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import contextlib
+import hashlib
+import io
+import os
+import py_compile
+import shutil
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PRECOMPILED_CACHE = ROOT / "build" / "precompiled"
+"""Precompiled zips by content digest: `make package` and `make synth` compile once."""
+LAMBDA_PYTHON = (3, 12)
+DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
+"""Lambda's limit on a zip uploaded directly (what `chalice deploy` does)."""
+MISSING_DEPENDENCIES = "Could not install dependencies"
+
+
+class PackagingError(RuntimeError):
+    """The package would not load on Lambda, or could not be uploaded."""
+
+
+def package(output_dir: Path, stage: str, chalice_config: dict[str, Any] | None = None) -> Path:
+    """Write `deployment.zip` and `sam.json` for `stage` into `output_dir`; return the zip."""
+    if sys.version_info[:2] != LAMBDA_PYTHON:
+        raise PackagingError(
+            f"packaging needs Python {'.'.join(map(str, LAMBDA_PYTHON))} (the Lambda runtime's), "
+            f"not {sys.version.split()[0]}: wheels are chosen for the packaging interpreter"
+        )
+    from chalice import api
+
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")  # the packager wants one, any
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):
+        api.package_app(str(ROOT), str(output_dir), stage, chalice_config=chalice_config)
+    if MISSING_DEPENDENCIES in log.getvalue():
+        _forget_cached_dependencies()
+        raise PackagingError(log.getvalue().strip())
+    zip_path = output_dir / "deployment.zip"
+    precompile(zip_path)
+    size = zip_path.stat().st_size
+    if size >= DIRECT_UPLOAD_LIMIT:
+        raise PackagingError(
+            f"{zip_path} is {size:,} bytes, over Lambda's {DIRECT_UPLOAD_LIMIT:,}-byte direct "
+            f"upload: move what the Lambda does not need out of requirements.txt"
+        )
+    return zip_path
+
+
+def _forget_cached_dependencies() -> None:
+    """Chalice reuses its dependency zip by requirements hash: drop a broken one."""
+    for cached in (ROOT / ".chalice" / "deployments").glob("*.zip"):
+        cached.unlink()
+
+
+def precompile(zip_path: Path) -> None:
+    """Add unchecked-hash `.pyc` files beside every module of the zip, in place (or take the
+    result of an earlier run on the same content)."""
+    cached = PRECOMPILED_CACHE / f"{_content_digest(zip_path)}.zip"
+    if not cached.exists():
+        _compile_into(zip_path)
+        PRECOMPILED_CACHE.mkdir(parents=True, exist_ok=True)
+        for stale in PRECOMPILED_CACHE.glob("*.zip"):
+            stale.unlink()
+        shutil.copyfile(zip_path, cached)
+    shutil.copyfile(cached, zip_path)
+
+
+def _content_digest(zip_path: Path) -> str:
+    """The digest of the zip's names and contents (CRC-32s), not of its timestamps."""
+    with zipfile.ZipFile(zip_path) as archive:
+        entries = sorted((i.filename, i.CRC, i.file_size) for i in archive.infolist())
+    return hashlib.sha256(repr(entries).encode()).hexdigest()[:32]
+
+
+def _compile_into(zip_path: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "tree"
+        with zipfile.ZipFile(zip_path) as archive:
+            archive.extractall(tree)
+        compileall.compile_dir(
+            tree,
+            quiet=2,
+            workers=0,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
+        rebuilt = Path(tmp) / "deployment.zip"
+        with zipfile.ZipFile(rebuilt, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+            for path in sorted(tree.rglob("*")):
+                if path.is_file():
+                    archive.write(path, path.relative_to(tree).as_posix())
+        rebuilt.replace(zip_path)
+
+
+def sizes(zip_path: Path) -> tuple[int, int]:
+    """(zipped, unzipped) bytes."""
+    with zipfile.ZipFile(zip_path) as archive:
+        return zip_path.stat().st_size, sum(i.file_size for i in archive.infolist())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage", default="dev")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "lambda")
+    args = parser.parse_args()
+    try:
+        zip_path = package(args.out, args.stage)
+    except PackagingError as error:
+        sys.exit(f"make package failed: {error}")
+    zipped, unzipped = sizes(zip_path)
+    print(f"{zip_path}: {zipped / 1e6:.1f} MB zipped, {unzipped / 1e6:.1f} MB unzipped")
+
+
+if __name__ == "__main__":
+    main()

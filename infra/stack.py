@@ -1,0 +1,349 @@
+"""The one stack of a deployment: storage, index, the Chalice app and what ties them together.
+
+Resources, by construct id:
+- `Blobs`: the S3 bucket (SSE-S3, public access blocked, TLS only; `tmp/` answers and
+  `incoming/` uploads expire; CORS for browsers that follow a 303 or PUT an upload);
+- `Index`: the DynamoDB table with the GSIs of `chalicelib/storage/dynamo.py`
+  (`table_definition`), on demand, point-in-time recovery;
+- `Api`: the Chalice app (`chalice.cdk`), packaged with Python 3.12 and precompiled
+  (`infra/packaging.py`): the API handler, the upload ingest Lambda and the jobs worker;
+- `Jobs`: the state machine of `infra/jobs.asl.json`, its task the jobs worker;
+- one role per Lambda with exactly the S3, DynamoDB and Step Functions actions its code calls,
+  on this stack's resources only; log groups with a retention;
+- API Gateway's own answers mapped to ours: unknown path 404, body too large 413, JSON + CORS.
+
+The `prod` stage keeps the bucket and table when the stack is deleted and turns on the
+table's deletion protection; `dev` deletes them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import aws_cdk as cdk
+from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_stepfunctions as sfn
+from chalice.cdk import Chalice
+from constructs import Construct
+
+from chalicelib.server.delivery import TMP_PREFIX
+from chalicelib.server.uploads import INCOMING_PREFIX
+from chalicelib.storage.dynamo import table_definition
+from infra import packaging
+
+ROOT = packaging.ROOT
+STAGES = ("dev", "prod")
+LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+
+# The boto3 calls of chalicelib/storage/s3.py and dynamo.py, as IAM actions. HeadObject is
+# s3:GetObject; DeleteObjects is s3:DeleteObject; list_objects_v2 is s3:ListBucket (which also
+# makes HeadObject answer 404, not 403, for a missing key).
+S3_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+S3_BUCKET_ACTIONS = ["s3:ListBucket"]
+# TransactWriteItems is authorized on the actions it holds (Put, Update, Delete): there is no
+# IAM action of that name.
+DYNAMODB_ACTIONS = [
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+]
+
+# chalicelib/storage/jobs_aws.py: start_execution on the state machine, stop_execution on its
+# executions.
+STATES_MACHINE_ACTIONS = ["states:StartExecution"]
+STATES_EXECUTION_ACTIONS = ["states:StopExecution"]
+
+NOT_FOUND_BODY = {
+    "Status": 404,
+    "Message": "no such resource: $context.path (the DICOMweb root is /dicom-web)",
+}
+TOO_LARGE_BODY = {
+    "Status": 413,
+    "Message": (
+        "the request body is over API Gateway's 10 MB: store large studies through "
+        "POST /dicom-web/uploads (presigned uploads), or send fewer instances per request"
+    ),
+}
+
+
+class PackagedChalice(Chalice):
+    """`chalice.cdk.Chalice` whose package is made by `infra/packaging.py`: Python 3.12,
+    failing on a dependency without a Lambda wheel, with precompiled `.pyc`."""
+
+    def _package_app(self) -> None:
+        packaging.package(Path(self._sam_package_dir), self.stage_name, self.stage_config)
+
+
+class DicomWebStack(cdk.Stack):
+    def __init__(self, scope: Construct, stage: str, **kwargs: Any) -> None:
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
+        # chalice.cdk takes the Chalice stage (.chalice/config.json) from the construct path:
+        # the stack's id is the stage, its CloudFormation name says what it is.
+        super().__init__(scope, stage, stack_name=f"dicomweb-{stage}", **kwargs)
+        keep = stage == "prod"
+        removal = cdk.RemovalPolicy.RETAIN if keep else cdk.RemovalPolicy.DESTROY
+
+        self.blobs = self._bucket(removal, auto_delete=not keep)
+        self.index = self._table(removal, deletion_protection=keep)
+        self.api_role = self._lambda_role("ApiHandlerRole", "the DICOMweb API handler")
+        self.ingest_role = self._lambda_role("UploadIngestRole", "the upload ingest Lambda")
+        self.worker_role = self._lambda_role("JobsWorkerRole", "the jobs worker Lambda")
+        for role in (self.api_role, self.ingest_role, self.worker_role):
+            self._grant_storage(role)
+
+        self.api = PackagedChalice(
+            self,
+            "Api",
+            source_dir=str(ROOT),
+            stage_config={
+                "environment_variables": {
+                    "BACKEND": "aws",
+                    "BUCKET": self.blobs.bucket_name,
+                    "TABLE": self.index.table_name,
+                },
+                "manage_iam_role": False,
+                "iam_role_arn": self.api_role.role_arn,
+            },
+        )
+        # Chalice's per-function settings are read from the stage on disk only: set the
+        # other Lambdas' own roles on the packaged template.
+        for function, role in (
+            ("IngestUpload", self.ingest_role),
+            ("JobsWorker", self.worker_role),
+        ):
+            self.api.get_resource(function).add_property_override("Role", role.role_arn)
+        self._log_groups(
+            {
+                "APIHandler": self.api_role,
+                "IngestUpload": self.ingest_role,
+                "JobsWorker": self.worker_role,
+            }
+        )
+        self.jobs = self._jobs_state_machine()
+        self._ingest_uploads()
+        self._gateway_responses()
+        self._outputs()
+
+    def _bucket(self, removal: cdk.RemovalPolicy, auto_delete: bool) -> s3.Bucket:
+        return s3.Bucket(
+            self,
+            "Blobs",
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            removal_policy=removal,
+            auto_delete_objects=auto_delete,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="ExpireLargeAnswers", prefix=TMP_PREFIX, expiration=cdk.Duration.days(1)
+                ),
+                s3.LifecycleRule(
+                    id="ExpireUploads", prefix=INCOMING_PREFIX, expiration=cdk.Duration.days(7)
+                ),
+                s3.LifecycleRule(
+                    id="AbortMultipartUploads",
+                    abort_incomplete_multipart_upload_after=cdk.Duration.days(1),
+                ),
+            ],
+            # Browsers follow a 303 to a presigned GET and PUT uploads to presigned URLs.
+            cors=[
+                s3.CorsRule(
+                    allowed_methods=[s3.HttpMethods.GET, s3.HttpMethods.HEAD, s3.HttpMethods.PUT],
+                    allowed_origins=["*"],
+                    allowed_headers=["*"],
+                    exposed_headers=["ETag", "Content-Length", "Content-Type"],
+                    max_age=600,
+                )
+            ],
+        )
+
+    def _table(self, removal: cdk.RemovalPolicy, deletion_protection: bool) -> dynamodb.Table:
+        definition = table_definition()
+        keys = {k["KeyType"]: k["AttributeName"] for k in definition["KeySchema"]}
+        table = dynamodb.Table(
+            self,
+            "Index",
+            partition_key=_attribute(keys["HASH"]),
+            sort_key=_attribute(keys["RANGE"]),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            deletion_protection=deletion_protection,
+            removal_policy=removal,
+        )
+        for index in definition["GlobalSecondaryIndexes"]:
+            index_keys = {k["KeyType"]: k["AttributeName"] for k in index["KeySchema"]}
+            table.add_global_secondary_index(
+                index_name=index["IndexName"],
+                partition_key=_attribute(index_keys["HASH"]),
+                sort_key=_attribute(index_keys["RANGE"]) if "RANGE" in index_keys else None,
+                projection_type=dynamodb.ProjectionType[index["Projection"]["ProjectionType"]],
+            )
+        return table
+
+    def _lambda_role(self, construct_id: str, what: str) -> iam.Role:
+        return iam.Role(
+            self,
+            construct_id,
+            description=f"Runs {what}: this stack's bucket and table, its own log group",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+        )
+
+    def _grant_storage(self, role: iam.Role) -> None:
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=S3_OBJECT_ACTIONS, resources=[self.blobs.arn_for_objects("*")]
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(actions=S3_BUCKET_ACTIONS, resources=[self.blobs.bucket_arn])
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=DYNAMODB_ACTIONS,
+                resources=[self.index.table_arn, f"{self.index.table_arn}/index/*"],
+            )
+        )
+
+    def _log_groups(self, functions: dict[str, iam.Role]) -> None:
+        """A log group per function, with a retention, that only its function writes to.
+
+        Made here, not by Chalice's `log_retention_in_days`, whose packaged template names a
+        resource that does not exist (aws/chalice#2079). The write permission is a policy of
+        its own: in the role's policy it would make the function depend on its log group,
+        which depends on the function's name.
+        """
+        for logical_id, role in functions.items():
+            function_name = self.api.get_resource(logical_id).ref
+            group = logs.LogGroup(
+                self,
+                f"{logical_id}Logs",
+                log_group_name=f"/aws/lambda/{function_name}",
+                retention=LOG_RETENTION,
+                removal_policy=cdk.RemovalPolicy.DESTROY,
+            )
+            iam.Policy(
+                self,
+                f"{logical_id}LogWriter",
+                roles=[role],
+                statements=[
+                    iam.PolicyStatement(
+                        actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                        resources=[group.log_group_arn],
+                    )
+                ],
+            )
+
+    def _jobs_state_machine(self) -> sfn.StateMachine:
+        """`infra/jobs.asl.json` with the jobs worker as its task; the API handler starts
+        and stops its executions (JOBS_STATE_MACHINE_ARN, on the API handler only: on the
+        worker it would make the worker depend on the state machine that invokes it)."""
+        worker = self._imported_function("JobsWorker")
+        machine = sfn.StateMachine(
+            self,
+            "Jobs",
+            definition_body=sfn.DefinitionBody.from_file(str(ROOT / "infra" / "jobs.asl.json")),
+            definition_substitutions={"JobsWorkerArn": worker.function_arn},
+        )
+        worker.grant_invoke(machine)
+        self.api.add_environment_variable(
+            "JOBS_STATE_MACHINE_ARN", machine.state_machine_arn, "APIHandler"
+        )
+        self.api_role.add_to_policy(
+            iam.PolicyStatement(
+                actions=STATES_MACHINE_ACTIONS, resources=[machine.state_machine_arn]
+            )
+        )
+        executions = self.format_arn(
+            service="states",
+            resource="execution",
+            resource_name=f"{machine.state_machine_name}:*",
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self.api_role.add_to_policy(
+            iam.PolicyStatement(actions=STATES_EXECUTION_ACTIONS, resources=[executions])
+        )
+        return machine
+
+    def _imported_function(self, logical_id: str) -> lambda_.IFunction:
+        """A function of the packaged template as a CDK function (grants, permissions)."""
+        return lambda_.Function.from_function_attributes(
+            self,
+            f"{logical_id}Function",
+            function_arn=self.api.get_resource(logical_id).get_att("Arn").to_string(),
+            same_environment=True,
+        )
+
+    def _ingest_uploads(self) -> None:
+        """S3 ObjectCreated under `incoming/` runs the ingest Lambda (server/uploads.py)."""
+        self.blobs.add_event_notification(
+            s3.EventType.OBJECT_CREATED,
+            s3n.LambdaDestination(self._imported_function("IngestUpload")),
+            s3.NotificationKeyFilter(prefix=INCOMING_PREFIX),
+        )
+
+    def _gateway_responses(self) -> None:
+        """API Gateway's own answers in our shape: JSON `{Status, Message}` with CORS."""
+        rest_api_id = self.api.get_resource("RestAPI").ref
+        cors = {
+            "gatewayresponse.header.Access-Control-Allow-Origin": "'*'",
+            "gatewayresponse.header.Access-Control-Allow-Headers": "'*'",
+        }
+        for construct_id, response_type, status, body in (
+            # Chalice has no catch-all route; API Gateway answers unknown paths 403.
+            ("UnknownPathIs404", "MISSING_AUTHENTICATION_TOKEN", "404", NOT_FOUND_BODY),
+            ("BodyTooLargeIs413", "REQUEST_TOO_LARGE", "413", TOO_LARGE_BODY),
+            ("Default4xxWithCors", "DEFAULT_4XX", None, None),
+            ("Default5xxWithCors", "DEFAULT_5XX", None, None),
+        ):
+            template = (
+                json.dumps(body)
+                if body
+                else '{"Error": "$context.error.responseType", '
+                '"Message": $context.error.messageString}'
+            )
+            apigateway.CfnGatewayResponse(
+                self,
+                construct_id,
+                rest_api_id=rest_api_id,
+                response_type=response_type,
+                status_code=status,
+                response_parameters=cors,
+                response_templates={"application/json": template},
+            )
+
+    def _outputs(self) -> None:
+        rest_api_id = self.api.get_resource("RestAPI").ref
+        cdk.CfnOutput(
+            self,
+            "DicomWebRoot",
+            description="The DICOMweb root: point OHIF or dicomweb-client here",
+            value=f"https://{rest_api_id}.execute-api.{self.region}.{self.url_suffix}"
+            "/api/dicom-web",
+        )
+        cdk.CfnOutput(self, "BucketName", value=self.blobs.bucket_name)
+        cdk.CfnOutput(self, "TableName", value=self.index.table_name)
+        cdk.CfnOutput(
+            self,
+            "ApiHandlerRoleArn",
+            description="iam_role_arn for `chalice deploy` onto this stack's resources",
+            value=self.api_role.role_arn,
+        )
+
+
+def _attribute(name: str) -> dynamodb.Attribute:
+    return dynamodb.Attribute(name=name, type=dynamodb.AttributeType.STRING)

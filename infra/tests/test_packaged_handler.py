@@ -1,0 +1,490 @@
+"""The built Lambda package, unpacked, run on API Gateway REST (v1) events and S3 events under
+moto, with IAM enforced: the handlers' AWS calls carry credentials that hold exactly the
+synthesized role policy, so a permission the stack forgot fails a test here.
+
+Two adaptations to moto, and only these: moto authorizes S3 calls against the object's ARN
+but every other service's against the resource `*`, so only S3 statements are checked for
+their resources too, the others (DynamoDB, Step Functions, Logs) for their actions; and moto
+checks `dynamodb:TransactWriteItems`, which IAM authorizes through the actions a transaction
+holds, so it is granted when those (Put, Update, Delete) are. The environment is
+the synthesized functions' own, with `InlineLimit` lowered to 1 MB so that a 3.7 MB instance
+takes the 303 path as a 10 MB series would on AWS.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib
+import io
+import json
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import boto3
+import pytest
+import requests
+from conftest import logical_id, resources_of_type
+
+REGION = "us-east-1"
+HOST = "abc123.execute-api.us-east-1.amazonaws.com"
+INLINE_LIMIT = 1_000_000
+CT = "2020-08-12-Christopher.dcm"
+CT_STUDY = "1.2.840.113704.9.1000.16.0.20190613103939444"
+LARGE = "Issue164.dcm"
+"""3.7 MB: under the 4 MB STOW limit, over the lowered inline limit."""
+TRANSACTION_ACTIONS = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+
+
+@contextlib.contextmanager
+def iam_enforced(free_calls: int) -> Iterator[None]:
+    """What `moto.core.set_initial_no_auth_action_count` does around a function, for a `with`
+    block (a session fixture): the first `free_calls` requests are not authorized, every later
+    one is checked against the caller's IAM policies."""
+    from moto import settings
+    from moto.core.authorization import ActionAuthenticatorMixin
+
+    saved = settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = free_calls
+    ActionAuthenticatorMixin.request_count = 0
+    try:
+        yield
+    finally:
+        settings.INITIAL_NO_AUTH_ACTION_COUNT, ActionAuthenticatorMixin.request_count = saved
+
+
+def presigned(method: str, url: str, **options: Any) -> requests.Response:
+    """A client's request to a presigned URL. moto's IAM check reads the Authorization header
+    only, and a presigned URL carries its signature in the query string: the check is off for
+    this request (the Lambda's own calls stay checked)."""
+    with iam_enforced(free_calls=1):
+        return requests.request(method, url, timeout=30, **options)
+
+
+def _resolve(value: Any, arns: dict[str, str]) -> Any:
+    """A policy value with this stack's Refs and GetAtts replaced by concrete ARNs."""
+    if isinstance(value, dict) and "Fn::GetAtt" in value:
+        return arns[value["Fn::GetAtt"][0]]
+    if isinstance(value, dict) and "Fn::Join" in value:
+        separator, parts = value["Fn::Join"]
+        return separator.join(_resolve(p, arns) for p in parts)
+    if isinstance(value, list):
+        return [_resolve(v, arns) for v in value]
+    return value
+
+
+def role_policy(template: dict[str, Any], role: str, arns: dict[str, str]) -> dict[str, Any]:
+    """The synthesized policies of `role`, as one document moto can enforce; `arns` maps the
+    bucket's logical id to its ARN."""
+    role_id = logical_id(template, "AWS::IAM::Role", role)
+    statements = []
+    for policy in resources_of_type(template, "AWS::IAM::Policy").values():
+        if {"Ref": role_id} in policy["Properties"]["Roles"]:
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                actions = statement["Action"]
+                actions = set(actions if isinstance(actions, list) else [actions])
+                if all(a.startswith("s3:") for a in actions):
+                    resource = _resolve(statement["Resource"], arns)
+                else:
+                    resource = "*"  # what moto authorizes against (module docstring)
+                if actions >= TRANSACTION_ACTIONS:
+                    actions.add("dynamodb:TransactWriteItems")
+                statement = {**statement, "Action": sorted(actions), "Resource": resource}
+                statements.append(statement)
+    assert statements, f"no policy for {role}"
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _create_table(client: Any, name: str, properties: dict[str, Any]) -> None:
+    """The table exactly as the template declares it."""
+    client.create_table(
+        TableName=name,
+        BillingMode=properties["BillingMode"],
+        KeySchema=properties["KeySchema"],
+        AttributeDefinitions=properties["AttributeDefinitions"],
+        GlobalSecondaryIndexes=properties["GlobalSecondaryIndexes"],
+    )
+
+
+@dataclass
+class LambdaTask:
+    """The packaged app in a moto account shaped like the stack."""
+
+    app: ModuleType
+    bucket: str
+    credentials: dict[str, dict[str, str]]
+    """Access keys per role (ApiHandlerRole, UploadIngestRole), and `admin` for set-up."""
+    monkeypatch: pytest.MonkeyPatch
+
+    def as_role(self, role: str) -> None:
+        """Run the next invocations as a fresh container of the function with `role`."""
+        from chalicelib.context import default_context
+
+        for name, value in self.credentials[role].items():
+            self.monkeypatch.setenv(name, value)
+        boto3.DEFAULT_SESSION = None  # it caches the credentials it first resolved
+        default_context.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def lambda_task(template: dict[str, Any], package_dir: Path) -> Iterator[LambdaTask]:
+    from moto import mock_aws
+
+    with pytest.MonkeyPatch.context() as mp, mock_aws():
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+        }.items():
+            mp.setenv(name, value)
+        for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
+            mp.delenv(name, raising=False)
+        with iam_enforced(free_calls=3):
+            iam = boto3.client("iam")
+            iam.create_user(UserName="admin")
+            iam.put_user_policy(
+                UserName="admin",
+                PolicyName="setup",
+                PolicyDocument=json.dumps(
+                    {
+                        "Version": "2012-10-17",
+                        "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+                    }
+                ),
+            )
+            key = iam.create_access_key(UserName="admin")["AccessKey"]
+            credentials = {
+                "admin": {
+                    "aws_access_key_id": key["AccessKeyId"],
+                    "aws_secret_access_key": key["SecretAccessKey"],
+                }
+            }
+            admin = boto3.Session(region_name=REGION, **credentials["admin"])
+            bucket, table = f"blobs-{uuid.uuid4().hex[:8]}", "index"
+            admin.client("s3").create_bucket(Bucket=bucket)
+            (table_properties,) = [
+                r["Properties"]
+                for r in resources_of_type(template, "AWS::DynamoDB::Table").values()
+            ]
+            _create_table(admin.client("dynamodb"), table, table_properties)
+            arns = {logical_id(template, "AWS::S3::Bucket", "Blobs"): f"arn:aws:s3:::{bucket}"}
+            admin_iam = admin.client("iam")
+            for role in ("ApiHandlerRole", "UploadIngestRole"):
+                admin_iam.create_user(UserName=role)
+                admin_iam.put_user_policy(
+                    UserName=role,
+                    PolicyName="synthesized",
+                    PolicyDocument=json.dumps(role_policy(template, role, arns)),
+                )
+                key = admin_iam.create_access_key(UserName=role)["AccessKey"]
+                credentials[role] = {
+                    "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                    "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+                }
+
+            env = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
+            options = json.loads(env["DICOMWEB_CONFIG"])
+            options.setdefault("DicomWeb", {})["InlineLimit"] = INLINE_LIMIT
+            mp.setenv("BACKEND", env["BACKEND"])
+            mp.setenv("BUCKET", bucket)
+            mp.setenv("TABLE", table)
+            mp.setenv("DICOMWEB_CONFIG", json.dumps(options))
+            task = LambdaTask(importlib.import_module("app"), bucket, credentials, mp)
+            assert Path(task.app.__file__).parent == package_dir, "not the packaged app"
+            task.as_role("ApiHandlerRole")
+            yield task
+
+
+def _route(app: Any, path: str) -> tuple[str, dict[str, str]]:
+    """The resource template and path parameters API Gateway would match `path` to."""
+    for resource in app.routes:
+        pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", resource)
+        match = re.fullmatch(pattern, path)
+        if match:
+            return resource, match.groupdict()
+    raise AssertionError(f"no route for {path}")
+
+
+def invoke(
+    task: LambdaTask,
+    method: str,
+    path: str,
+    query: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """Call the packaged handler with a REST API (v1) proxy event, as API Gateway does."""
+    resource, params = _route(task.app.app, path)
+    headers = {
+        "Host": HOST,
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Port": "443",
+        "Accept": "*/*",
+        **(headers or {}),
+    }
+    event = {
+        "resource": resource,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": query,
+        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
+        "pathParameters": {k: quote(v, safe="") for k, v in params.items()} or None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": resource,
+            "httpMethod": method,
+            "path": "/api" + path,
+            "stage": "api",
+            "identity": {"sourceIp": "203.0.113.9"},
+        },
+        "body": base64.b64encode(body).decode("ascii") if body is not None else None,
+        "isBase64Encoded": body is not None,
+    }
+    answer = task.app.app(event, None)
+    payload = answer.get("body") or ""
+    data = base64.b64decode(payload) if answer.get("isBase64Encoded") else payload.encode()
+    answer_headers = {k.lower(): v for k, v in (answer.get("headers") or {}).items()}
+    for name, values in (answer.get("multiValueHeaders") or {}).items():
+        answer_headers[name.lower()] = ", ".join(values)
+    return answer["statusCode"], answer_headers, data
+
+
+def stow(task: LambdaTask, data: bytes) -> tuple[int, dict[str, Any]]:
+    boundary = "PackagedBoundary"
+    body = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    status, _, answer = invoke(
+        task,
+        "POST",
+        "/dicom-web/studies",
+        headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
+        body=body,
+    )
+    return status, json.loads(answer)
+
+
+def _values(dataset: dict[str, Any], tag: str) -> list[Any]:
+    return dataset.get(tag, {}).get("Value", [])
+
+
+@pytest.fixture(scope="session")
+def stored(lambda_task: LambdaTask) -> dict[str, dict[str, str]]:
+    """CT and the large instance stored through STOW-RS: their UIDs by file name."""
+    from tests.conftest import testdata
+
+    uids = {}
+    for name in (CT, LARGE):
+        status, answer = stow(lambda_task, testdata(name).read_bytes())
+        assert status == 200, answer
+        (item,) = _values(answer, "00081199")
+        url = _values(item, "00081190")[0]
+        study, series, instance = re.search(
+            r"/studies/([^/]+)/series/([^/]+)/instances/([^/]+)$", url
+        ).groups()
+        assert url.startswith(f"https://{HOST}/api/dicom-web/")  # the stage prefix is kept
+        uids[name] = {"study": study, "series": series, "instance": instance}
+    return uids
+
+
+def _instance_path(uids: dict[str, str]) -> str:
+    return (
+        f"/dicom-web/studies/{uids['study']}/series/{uids['series']}/instances/{uids['instance']}"
+    )
+
+
+def test_packaged_app_imports_no_pixel_module(package_dir: Path) -> None:
+    """A cold start of the package: `import app` in a fresh process, from the package only."""
+    probe = "import sys, app; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    env = {"BACKEND": "aws", "BUCKET": "b", "TABLE": "t", "PYTHONNOUSERSITE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, '.'); {probe}"],
+        cwd=package_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded = set(result.stdout.split())
+    assert "chalicelib" in loaded
+    assert not loaded & {"pydicom", "numpy", "PIL", "pylibjpeg", "libjpeg", "openjpeg", "jpeg_ls"}
+
+
+def test_packaged_qido_finds_the_stored_study(
+    lambda_task: LambdaTask, stored: dict[str, dict[str, str]]
+) -> None:
+    status, _, body = invoke(
+        lambda_task, "GET", "/dicom-web/studies", query={"StudyInstanceUID": CT_STUDY}
+    )
+    assert status == 200, body
+    (study,) = json.loads(body)
+    assert _values(study, "0020000D") == [CT_STUDY]
+
+
+def test_packaged_wado_rs_inline_and_303(
+    lambda_task: LambdaTask, stored: dict[str, dict[str, str]]
+) -> None:
+    from tests.conftest import testdata
+
+    status, headers, body = invoke(
+        lambda_task,
+        "GET",
+        _instance_path(stored[CT]),
+        headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+    )
+    assert status == 200 and headers["content-type"].startswith("multipart/related")
+    assert testdata(CT).read_bytes() in body
+
+    status, headers, body = invoke(
+        lambda_task,
+        "GET",
+        _instance_path(stored[LARGE]),
+        headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
+    )
+    assert status == 303, body
+    fetched = presigned("GET", headers["location"])
+    assert fetched.status_code == 200
+    assert testdata(LARGE).read_bytes() in fetched.content
+
+
+def test_packaged_metadata_frame_and_rendered(
+    lambda_task: LambdaTask, stored: dict[str, dict[str, str]]
+) -> None:
+    path = _instance_path(stored[CT])
+    status, _, body = invoke(
+        lambda_task, "GET", path + "/metadata", headers={"Accept": "application/dicom+json"}
+    )
+    assert status == 200, body
+    (metadata,) = json.loads(body)
+    assert _values(metadata, "00080018") == [stored[CT]["instance"]]
+
+    status, headers, body = invoke(
+        lambda_task,
+        "GET",
+        path + "/frames/1",
+        headers={"Accept": 'multipart/related; type="application/octet-stream"'},
+    )
+    assert status == 200, body
+    assert headers["content-type"].startswith("multipart/related")
+
+    status, headers, body = invoke(
+        lambda_task, "GET", path + "/rendered", headers={"Accept": "image/png"}
+    )
+    assert status == 200, body
+    from PIL import Image
+
+    assert Image.open(io.BytesIO(body)).format == "PNG"
+
+
+def test_packaged_wado_uri_over_the_inline_limit_is_303(
+    lambda_task: LambdaTask, stored: dict[str, dict[str, str]]
+) -> None:
+    from tests.conftest import testdata
+
+    uids = stored[LARGE]
+    query = {
+        "requestType": "WADO",
+        "studyUID": uids["study"],
+        "seriesUID": uids["series"],
+        "objectUID": uids["instance"],
+        "contentType": "application/dicom",
+    }
+    status, headers, body = invoke(lambda_task, "GET", "/wado", query=query)
+    assert status == 303, body
+    fetched = presigned("GET", headers["location"])
+    assert fetched.status_code == 200
+    import pydicom
+
+    dataset = pydicom.dcmread(io.BytesIO(fetched.content))
+    assert dataset.SOPInstanceUID == uids["instance"]
+    assert len(fetched.content) >= len(testdata(LARGE).read_bytes()) * 0.9
+
+
+def test_packaged_upload_through_presigned_put_and_s3_event(lambda_task: LambdaTask) -> None:
+    from tests.conftest import testdata
+
+    status, _, body = invoke(
+        lambda_task,
+        "POST",
+        "/dicom-web/uploads",
+        headers={"Content-Type": "application/json"},
+        body=json.dumps({"Files": 1}).encode(),
+    )
+    assert status == 201, body
+    upload = json.loads(body)
+    (file,) = upload["Files"]
+    data = testdata("ColorTestImageJ.dcm").read_bytes()
+    put = presigned("PUT", file["Url"], data=data, headers=file["Headers"])
+    assert put.status_code == 200, put.text
+
+    key = urlsplit(file["Url"]).path.removeprefix("/")
+    event = {
+        "Records": [
+            {
+                "eventSource": "aws:s3",
+                "eventName": "ObjectCreated:Put",
+                "s3": {
+                    "bucket": {"name": lambda_task.bucket},
+                    "object": {"key": key, "size": len(data)},
+                },
+            }
+        ]
+    }
+    lambda_task.as_role("UploadIngestRole")
+    try:
+        outcome = lambda_task.app.ingest_upload(event, None)
+    finally:
+        lambda_task.as_role("ApiHandlerRole")
+    assert outcome == [{"Key": key, "Status": "stored"}]
+
+    path = urlsplit(upload["Path"]).path.removeprefix("/api")
+    status, _, body = invoke(lambda_task, "GET", path, headers={"Accept": "application/dicom+json"})
+    assert status == 200, body
+    (item,) = _values(json.loads(body), "00081199")
+    assert _values(item, "00081190")
+
+
+def test_packaged_unknown_study_is_404_json(lambda_task: LambdaTask) -> None:
+    status, _, body = invoke(
+        lambda_task,
+        "GET",
+        "/dicom-web/studies/1.2.3/metadata",
+        headers={"Accept": "application/dicom+json"},
+    )
+    assert status == 404
+    assert json.loads(body)["Status"] == 404
+
+
+def test_packaged_policy_without_a_grant_is_refused(
+    template: dict[str, Any], lambda_task: LambdaTask
+) -> None:
+    """The enforcement itself: the same call under a policy missing s3:PutObject fails."""
+    from botocore.exceptions import ClientError
+
+    arns = {logical_id(template, "AWS::S3::Bucket", "Blobs"): f"arn:aws:s3:::{lambda_task.bucket}"}
+    policy = role_policy(template, "ApiHandlerRole", arns)
+    for statement in policy["Statement"]:
+        statement["Action"] = [a for a in statement["Action"] if a != "s3:PutObject"]
+    iam = boto3.client("iam", **lambda_task.credentials["admin"])
+    iam.create_user(UserName="no-put")
+    iam.put_user_policy(UserName="no-put", PolicyName="p", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="no-put")["AccessKey"]
+    s3 = boto3.client(
+        "s3", aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"]
+    )
+    with pytest.raises(ClientError, match="AccessDenied"):
+        s3.put_object(Bucket=lambda_task.bucket, Key="tmp/x", Body=b"x")

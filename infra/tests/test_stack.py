@@ -1,0 +1,241 @@
+"""The synthesized stack, checked offline: CDK assertions on the template, and cfn-lint."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Match, Template
+from conftest import CDK_OUT, STAGE, logical_id, resources_of_type
+
+APP_FUNCTIONS = ("APIHandler", "IngestUpload", "JobsWorker")
+STORAGE_ACTIONS = {
+    # chalicelib/storage/s3.py: get_object and head_object, put_object, delete_object(s),
+    # list_objects_v2; presigned GETs and PUTs are signed with the same role.
+    "s3:GetObject",
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:ListBucket",
+    # chalicelib/storage/dynamo.py (transact_write_items is authorized per action it holds).
+    "dynamodb:GetItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    # Lambda's own logging, to the function's log group.
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+}
+EXPECTED_ACTIONS = {
+    # chalicelib/storage/jobs_aws.py: start_execution, stop_execution.
+    "ApiHandlerRole": STORAGE_ACTIONS | {"states:StartExecution", "states:StopExecution"},
+    "UploadIngestRole": STORAGE_ACTIONS,
+    "JobsWorkerRole": STORAGE_ACTIONS,
+}
+
+# cfn-lint rules not applied, each with its reason.
+CFN_LINT_IGNORED = {
+    # CDK's own custom-resource providers (S3 auto-delete, bucket notifications) declare a
+    # DependsOn on their role beside the GetAtt of it: redundant, harmless, not ours to change.
+    "W3005": "redundant DependsOn in CDK-generated custom resource providers",
+}
+
+
+@pytest.fixture(scope="module")
+def assertions(template: dict[str, Any]) -> Template:
+    return Template.from_json(template)
+
+
+def test_api_takes_every_media_type_as_binary(assertions: Template) -> None:
+    assertions.has_resource_properties(
+        "AWS::Serverless::Api",
+        {"DefinitionBody": Match.object_like({"x-amazon-apigateway-binary-media-types": ["*/*"]})},
+    )
+
+
+def test_functions_get_every_variable_the_app_reads(
+    template: dict[str, Any], package_dir: Path
+) -> None:
+    from chalicelib.config import _ENV_KEYS
+
+    known = set(_ENV_KEYS) | {"DICOMWEB_CONFIG"}
+    bucket = logical_id(template, "AWS::S3::Bucket", "Blobs")
+    table = logical_id(template, "AWS::DynamoDB::Table", "Index")
+    for name in APP_FUNCTIONS:
+        env = template["Resources"][name]["Properties"]["Environment"]["Variables"]
+        assert env["BACKEND"] == "aws"
+        assert env["BUCKET"] == {"Ref": bucket}
+        assert env["TABLE"] == {"Ref": table}
+        assert set(env) <= known, set(env) - known  # no name the app would not read
+        json.loads(env["DICOMWEB_CONFIG"])  # the stage's options parse
+    machine = logical_id(template, "AWS::StepFunctions::StateMachine", "Jobs")
+    api_env = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
+    assert api_env["JOBS_STATE_MACHINE_ARN"] == {"Ref": machine}
+
+
+def test_jobs_state_machine_runs_the_worker(template: dict[str, Any]) -> None:
+    (machine,) = resources_of_type(template, "AWS::StepFunctions::StateMachine").values()
+    substitutions = machine["Properties"]["DefinitionSubstitutions"]
+    assert substitutions == {"JobsWorkerArn": {"Fn::GetAtt": ["JobsWorker", "Arn"]}}
+    role = machine["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    statements = [
+        s
+        for p in resources_of_type(template, "AWS::IAM::Policy").values()
+        if {"Ref": role} in p["Properties"]["Roles"]
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    assert {s["Action"] for s in statements} == {"lambda:InvokeFunction"}
+
+
+def test_table_has_every_index_the_adapter_queries(
+    template: dict[str, Any], package_dir: Path
+) -> None:
+    from chalicelib.storage.dynamo import table_definition
+
+    definition = table_definition()
+    (table,) = resources_of_type(template, "AWS::DynamoDB::Table").values()
+    properties = table["Properties"]
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert properties["KeySchema"] == definition["KeySchema"]
+    assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    deployed = {i["IndexName"]: i for i in properties["GlobalSecondaryIndexes"]}
+    assert set(deployed) == {i["IndexName"] for i in definition["GlobalSecondaryIndexes"]}
+    for index in definition["GlobalSecondaryIndexes"]:
+        assert deployed[index["IndexName"]]["KeySchema"] == index["KeySchema"]
+        assert deployed[index["IndexName"]]["Projection"] == index["Projection"]
+    assert properties.get("DeletionProtectionEnabled", False) is (STAGE == "prod")
+
+
+def test_bucket_is_private_encrypted_tls_only_and_expires_answers(assertions: Template) -> None:
+    assertions.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "BucketEncryption": Match.any_value(),
+            "LifecycleConfiguration": {
+                "Rules": Match.array_with(
+                    [Match.object_like({"Prefix": "tmp/", "ExpirationInDays": 1})]
+                )
+            },
+            "CorsConfiguration": Match.any_value(),
+        },
+    )
+    assertions.has_resource_properties(
+        "AWS::S3::BucketPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Effect": "Deny",
+                                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                            }
+                        )
+                    ]
+                )
+            }
+        },
+    )
+
+
+def _role_statements(template: dict[str, Any], role: str) -> list[dict[str, Any]]:
+    role_id = logical_id(template, "AWS::IAM::Role", role)
+    assert "ManagedPolicyArns" not in template["Resources"][role_id]["Properties"]
+    statements = []
+    for policy in resources_of_type(template, "AWS::IAM::Policy").values():
+        if {"Ref": role_id} in policy["Properties"]["Roles"]:
+            statements += policy["Properties"]["PolicyDocument"]["Statement"]
+    return statements
+
+
+@pytest.mark.parametrize("role", sorted(EXPECTED_ACTIONS))
+def test_roles_allow_exactly_the_calls_of_the_code_on_named_resources(
+    template: dict[str, Any], role: str
+) -> None:
+    statements = _role_statements(template, role)
+    granted: dict[str, list[Any]] = {}
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        resources = statement["Resource"]
+        resources = resources if isinstance(resources, list) else [resources]
+        assert "*" not in resources, statement
+        for resource in resources:
+            assert isinstance(resource, dict), f"{role}: {resource!r} is not this stack's"
+            referenced = json.dumps(resource)
+            assert any(n in referenced for n in ("Blobs", "Index", "Logs", "Jobs")), resource
+        actions = statement["Action"]
+        for action in actions if isinstance(actions, list) else [actions]:
+            granted.setdefault(action, []).extend(resources)
+    assert set(granted) == EXPECTED_ACTIONS[role], set(granted) ^ EXPECTED_ACTIONS[role]
+
+
+def test_gateway_answers_unknown_paths_404_and_large_bodies_413_as_json(
+    template: dict[str, Any],
+) -> None:
+    answers = {
+        r["Properties"]["ResponseType"]: r["Properties"]
+        for r in resources_of_type(template, "AWS::ApiGateway::GatewayResponse").values()
+    }
+    for kind, status in (("MISSING_AUTHENTICATION_TOKEN", "404"), ("REQUEST_TOO_LARGE", "413")):
+        answer = answers[kind]
+        assert answer["StatusCode"] == status
+        body = json.loads(answer["ResponseTemplates"]["application/json"])
+        assert body["Status"] == int(status) and body["Message"]
+    for answer in answers.values():
+        headers = answer["ResponseParameters"]
+        assert headers["gatewayresponse.header.Access-Control-Allow-Origin"] == "'*'"
+    assert {"DEFAULT_4XX", "DEFAULT_5XX"} <= set(answers)
+
+
+def test_uploads_under_incoming_run_the_ingest_lambda(assertions: Template) -> None:
+    assertions.has_resource_properties(
+        "Custom::S3BucketNotifications",
+        {
+            "NotificationConfiguration": {
+                "LambdaFunctionConfigurations": [
+                    {
+                        "Events": ["s3:ObjectCreated:*"],
+                        "Filter": {
+                            "Key": {"FilterRules": [{"Name": "prefix", "Value": "incoming/"}]}
+                        },
+                        "LambdaFunctionArn": {"Fn::GetAtt": ["IngestUpload", "Arn"]},
+                    }
+                ]
+            }
+        },
+    )
+
+
+def test_functions_log_to_groups_with_a_retention(template: dict[str, Any]) -> None:
+    groups = resources_of_type(template, "AWS::Logs::LogGroup").values()
+    named = {json.dumps(g["Properties"]["LogGroupName"]) for g in groups}
+    for function in APP_FUNCTIONS:
+        assert any(f'"Ref": "{function}"' in name for name in named), function
+    assert all(g["Properties"]["RetentionInDays"] for g in groups)
+
+
+def test_cfn_lint_is_clean() -> None:
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "cfn-lint"),
+            "--ignore-checks",
+            *CFN_LINT_IGNORED,
+            "--",
+            str(CDK_OUT / f"{STAGE}.template.json"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
