@@ -96,15 +96,16 @@ class S3BlobStore:
     def exists(self, key: str) -> bool:
         try:
             with _translated(key):
-                self._client.head_object(Bucket=self._bucket, Key=self._key(key))
+                try:
+                    self._client.head_object(Bucket=self._bucket, Key=self._key(key))
+                except ClientError as e:
+                    # S3 hides whether a key exists from a caller without s3:ListBucket:
+                    # HeadObject (which has no error body) then answers 403, not 404.
+                    if error_code(e) in _FORBIDDEN:
+                        return False
+                    raise
         except NotFound:
             return False
-        except ClientError as e:
-            # S3 hides whether a key exists from a caller without s3:ListBucket: HeadObject
-            # (which has no error body) then answers 403 where it would answer 404.
-            if error_code(e) in _FORBIDDEN:
-                return False
-            raise
         return True
 
     def presigned_url(self, key: str, expires_in: int = 3600) -> str | None:

@@ -1,0 +1,38 @@
+"""S3BlobStore behaviour that only S3 has: answers shaped by the caller's IAM permissions."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from chalicelib.storage.s3 import S3BlobStore
+from tests.storage.conftest import BUCKET, REGION
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_exists_is_false_when_s3_answers_403() -> None:
+    """HeadObject answers 403, not 404, to a caller that may not list the bucket."""
+    from moto.core import set_initial_no_auth_action_count
+
+    @set_initial_no_auth_action_count(4)
+    def run() -> bool:
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+        iam = boto3.client("iam", region_name=REGION)
+        iam.create_user(UserName="reader")
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:PutObject", "Resource": "*"}],
+        }
+        iam.put_user_policy(UserName="reader", PolicyName="p", PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        client = boto3.client(
+            "s3",
+            region_name=REGION,
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+        )
+        return S3BlobStore(client, BUCKET).exists("missing/key")
+
+    assert run() is False
