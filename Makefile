@@ -44,7 +44,7 @@ test-infra: build/lambda/deployment.zip build/cdk.out/$(STAGE).template.json  ##
 $(INFRA_VENV)/.installed: infra/requirements.txt requirements.txt
 	@test -x $(PYTHON312) || { echo "Python 3.12 is needed (Lambda's runtime): set PYTHON312"; exit 1; }
 	$(PYTHON312) -m venv $(INFRA_VENV)
-	$(INFRA_PY) -m pip install --quiet --upgrade pip
+	$(INFRA_PY) -m pip install --quiet "pip<26.3"  # chalice 1.34 packages with pip < 26.3
 	$(INFRA_PY) -m pip install --quiet -r infra/requirements.txt
 	touch $@
 

@@ -5,7 +5,12 @@ that the zip that is tested is the zip that is deployed. Chalice's packager only
 dependency has no wheel for Lambda ("Could not install dependencies") and ships a package that
 fails at import on Lambda: here that warning is an error. The package gets `.pyc` files
 (unchecked-hash, PEP 552) because Lambda's `/var/task` is read-only: without them every cold
-start compiles every module it imports.
+start compiles every module it imports. To stay under Lambda's 50 MB direct upload, the
+dependencies' test suites, type stubs and numpy's f2py are left out, shared libraries that a
+wheel holds under several names (no symlinks in wheels: python-gdcm ships each three times)
+are kept under the name the loader asks for, and the dependencies ship as `.pyc` only
+(sourceless, PEP 3147's legacy layout); the app (`app.py`, `chalicelib/`, Chalice's runtime)
+keeps its sources for readable tracebacks.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import io
 import os
 import py_compile
 import shutil
+import struct
 import sys
 import tempfile
 import zipfile
@@ -31,6 +37,10 @@ LAMBDA_PYTHON = (3, 12)
 DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024
 """Lambda's limit on a zip uploaded directly (what `chalice deploy` does)."""
 MISSING_DEPENDENCIES = "Could not install dependencies"
+APP_CODE = ("app.py", "chalicelib", "chalice")
+"""Shipped with sources beside their `.pyc`; everything else is a dependency."""
+NOT_NEEDED_ON_LAMBDA = ("*/tests", "*/test", "numpy/f2py", "pydicom/data/test_files", "*.pyi")
+"""Parts of the dependencies that the app never imports (globs from the package root)."""
 
 
 class PackagingError(RuntimeError):
@@ -84,10 +94,13 @@ def precompile(zip_path: Path) -> None:
 
 
 def _content_digest(zip_path: Path) -> str:
-    """The digest of the zip's names and contents (CRC-32s), not of its timestamps."""
+    """The digest of the zip's names and contents (CRC-32s), not of its timestamps, and of
+    this module (how the zip is precompiled)."""
     with zipfile.ZipFile(zip_path) as archive:
         entries = sorted((i.filename, i.CRC, i.file_size) for i in archive.infolist())
-    return hashlib.sha256(repr(entries).encode()).hexdigest()[:32]
+    digest = hashlib.sha256(repr(entries).encode())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()[:32]
 
 
 def _compile_into(zip_path: Path) -> None:
@@ -95,18 +108,74 @@ def _compile_into(zip_path: Path) -> None:
         tree = Path(tmp) / "tree"
         with zipfile.ZipFile(zip_path) as archive:
             archive.extractall(tree)
-        compileall.compile_dir(
-            tree,
-            quiet=2,
-            workers=0,
-            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-        )
+        for pattern in NOT_NEEDED_ON_LAMBDA:
+            for path in list(tree.glob(pattern)):
+                if path.relative_to(tree).parts[0] not in APP_CODE:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+        _drop_library_copies(tree)
+        unchecked = py_compile.PycInvalidationMode.UNCHECKED_HASH
+        for top in sorted(tree.iterdir()):
+            if top.name in APP_CODE:
+                compile_path = compileall.compile_file if top.is_file() else compileall.compile_dir
+                compile_path(top, quiet=2, invalidation_mode=unchecked)
+            elif top.is_dir() or top.suffix == ".py":
+                compile_path = compileall.compile_file if top.is_file() else compileall.compile_dir
+                compile_path(top, quiet=2, legacy=True, invalidation_mode=unchecked)
+                for source in [top] if top.is_file() else top.rglob("*.py"):
+                    if source.with_suffix(".pyc").exists():
+                        source.unlink()
         rebuilt = Path(tmp) / "deployment.zip"
         with zipfile.ZipFile(rebuilt, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
             for path in sorted(tree.rglob("*")):
                 if path.is_file():
                     archive.write(path, path.relative_to(tree).as_posix())
         rebuilt.replace(zip_path)
+
+
+def _drop_library_copies(tree: Path) -> None:
+    """Of byte-identical shared libraries in one folder, keep the names some library of the
+    package needs (ELF DT_NEEDED); the others are copies a symlink would have been."""
+    libraries = [p for p in tree.rglob("*.so*") if p.is_file() and _is_elf(p)]
+    needed = set().union(*(_needed_libraries(p) for p in libraries))
+    groups: dict[tuple[Path, str], list[Path]] = {}
+    for path in libraries:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        groups.setdefault((path.parent, digest), []).append(path)
+    for copies in groups.values():
+        kept = [p for p in copies if p.name in needed]
+        if len(copies) > 1 and kept:
+            for path in set(copies) - set(kept):
+                path.unlink()
+
+
+def _is_elf(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(4) == b"\x7fELF"
+
+
+def _needed_libraries(path: Path) -> set[str]:
+    """DT_NEEDED names of a little-endian ELF64 file (what the loader will look up)."""
+    data = path.read_bytes()
+    if data[4] != 2 or data[5] != 1:  # ELFCLASS64, ELFDATA2LSB: all Lambda x86_64 wheels
+        return set()
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    sections = [
+        struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)
+    ]
+    names: set[str] = set()
+    for _, kind, _, _, offset, size, link, _, _, _ in sections:
+        if kind != 6:  # SHT_DYNAMIC
+            continue
+        strtab = sections[link][4]
+        for position in range(offset, offset + size, 16):
+            tag, value = struct.unpack_from("<qQ", data, position)
+            if tag == 0:
+                break
+            if tag == 1:  # DT_NEEDED
+                end = data.index(b"\0", strtab + value)
+                names.add(data[strtab + value : end].decode())
+    return names
 
 
 def sizes(zip_path: Path) -> tuple[int, int]:

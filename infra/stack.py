@@ -8,8 +8,8 @@ Resources, by construct id:
 - `Api`: the Chalice app (`chalice.cdk`), packaged with Python 3.12 and precompiled
   (`infra/packaging.py`): the API handler, the upload ingest Lambda and the jobs worker;
 - `Jobs`: the state machine of `infra/jobs.asl.json`, its task the jobs worker;
-- one role per Lambda with exactly the S3, DynamoDB and Step Functions actions its code calls,
-  on this stack's resources only; log groups with a retention;
+- one role per Lambda with exactly the S3, DynamoDB, Step Functions and Secrets Manager actions
+  its code calls, on this stack's resources only; log groups with a retention;
 - API Gateway's own answers mapped to ours: unknown path 404, body too large 413, JSON + CORS.
 
 The `prod` stage keeps the bucket and table when the stack is deleted and turns on the
@@ -65,6 +65,16 @@ DYNAMODB_ACTIONS = [
 STATES_MACHINE_ACTIONS = ["states:StartExecution"]
 STATES_EXECUTION_ACTIONS = ["states:StopExecution"]
 
+# chalicelib/storage/secrets.py: remote servers' secrets, named `{TABLE}/...`; the jobs worker
+# only reads them (to call those servers).
+SECRETS_API_ACTIONS = [
+    "secretsmanager:CreateSecret",
+    "secretsmanager:PutSecretValue",
+    "secretsmanager:GetSecretValue",
+    "secretsmanager:DeleteSecret",
+]
+SECRETS_WORKER_ACTIONS = ["secretsmanager:GetSecretValue"]
+
 NOT_FOUND_BODY = {
     "Status": 404,
     "Message": "no such resource: $context.path (the DICOMweb root is /dicom-web)",
@@ -103,6 +113,8 @@ class DicomWebStack(cdk.Stack):
         self.worker_role = self._lambda_role("JobsWorkerRole", "the jobs worker Lambda")
         for role in (self.api_role, self.ingest_role, self.worker_role):
             self._grant_storage(role)
+        self._grant_secrets(self.api_role, SECRETS_API_ACTIONS)
+        self._grant_secrets(self.worker_role, SECRETS_WORKER_ACTIONS)
 
         self.api = PackagedChalice(
             self,
@@ -218,6 +230,15 @@ class DicomWebStack(cdk.Stack):
                 resources=[self.index.table_arn, f"{self.index.table_arn}/index/*"],
             )
         )
+
+    def _grant_secrets(self, role: iam.Role, actions: list[str]) -> None:
+        secrets = self.format_arn(
+            service="secretsmanager",
+            resource="secret",
+            resource_name=f"{self.index.table_name}/*",
+            arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
+        )
+        role.add_to_policy(iam.PolicyStatement(actions=actions, resources=[secrets]))
 
     def _log_groups(self, functions: dict[str, iam.Role]) -> None:
         """A log group per function, with a retention, that only its function writes to.

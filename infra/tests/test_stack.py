@@ -33,10 +33,17 @@ STORAGE_ACTIONS = {
     "logs:PutLogEvents",
 }
 EXPECTED_ACTIONS = {
-    # chalicelib/storage/jobs_aws.py: start_execution, stop_execution.
-    "ApiHandlerRole": STORAGE_ACTIONS | {"states:StartExecution", "states:StopExecution"},
+    # chalicelib/storage/jobs_aws.py: start_execution, stop_execution; storage/secrets.py.
+    "ApiHandlerRole": STORAGE_ACTIONS
+    | {"states:StartExecution", "states:StopExecution"}
+    | {
+        "secretsmanager:CreateSecret",
+        "secretsmanager:PutSecretValue",
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:DeleteSecret",
+    },
     "UploadIngestRole": STORAGE_ACTIONS,
-    "JobsWorkerRole": STORAGE_ACTIONS,
+    "JobsWorkerRole": STORAGE_ACTIONS | {"secretsmanager:GetSecretValue"},
 }
 
 # cfn-lint rules not applied, each with its reason.
