@@ -132,6 +132,12 @@ export function remoteDelete(server, target) {
 
 // Jobs, at the Path their creation answered (Orthanc's job fields).
 
+/** Every job this server knows, with its fields (`GET jobs?expand`); `url` added to each. */
+export async function listJobs() {
+  const jobs = (await json("Listing the jobs", new URL("jobs?expand", ROOT), { headers: { Accept: "application/json" } })) || [];
+  return jobs.map((job) => ({ ...job, url: new URL(`jobs/${encodeURIComponent(job.ID)}`, ROOT) }));
+}
+
 export function jobStatus(url) {
   return json("Reading the job's status", url, { headers: { Accept: "application/json" } });
 }

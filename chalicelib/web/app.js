@@ -1,6 +1,7 @@
 // The entry module: tabs between the screens (WAI-ARIA tabs pattern: arrow keys move between
 // tabs), then each screen's set-up, then the list of remote servers.
 
+import { followRunningJobs } from "./jobs.js";
 import { initLocal, searchLocal } from "./local.js";
 import { initRemote } from "./remote.js";
 import { initServers, loadServers } from "./servers.js";
@@ -17,6 +18,7 @@ function select(tab) {
   }
   if (tab.id === "tab-local") searchLocal();
   if (tab.id === "tab-servers") loadServers();
+followRunningJobs();
 }
 
 for (const [index, tab] of tabs.entries()) {
@@ -35,3 +37,4 @@ initServers();
 initRemote();
 initLocal();
 loadServers();
+followRunningJobs();

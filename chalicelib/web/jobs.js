@@ -2,8 +2,8 @@
 // ends, with a progress bar, a Cancel button, and the outcome in plain words (Orthanc's job
 // fields: State, Progress, ErrorDescription, Content).
 
-import { cancelJob, jobStatus } from "./api.js";
-import { el, guarded } from "./ui.js";
+import { cancelJob, jobStatus, listJobs } from "./api.js";
+import { el, guarded, showError } from "./ui.js";
 
 const POLL_MS = 1000;
 const FINAL = new Set(["Success", "Failure"]);
@@ -71,4 +71,22 @@ export function track(started, label, onEnd = () => {}) {
     }),
   );
   poll();
+}
+
+const ACTIONS = { DicomWebStowClient: "Send", DicomWebWadoRetrieveClient: "Retrieve" };
+
+/** Follow the jobs still pending or running on this server (started before a reload, or by
+ *  another page): they show in the panel like those started here. */
+export async function followRunningJobs() {
+  let jobs;
+  try {
+    jobs = await listJobs();
+  } catch (error) {
+    showError(error);
+    return;
+  }
+  for (const job of jobs.filter((item) => !FINAL.has(item.State))) {
+    const server = job.Content?.Server ? ` ${job.Type === "DicomWebStowClient" ? "to" : "from"} ${job.Content.Server}` : "";
+    track(job, `${ACTIONS[job.Type] || job.Type}${server} (job ${job.ID.slice(0, 8)})`);
+  }
 }
