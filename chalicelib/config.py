@@ -216,7 +216,28 @@ _ENV_KEYS = {
 }
 
 
-def _coerce(name: str, value: Any, default: Any) -> Any:
+_AT_LEAST_ONE = frozenset(
+    {
+        "qido_max_limit",
+        "qido_default_limit",
+        "max_request_body",
+        "max_query_string",
+        "max_stow_parts",
+        "max_frames",
+        "max_image_size",
+        "max_crop_pixels",
+        "max_sequence_depth",
+        "max_ranges",
+        "stow_max_instances",
+        "http_timeout",
+    }
+)
+"""Integer options where 0 would refuse everything; the others take 0 (none, or no limit)."""
+
+
+def _coerce(name: str, value: Any, default: Any, attr: str = "") -> Any:
+    """`value` of option `name` as the type of its default; ConfigError naming both when it
+    is not one (issue 11: `true` was taken as 1, -3 as a limit, a list as a string)."""
     if isinstance(default, bool):
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
             return value.lower() in ("true", "1")
@@ -224,30 +245,46 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"{name} must be true or false, not {value!r}")
         return value
     if isinstance(default, int):
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name} must be an integer, not {value!r}") from None
-    if isinstance(default, Path):
-        return Path(value)
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, not {value!r}")
+        minimum = 1 if attr in _AT_LEAST_ONE else 0
+        if value < minimum:
+            raise ConfigError(f"{name} must be {minimum} or more, not {value}")
+        return value
     if isinstance(default, tuple):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{name} must be a list, not {value!r}")
-        return tuple(str(v) for v in value)
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{name} must be a list of strings, not {value!r}")
+        return tuple(value)
     if isinstance(default, Mapping):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{name} must be an object, not {value!r}")
         return dict(value)
-    return str(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, not {value!r}")
+    return Path(value) if isinstance(default, Path) else value
 
 
 def _read_document(raw: str) -> dict[str, Any]:
-    text = raw if raw.lstrip().startswith("{") else Path(raw).read_text(encoding="utf-8")
-    document = json.loads(text)
+    inline = raw.lstrip().startswith("{")
+    source = "DICOMWEB_CONFIG" if inline else f"DICOMWEB_CONFIG file {raw}"
+    try:
+        text = raw if inline else Path(raw).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source} cannot be read: {exc}") from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     if not isinstance(document, dict):
-        raise ConfigError("DICOMWEB_CONFIG must hold a JSON object")
+        raise ConfigError(f"{source} must hold a JSON object")
+    if not isinstance(document.get("DicomWeb", {}), dict):
+        raise ConfigError(f"{source}: DicomWeb must be an object")
     return document
 
 
@@ -275,7 +312,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     for key, attr in _ENV_KEYS.items():
         if env.get(key):
             chosen[attr] = (key, env[key])
-    values = {attr: _coerce(name, value, defaults[attr]) for attr, (name, value) in chosen.items()}
+    values = {
+        attr: _coerce(name, value, defaults[attr], attr) for attr, (name, value) in chosen.items()
+    }
     for attr in ("root", "wado_root"):
         if attr in values:
             values[attr] = "/" + values[attr].strip("/")
@@ -305,6 +344,11 @@ def _validate(settings: Settings) -> None:
         )
     if not settings.root.startswith("/"):
         raise ConfigError(f"DicomWeb.Root must start with '/', not {settings.root!r}")
+    if settings.qido_default_limit > settings.qido_max_limit:
+        raise ConfigError(
+            f"DicomWeb.QidoDefaultLimit {settings.qido_default_limit} must not exceed "
+            f"DicomWeb.QidoMaxLimit {settings.qido_max_limit}"
+        )
     _validate_auth(settings)
     _validate_servers(settings)
 

@@ -47,6 +47,39 @@ def test_load_settings_aws_defaults_stow_limit() -> None:
         ({"DICOMWEB_CONFIG": '{"DicomWeb": {"Sssl": true}}'}, "Unknown option DicomWeb.Sssl"),
         ({"DICOMWEB_CONFIG": '{"DicomWeb": {"Ssl": "maybe"}}'}, "true or false"),
         ({"DICOMWEB_CONFIG": '{"DicomWeb": {"MaxStowBody": "big"}}'}, "must be an integer"),
+        # Issue 11: true was taken as 1, negative limits were taken, bad JSON raised raw.
+        (
+            {"DICOMWEB_CONFIG": '{"DicomWeb": {"QidoDefaultLimit": true}}'},
+            r"DicomWeb.QidoDefaultLimit must be an integer, not True",
+        ),
+        (
+            {"DICOMWEB_CONFIG": '{"DicomWeb": {"QidoDefaultLimit": -3}}'},
+            "DicomWeb.QidoDefaultLimit must be 1 or more, not -3",
+        ),
+        (
+            {"DICOMWEB_CONFIG": '{"DicomWeb": {"InlineLimit": -1}}'},
+            "DicomWeb.InlineLimit must be 0 or more, not -1",
+        ),
+        (
+            {"DICOMWEB_CONFIG": '{"DicomWeb": {"MaxFrames": 2.5}}'},
+            "DicomWeb.MaxFrames must be an integer, not 2.5",
+        ),
+        (
+            {"DICOMWEB_CONFIG": '{"DicomWeb": {"QidoDefaultLimit": 500, "QidoMaxLimit": 100}}'},
+            "QidoDefaultLimit 500 must not exceed DicomWeb.QidoMaxLimit 100",
+        ),
+        (
+            {"DICOMWEB_CONFIG": '{"DicomWeb": {"Root": ["/a"]}}'},
+            r"DicomWeb.Root must be a string, not \['/a'\]",
+        ),
+        (
+            {"DICOMWEB_CONFIG": '{"DicomWeb": {"CorsAllowedOrigins": [1]}}'},
+            "CorsAllowedOrigins must be a list of strings",
+        ),
+        ({"DICOMWEB_CONFIG": '{"DicomWeb": {"Ssl": true,}}'}, "not valid JSON: .* line 1"),
+        ({"DICOMWEB_CONFIG": '{"DicomWeb": []}'}, "DicomWeb must be an object"),
+        ({"DICOMWEB_CONFIG": "/no/such/config.json"}, "config.json cannot be read"),
+        ({"DICOMWEB_CONFIG": '{"HttpTimeout": "-5"}'}, "HttpTimeout must be an integer"),
     ],
 )
 def test_load_settings_rejects_bad_values(env: dict[str, str], message: str) -> None:
