@@ -259,7 +259,12 @@ def test_study_and_series_metadata_mixed_types_400(context: Context) -> None:
             assert "§8.7.5" in answer.json_body["Message"]
 
 
-def test_metadata_bulk_uris_follow_the_forwarded_host(context: Context) -> None:
+@pytest.mark.parametrize(("proxies", "root"), [(("127.0.0.1",), "https://proxy.example"), ((), "")])
+def test_metadata_bulk_uris_follow_the_forwarded_host(
+    backend: str, tmp_path: Path, proxies: tuple[str, ...], root: str
+) -> None:
+    """Only from a trusted proxy (the test client's peer is 127.0.0.1)."""
+    context = make_context(backend, tmp_path, trusted_proxies=proxies)
     [(_, result)] = store_all(context, [TESTDATA / "ColorTestImageJ.dcm"])
     with Client(create_app(lambda: context)) as client:
         answer = client.http.get(
@@ -273,7 +278,7 @@ def test_metadata_bulk_uris_follow_the_forwarded_host(context: Context) -> None:
         )
     [ours] = json.loads(answer.body)
     assert ours["7FE00010"]["BulkDataURI"] == (
-        f"https://proxy.example{instance_path(result)}/bulk/7FE00010"
+        f"{root or 'http://' + HOST}{instance_path(result)}/bulk/7FE00010"
     )
 
 
