@@ -69,7 +69,6 @@ function render() {
   const chosen = names.includes(session.server) ? session.server : names[0] || "";
   select.replaceChildren(...names.map((name) => el("option", { value: name, text: name })));
   select.disabled = !names.length;
-  noServer.hidden = Boolean(names.length);
   if (chosen !== session.server) {
     session.server = chosen;
     document.dispatchEvent(new Event("server-changed"));
@@ -79,13 +78,16 @@ function render() {
 
 /** Read the servers again and refresh the select and the Servers screen. */
 export async function loadServers() {
+  let listed = true;
   try {
     session.servers = (await listServers()) || {};
   } catch (error) {
+    listed = false;
     session.servers = {};
     showError(error);
   }
   render();
+  noServer.hidden = !listed || Boolean(Object.keys(session.servers).length);
 }
 
 /** The PUT body of the form, in the configuration's shape (DicomWeb.Servers). */
