@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +40,10 @@ class WorkerDispatch:
         self.ctx: Context | None = None
         self.inject: list[Exception] = []
         self.events: list[dict[str, Any]] = []
+        self.hold: threading.Event | None = None
+        self.hold_at = 1
+        """When `hold` is set, invocation number `hold_at` waits for it; `held` says so."""
+        self.held = threading.Event()
 
     def __call__(self, params: dict[str, Any], **kwargs: Any) -> tuple[AWSResponse, dict]:
         event = json.loads(params["body"] or b"{}")
@@ -47,6 +52,10 @@ class WorkerDispatch:
         try:
             if self.inject and "Error" not in event:
                 raise self.inject.pop(0)
+            if self.hold is not None and len(self.events) == self.hold_at:
+                hold, self.hold = self.hold, None
+                self.held.set()
+                assert hold.wait(60)
             assert self.ctx is not None
             payload: Any = jobs.handle_worker_event(self.ctx, event)
         except Exception as exc:
@@ -183,3 +192,33 @@ def test_unexpected_worker_error_is_caught_and_recorded(
     assert "KeyError" in job.error_description and "injected defect" in job.error_description
     assert dispatch.events[-1]["Error"] == "KeyError"
     assert instance_count(remote, study[0].study) == 0
+
+
+def test_pause_stops_the_execution_and_resume_goes_on_from_the_cursor(
+    tmp_path: Path, remote: str, dispatch: WorkerDispatch
+) -> None:
+    """Pause between two steps: the execution is stopped where it is, the job keeps its cursor,
+    and resume starts a new execution that sends the rest."""
+    ctx = aws_context(tmp_path, remote, dispatch)
+    release = threading.Event()
+    dispatch.hold, dispatch.hold_at = release, 2
+    study = large_study(5)
+    job_id = start_stow(ctx, study)
+    assert dispatch.held.wait(60)
+    first_execution = ctx.jobs.get(job_id).execution
+    jobs.pause(ctx, job_id)
+    release.set()
+    client = boto3.client("stepfunctions", region_name="us-east-1")
+    deadline = time.monotonic() + 60
+    while client.describe_execution(executionArn=first_execution)["status"] == "RUNNING":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert client.describe_execution(executionArn=first_execution)["status"] == "ABORTED"
+    paused = ctx.jobs.get(job_id)
+    assert paused.state == "Paused" and paused.cursor["sent"] == 3  # the first batch
+    jobs.resume(ctx, job_id)
+    job, execution = finished(ctx, job_id)
+    assert execution["executionArn"] != first_execution and execution["status"] == "SUCCEEDED"
+    assert job.state == "Success" and job.content["InstancesCount"] == "5"
+    assert instance_count(remote, study[0].study) == 5
+    assert len(dispatch.events) == 3  # batch 1, the held invocation (paused: no step), batch 2
