@@ -18,6 +18,10 @@ Items, keyed by partition key `pk` and sort key `sk`:
   character}", `sxs`="{Modality}#{StudyInstanceUID}#{SeriesInstanceUID}" in the GSI `search`;
 - instance `sk`="IN#{SeriesInstanceUID}#{SOPInstanceUID}": sop_uid (key of the sparse GSI
   `sop_uid`), record (the InstanceRecord as JSON), modality, sop_class_uid;
+- SOP pointer `pk`="SOP#{SOPInstanceUID}", `sk`="SOP": `at` = the instance's pk and sk,
+  written in the store transaction, so that a lookup by SOP Instance UID alone reads the base
+  table consistently (the `sop_uid` GSI may lag a store: a client that stores, then
+  retrieves, got 404); removed after a delete; a stale one leads to no item (not found);
 - config `pk`="CONFIG#{namespace}", `sk`="CF#{name}": value (JSON string).
 
 QIDO-RS searches (`search`) read these GSIs and keys, never Scan: `study_date` (projection ALL)
@@ -412,6 +416,11 @@ def _instance_item(record: InstanceRecord) -> dict[str, Value]:
     return {name: value for name, value in item.items() if value is not None}
 
 
+def _sop_pointer(record: InstanceRecord) -> dict[str, Value]:
+    at = f"{record.study_uid}|{_instance_sk(record.series_uid, record.sop_uid)}"
+    return {"pk": _s(f"SOP#{record.sop_uid}"), "sk": _s("SOP"), "at": _s(at)}
+
+
 def _series_values(record: InstanceRecord) -> dict[str, Value | None]:
     value = modality(record)
     return {
@@ -499,8 +508,9 @@ class DynamoTagIndex:
 
     `iter_studies` scans the table for study items: a bounded listing for now, until the
     date-sorted study GSI of DESIGN.md exists. `get_instance` without a series and
-    `find_instance` go through the `sop_uid` GSI, so an instance stored a moment ago may not
-    be found there yet (GSIs are eventually consistent); everything else reads the table."""
+    `find_instance` read the SOP pointer item, then the instance, both consistently: an
+    instance is found as soon as its store returned (GSIs, eventually consistent, answer
+    only for instances stored before pointers existed)."""
 
     def __init__(self, client: Any, table_name: str) -> None:
         self._table = _Table(client, table_name)
@@ -573,6 +583,10 @@ class DynamoTagIndex:
                     record, terms, _study_additions(record, 1, 0 if series_exists else 1)
                 ),
                 *_term_actions(self._table, pk, terms, search_terms(record.study_tags)),
+                (
+                    "Put",
+                    self._table.put_action(_sop_pointer(record)),
+                ),  # last: codes[1] is the series
             ]
         )
 
@@ -651,6 +665,13 @@ class DynamoTagIndex:
         return record
 
     def _find(self, sop_uid: str) -> InstanceRecord | None:
+        """Through the SOP pointer (consistent reads: read-after-write holds); through the
+        `sop_uid` GSI for instances stored before pointers existed."""
+        pointer = self._table.get(f"SOP#{sop_uid}", "SOP")
+        if pointer is not None:
+            pk, sk = pointer["at"]["S"].split("|", 1)
+            item = self._table.get(pk, sk)
+            return _record(item) if item is not None else None
         for pk, sk in self._table.lookup(SOP_INDEX, sop_uid):
             if (item := self._table.get(pk, sk)) is not None:
                 return _record(item)
@@ -942,13 +963,32 @@ class DynamoTagIndex:
                 )
             codes = self._table.transact(actions)
             if codes is None:
-                return [_record(item) for item in items]
+                removed = [_record(item) for item in items]
+                self._drop_sop_pointers(removed)
+                return removed
             items = [
                 item
                 for item, code in zip(items, codes, strict=False)
                 if code != "ConditionalCheckFailed"
             ]
         raise _contention(f"deleting instances of series {series_uid}")
+
+    def _drop_sop_pointers(self, records: list[InstanceRecord]) -> None:
+        """Delete the SOP pointers of deleted instances, each only while it still points to
+        the deleted item (a re-store elsewhere has replaced it). Best effort: a stale pointer
+        leads to no item, which reads as not found."""
+        for record in records:
+            at = _sop_pointer(record)["at"]
+            try:
+                with _translated():
+                    self._table.client.delete_item(
+                        **self._table.delete_action(
+                            f"SOP#{record.sop_uid}", "SOP", _equals("at", at)
+                        )
+                    )
+            except ClientError as e:
+                if error_code(e) != "ConditionalCheckFailedException":
+                    raise
 
     def _refresh_sets(self, study_uid: str) -> None:
         """Recompute a study's modalities and SOP classes from its instance items, on the

@@ -115,3 +115,39 @@ def test_store_instance_items_carry_search_attributes(dynamodb: Any, index: Dyna
     series = item(f"SE#{SERIES}")
     assert (series["series_uid"]["S"], series["modality"]["S"]) == (SERIES, "CT")
     assert item(f"IN#{SERIES}#{SOP}")["sop_uid"]["S"] == SOP
+
+
+def _without_sop_index(dynamodb: Any, record: InstanceRecord) -> None:
+    """Remove the instance item's `sop_uid` attribute, as a GSI that has not caught up yet
+    would not see it (moto's GSIs are updated at once)."""
+    dynamodb.update_item(
+        TableName=TABLE,
+        Key={
+            "pk": {"S": record.study_uid},
+            "sk": {"S": f"IN#{record.series_uid}#{record.sop_uid}"},
+        },
+        UpdateExpression="REMOVE sop_uid",
+    )
+
+
+# Issue 11: find_instance and get_instance without a series read the eventually consistent
+# `sop_uid` GSI, so a client that stored and then retrieved could get 404.
+def test_find_instance_reads_the_base_table(dynamodb: Any, index: DynamoTagIndex) -> None:
+    record = index.store_instance(build_record(), overwrite=False).record
+    _without_sop_index(dynamodb, record)
+    assert index.find_instance(SOP) == record
+    assert index.get_instance(STUDY, None, SOP) == record
+
+
+def test_find_instance_after_delete_and_restore_elsewhere(
+    dynamodb: Any, index: DynamoTagIndex
+) -> None:
+    index.store_instance(build_record(), overwrite=False)
+    index.delete_study(STUDY)
+    with pytest.raises(NotFound):
+        index.find_instance(SOP)
+    pointer = {"pk": {"S": f"SOP#{SOP}"}, "sk": {"S": "SOP"}}
+    assert "Item" not in dynamodb.get_item(TableName=TABLE, Key=pointer)
+    moved = index.store_instance(build_record(study="1.2.4", series="1.2.4.1"), False).record
+    _without_sop_index(dynamodb, moved)
+    assert index.find_instance(SOP) == moved
