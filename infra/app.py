@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import aws_cdk as cdk
 
@@ -20,11 +21,12 @@ CDK_OUT = BUILD / "cdk.out"
 
 def main() -> None:
     # chalice.cdk writes its packages under the working directory: keep them in build/.
-    chalice_out = BUILD / "chalice.out"
-    shutil.rmtree(chalice_out, ignore_errors=True)
+    outdir = Path(os.environ.get("CDK_OUTDIR", CDK_OUT))
+    for stale in (BUILD / "chalice.out", outdir):  # earlier packages and assets, 50 MB each
+        shutil.rmtree(stale, ignore_errors=True)
     BUILD.mkdir(exist_ok=True)
     os.chdir(BUILD)
-    app = cdk.App(outdir=os.environ.get("CDK_OUTDIR", str(CDK_OUT)))
+    app = cdk.App(outdir=str(outdir))
     stage = app.node.try_get_context("stage") or os.environ.get("STAGE", "dev")
     DicomWebStack(app, stage)
     app.synth()

@@ -18,6 +18,7 @@ import contextlib
 import importlib
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -194,6 +195,8 @@ def lambda_task(template: dict[str, Any], package_dir: Path) -> Iterator[LambdaT
             env = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
             options = json.loads(env["DICOMWEB_CONFIG"])
             options.setdefault("DicomWeb", {})["InlineLimit"] = INLINE_LIMIT
+            options["DicomWeb"]["ServersInDatabase"] = True  # PUT /servers: secrets on AWS
+            mp.setenv("JOBS_STATE_MACHINE_ARN", _jobs_state_machine(admin, template))
             mp.setenv("BACKEND", env["BACKEND"])
             mp.setenv("BUCKET", bucket)
             mp.setenv("TABLE", table)
@@ -202,6 +205,24 @@ def lambda_task(template: dict[str, Any], package_dir: Path) -> Iterator[LambdaT
             assert Path(task.app.__file__).parent == package_dir, "not the packaged app"
             task.as_role("ApiHandlerRole")
             yield task
+
+
+def _jobs_state_machine(admin: boto3.Session, template: dict[str, Any]) -> str:
+    """The synthesized jobs state machine in moto (its worker is not run: moto runs Lambda
+    code in Docker only); its ARN."""
+    from conftest import CDK_OUT
+
+    (machine,) = resources_of_type(template, "AWS::StepFunctions::StateMachine").values()
+    key = machine["Properties"]["DefinitionS3Location"]["Key"]
+    definition = (CDK_OUT / f"asset.{key}").read_text()
+    worker = f"arn:aws:lambda:{REGION}:123456789012:function:jobs-worker"
+    definition = definition.replace("${JobsWorkerArn}", worker)
+    answer = admin.client("stepfunctions").create_state_machine(
+        name="jobs",
+        definition=definition,
+        roleArn="arn:aws:iam::123456789012:role/jobs-state-machine",
+    )
+    return answer["stateMachineArn"]
 
 
 def _route(app: Any, path: str) -> tuple[str, dict[str, str]]:
@@ -488,3 +509,39 @@ def test_packaged_policy_without_a_grant_is_refused(
     )
     with pytest.raises(ClientError, match="AccessDenied"):
         s3.put_object(Bucket=lambda_task.bucket, Key="tmp/x", Body=b"x")
+
+
+def test_packaged_client_job_starts_and_stops_an_execution(
+    lambda_task: LambdaTask, stored: dict[str, dict[str, str]]
+) -> None:
+    """A remote server with a password (Secrets Manager), a STOW job (Step Functions), its
+    cancel, the server's removal: the API handler's grants for the client side."""
+    server = {"Url": "http://127.0.0.1:9/dicom-web", "Username": "u", "Password": "secret"}
+    status, _, body = invoke(
+        lambda_task,
+        "PUT",
+        "/dicom-web/servers/peer",
+        headers={"Content-Type": "application/json"},
+        body=json.dumps(server).encode(),
+    )
+    assert status == 200, body
+    request = {"Resources": [{"Study": stored[CT]["study"]}], "Synchronous": False}
+    status, _, body = invoke(
+        lambda_task,
+        "POST",
+        "/dicom-web/servers/peer/stow",
+        headers={"Content-Type": "application/json"},
+        body=json.dumps(request).encode(),
+    )
+    assert status == 200, body
+    job_id = json.loads(body)["ID"]
+    executions = boto3.client("stepfunctions", **lambda_task.credentials["admin"])
+    machine = os.environ["JOBS_STATE_MACHINE_ARN"]
+    (execution,) = executions.list_executions(stateMachineArn=machine)["executions"]
+    assert execution["name"].startswith(job_id)
+
+    status, _, body = invoke(lambda_task, "POST", f"/dicom-web/jobs/{job_id}/cancel", body=b"")
+    assert status == 200, body
+    status, _, body = invoke(lambda_task, "GET", f"/dicom-web/jobs/{job_id}")
+    assert json.loads(body)["State"] == "Failure"
+    assert invoke(lambda_task, "DELETE", "/dicom-web/servers/peer")[0] == 200
