@@ -110,6 +110,11 @@ def servers(tmp_path: Path) -> Iterator[dict[str, str]]:
         servers: dict = {p: [f"{urls[p]}/dicom-web/"] for p in peers}
         if "B" in peers:
             servers["B-admin"] = {"Url": f"{urls['B']}/dicom-web/", "HasDelete": True}
+        if "A" in peers:
+            servers["A-plain"] = {
+                "Url": f"{urls['A']}/dicom-web/",
+                "HasWadoRsUniversalTransferSyntax": False,
+            }
         return {"DicomWeb": {"Servers": servers, "StowMaxInstances": 4}}
 
     with ExitStack() as stack:
@@ -174,6 +179,17 @@ def test_stow_job_then_retrieve_job_byte_identical(servers: dict[str, str]) -> N
     assert job["Content"]["Server"] == "B"
     states = [j["State"] for j in requests.get(f"{c}/dicom-web/jobs?expand", timeout=10).json()]
     assert states == ["Success", "Failure", "Success"]  # wado, wado of a search, retrieve
+
+    # Without HasWadoRsUniversalTransferSyntax the retrieve asks for the default transfer
+    # syntax: A sends its JPEG Baseline instance as Explicit VR Little Endian.
+    (jpeg,) = [i for i in study if b"1.2.840.10008.1.2.4.50" in i.data[:400]]
+    path = f"/dicom-web/studies/{uid}/series/{jpeg.series}/instances/{jpeg.sop}"
+    assert requests.delete(f"{c}{path}", timeout=10).status_code == 204
+    resource = {"Study": uid, "Series": jpeg.series, "Instance": jpeg.sop}
+    response = post(c, "/servers/A-plain/retrieve", {"Resources": [resource]})
+    assert response.status_code == 200, response.text
+    converted = dcmread(io.BytesIO(stored_bytes(c, jpeg)))
+    assert converted.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
 
     delete = {"Level": "Study", "StudyInstanceUID": uid}
     assert post(a, "/servers/B/delete", delete).status_code == 400  # no HasDelete
