@@ -22,6 +22,7 @@ from typing import Any
 from chalicelib.client.http import RemoteError
 from chalicelib.client.resources import instances_of
 from chalicelib.client.session import RemoteClient
+from chalicelib.config import Settings
 from chalicelib.context import Context
 from chalicelib.dicom.jsonmodel import json_value, json_values
 from chalicelib.dicom.multipart import multipart_content_type, new_boundary
@@ -35,7 +36,7 @@ def stow_step(ctx: Context, client: RemoteClient, job: JobRecord) -> tuple[bool,
     resources = job.params["Resources"]
     while cursor["resource"] < len(resources):
         records = instances_of(ctx.index, resources[cursor["resource"]])
-        batch = _batch(records[cursor["offset"] :], ctx.settings)
+        batch = next_batch(records[cursor["offset"] :], ctx.settings)
         if batch:
             cursor["bytes"] += _send(ctx, client, job, batch)
             cursor["sent"] += len(batch)
@@ -54,7 +55,8 @@ def stow_step(ctx: Context, client: RemoteClient, job: JobRecord) -> tuple[bool,
     return cursor["resource"] >= len(resources), cursor
 
 
-def _batch(records: list[InstanceRecord], settings: Any) -> list[InstanceRecord]:
+def next_batch(records: list[InstanceRecord], settings: Settings) -> list[InstanceRecord]:
+    """The first records, at most StowMaxInstances and StowMaxSize MB (at least one)."""
     limit = settings.stow_max_size * MB
     batch: list[InstanceRecord] = []
     size = 0
