@@ -19,6 +19,7 @@ table's deletion protection; `dev` deletes them.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from chalicelib.server.delivery import TMP_PREFIX
 from chalicelib.server.uploads import INCOMING_PREFIX
 from chalicelib.storage.dynamo import table_definition
 from infra import packaging
+from infra.auth import PACKAGING_POOL_ARN, CognitoSignIn
 
 ROOT = packaging.ROOT
 STAGES = ("dev", "prod")
@@ -116,16 +118,18 @@ class DicomWebStack(cdk.Stack):
         self._grant_secrets(self.api_role, SECRETS_API_ACTIONS)
         self._grant_secrets(self.worker_role, SECRETS_WORKER_ACTIONS)
 
+        environment = {
+            "BACKEND": "aws",
+            "BUCKET": self.blobs.bucket_name,
+            "TABLE": self.index.table_name,
+        }
+        self.sign_in = self._authorizer(stage, removal, environment)
         self.api = PackagedChalice(
             self,
             "Api",
             source_dir=str(ROOT),
             stage_config={
-                "environment_variables": {
-                    "BACKEND": "aws",
-                    "BUCKET": self.blobs.bucket_name,
-                    "TABLE": self.index.table_name,
-                },
+                "environment_variables": environment,
                 "manage_iam_role": False,
                 "iam_role_arn": self.api_role.role_arn,
             },
@@ -147,7 +151,36 @@ class DicomWebStack(cdk.Stack):
         self.jobs = self._jobs_state_machine()
         self._ingest_uploads()
         self._gateway_responses()
+        if self.sign_in is not None:
+            self.sign_in.protect(self.api.get_resource("RestAPI"))
         self._outputs()
+
+    def _authorizer(
+        self, stage: str, removal: cdk.RemovalPolicy, environment: dict[str, str]
+    ) -> CognitoSignIn | None:
+        """The API Gateway authorizer of `AUTHORIZER` (none | cognito | oidc | iam), as
+        `chalice package` writes it from the app's settings (server/api.py); the Lambdas get
+        the same setting to enforce the routes' scopes, and `DICOMWEB_CONFIG` when given (the
+        OIDC issuer and audience live there). `cognito` makes the user pool here."""
+        authorizer = os.environ.get("AUTHORIZER", "none")
+        environment["AUTHORIZER"] = authorizer
+        if os.environ.get("DICOMWEB_CONFIG"):
+            environment["DICOMWEB_CONFIG"] = os.environ["DICOMWEB_CONFIG"]
+        if authorizer != "cognito":
+            return None
+        sign_in = CognitoSignIn(
+            self,
+            "SignIn",
+            domain_prefix=os.environ.get("COGNITO_DOMAIN_PREFIX", f"dicomweb-{stage}"),
+            viewer_urls=[u for u in os.environ.get("VIEWER_URLS", "").split(",") if u]
+            or ["http://localhost:3000/callback"],
+            removal=removal,
+        )
+        # The app is packaged in this process before the pool exists: it sees a placeholder,
+        # which `protect` replaces in the template; the Lambdas get the real ARN.
+        os.environ["COGNITO_USER_POOL_ARN"] = PACKAGING_POOL_ARN
+        environment["COGNITO_USER_POOL_ARN"] = sign_in.pool.user_pool_arn
+        return sign_in
 
     def _bucket(self, removal: cdk.RemovalPolicy, auto_delete: bool) -> s3.Bucket:
         return s3.Bucket(
@@ -356,6 +389,15 @@ class DicomWebStack(cdk.Stack):
             value=f"https://{rest_api_id}.execute-api.{self.region}.{self.url_suffix}"
             "/api/dicom-web",
         )
+        if self.sign_in is not None:
+            cdk.CfnOutput(self, "UserPoolId", value=self.sign_in.pool.user_pool_id)
+            cdk.CfnOutput(
+                self,
+                "ViewerClientId",
+                description="OHIF's oidc client_id",
+                value=self.sign_in.viewer_client.user_pool_client_id,
+            )
+            cdk.CfnOutput(self, "SignInDomain", value=self.sign_in.domain.base_url())
         cdk.CfnOutput(self, "BucketName", value=self.blobs.bucket_name)
         cdk.CfnOutput(self, "TableName", value=self.index.table_name)
         cdk.CfnOutput(
