@@ -137,6 +137,7 @@ def ingest_corpus(ctx: Context) -> None:
             for number in range(1, len(series.instances) + 1):
                 result = store_instance(ctx, instance_bytes(study, series, number))
                 assert result.status == "stored", result.message
+    assert len(ENCODINGS) >= 10, f"the Encodings corpus under {TESTDATA} is missing"
     for path in ENCODINGS:
         assert store_instance(ctx, path.read_bytes()).status == "stored", path.name
 
