@@ -8,6 +8,7 @@ stops pointing to is deleted only after the commit.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import secrets
 from dataclasses import dataclass
@@ -60,6 +61,26 @@ def blob_key(study_uid: str, series_uid: str, sop_uid: str, sha256: str) -> str:
 def metadata_key(key: str) -> str:
     """Where the precomputed WADO-RS metadata of the blob at `key` lives."""
     return key.removesuffix(".dcm") + ".json.gz"
+
+
+FRAME_TABLE_INLINE = 256
+"""Encapsulated frames whose fragment table stays in the index record; a larger table is a
+blob beside the instance (3,000 frames make ~90 KB of JSON; DynamoDB items stop at 400 KB)."""
+
+
+def frames_key(key: str) -> str:
+    """Where the fragment table of the blob at `key` lives when it is not in the record."""
+    return key.removesuffix(".dcm") + ".frames.json"
+
+
+def _split_frame_table(pixel: dict, key: str) -> tuple[dict, bytes | None]:
+    """The pixel facts to index, and the frame table blob when it is too large to inline."""
+    frames = pixel.get("frames")
+    if not frames or len(frames) <= FRAME_TABLE_INLINE:
+        return pixel, None
+    facts = {k: v for k, v in pixel.items() if k != "frames"}
+    facts |= {"frames_key": frames_key(key), "frame_total": len(frames)}
+    return facts, json.dumps(frames, separators=(",", ":")).encode()
 
 
 def store_instance(
@@ -116,6 +137,7 @@ def store_instance(
         result.failure_reason = CANNOT_UNDERSTAND
         result.message = f"cannot read the attributes: {exc}"
         return result
+    pixel, frame_table = _split_frame_table(parsed.pixel, key)
     patient_id = str(ds.get("PatientID", "") or "")
     record = InstanceRecord(
         study_uid=parsed.study_uid,
@@ -135,12 +157,14 @@ def store_instance(
         has_file_meta=parsed.has_file_meta,
         metadata_key=metadata_key(key),
         metadata_size=len(document),
-        pixel=parsed.pixel,
+        pixel=pixel,
         bulk=bulk,
     )
     try:
         ctx.blobs.put(key, data, "application/dicom")
         ctx.blobs.put(record.metadata_key, document, "application/gzip")
+        if frame_table is not None:
+            ctx.blobs.put(pixel["frames_key"], frame_table, "application/json")
         stored = ctx.index.store_instance(record, ctx.settings.overwrite_instances)
     except Conflict as exc:
         _forget(ctx, record)
@@ -169,9 +193,8 @@ def store_instance(
 
 def _forget(ctx: Context, record: InstanceRecord) -> None:
     """Remove the blobs of a record the index does not (or no longer) point to."""
-    for key in (record.blob_key, record.metadata_key):
-        if key:
-            _delete_quietly(ctx, key)
+    for key in record.blob_keys():
+        _delete_quietly(ctx, key)
 
 
 def _delete_quietly(ctx: Context, key: str) -> None:

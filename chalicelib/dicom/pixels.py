@@ -113,7 +113,7 @@ class PixelModule:
 
 def frame_count(pixel: dict[str, Any]) -> int:
     if pixel.get("encapsulated"):
-        return len(pixel.get("frames") or [])
+        return pixel.get("frame_total") or len(pixel.get("frames") or [])
     return int(pixel.get("number_of_frames") or 1)
 
 

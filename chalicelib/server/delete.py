@@ -33,7 +33,7 @@ def derived_keys(result: ports.DeleteResult) -> list[str]:
     keys: list[str] = []
     parents: set[tuple[str, ...]] = set()
     for record in result.instances:
-        keys += [k for k in (record.blob_key, record.metadata_key) if k]
+        keys += record.blob_keys()
         keys += thumbnail_keys(record.study_uid, record.series_uid, record.sop_uid)
         parents |= {(record.study_uid,), (record.study_uid, record.series_uid)}
     for parent in sorted(parents):

@@ -166,6 +166,7 @@ class FrameReader:
         self.count = pixels.frame_count(self.pixel)
         self._module: pixels.PixelModule | None = None
         self._inflated: bytes | None = None
+        self._frames: list[list[list[int]]] | None = None
 
     def _read(self, start: int, length: int) -> bytes:
         """Bytes of the stored file, by range read; of the inflated dataset for a Deflated
@@ -176,6 +177,13 @@ class FrameReader:
         if self._inflated is None:
             self._inflated = inflate(self.blobs.get(self.record.blob_key))
         return self._inflated[start : start + length]
+
+    def _frame_table(self) -> list[list[list[int]]]:
+        """The fragments of each frame: in the record, or in its own blob when large."""
+        if self._frames is None:
+            key = self.pixel.get("frames_key")
+            self._frames = json.loads(self.blobs.get(key)) if key else self.pixel["frames"]
+        return self._frames
 
     def check(self, numbers: list[int]) -> None:
         for number in numbers:
@@ -197,7 +205,7 @@ class FrameReader:
     def stored(self, number: int) -> bytes:
         """The frame as stored: native pixels in little endian, or the fragments' bitstream."""
         if self.pixel.get("encapsulated"):
-            fragments = self.pixel["frames"][number - 1]
+            fragments = self._frame_table()[number - 1]
             start, length = pixels.fragments_span(fragments)
             return pixels.join_fragments(self._read(start, length), fragments)
         big = self.record.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN

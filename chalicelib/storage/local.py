@@ -765,7 +765,7 @@ class SqliteTagIndex:
         # between the two left 39 files nothing pointed to).
         db.executemany(
             "INSERT OR IGNORE INTO pending_deletes (blob_key) VALUES (?)",
-            [(key,) for r in records for key in (r.blob_key, r.metadata_key) if key],
+            [(key,) for r in records for key in r.blob_keys()],
         )
         return DeleteResult(records)
 

@@ -77,11 +77,18 @@ class InstanceRecord:
     """Key of the precomputed WADO-RS metadata (DICOM JSON) of this instance, if any."""
     metadata_size: int = 0
     pixel: dict[str, Any] = field(default_factory=dict)
-    """Frame access facts recorded at ingest (offsets, fragment table): see dicom/parse.py."""
+    """Frame access facts recorded at ingest (offsets, fragment table): see dicom/parse.py.
+    A large fragment table is a blob instead (`frames_key`, `frame_total`): thousands of
+    frames would pass DynamoDB's 400 KB item limit."""
     bulk: dict[str, Any] = field(default_factory=dict)
     """Bulk element offsets recorded at ingest, keyed by tag path: see dicom/bulk.py."""
     stored_at: str = ""
     """ISO 8601 UTC time of the store, set by the adapter."""
+
+    def blob_keys(self) -> list[str]:
+        """Every BlobStore key this record owns: original bytes, metadata, frame table."""
+        keys = [self.blob_key, self.metadata_key, self.pixel.get("frames_key")]
+        return [key for key in keys if key]
 
 
 @dataclass

@@ -188,8 +188,8 @@ def stamped(record: InstanceRecord) -> InstanceRecord:
 
 def released_keys(old: InstanceRecord, new: InstanceRecord) -> list[str]:
     """Blob keys of `old` (original bytes, metadata) that `new` no longer points to."""
-    kept = {new.blob_key, new.metadata_key}
-    return [k for k in (old.blob_key, old.metadata_key) if k is not None and k not in kept]
+    kept = set(new.blob_keys())
+    return [k for k in old.blob_keys() if k not in kept]
 
 
 def sop_conflict(record: InstanceRecord, study_uid: str, series_uid: str) -> Conflict:

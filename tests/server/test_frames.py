@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -407,3 +408,50 @@ def test_retrieve_frames_of_deflated_instance(context: Context) -> None:
     assert parts_of(stored)[0][1] == expected
     assert rendered.status_code == 200 and rendered.headers["Content-Type"] == "image/png"
     assert bulk.status_code == 200 and bulk.body == expected
+
+
+def encapsulated_multiframe(frames: int) -> tuple[bytes, list[bytes]]:
+    """A JPEG Baseline instance of `frames` tiny frames (distinct bitstreams) and its frames."""
+    from pydicom.encaps import encapsulate
+
+    bitstreams = [b"\xff\xd8" + n.to_bytes(4, "big") + b"\xff\xd9" for n in range(frames)]
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7.2"  # Multi-frame Grayscale Byte SC
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "OT"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 1, 1, frames
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate(bitstreams, has_bot=True)
+    ds["PixelData"].VR = "OB"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue(), bitstreams
+
+
+def test_retrieve_frames_of_3000_frame_instance(backend: str, tmp_path: Path) -> None:
+    """Issue 11: the fragment table of thousands of frames lived in the index record, near
+    DynamoDB's 400 KB item limit; a large table is a blob beside the instance."""
+    context = make_context(backend, tmp_path)
+    data, bitstreams = encapsulated_multiframe(3000)
+    result = store_instance(context, data)
+    assert result.status == "stored", result.message
+    record = context.index.find_instance(result.sop_instance_uid)
+    assert "frames" not in record.pixel and record.pixel["frame_total"] == 3000
+    assert len(json.dumps(record.pixel)) < 1000
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{instance_path(result)}/frames/1,1500,3000", STORED)
+        assert answer.status_code == 200
+        assert [body for _, body in parts_of(answer)] == [
+            bitstreams[0],
+            bitstreams[1499],
+            bitstreams[2999],
+        ]
+        beyond = get(client, f"{instance_path(result)}/frames/3001", STORED)
+        assert beyond.status_code == 400
+        assert client.http.delete(f"/dicom-web/studies/{result.study_uid}").status_code == 204
+    assert not context.blobs.exists(record.pixel["frames_key"])
