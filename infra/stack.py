@@ -1,8 +1,9 @@
 """The one stack of a deployment: storage, index, the Chalice app and what ties them together.
 
 Resources, by construct id:
-- `Blobs`: the S3 bucket (SSE-S3, public access blocked, TLS only; `tmp/` answers and
-  `incoming/` uploads expire; CORS for browsers that follow a 303 or PUT an upload);
+- `Blobs`: the S3 bucket (SSE-S3, public access blocked, TLS only; `tmp/` answers,
+  `incoming/` uploads and `uploads/` results expire; CORS for browsers that follow a 303 or
+  PUT an upload);
 - `Index`: the DynamoDB table with the GSIs of `chalicelib/storage/dynamo.py`
   (`table_definition`), on demand, point-in-time recovery;
 - `Api`: the Chalice app (`chalice.cdk`), packaged with Python 3.12 and precompiled
@@ -36,7 +37,7 @@ from chalice.cdk import Chalice
 from constructs import Construct
 
 from chalicelib.server.delivery import TMP_PREFIX
-from chalicelib.server.uploads import INCOMING_PREFIX
+from chalicelib.server.uploads import INCOMING_PREFIX, UPLOADS_PREFIX
 from chalicelib.storage.dynamo import table_definition
 from infra import packaging
 from infra.auth import PACKAGING_POOL_ARN, CognitoSignIn
@@ -197,6 +198,11 @@ class DicomWebStack(cdk.Stack):
                 ),
                 s3.LifecycleRule(
                     id="ExpireUploads", prefix=INCOMING_PREFIX, expiration=cdk.Duration.days(7)
+                ),
+                s3.LifecycleRule(
+                    id="ExpireUploadResults",
+                    prefix=UPLOADS_PREFIX,
+                    expiration=cdk.Duration.days(7),
                 ),
                 s3.LifecycleRule(
                     id="AbortMultipartUploads",

@@ -132,7 +132,10 @@ def test_bucket_is_private_encrypted_tls_only_and_expires_answers(assertions: Te
             "BucketEncryption": Match.any_value(),
             "LifecycleConfiguration": {
                 "Rules": Match.array_with(
-                    [Match.object_like({"Prefix": "tmp/", "ExpirationInDays": 1})]
+                    [
+                        Match.object_like({"Prefix": "tmp/", "ExpirationInDays": 1}),
+                        Match.object_like({"Prefix": "uploads/", "ExpirationInDays": 7}),
+                    ]
                 )
             },
             "CorsConfiguration": Match.any_value(),
