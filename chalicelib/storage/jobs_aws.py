@@ -20,6 +20,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib.storage.aws import error_code
 from chalicelib.storage.ports import Conflict, JobRecord, NotFound, OutOfResources
 
 PARTITION = "JOBS"
@@ -32,10 +33,6 @@ _THROTTLED = {
 
 def _key(job_id: str) -> dict[str, Any]:
     return {"pk": {"S": PARTITION}, "sk": {"S": f"JOB#{job_id}"}}
-
-
-def _code(error: ClientError) -> str:
-    return error.response.get("Error", {}).get("Code", "")
 
 
 class DynamoJobStore:
@@ -58,9 +55,9 @@ class DynamoJobStore:
         try:
             self._client.put_item(TableName=self._table, Item=item, **options)
         except ClientError as e:
-            if _code(e) in _THROTTLED:
-                raise OutOfResources(f"DynamoDB is throttling job writes ({_code(e)})") from e
-            if _code(e) == "ConditionalCheckFailedException":
+            if error_code(e) in _THROTTLED:
+                raise OutOfResources(f"DynamoDB is throttling job writes ({error_code(e)})") from e
+            if error_code(e) == "ConditionalCheckFailedException":
                 raise Conflict(f"job {job.id} exists or was changed meanwhile") from e
             raise
 
@@ -135,5 +132,5 @@ class StepFunctionsJobRunner:
         try:
             self.client.stop_execution(executionArn=job.execution, cause=f"job {job.state}")
         except ClientError as e:
-            if _code(e) not in ("ExecutionDoesNotExist", "ExecutionAlreadyFinished"):
+            if error_code(e) not in ("ExecutionDoesNotExist", "ExecutionAlreadyFinished"):
                 raise
