@@ -15,10 +15,11 @@ import importlib.util
 import threading
 from typing import TYPE_CHECKING
 
+from chalicelib.dicom.encoding import JPEG_EXTENDED_12BIT
+
 if TYPE_CHECKING:
     from pydicom.pixels.decoders.base import DecodeRunner
 
-JPEG_EXTENDED_12BIT = "1.2.840.10008.1.2.4.51"
 DECODER_DEPENDENCIES = {JPEG_EXTENDED_12BIT: ("python-gdcm>=3.0.10",)}
 PLUGIN_LABEL = "gdcm-12bit"
 
