@@ -31,7 +31,9 @@ _RENDERED_PARAMS = (
     "iccprofile",
     "charset",
 )
-_QIDO_PARAMS = ("limit", "offset", "fuzzymatching", "includefield")
+_ACCEPT = ("accept", False)
+"""The Accept Query Parameter, PS3.18 §8.3.3.1 (2025b), read on every DICOMweb resource."""
+_QIDO_PARAMS = ("accept", "limit", "offset", "fuzzymatching", "includefield")
 _WADO_URI_PARAMS = (
     ("requestType", True),
     ("studyUID", False),
@@ -61,17 +63,20 @@ def _describe(path: str, method: str, wado_uri: bool) -> tuple[list[tuple[str, b
     if path.endswith("/rendered"):
         return [(p, False) for p in _RENDERED_PARAMS], list(_IMAGES)
     if path.endswith("/thumbnail"):
-        return [("accept", False), ("viewport", False)], list(_IMAGES)
+        return [_ACCEPT, ("viewport", False)], list(_IMAGES)
     if path.endswith("/metadata"):
-        return [], ["application/dicom+json", 'multipart/related; type="application/dicom+xml"']
+        return [_ACCEPT], [
+            "application/dicom+json",
+            'multipart/related; type="application/dicom+xml"',
+        ]
     if method == "POST":
         return [], ["application/dicom+json", "application/dicom+xml"]
     last = path.rsplit("/", 1)[-1]
     if last in ("studies", "series", "instances"):
         return [(p, False) for p in _QIDO_PARAMS], ["application/dicom+json"]
     if "/bulk" in path or "/frames/" in path:
-        return [], ['multipart/related; type="application/octet-stream"']
-    return [], ['multipart/related; type="application/dicom"']
+        return [_ACCEPT], ['multipart/related; type="application/octet-stream"']
+    return [_ACCEPT], ['multipart/related; type="application/dicom"']
 
 
 def _method_xml(name: str, handler: Handler, path: str, wado_uri: bool) -> list[str]:

@@ -54,6 +54,13 @@ def test_capabilities_describe_served_routes(context: Context) -> None:
     assert rendered is not None
     params = {p.get("name") for p in rendered.findall("wadl:request/wadl:param", NS)}
     assert {"window", "viewport", "quality"} <= params
+    for path in ("studies/{study}", "studies/{study}/metadata", "studies"):
+        method = root.find(
+            f"wadl:resources/wadl:resource[@path='{path}']/wadl:method[@name='GET']", NS
+        )
+        assert method is not None
+        names = {p.get("name") for p in method.findall("wadl:request/wadl:param", NS)}
+        assert "accept" in names, path
     media = {r.get("mediaType") for r in rendered.findall("wadl:response/wadl:representation", NS)}
     assert media == {"image/jpeg", "image/png", "image/gif"}
 
