@@ -5,7 +5,7 @@
 // shapes of the Orthanc DICOMweb plugin's client REST API: servers, servers/{name}/get,
 // /retrieve, /stow, /delete, and the jobs at the Path they answer.
 
-export const ROOT = new URL("../../", document.baseURI);
+const ROOT = new URL("../../", document.baseURI);
 
 const DICOM_JSON = "application/dicom+json";
 

@@ -14,7 +14,7 @@ function indexOf(bytes, pattern, from) {
 }
 
 /** The parts of a multipart body: [{headers: {lower-case name: value}, body: Uint8Array}]. */
-export function splitMultipart(bytes, boundary) {
+function splitMultipart(bytes, boundary) {
   const delimiter = encoder.encode(`--${boundary}`);
   const parts = [];
   let start = indexOf(bytes, delimiter, 0);
@@ -58,7 +58,7 @@ function header(size, fields) {
 }
 
 /** A zip (stored entries) of [{name, body}]. */
-export function zipFiles(files) {
+function zipFiles(files) {
   const chunks = [];
   const central = [];
   let offset = 0;
