@@ -9,7 +9,7 @@ not loaded at a Lambda cold start).
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from chalicelib.client.registry import RemoteServer
 from chalicelib.errors import BadRequest
@@ -59,5 +59,8 @@ def remote_url(server: RemoteServer, uri: str, arguments: dict[str, Any] | None 
     if arguments:
         if not isinstance(arguments, dict):
             raise BadRequest("Arguments must be an object of query parameter names to values")
-        url += "?" + urlencode({str(k): str(v) for k, v in arguments.items()})
+        # `,` stays as it is: Orthanc 1.10 answers 400 to `viewport=64%2C64` (and would to
+        # comma-separated `window` or UID lists); spaces as %20, which every server decodes.
+        query = {str(k): str(v) for k, v in arguments.items()}
+        url += "?" + urlencode(query, safe=",", quote_via=quote)
     return url

@@ -23,6 +23,11 @@ SERVER = parse_server("peer", ["http://h:8042/dicom-web/", "alice", "pw"])
             {"00100010": "KNIX*", "limit": 5},
             "http://h:8042/dicom-web/series?00100010=KNIX%2A&limit=5",
         ),
+        (
+            "/studies/1.2/rendered",
+            {"viewport": "64,64", "PatientName": "DOE JOHN"},
+            "http://h:8042/dicom-web/studies/1.2/rendered?viewport=64,64&PatientName=DOE%20JOHN",
+        ),
     ],
 )
 def test_remote_url_under_the_server(uri: str, arguments: dict | None, url: str) -> None:

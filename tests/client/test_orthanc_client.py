@@ -75,6 +75,14 @@ def test_our_jobs_with_orthanc(peers: tuple[str, OrthancPeer]) -> None:
         "vr": "UI",
         "Value": uid,
     }
+    # A comma in Arguments reaches Orthanc unencoded: it answers 400 to `viewport=64%2C64`.
+    rendered = post(
+        ours,
+        "/servers/orthanc/get",
+        {"Uri": f"/studies/{uid}/rendered", "Arguments": {"viewport": "64,64"}},
+    )
+    assert rendered.status_code == 200, rendered.text
+    assert rendered.headers["Content-Type"].startswith("image/")
 
 
 def test_orthanc_client_against_us(peers: tuple[str, OrthancPeer]) -> None:
