@@ -32,11 +32,14 @@ class RemoteError(Exception):
 def remote_url(server: RemoteServer, uri: str, arguments: dict[str, Any] | None = None) -> str:
     """The absolute URL of `uri` under the server's URL, with `arguments` URL-encoded.
 
-    Raise BadRequest when `uri` has a query (use Arguments), is absolute, or has an empty,
-    `.` or `..` segment (also percent-encoded): such a path could leave the server's root.
+    Raise BadRequest when `uri` is missing or empty, has a query (use Arguments), is absolute,
+    or has an empty, `.` or `..` segment (also percent-encoded): such a path could leave the
+    server's root.
     """
-    if not isinstance(uri, str):
-        raise BadRequest('Uri must be a string, e.g. "/studies"')
+    if not isinstance(uri, str) or not uri.strip("/"):
+        raise BadRequest(
+            f'Uri must be a path under the server\'s URL, e.g. "/studies", not {uri!r}'
+        )
     if "?" in uri or "#" in uri:
         raise BadRequest(
             f"Uri {uri!r} has a query or fragment: give the query parameters in Arguments "

@@ -33,7 +33,7 @@ def string_map(body: dict[str, Any], key: str) -> dict[str, str]:
 def get(client: RemoteClient, body: dict[str, Any]) -> requests.Response:
     """GET `Uri` with `Arguments` and `HttpHeaders`; raise RemoteError for a failed call."""
     return client.get(
-        body.get("Uri", ""), string_map(body, "Arguments"), string_map(body, "HttpHeaders")
+        body.get("Uri"), string_map(body, "Arguments"), string_map(body, "HttpHeaders")
     )
 
 

@@ -96,7 +96,7 @@ def proxy_get(request: WebRequest, name: str) -> WebResponse:
     try:
         response = client.request(
             "GET",
-            remote_url(client.server, body.get("Uri", ""), proxy.string_map(body, "Arguments")),
+            remote_url(client.server, body.get("Uri"), proxy.string_map(body, "Arguments")),
             check_status=False,
             headers=proxy.string_map(body, "HttpHeaders"),
         )
@@ -193,7 +193,7 @@ def wado(request: WebRequest, name: str) -> WebResponse:
     """Retrieve any WADO-RS resource (`Uri`) into the store; asynchronous by default."""
     server, body = request.context.servers.get(name), _body(request)
     arguments = proxy.string_map(body, "Arguments")
-    remote_url(server, body.get("Uri", ""), arguments)
+    remote_url(server, body.get("Uri"), arguments)
     job = jobs.new_job(
         jobs.RETRIEVE,
         server.name,

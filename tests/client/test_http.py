@@ -47,6 +47,9 @@ def test_remote_url_under_the_server(uri: str, arguments: dict | None, url: str)
         "\\\\other\\x",
         "/..",
         5,
+        None,
+        "",
+        "/",
     ],
 )
 def test_remote_url_refuses_paths_that_leave_the_server(uri: object) -> None:

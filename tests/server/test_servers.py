@@ -147,6 +147,14 @@ def test_proxy_uri_must_stay_under_the_server(servers_client: Client, uri: str) 
         assert response.status_code == 400, (operation, uri)
 
 
+@pytest.mark.parametrize("body", [{}, {"Uri": ""}, {"Uri": "/"}, {"Uri": None}])
+def test_proxy_without_uri_is_400_naming_it(servers_client: Client, body: dict) -> None:
+    for operation in ("get", "qido", "wado"):
+        response = call(servers_client, "POST", f"/dicom-web/servers/list-form/{operation}", body)
+        assert response.status_code == 400, (operation, body, response.body)
+        assert "Uri" in json.loads(response.body)["Message"]
+
+
 def test_proxy_get_remote_down_is_502_naming_the_server(backend: str, tmp_path: Path) -> None:
     servers = {"down": [f"http://127.0.0.1:{free_port()}/dicom-web/"]}
     ctx = make_context(backend, tmp_path, servers=servers, http_timeout=5)
