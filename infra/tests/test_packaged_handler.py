@@ -345,6 +345,24 @@ def test_packaged_app_imports_no_pixel_module(package_dir: Path) -> None:
     assert not loaded & {"pydicom", "numpy", "PIL", "pylibjpeg", "libjpeg", "openjpeg", "jpeg_ls"}
 
 
+def test_packaged_native_dependencies_load(package_dir: Path) -> None:
+    """Every compiled dependency imports from the package alone: the shared libraries kept
+    when copies were dropped are the ones the loader asks for (infra/packaging.py)."""
+    modules = "numpy, PIL.Image, gdcm, libjpeg, openjpeg, rle, jpeg_ls, cryptography.x509"
+    probe = (
+        f"import sys; sys.path.insert(0, '.'); import {modules}; print(gdcm.Version.GetVersion())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", probe],
+        cwd=package_dir,
+        env={"PYTHONNOUSERSITE": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "3.0.26"
+
+
 def test_packaged_qido_finds_the_stored_study(
     lambda_task: LambdaTask, stored: dict[str, dict[str, str]]
 ) -> None:
