@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -147,6 +148,24 @@ def api_gateway_authorizer(app: Chalice, settings: Settings) -> Authorizer | Non
     return oidc
 
 
+class ThreadSafeChalice(Chalice):
+    """Chalice with `current_request` per thread. Chalice keeps it on the app object; the
+    local server answers requests in threads, so concurrent requests read each other's
+    (issue 11's DELETE race: a GET dispatched as a DELETE answered 405, a STOW 204). On
+    Lambda one request runs at a time and nothing changes."""
+
+    @property  # type: ignore[override]
+    def current_request(self) -> Request | None:
+        return getattr(self._requests(), "request", None)
+
+    @current_request.setter
+    def current_request(self, request: Request | None) -> None:
+        self._requests().request = request
+
+    def _requests(self) -> threading.local:
+        return self.__dict__.setdefault("_thread_requests", threading.local())
+
+
 def create_app(
     context_factory: Callable[[], Context] = default_context,
     app_name: str = "dicomweb",
@@ -154,7 +173,7 @@ def create_app(
 ) -> Chalice:
     """The app on the contexts `context_factory` gives; `settings` (default: the context's)
     decide the routes, so that `app.py` builds no context, hence no AWS client, at import."""
-    app = Chalice(app_name=app_name)
+    app = ThreadSafeChalice(app_name=app_name)
     # Chalice does not treat image/* as a wildcard: every answer is binary (DESIGN.md).
     app.api.binary_types = ["*/*"]
     settings = settings or context_factory().settings

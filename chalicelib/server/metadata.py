@@ -120,8 +120,18 @@ def _json_array(documents: list[bytes]) -> bytes:
 
 
 def _read_documents(request: WebRequest, records: list[ports.InstanceRecord]) -> list[bytes]:
-    records = sorted(records, key=_sort_key)
-    return parallel_map(lambda r: _instance_document(request, r), records, _READ_THREADS)
+    """The documents of `records` in series order; those whose blob a concurrent DELETE has
+    removed since the listing are left out (issue 11: 500s in a delete race). The delete
+    bumped the series version first, so a cache entry built from this listing is stale."""
+
+    def read(record: ports.InstanceRecord) -> bytes | None:
+        try:
+            return _instance_document(request, record)
+        except ports.NotFound:
+            return None
+
+    documents = parallel_map(read, sorted(records, key=_sort_key), _READ_THREADS)
+    return [document for document in documents if document is not None]
 
 
 def _cache_key(study: str, name: str) -> str:

@@ -95,3 +95,22 @@ def test_every_answer_has_a_request_id_and_an_access_line(tmp_path, caplog) -> N
         (ids[1], missing.status_code),
     ]
     assert {"method", "path", "duration_ms", "bytes"} <= set(lines[0])
+
+
+def test_current_request_is_per_thread(tmp_path) -> None:
+    """Issue 11: the local server answers in threads, and Chalice kept one current request
+    per app: concurrent requests read each other's (a GET dispatched as a DELETE)."""
+    import threading
+
+    from chalicelib.server.api import create_app
+    from tests.conftest import make_context
+
+    context = make_context("local", tmp_path)
+    app = create_app(lambda: context)
+    app.current_request = "this thread's request"
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(app.current_request))
+    thread.start()
+    thread.join()
+    assert seen == [None]
+    assert app.current_request == "this thread's request"

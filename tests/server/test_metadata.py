@@ -181,6 +181,23 @@ def test_series_metadata_etag_not_reused_after_delete(context: Context) -> None:
     assert again.headers["ETag"] != etag
 
 
+def test_series_metadata_leaves_out_instances_deleted_meanwhile(context: Context) -> None:
+    """Issue 11: a DELETE removing an instance's metadata between the listing and the reads
+    made the series metadata answer 500."""
+    results = store_series(context, 3)
+    study, series = results[0].study_uid, results[0].series_uid
+    gone = context.index.find_instance(results[1].sop_instance_uid)
+    context.blobs.delete(gone.metadata_key)  # as the racing delete did, after our listing
+    url = f"/dicom-web/studies/{study}/series/{series}/metadata"
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, url, JSON)
+    assert answer.status_code == 200
+    assert [d["00080018"]["Value"][0] for d in json.loads(answer.body)] == [
+        results[0].sop_instance_uid,
+        results[2].sop_instance_uid,
+    ]
+
+
 def test_study_metadata_is_its_series_concatenated(context: Context) -> None:
     results = store_series(context, 2)
     extra = multiframe_instance(frames=2, rows=4, columns=4)
