@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from chalicelib.client.registry import header_problem
 from chalicelib.dicom.ids import is_valid_uid
 from chalicelib.dicom.jsonmodel import tag_keyword
 from chalicelib.errors import BadRequest
@@ -27,7 +28,11 @@ def string_map(body: dict[str, Any], key: str) -> dict[str, str]:
     value = body.get(key) or {}
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise BadRequest(f"{key} must be an object of names to values")
-    return {k: str(v) for k, v in value.items()}
+    strings = {k: str(v) for k, v in value.items()}
+    if key == "HttpHeaders":
+        for problem in filter(None, (header_problem(k, v) for k, v in strings.items())):
+            raise BadRequest(problem)
+    return strings
 
 
 def get(client: RemoteClient, body: dict[str, Any]) -> requests.Response:

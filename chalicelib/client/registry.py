@@ -19,6 +19,7 @@ AWS, a 0600 file locally).
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,20 @@ _TEXT_KEYS = {
 SECRET_KEYS = ("Password", "CertificateKeyPassword", "HttpHeaders")
 """The keys of a stored server whose values are kept in the SecretStore."""
 SECRET_REF = "SecretRef"
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""A field name is a token (RFC 9110 §5.1)."""
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """Why `name: value` cannot be sent as an HTTP header field, or None; the value (maybe a
+    secret) is never quoted."""
+    if not _HEADER_NAME.fullmatch(name):
+        return f"HttpHeaders {name!r}: a header name is letters, digits and !#$%&'*+-.^_`|~"
+    if any(c in value for c in "\r\n\0"):
+        return f"HttpHeaders {name!r}: a header value cannot hold a line break or NUL"
+    return None
 
 
 class InvalidServer(ValueError):
@@ -119,6 +134,8 @@ def parse_server(name: str, value: Any) -> RemoteServer:
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     ):
         raise InvalidServer(f"server {name!r}: HttpHeaders must map header names to strings")
+    for problem in filter(None, (header_problem(k, v) for k, v in headers.items())):
+        raise InvalidServer(f"server {name!r}: {problem}")
     timeout = value.get("Timeout", 0)
     if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
         raise InvalidServer(f"server {name!r}: Timeout must be a whole number of seconds >= 0")

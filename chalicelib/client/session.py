@@ -22,6 +22,7 @@ from urllib3.util.retry import Retry
 from chalicelib.client.http import RemoteError, remote_url
 from chalicelib.client.registry import RemoteServer, stored_form
 from chalicelib.config import Settings
+from chalicelib.errors import BadGateway
 
 CONNECT_TIMEOUT = 10.0
 GET_RETRY = Retry(
@@ -141,11 +142,18 @@ def _new_session(server: RemoteServer, settings: Settings) -> requests.Session:
             if not settings.https_verify_peers:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
-            context.load_cert_chain(
-                server.certificate_file,
-                server.certificate_key_file,
-                server.certificate_key_password,
-            )
+            try:
+                context.load_cert_chain(
+                    server.certificate_file,
+                    server.certificate_key_file,
+                    server.certificate_key_password,
+                )
+            except (OSError, ssl.SSLError) as exc:  # the message never holds the password
+                raise BadGateway(
+                    f"server {server.name!r}: cannot load CertificateFile "
+                    f"{server.certificate_file!r} with CertificateKeyFile "
+                    f"{server.certificate_key_file!r} ({exc.strerror or exc})"
+                ) from None
             https_adapter = _ClientCertificateAdapter(context, max_retries=GET_RETRY)
         else:
             session.cert = (server.certificate_file, server.certificate_key_file)

@@ -50,6 +50,8 @@ def test_parse_server_object_form_keeps_user_properties() -> None:
         ({"Url": "http://h/?a=1"}, "without query"),
         ({"Url": "http://h/", "CertificateFile": "c.pem"}, "go together"),
         ({"Url": "http://h/", "HttpHeaders": {"X": 1}}, "HttpHeaders"),
+        ({"Url": "http://h/", "HttpHeaders": {"X": "a\r\nInjected: 1"}}, "HttpHeaders 'X'"),
+        ({"Url": "http://h/", "HttpHeaders": {"Bad Name": "v"}}, "HttpHeaders 'Bad Name'"),
         ("http://h/", "list or an object"),
     ],
 )

@@ -155,6 +155,33 @@ def test_proxy_without_uri_is_400_naming_it(servers_client: Client, body: dict) 
         assert "Uri" in json.loads(response.body)["Message"]
 
 
+@pytest.mark.parametrize("headers", [{"X-Token": "a\r\nInjected: 1"}, {"Bad Name": "v"}])
+def test_proxy_header_that_cannot_be_sent_is_400(servers_client: Client, headers: dict) -> None:
+    bodies = {
+        "get": {"Uri": "/studies"},
+        "qido": {"Uri": "/studies"},
+        "wado": {"Uri": "/studies/1.2.3"},
+        "retrieve": {"Resources": [{"Study": "1.2.3"}]},
+    }
+    for operation, body in bodies.items():
+        response = call(
+            servers_client,
+            "POST",
+            f"/dicom-web/servers/list-form/{operation}",
+            {**body, "HttpHeaders": headers},
+        )
+        assert response.status_code == 400, (operation, response.body)
+        message = json.loads(response.body)["Message"]
+        assert "HttpHeaders" in message and "Injected" not in message, message
+
+
+def test_unreadable_client_certificate_is_502_naming_the_server(servers_client: Client) -> None:
+    response = call(servers_client, "POST", "/dicom-web/servers/object-form/get", {"Uri": "/x"})
+    assert response.status_code == 502
+    message = json.loads(response.body)["Message"]
+    assert "'object-form'" in message and "CertificateFile" in message, message
+
+
 def test_proxy_get_remote_down_is_502_naming_the_server(backend: str, tmp_path: Path) -> None:
     servers = {"down": [f"http://127.0.0.1:{free_port()}/dicom-web/"]}
     ctx = make_context(backend, tmp_path, servers=servers, http_timeout=5)
