@@ -2,14 +2,18 @@
 
 These tests run under Python 3.12 in the infra venv (`make test-infra`, after `make package`
 and `make synth`): the package holds cp312 wheels. The package is unpacked into a temporary
-directory put first on `sys.path`, so `app` and `chalicelib` are the packaged ones.
+directory put first on `sys.path` before any test module is imported, so `app` and
+`chalicelib` are the packaged ones everywhere.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -34,15 +38,35 @@ def template() -> dict[str, Any]:
     return json.loads(_built(CDK_OUT / f"{STAGE}.template.json", "synth").read_text())
 
 
-@pytest.fixture(scope="session")
-def package_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Lambda package unpacked as Lambda does, first on sys.path."""
-    target = tmp_path_factory.mktemp("lambda-task")
-    with zipfile.ZipFile(_built(PACKAGE, "package")) as archive:
+def _unpack_package() -> Path | None:
+    """The Lambda package unpacked as Lambda does; None before `make package`."""
+    if not PACKAGE.exists():
+        return None
+    target = Path(tempfile.mkdtemp(prefix="lambda-task-"))
+    atexit.register(shutil.rmtree, target, True)
+    with zipfile.ZipFile(PACKAGE) as archive:
         archive.extractall(target)
-    sys.path.insert(0, str(target))
-    sys.path.append(str(ROOT))  # after the package: only for tests.conftest's testdata()
     return target
+
+
+# Before any test module is imported: `app` and `chalicelib` are the packaged ones for every
+# test (infra.auth and infra.stack import chalicelib too); the repository comes after, for
+# `infra` itself and tests.conftest's testdata().
+PACKAGE_DIR = _unpack_package()
+if PACKAGE_DIR is not None:
+    sys.path.insert(0, str(PACKAGE_DIR))
+sys.path.append(str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def package_dir() -> Path:
+    """The unpacked Lambda package, first on sys.path."""
+    _built(PACKAGE, "package")
+    assert PACKAGE_DIR is not None
+    # pytest puts the repository first again when it sets up the `infra` package.
+    sys.path.remove(str(PACKAGE_DIR))
+    sys.path.insert(0, str(PACKAGE_DIR))
+    return PACKAGE_DIR
 
 
 def resources_of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
