@@ -42,7 +42,7 @@ from chalice.local import (
     LocalGatewayException,
 )
 
-from chalicelib.config import Settings, load_settings
+from chalicelib.config import ConfigError, Settings, load_settings
 from chalicelib.context import build_context
 from chalicelib.errors import BadRequest, DicomWebError, NotFound, PayloadTooLarge
 from chalicelib.server.api import create_app
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     _keep_large_buffers()
     try:
         server = make_server(args.host, args.port, args.data_dir)
-    except ExposedWithoutAuthentication as exc:
+    except (ExposedWithoutAuthentication, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -182,6 +182,25 @@ def test_port_in_use_is_named(tmp_path: Path) -> None:
     assert f"port {port}" in result.stderr and "already in use" in result.stderr
 
 
+def test_bad_option_stops_with_one_line_naming_it(tmp_path: Path) -> None:
+    """README: a bad value stops the server with the rule; a line, not a traceback."""
+    result = subprocess.run(
+        [sys.executable, "-m", "chalicelib.server.localserver", "--port", "0"],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "DATA_DIR": str(tmp_path),
+            "DICOMWEB_CONFIG": '{"DicomWeb": {"QidoMaxLimit": "many"}}',
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "QidoMaxLimit" in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+
+
 def _raw_exchange(server: str, request: bytes) -> tuple[int, dict]:
     """Send `request` as written and read one answer: (status, JSON body)."""
     import http.client
