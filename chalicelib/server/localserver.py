@@ -32,14 +32,21 @@ import signal
 import socket
 import sys
 import uuid
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
 
+from chalice.app import Chalice
 from chalice.config import Config
 from chalice.local import (
     ChaliceRequestHandler,
     ForbiddenError,
     LocalDevServer,
+    LocalGateway,
     LocalGatewayException,
+    MatchResult,
+    RouteMatcher,
 )
 
 from chalicelib.config import ConfigError, Settings, load_settings
@@ -55,11 +62,32 @@ class BodyTooLarge(Exception):
     """A request body over `max_body`: answered 413 without reading the rest."""
 
 
+class DecodingRouteMatcher(RouteMatcher):
+    """Path parameters percent-decoded, as API Gateway passes them (Chalice's local matcher
+    passes them as sent: a server "my peer" was unreachable at servers/my%20peer)."""
+
+    def match_route(self, url: str) -> MatchResult:
+        match = super().match_route(url)
+        captured = {name: unquote(value) for name, value in match.captured.items()}
+        return MatchResult(match.route, captured, match.query_params)
+
+
 class DicomWebRequestHandler(ChaliceRequestHandler):
     # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm and
     # the client's delayed ACK add ~40 ms to every small answer.
     disable_nagle_algorithm = True
     max_body = Settings.max_request_body
+
+    def __init__(
+        self, request: Any, client_address: Any, server: Any, app_object: Chalice, config: Config
+    ) -> None:
+        # ChaliceRequestHandler.__init__ with the decoding matcher; the base class handles
+        # the request inside its __init__, so the gateway is complete before that.
+        self.local_gateway = LocalGateway(app_object, config)
+        self.local_gateway.event_converter._route_matcher = DecodingRouteMatcher(
+            list(app_object.routes)
+        )
+        BaseHTTPRequestHandler.__init__(self, request, client_address, server)
 
     def _generic_handle(self) -> None:
         """Chalice's handler, with every failure answered (its own closes the connection)."""
