@@ -7,7 +7,7 @@ DATA_DIR ?= ./var
 HOST ?= 127.0.0.1
 
 # Deployment: its own venv on Python 3.12, Lambda's runtime (the package holds cp312 wheels).
-PYTHON312 ?= $(HOME)/.pyenv/versions/3.12.1/bin/python
+PYTHON312 ?= $(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python)))
 INFRA_VENV := .venv-infra
 INFRA_PY := $(INFRA_VENV)/bin/python
 STAGE ?= dev
@@ -42,7 +42,7 @@ test-infra: build/lambda/deployment.zip build/cdk.out/$(STAGE).template.json  ##
 	STAGE=$(STAGE) $(INFRA_VENV)/bin/pytest -p no:cacheprovider infra/tests
 
 $(INFRA_VENV)/.installed: infra/requirements.txt requirements.txt
-	@test -x $(PYTHON312) || { echo "Python 3.12 is needed (Lambda's runtime): set PYTHON312"; exit 1; }
+	@test -x "$(PYTHON312)" || { echo "Python 3.12 is needed (Lambda's runtime): set PYTHON312"; exit 1; }
 	$(PYTHON312) -m venv $(INFRA_VENV)
 	$(INFRA_PY) -m pip install --quiet "pip<26.3"  # chalice 1.34 packages with pip < 26.3
 	$(INFRA_PY) -m pip install --quiet -r infra/requirements.txt

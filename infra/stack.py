@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,17 @@ from infra.auth import PACKAGING_POOL_ARN, CognitoSignIn
 
 ROOT = packaging.ROOT
 STAGES = ("dev", "prod")
+DEFAULT_AUTHORIZERS = {"dev": "none", "prod": "cognito"}
+"""The authorizer of a stage when `AUTHORIZER` is not set: `prod` never answers anyone."""
+
+
+def stage_authorizer(stage: str, env: Mapping[str, str]) -> str:
+    """`AUTHORIZER` when set (`none` included, for a private test stack), else the stage's
+    default: a `prod` stack holds patient data and is signed in with Cognito unless told
+    otherwise."""
+    return env.get("AUTHORIZER") or DEFAULT_AUTHORIZERS[stage]
+
+
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 
 # The boto3 calls of chalicelib/storage/s3.py and dynamo.py, as IAM actions. HeadObject is
@@ -163,8 +175,9 @@ class DicomWebStack(cdk.Stack):
         `chalice package` writes it from the app's settings (server/api.py); the Lambdas get
         the same setting to enforce the routes' scopes, and `DICOMWEB_CONFIG` when given (the
         OIDC issuer and audience live there). `cognito` makes the user pool here."""
-        authorizer = os.environ.get("AUTHORIZER", "none")
-        environment["AUTHORIZER"] = authorizer
+        authorizer = stage_authorizer(stage, os.environ)
+        # The app is packaged in this process and gives its routes the authorizer it reads.
+        os.environ["AUTHORIZER"] = environment["AUTHORIZER"] = authorizer
         if os.environ.get("DICOMWEB_CONFIG"):
             environment["DICOMWEB_CONFIG"] = os.environ["DICOMWEB_CONFIG"]
         if authorizer != "cognito":
