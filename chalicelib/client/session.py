@@ -14,6 +14,7 @@ import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -45,6 +46,32 @@ class _ClientCertificateAdapter(HTTPAdapter):
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         kwargs["ssl_context"] = self._context
         super().init_poolmanager(*args, **kwargs)
+
+
+_REDIRECT_HEADERS = frozenset(
+    {"accept", "accept-encoding", "user-agent", "connection"}
+    | {"content-type", "content-length", "transfer-encoding"}  # a 307/308 keeps its body
+)
+"""What a redirect to another origin still carries."""
+
+
+class _ServerSession(requests.Session):
+    """Follows redirects (a 303 to a presigned S3 URL, as this project's AWS stage answers),
+    but the server's credentials and headers (HttpHeaders, a call's own) go to its own origin
+    only: requests itself drops just Authorization."""
+
+    def __init__(self, server_url: str) -> None:
+        super().__init__()
+        url = urlsplit(server_url)
+        self.origin = (url.scheme, url.netloc)
+
+    def rebuild_auth(self, prepared_request: Any, response: Any) -> None:
+        super().rebuild_auth(prepared_request, response)
+        target = urlsplit(prepared_request.url)
+        if (target.scheme, target.netloc) != self.origin:
+            for name in list(prepared_request.headers):
+                if name.lower() not in _REDIRECT_HEADERS:
+                    del prepared_request.headers[name]
 
 
 @dataclass(frozen=True)
@@ -125,7 +152,7 @@ def remote_client(server: RemoteServer, settings: Settings) -> RemoteClient:
 
 
 def _new_session(server: RemoteServer, settings: Settings) -> requests.Session:
-    session = requests.Session()
+    session = _ServerSession(server.url)
     session.trust_env = False  # HttpProxy, never the environment, decides the proxy
     session.headers.update(server.http_headers)
     if server.username:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
 import pytest
 
 from chalicelib.client.http import remote_url
@@ -78,3 +84,69 @@ def test_session_carries_auth_headers_proxy_and_timeouts() -> None:
     assert remote_client(server, settings).session is client.session
     assert remote_client(server, Settings()).timeout == (4.0, 4.0)
     assert remote_client(parse_server("x", ["http://h/"]), Settings()).timeout == (10.0, 60.0)
+
+
+@contextmanager
+def _loopback(location: str | None = None) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A loopback server that records each request's headers and answers `[]`, or a 302 to
+    `location` (kept relative when it starts with '/'); yields its origin and the records."""
+    received: list[dict[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            received.append({k.lower(): v for k, v in self.headers.items()})
+            if location and not self.path.endswith("/moved"):
+                self.send_response(302)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/dicom+json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"[]")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_redirect_to_another_origin_carries_no_credentials_or_headers() -> None:
+    with (
+        _loopback() as (elsewhere, seen_elsewhere),
+        _loopback(f"{elsewhere}/moved") as (origin, seen_at_origin),
+    ):
+        server = parse_server(
+            "peer",
+            {
+                "Url": f"{origin}/dicom-web/",
+                "Username": "u",
+                "Password": "p",
+                "HttpHeaders": {"X-Api-Key": "k3y"},
+            },
+        )
+        client = remote_client(server, Settings())
+        answer = client.get("/studies", headers={"X-Call-Token": "t0k"})
+    assert answer.json() == []
+    assert seen_at_origin[0]["x-api-key"] == "k3y" and "authorization" in seen_at_origin[0]
+    assert len(seen_elsewhere) == 1
+    leaked = {"authorization", "x-api-key", "x-call-token"} & set(seen_elsewhere[0])
+    assert not leaked, seen_elsewhere[0]
+    assert seen_elsewhere[0]["accept"] == "*/*"
+
+
+def test_redirect_within_the_origin_keeps_credentials_and_headers() -> None:
+    with _loopback("/dicom-web/moved") as (origin, seen):
+        server = parse_server(
+            "peer", {"Url": f"{origin}/dicom-web/", "HttpHeaders": {"X-Api-Key": "k3y"}}
+        )
+        remote_client(server, Settings()).get("/studies")
+    assert [request["x-api-key"] for request in seen] == ["k3y", "k3y"]
