@@ -83,8 +83,14 @@ class Settings:
     enable_delete: bool = True
     bulk_threshold: int = 1024
     """Binary values up to this many bytes are inlined in metadata, larger get a BulkDataURI."""
-    qido_max_limit: int = 1000
+    qido_max_limit: int = 10_000
+    """Most results one QIDO-RS answer holds, at any level (AWS HealthImaging's cap too)."""
     qido_default_limit: int = 100
+    """Results of a study or series search that gives no `limit`: one page of a listing."""
+    qido_instance_default_limit: int = 10_000
+    """Results of an instance search without `limit` (at most `qido_max_limit`): a whole
+    ordinary study, as Orthanc answers; dicomweb-client's `search_for_instances` asks for no
+    limit."""
     qido_scan_budget: int = 5000
     """Records a search without an indexed key may read before it is answered 413."""
     cors_allowed_origins: tuple[str, ...] = ()
@@ -172,6 +178,7 @@ _DICOMWEB_KEYS = {
     "BulkDataThreshold": "bulk_threshold",
     "QidoMaxLimit": "qido_max_limit",
     "QidoDefaultLimit": "qido_default_limit",
+    "QidoInstanceDefaultLimit": "qido_instance_default_limit",
     "QidoScanBudget": "qido_scan_budget",
     "CorsAllowedOrigins": "cors_allowed_origins",
     "UserScopes": "user_scopes",
@@ -220,6 +227,7 @@ _AT_LEAST_ONE = frozenset(
     {
         "qido_max_limit",
         "qido_default_limit",
+        "qido_instance_default_limit",
         "max_request_body",
         "max_query_string",
         "max_stow_parts",

@@ -118,7 +118,11 @@ def search(
             study_uid=study,
             series_uid=series,
             max_limit=settings.qido_max_limit,
-            default_limit=settings.qido_default_limit,
+            default_limit=(
+                min(settings.qido_instance_default_limit, settings.qido_max_limit)
+                if level == "instance"
+                else settings.qido_default_limit
+            ),
         )
     except InvalidQuery as exc:
         raise BadRequest(str(exc)) from None

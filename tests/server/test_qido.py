@@ -306,6 +306,10 @@ def test_search_for_instances_of_series_and_study(corpus) -> None:
     assert "00100020" not in first and "00080060" not in first  # parents are constrained
     study_wide = get(client, f"/studies/{BIG.uid}/instances?limit=1000")
     assert len(json_of(study_wide)) == 200
+    # Without a limit an instance search lists the whole study (QidoInstanceDefaultLimit),
+    # while a study listing keeps its page of QidoDefaultLimit.
+    whole = get(client, f"/studies/{BIG.uid}/instances")
+    assert len(json_of(whole)) == 200 and "Warning" not in whole.headers
     assert all(values(r, "00080060") for r in json_of(study_wide))  # series attributes
 
 
