@@ -32,11 +32,8 @@ def testdata(name: str) -> Path:
 testdata.__test__ = False  # a helper, not a test, whatever pytest thinks of its name
 
 
-@pytest.fixture
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """moto in-process; fake credentials so that nothing can reach real AWS."""
-    from moto import mock_aws
-
+def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials and no endpoint or profile, so that nothing can reach real AWS."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -46,6 +43,14 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto in-process, under fake credentials."""
+    from moto import mock_aws
+
+    fake_aws_credentials(monkeypatch)
     with mock_aws():
         yield
 

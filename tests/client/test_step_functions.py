@@ -25,7 +25,7 @@ from chalicelib import jobs
 from chalicelib.context import Context
 from chalicelib.ingest import store_instance
 from tests.client.test_two_servers import Instance, instance_count, large_study
-from tests.conftest import REPO, make_context
+from tests.conftest import REPO, fake_aws_credentials, make_context
 from tests.peers import free_port
 from tests.server.test_localserver import local_server
 
@@ -69,15 +69,7 @@ class WorkerDispatch:
 def dispatch(monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerDispatch]:
     from moto import mock_aws
 
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_SESSION_TOKEN": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    fake_aws_credentials(monkeypatch)
     worker = WorkerDispatch()
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         boto3.setup_default_session()
