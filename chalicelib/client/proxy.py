@@ -24,10 +24,14 @@ DELETE_LEVELS = {
 
 
 def string_map(body: dict[str, Any], key: str) -> dict[str, str]:
-    """`HttpHeaders` or `Arguments` of a request body: an object of strings; raise BadRequest."""
+    """`HttpHeaders` or `Arguments` of a request body: an object of strings (numbers are
+    taken as their text); raise BadRequest."""
     value = body.get(key) or {}
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        raise BadRequest(f"{key} must be an object of names to values")
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str | int | float) and not isinstance(v, bool)
+        for k, v in value.items()
+    ):
+        raise BadRequest(f"{key} must be an object of names to text values")
     strings = {k: str(v) for k, v in value.items()}
     if key == "HttpHeaders":
         for problem in filter(None, (header_problem(k, v) for k, v in strings.items())):

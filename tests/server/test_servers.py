@@ -175,6 +175,15 @@ def test_proxy_header_that_cannot_be_sent_is_400(servers_client: Client, headers
         assert "HttpHeaders" in message and "Injected" not in message, message
 
 
+@pytest.mark.parametrize("value", [None, True, {"a": 1}, ["1"]])
+def test_proxy_argument_that_is_not_text_is_400(servers_client: Client, value: Any) -> None:
+    for key in ("Arguments", "HttpHeaders"):
+        body = {"Uri": "/studies", key: {"PatientID": value}}
+        response = call(servers_client, "POST", "/dicom-web/servers/list-form/get", body)
+        assert response.status_code == 400, (key, value, response.body)
+        assert key in json.loads(response.body)["Message"]
+
+
 def test_unreadable_client_certificate_is_502_naming_the_server(servers_client: Client) -> None:
     response = call(servers_client, "POST", "/dicom-web/servers/object-form/get", {"Uri": "/x"})
     assert response.status_code == 502
