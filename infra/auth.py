@@ -16,6 +16,8 @@ the real ARN there.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import aws_cdk as cdk
 from aws_cdk import aws_cognito as cognito
 from constructs import Construct
@@ -30,6 +32,17 @@ SCOPE_DESCRIPTIONS = {
 RESOURCE_SERVER = "dicomweb"
 PACKAGING_POOL_ARN = "arn:aws:cognito-idp:us-east-1:000000000000:userpool/us-east-1_packaging"
 """The pool ARN `chalice package` sees; `CognitoSignIn.protect` replaces it in the template."""
+
+
+DEFAULT_AUTHORIZERS = {"dev": "none", "prod": "cognito"}
+"""The authorizer of a stage when `AUTHORIZER` is not set: `prod` never answers anyone."""
+
+
+def stage_authorizer(stage: str, env: Mapping[str, str]) -> str:
+    """`AUTHORIZER` when set (`none` included, for a private test stack), else the stage's
+    default: a `prod` stack holds patient data and is signed in with Cognito unless told
+    otherwise."""
+    return env.get("AUTHORIZER") or DEFAULT_AUTHORIZERS[stage]
 
 
 class CognitoSignIn(Construct):

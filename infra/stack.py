@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +40,10 @@ from chalicelib.server.delivery import TMP_PREFIX
 from chalicelib.server.uploads import INCOMING_PREFIX, UPLOADS_PREFIX
 from chalicelib.storage.dynamo import table_definition
 from infra import packaging
-from infra.auth import PACKAGING_POOL_ARN, CognitoSignIn
+from infra.auth import PACKAGING_POOL_ARN, CognitoSignIn, stage_authorizer
 
 ROOT = packaging.ROOT
 STAGES = ("dev", "prod")
-DEFAULT_AUTHORIZERS = {"dev": "none", "prod": "cognito"}
-"""The authorizer of a stage when `AUTHORIZER` is not set: `prod` never answers anyone."""
-
-
-def stage_authorizer(stage: str, env: Mapping[str, str]) -> str:
-    """`AUTHORIZER` when set (`none` included, for a private test stack), else the stage's
-    default: a `prod` stack holds patient data and is signed in with Cognito unless told
-    otherwise."""
-    return env.get("AUTHORIZER") or DEFAULT_AUTHORIZERS[stage]
 
 
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH

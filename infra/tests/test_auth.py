@@ -5,7 +5,7 @@ from __future__ import annotations
 import aws_cdk as cdk
 from aws_cdk import assertions
 
-from infra.auth import PACKAGING_POOL_ARN, RESOURCE_SERVER, CognitoSignIn
+from infra.auth import PACKAGING_POOL_ARN, RESOURCE_SERVER, CognitoSignIn, stage_authorizer
 
 VIEWER = "https://viewer.example/callback"
 
@@ -82,3 +82,10 @@ def test_protect_points_the_authorizer_at_the_pool() -> None:
     [arn] = authorizer["x-amazon-apigateway-authorizer"]["providerARNs"]
     assert arn != PACKAGING_POOL_ARN
     assert "Fn::GetAtt" in arn and arn["Fn::GetAtt"][1] == "Arn"
+
+
+def test_prod_stage_signs_in_unless_told_otherwise() -> None:
+    assert stage_authorizer("prod", {}) == "cognito"
+    assert stage_authorizer("dev", {}) == "none"
+    assert stage_authorizer("prod", {"AUTHORIZER": "iam"}) == "iam"
+    assert stage_authorizer("prod", {"AUTHORIZER": "none"}) == "none"

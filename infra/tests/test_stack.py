@@ -249,12 +249,3 @@ def test_cfn_lint_is_clean() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_prod_stage_signs_in_unless_told_otherwise() -> None:
-    from infra.stack import stage_authorizer
-
-    assert stage_authorizer("prod", {}) == "cognito"
-    assert stage_authorizer("dev", {}) == "none"
-    assert stage_authorizer("prod", {"AUTHORIZER": "iam"}) == "iam"
-    assert stage_authorizer("prod", {"AUTHORIZER": "none"}) == "none"
