@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -97,6 +98,13 @@ class Settings:
     viewer_url_template: str = ""
     """The web app's "Viewer" link, `{uid}` replaced by the StudyInstanceUID (e.g. OHIF's
     `/viewer?StudyInstanceUIDs={uid}`); empty: no link."""
+    webapp_oidc_authority: str = ""
+    """The OpenID provider (issuer URL) the web app signs in with, on a stage whose API Gateway
+    wants a token (`cognito`, `oidc`); empty: the app sends no token."""
+    webapp_oidc_client_id: str = ""
+    """The web app's client id at `webapp_oidc_authority` (a public client: code flow + PKCE)."""
+    webapp_oidc_scopes: str = ""
+    """The scopes the web app asks for; empty: `openid` and each of ours with `scope_prefix`."""
 
     # Authentication and authorization (docs: README "Authentication").
     authentication_enabled: bool = False
@@ -198,6 +206,9 @@ _DICOMWEB_KEYS = {
     "MaxSequenceDepth": "max_sequence_depth",
     "MaxRanges": "max_ranges",
     "ViewerUrlTemplate": "viewer_url_template",
+    "WebAppOidcAuthority": "webapp_oidc_authority",
+    "WebAppOidcClientId": "webapp_oidc_client_id",
+    "WebAppOidcScopes": "webapp_oidc_scopes",
     "StowMaxInstances": "stow_max_instances",
     "StowMaxSize": "stow_max_size",
     "JobsSynchronousDeadline": "jobs_synchronous_deadline",
@@ -219,6 +230,8 @@ _ENV_KEYS = {
     "AWS_REGION": "region",
     "AUTHORIZER": "authorizer",
     "COGNITO_USER_POOL_ARN": "cognito_user_pool_arn",
+    "WEBAPP_OIDC_AUTHORITY": "webapp_oidc_authority",
+    "WEBAPP_OIDC_CLIENT_ID": "webapp_oidc_client_id",
     "JOBS_STATE_MACHINE_ARN": "jobs_state_machine_arn",
 }
 
@@ -371,6 +384,16 @@ def _validate_auth(settings: Settings) -> None:
         raise ConfigError("DicomWeb.Authorizer oidc needs DicomWeb.OidcIssuer and OidcAudience")
     if settings.authorizer == "cognito" and not settings.cognito_user_pool_arn:
         raise ConfigError("DicomWeb.Authorizer cognito needs DicomWeb.CognitoUserPoolArn")
+    authority = urllib.parse.urlsplit(settings.webapp_oidc_authority)
+    if settings.webapp_oidc_authority and (
+        authority.scheme not in ("http", "https") or not authority.netloc
+    ):
+        raise ConfigError(
+            "DicomWeb.WebAppOidcAuthority must be the issuer's http(s) URL, not "
+            f"{settings.webapp_oidc_authority!r}"
+        )
+    if bool(settings.webapp_oidc_authority) != bool(settings.webapp_oidc_client_id):
+        raise ConfigError("DicomWeb.WebAppOidcAuthority and WebAppOidcClientId go together")
     for user, password in settings.registered_users.items():
         if not isinstance(password, str) or not password:
             raise ConfigError(f"RegisteredUsers.{user} must be a non-empty password string")

@@ -44,6 +44,7 @@ from chalicelib.server import (
 )
 from chalicelib.server.http import (
     ALL_METHODS,
+    PUBLIC,
     SECURITY_HEADERS,
     RouteTable,
     WebRequest,
@@ -252,15 +253,16 @@ def create_app(
             app.route(path, methods=ALL_METHODS, name=name, content_types=["*/*"])(view)
             return
         # One view per scope, so that API Gateway checks a Cognito token's scope itself; the
-        # OPTIONS view has no authorizer: a CORS preflight carries no credentials.
+        # OPTIONS view and `public` views have no authorizer: a CORS preflight carries no
+        # credentials, and a browser's navigation to the web app cannot send a token.
         by_scope: dict[str, list[str]] = {}
         for method in ALL_METHODS:
             if method != "OPTIONS":
                 scope = table.scopes[path].get("GET" if method == "HEAD" else method, "")
                 by_scope.setdefault(scope, []).append(method)
         for scope, methods in by_scope.items():
-            scoped = authorizer
-            if scope and isinstance(authorizer, CognitoUserPoolAuthorizer):
+            scoped: Authorizer | None = None if scope == PUBLIC else authorizer
+            if scope and isinstance(scoped, CognitoUserPoolAuthorizer):
                 scoped = authorizer.with_scopes([settings.scope_prefix + scope])
             app.route(
                 path,

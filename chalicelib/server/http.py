@@ -162,10 +162,14 @@ def not_modified(request: WebRequest, etag: str) -> bool:
 
 Handler = Callable[..., WebResponse]
 
-Scope = Literal["read", "write", "admin"]
-SCOPES: tuple[Scope, ...] = SETTINGS_SCOPES  # type: ignore[assignment]
+Scope = Literal["read", "write", "admin", "public"]
+PUBLIC: Scope = "public"
+SCOPES: tuple[Scope, ...] = (*SETTINGS_SCOPES, PUBLIC)  # type: ignore[assignment]
 """Who may call a route: `read` (search and retrieve), `write` (store), `admin` (delete,
-remote servers, proxies and jobs). Every route declares one; see `RouteTable.scope`."""
+remote servers, proxies and jobs), or `public`: anyone, without credentials, on every
+transport (no API Gateway authorizer) — only the web app's static files, which carry no
+patient data and must load before a browser can sign in. Every route declares one; see
+`RouteTable.scope`."""
 
 
 class Service:
@@ -219,8 +223,8 @@ class RouteTable:
     def dispatch(self, path: str, request: WebRequest, params: dict[str, str]) -> WebResponse:
         """Call the handler of `path` for the request's method; never raise.
 
-        A CORS preflight is answered for anyone; every other call is authenticated (401) and
-        needs the route's scope (403), then passes the request limits."""
+        A CORS preflight and a `public` route are answered for anyone; every other call is
+        authenticated (401) and needs the route's scope (403); all pass the request limits."""
         handlers = self.routes[path]
         method = request.method
         request.route_table = self
@@ -263,12 +267,14 @@ class RouteTable:
         return response
 
     def _admit(self, path: str, request: WebRequest) -> None:
-        """Authenticate the caller, check the route's scope and the request's size limits."""
+        """Authenticate the caller (not on a `public` route), check the route's scope and the
+        request's size limits."""
         settings = request.context.settings
-        request.principal = authenticate(settings, request.headers, request.request_context)
         method = "GET" if request.method == "HEAD" else request.method
         scope = self.scopes[path].get(method)
-        require_scope(request.principal, scope, request.method, request.path)
+        if scope != PUBLIC:
+            request.principal = authenticate(settings, request.headers, request.request_context)
+            require_scope(request.principal, scope, request.method, request.path)
         length = sum(len(k) + len(v) + 2 for k, v in request.query)
         if length > settings.max_query_string:
             raise UriTooLong(

@@ -3,7 +3,10 @@
 // Addresses are relative to the page (served at {DicomWeb.Root}/app/client/index.html), so the
 // app works under any DicomWeb.Root and behind an API Gateway stage prefix. Client routes in the
 // shapes of the Orthanc DICOMweb plugin's client REST API: servers, servers/{name}/get,
-// /retrieve, /stow, /delete, and the jobs at the Path they answer.
+// /retrieve, /stow, /delete, and the jobs at the Path they answer. Every call carries the
+// access token of signin.js when the user signed in.
+
+import { authorization, signInEnabled } from "./signin.js";
 
 const ROOT = new URL("../../", document.baseURI);
 
@@ -41,14 +44,15 @@ async function causeOf(response) {
 export async function request(what, url, options = {}) {
   let response;
   try {
-    response = await fetch(url, options);
+    response = await fetch(url, { ...options, headers: { ...authorization(), ...options.headers } });
   } catch (error) {
     throw new ApiError(`${what} failed: this server cannot be reached (${error.message}).`);
   }
   if (!response.ok) {
     const cause = await causeOf(response);
     const status = `HTTP ${response.status}${response.statusText ? " " + response.statusText : ""}`;
-    throw new ApiError(`${what} failed: ${status}${cause ? ": " + cause : "."}`, response.status);
+    const hint = response.status === 401 && signInEnabled ? " Sign in first." : "";
+    throw new ApiError(`${what} failed: ${status}${cause ? ": " + cause : "."}${hint}`, response.status);
   }
   return response;
 }

@@ -5,7 +5,8 @@ import { followRunningJobs } from "./jobs.js";
 import { initLocal, searchLocal } from "./local.js";
 import { initRemote } from "./remote.js";
 import { initServers, loadServers } from "./servers.js";
-import { clearMessage } from "./ui.js";
+import { completeSignIn, initSignIn } from "./signin.js";
+import { clearMessage, showError } from "./ui.js";
 
 const tabs = [...document.querySelectorAll('[role="tab"]')];
 
@@ -33,6 +34,8 @@ for (const [index, tab] of tabs.entries()) {
 }
 
 document.getElementById("message-close").addEventListener("click", clearMessage);
+await completeSignIn().catch(showError);
+initSignIn(showError);
 initServers();
 initRemote();
 initLocal();

@@ -7,6 +7,7 @@ import { TAG, describe, formatDate, number, studyQuery, text } from "./dicom.js"
 import { track } from "./jobs.js";
 import { studyLabel } from "./remote.js";
 import { session } from "./session.js";
+import { accessToken } from "./signin.js";
 import { clearMessage, el, guarded, renderTable, saveBlob, showError, tagTable } from "./ui.js";
 import { zipFromMultipart } from "./zip.js";
 
@@ -20,14 +21,21 @@ let offset = 0;
 
 const studyPath = (study) => `/studies/${encodeURIComponent(text(study, TAG.StudyInstanceUID))}`;
 
+/** The study's thumbnail: an <img> loading it, or, when signed in (an <img> cannot send the
+ *  token), the image fetched with it as a blob. */
 function thumbnail(study) {
-  const image = el("img", {
-    class: "thumb",
-    loading: "lazy",
-    alt: `Thumbnail of ${studyLabel(study)}`,
-    src: localUrl(`${studyPath(study)}/thumbnail`).href,
-  });
-  image.addEventListener("error", () => image.replaceWith(el("span", { class: "no-preview", text: "no thumbnail" })), { once: true });
+  const url = localUrl(`${studyPath(study)}/thumbnail`).href;
+  const image = el("img", { class: "thumb", alt: `Thumbnail of ${studyLabel(study)}` });
+  const missing = () => image.replaceWith(el("span", { class: "no-preview", text: "no thumbnail" }));
+  if (accessToken()) {
+    request("Loading a thumbnail", url, { headers: { Accept: "image/jpeg" } })
+      .then(async (response) => (image.src = URL.createObjectURL(await response.blob())))
+      .catch(missing);
+  } else {
+    image.loading = "lazy";
+    image.addEventListener("error", missing, { once: true });
+    image.src = url;
+  }
   return image;
 }
 

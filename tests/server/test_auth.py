@@ -15,7 +15,8 @@ from chalice.test import Client
 from chalicelib.config import SCOPES, ConfigError, Settings, load_settings
 from chalicelib.server.api import build_route_table, create_app
 from chalicelib.server.auth import Principal, authenticate
-from chalicelib.server.http import RouteTable
+from chalicelib.server.http import PUBLIC, RouteTable
+from chalicelib.server.http import SCOPES as ROUTE_SCOPES
 from tests.conftest import make_context
 
 USERS = {scope: f"{scope}-password" for scope in SCOPES} | {"all": "all-password"}
@@ -66,12 +67,37 @@ def client(tmp_path: Path) -> Client:
     return Client(create_app(lambda: context))
 
 
-CALLS = table_calls(build_route_table(Settings(**options())))
+ALL_CALLS = table_calls(build_route_table(Settings(**options())))
+CALLS = [call for call in ALL_CALLS if call[2] != PUBLIC]
+PUBLIC_CALLS = [call for call in ALL_CALLS if call[2] == PUBLIC]
+WEB_APP_PATHS = {"/dicom-web/app/client", "/dicom-web/app/client/{file}"}
 
 
 def test_table_calls_cover_every_route() -> None:
     assert len(CALLS) > 30
     assert {scope for _, _, scope in CALLS} == set(SCOPES)
+    assert {scope for _, _, scope in ALL_CALLS} == set(ROUTE_SCOPES)
+
+
+def test_only_the_web_app_is_public() -> None:
+    """The web app's static files carry no patient data; no other route may be open."""
+    assert {path for _, path, _ in PUBLIC_CALLS} == WEB_APP_PATHS
+    assert {(m, p) for m, p, _ in PUBLIC_CALLS} == {
+        (m, p) for p in WEB_APP_PATHS for m in ("GET", "HEAD")
+    }
+
+
+@pytest.mark.parametrize("path", ["/dicom-web/app/client", "/dicom-web/app/client/index.html"])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_public_route_is_open(client: Client, method: str, path: str) -> None:
+    for headers in ({}, {"Authorization": basic("read", "nope")}):
+        response = _call(client, method, path, **headers)
+        assert response.status_code in (200, 302), (headers, response.body)
+
+
+def test_public_route_other_methods_need_credentials(client: Client) -> None:
+    response = client.http.request("POST", "/dicom-web/app/client/index.html")
+    assert response.status_code == 401
 
 
 def _call(client: Client, method: str, path: str, **headers: str) -> Any:
@@ -268,3 +294,17 @@ def test_load_settings_orthanc_users() -> None:
     assert settings.authentication_enabled
     assert settings.registered_users == {"ann": "secret"}
     assert settings.user_scopes == {"ann": ["read"]}
+
+
+@pytest.mark.parametrize("authorizer", ["cognito", "iam"])
+def test_api_gateway_routes_web_app_without_authorizer(
+    aws_env: None, tmp_path: Path, authorizer: str
+) -> None:
+    """On an authorizer stage, API Gateway lets a browser load the web app (no token); every
+    other route keeps the authorizer (test_oidc.py)."""
+    context = make_context("aws", tmp_path, authorizer=authorizer)
+    app = create_app(lambda: context, settings=context.settings)
+    for path in WEB_APP_PATHS:
+        assert app.routes[path]["GET"].authorizer is None, path
+        assert app.routes[path]["HEAD"].authorizer is None, path
+        assert app.routes[path]["POST"].authorizer is not None, path

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 
 import pytest
 from chalice.test import Client
 
-from chalicelib.config import load_settings
+from chalicelib.config import ConfigError, load_settings
 from chalicelib.server.api import build_route_table, create_app
 from chalicelib.server.webapp import CONTENT_TYPES, WEB_DIR
 from tests.conftest import make_context
@@ -64,6 +65,50 @@ def test_app_file_index_carries_the_settings(client: Client) -> None:
     assert "default-src 'self'" in response.headers["Content-Security-Policy"]
 
 
+def test_app_file_index_carries_the_sign_in_settings(tmp_path: Path) -> None:
+    """The provider the page signs in with, and a CSP that lets it fetch the provider."""
+    issuer = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_abc"
+    context = make_context(
+        "local", tmp_path, webapp_oidc_authority=issuer, webapp_oidc_client_id="c1&2"
+    )
+    response = Client(create_app(lambda: context)).http.get(f"{APP}/index.html")
+    page = response.body.decode()
+    assert f'name="dicomweb-oidc-authority" content="{issuer}"' in page
+    assert 'name="dicomweb-oidc-client-id" content="c1&amp;2"' in page
+    scopes = "openid dicomweb/read dicomweb/write dicomweb/admin"
+    assert f'name="dicomweb-oidc-scopes" content="{scopes}"' in page
+    policy = response.headers["Content-Security-Policy"]
+    assert policy.endswith(
+        "; connect-src 'self' https: https://cognito-idp.eu-west-1.amazonaws.com"
+    )
+
+
+def test_app_file_index_without_sign_in(client: Client) -> None:
+    response = client.http.get(f"{APP}/index.html")
+    assert 'name="dicomweb-oidc-authority" content=""' in response.body.decode()
+    assert "connect-src" not in response.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ({"WebAppOidcAuthority": "cognito-idp.example/pool", "WebAppOidcClientId": "c"}, "http"),
+        ({"WebAppOidcAuthority": "https://idp.example"}, "go together"),
+        ({"WebAppOidcClientId": "c"}, "go together"),
+    ],
+)
+def test_sign_in_settings_are_checked(document: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings({"DICOMWEB_CONFIG": json.dumps({"DicomWeb": document})})
+
+
+def test_sign_in_settings_from_the_environment() -> None:
+    """The stack sets them on the Lambdas (infra/stack.py)."""
+    issuer = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_x"
+    settings = load_settings({"WEBAPP_OIDC_AUTHORITY": issuer, "WEBAPP_OIDC_CLIENT_ID": "c"})
+    assert (settings.webapp_oidc_authority, settings.webapp_oidc_client_id) == (issuer, "c")
+
+
 def test_app_file_index_escapes_the_template(tmp_path: Path) -> None:
     template = '/viewer?a=1&b="x"&uid={uid}'
     context = make_context("local", tmp_path, viewer_url_template=template)
@@ -85,10 +130,11 @@ def test_open_app_redirects_to_the_page(client: Client) -> None:
     assert response.headers["Location"] == "http://pacs.test/dicom-web/app/client/index.html"
 
 
-def test_app_routes_read_scope() -> None:
+def test_app_routes_public_scope() -> None:
+    """The page and its modules load before a browser can sign in: no credentials needed."""
     table = build_route_table(load_settings({}))
-    assert table.scope(f"{APP}/{{file}}", "GET") == "read"
-    assert table.scope(APP, "GET") == "read"
+    assert table.scope(f"{APP}/{{file}}", "GET") == "public"
+    assert table.scope(APP, "GET") == "public"
 
 
 def test_app_file_api_gateway_event(tmp_path: Path) -> None:
