@@ -184,6 +184,13 @@ class DicomWebStack(cdk.Stack):
         # which `protect` replaces in the template; the Lambdas get the real ARN.
         os.environ["COGNITO_USER_POOL_ARN"] = PACKAGING_POOL_ARN
         environment["COGNITO_USER_POOL_ARN"] = sign_in.pool.user_pool_arn
+        # The web app signs in with the viewer client (webapp.py fills its page with these).
+        # Its own URL cannot be a callback URL of that client here: the client would depend
+        # on the API, whose Lambdas depend on the client's id; README "Deploying" says how.
+        environment["WEBAPP_OIDC_AUTHORITY"] = (
+            f"https://cognito-idp.{self.region}.amazonaws.com/{sign_in.pool.user_pool_id}"
+        )
+        environment["WEBAPP_OIDC_CLIENT_ID"] = sign_in.viewer_client.user_pool_client_id
         return sign_in
 
     def _bucket(self, removal: cdk.RemovalPolicy, auto_delete: bool) -> s3.Bucket:
