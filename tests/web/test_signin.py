@@ -32,10 +32,12 @@ TOKEN = "token-for-the-viewer"
 
 
 class Provider(ThreadingHTTPServer):
-    """The provider's record: each authorization request, and each code it exchanged."""
+    """The provider's record: each authorization request, and each code it exchanged;
+    `refuse` makes its token endpoint refuse every code."""
 
     authorizations: list[dict[str, str]]
     exchanges: list[dict[str, str]]
+    refuse: bool = False
 
 
 class ProviderHandler(BaseHTTPRequestHandler):
@@ -90,8 +92,8 @@ class ProviderHandler(BaseHTTPRequestHandler):
             and asked.get("code_challenge_method") == "S256"
             and digest.decode() == asked.get("code_challenge")
         )
-        if not valid:
-            self._answer(400, {"error": "invalid_grant"})
+        if not valid or self.server.refuse:
+            self._answer(400, {"error": "invalid_grant", "error_description": "code refused"})
             return
         self.server.exchanges.append(form)
         self._answer(200, {"access_token": TOKEN, "token_type": "Bearer", "expires_in": 3600})
@@ -111,12 +113,15 @@ def provider() -> Iterator[Provider]:
         thread.join()
 
 
+def sign_in_config(provider: Provider) -> dict[str, Any]:
+    authority = f"http://127.0.0.1:{provider.server_port}"
+    return {"DicomWeb": {"WebAppOidcAuthority": authority, "WebAppOidcClientId": CLIENT_ID}}
+
+
 def test_app_signs_in_and_sends_the_token(
     browser: Browser, provider: Provider, tmp_path: Path, artifacts: Path
 ) -> None:
-    authority = f"http://127.0.0.1:{provider.server_port}"
-    config = {"DicomWeb": {"WebAppOidcAuthority": authority, "WebAppOidcClientId": CLIENT_ID}}
-    with local_server(tmp_path / "server", config=config) as server:
+    with local_server(tmp_path / "server", config=sign_in_config(provider)) as server:
         store(server, corpus_file(FRENCH))
         context = browser.new_context()
         try:
@@ -160,6 +165,29 @@ def test_app_signs_in_and_sends_the_token(
 
             page.get_by_role("button", name="Sign out").click()
             expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+            assert page.evaluate("sessionStorage.length") == 0
+        finally:
+            context.close()
+
+
+def test_app_says_when_the_provider_refuses_the_code(
+    browser: Browser, provider: Provider, tmp_path: Path
+) -> None:
+    """A refused code leaves the user signed out, with a message naming the refusal."""
+    provider.refuse = True
+    with local_server(tmp_path / "server", config=sign_in_config(provider)) as server:
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.goto(f"{server}/dicom-web/app/client/index.html")
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.locator("#message")).to_contain_text(
+                "Sign-in failed: the token endpoint refused the code (code refused)"
+            )
+            expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+            expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+            assert len(provider.authorizations) == 1
+            assert provider.exchanges == []
             assert page.evaluate("sessionStorage.length") == 0
         finally:
             context.close()
