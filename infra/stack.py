@@ -156,7 +156,21 @@ class DicomWebStack(cdk.Stack):
         self._gateway_responses()
         if self.sign_in is not None:
             self.sign_in.protect(self.api.get_resource("RestAPI"))
+            self._web_app_sign_in(self.sign_in)
         self._outputs()
+
+    def _web_app_sign_in(self, sign_in: CognitoSignIn) -> None:
+        """The web app signs in with the viewer client: the API handler fills its page with
+        these. They are set on the packaged function, not in the stage's environment, because
+        `chalice package` loads the app with that environment and the app validates the
+        authority, a CloudFormation token then. The app's own URL cannot be a callback URL of
+        the client here (the client would depend on the API, whose handler depends on the
+        client's id): README "Deploying" says how to add it."""
+        authority = f"https://cognito-idp.{self.region}.amazonaws.com/{sign_in.pool.user_pool_id}"
+        self.api.add_environment_variable("WEBAPP_OIDC_AUTHORITY", authority, "APIHandler")
+        self.api.add_environment_variable(
+            "WEBAPP_OIDC_CLIENT_ID", sign_in.viewer_client.user_pool_client_id, "APIHandler"
+        )
 
     def _authorizer(
         self, stage: str, removal: cdk.RemovalPolicy, environment: dict[str, str]
@@ -184,13 +198,6 @@ class DicomWebStack(cdk.Stack):
         # which `protect` replaces in the template; the Lambdas get the real ARN.
         os.environ["COGNITO_USER_POOL_ARN"] = PACKAGING_POOL_ARN
         environment["COGNITO_USER_POOL_ARN"] = sign_in.pool.user_pool_arn
-        # The web app signs in with the viewer client (webapp.py fills its page with these).
-        # Its own URL cannot be a callback URL of that client here: the client would depend
-        # on the API, whose Lambdas depend on the client's id; README "Deploying" says how.
-        environment["WEBAPP_OIDC_AUTHORITY"] = (
-            f"https://cognito-idp.{self.region}.amazonaws.com/{sign_in.pool.user_pool_id}"
-        )
-        environment["WEBAPP_OIDC_CLIENT_ID"] = sign_in.viewer_client.user_pool_client_id
         return sign_in
 
     def _bucket(self, removal: cdk.RemovalPolicy, auto_delete: bool) -> s3.Bucket:
