@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match, Template
-from conftest import CDK_OUT, STAGE, logical_id, resources_of_type
+from conftest import CDK_OUT, ROOT, STAGE, logical_id, resources_of_type
 
 APP_FUNCTIONS = ("APIHandler", "IngestUpload", "JobsWorker")
 STORAGE_ACTIONS = {
@@ -249,3 +250,36 @@ def test_cfn_lint_is_clean() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prod_stack_signs_in_with_cognito(tmp_path: Path) -> None:
+    """A `prod` synth without AUTHORIZER: Cognito on every method but OPTIONS and the web
+    app's files (each with its route's scope), and the web app's sign-in settings on the API
+    handler. Synthesized in a process of its own: it packages the app from the repository."""
+    env = {**os.environ, "STAGE": "prod", "CDK_OUTDIR": str(tmp_path)}
+    env.pop("AUTHORIZER", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    template = json.loads((tmp_path / "prod.template.json").read_text())
+    (api,) = resources_of_type(template, "AWS::Serverless::Api").values()
+    paths = api["Properties"]["DefinitionBody"]["paths"]
+    public = {"/dicom-web/app/client", "/dicom-web/app/client/{file}"}
+    for path, methods in paths.items():
+        for method, operation in methods.items():
+            security = operation.get("security")
+            if method == "options" or (path in public and method in ("get", "head")):
+                assert security is None, (path, method)
+            else:
+                assert security and list(security[0]) == ["cognito"], (path, method)
+    assert paths["/dicom-web/studies"]["get"]["security"] == [{"cognito": ["dicomweb/read"]}]
+    assert paths["/dicom-web/studies"]["post"]["security"] == [{"cognito": ["dicomweb/write"]}]
+    handler = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
+    assert handler["AUTHORIZER"] == "cognito"
+    assert {"WEBAPP_OIDC_AUTHORITY", "WEBAPP_OIDC_CLIENT_ID"} <= set(handler)
