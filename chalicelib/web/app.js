@@ -19,7 +19,7 @@ function select(tab) {
   }
   if (tab.id === "tab-local") searchLocal();
   if (tab.id === "tab-servers") loadServers();
-followRunningJobs();
+  followRunningJobs();
 }
 
 for (const [index, tab] of tabs.entries()) {

@@ -86,7 +86,8 @@ export async function followRunningJobs() {
     if (error.status !== 403) showError(error);
     return;
   }
-  for (const job of jobs.filter((item) => !FINAL.has(item.State))) {
+  const followed = (job) => document.querySelector(`#jobs-list [data-job="${CSS.escape(job.ID)}"]`);
+  for (const job of jobs.filter((item) => !FINAL.has(item.State) && !followed(item))) {
     const server = job.Content?.Server ? ` ${job.Type === "DicomWebStowClient" ? "to" : "from"} ${job.Content.Server}` : "";
     track(job, `${ACTIONS[job.Type] || job.Type}${server} (job ${job.ID.slice(0, 8)})`);
   }
