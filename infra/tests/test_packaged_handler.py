@@ -35,6 +35,8 @@ import pytest
 import requests
 from conftest import logical_id, resources_of_type
 
+from tests.apigateway import api_gateway_event
+
 REGION = "us-east-1"
 HOST = "abc123.execute-api.us-east-1.amazonaws.com"
 INLINE_LIMIT = 1_000_000
@@ -252,26 +254,15 @@ def invoke(
         "Accept": "*/*",
         **(headers or {}),
     }
-    event = {
-        "resource": resource,
-        "path": path,
-        "httpMethod": method,
-        "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": query,
-        "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} if query else None,
-        "pathParameters": {k: quote(v, safe="") for k, v in params.items()} or None,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": resource,
-            "httpMethod": method,
-            "path": "/api" + path,
-            "stage": "api",
-            "identity": {"sourceIp": "203.0.113.9"},
-        },
-        "body": base64.b64encode(body).decode("ascii") if body is not None else None,
-        "isBase64Encoded": body is not None,
-    }
+    event = api_gateway_event(
+        method,
+        path,
+        resource,
+        {k: quote(v, safe="") for k, v in params.items()} or None,
+        headers,
+        body,
+        query,
+    )
     answer = task.app.app(event, None)
     payload = answer.get("body") or ""
     data = base64.b64decode(payload) if answer.get("isBase64Encoded") else payload.encode()

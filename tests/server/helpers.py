@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from typing import Any
 
@@ -44,32 +43,6 @@ def parts_of(response: Any) -> list[tuple[dict[str, str], bytes]]:
 
 def values(dataset: dict, tag: str) -> list:
     return dataset.get(tag, {}).get("Value", [])
-
-
-def api_gateway_event(
-    method: str, path: str, resource: str, params: dict, headers: dict, body: bytes | None
-) -> dict:
-    """An API Gateway REST (v1) proxy event as Lambda receives it, binary body base64."""
-    return {
-        "resource": resource,
-        "path": path,
-        "httpMethod": method,
-        "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": None,
-        "multiValueQueryStringParameters": None,
-        "pathParameters": params,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": resource,
-            "httpMethod": method,
-            "path": "/api" + path,
-            "stage": "api",
-            "identity": {"sourceIp": "203.0.113.9"},
-        },
-        "body": base64.b64encode(body).decode("ascii") if body is not None else None,
-        "isBase64Encoded": body is not None,
-    }
 
 
 def assert_no_route(response: Any) -> None:

@@ -11,8 +11,9 @@ from chalicelib.config import Settings
 from chalicelib.context import Context
 from chalicelib.server.api import create_app
 from chalicelib.server.urls import api_base_url, stage_prefix
+from tests.apigateway import api_gateway_event
 from tests.conftest import testdata
-from tests.server.helpers import STOW_CONTENT_TYPE, api_gateway_event, stow_body
+from tests.server.helpers import STOW_CONTENT_TYPE, stow_body
 
 SETTINGS = Settings(trusted_proxies=("10.0.0.0/8",))
 PROXY = "10.1.2.3"

@@ -13,8 +13,8 @@ from chalice.test import Client
 from chalicelib.config import ConfigError, load_settings
 from chalicelib.server.api import build_route_table, create_app
 from chalicelib.server.webapp import CONTENT_TYPES, WEB_DIR
+from tests.apigateway import api_gateway_event
 from tests.conftest import make_context
-from tests.server.helpers import api_gateway_event
 
 APP = "/dicom-web/app/client"
 OHIF = "https://viewer.example/viewer?StudyInstanceUIDs={uid}"
