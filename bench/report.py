@@ -27,25 +27,25 @@ def _cells(result: dict[str, Any]) -> list[str]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The result as a Markdown table: per server median ms, p95 ms, rate; then the ratio."""
+    """The result as a Markdown table: per server median ms, p95 ms, rate; then the speed-up."""
     names = list(result["servers"])
     both = {"orthanc", "ours"} <= set(names)
     header = ["Row"]
     for name in names:
         header += [f"{name} median ms", f"{name} p95 ms", f"{name} rate"]
     if both:
-        header.append("ours/orthanc")
+        header.append("speed-up")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in result["rows"]:
         cells = [row["title"]]
         for name in names:
             cells += _cells(row["results"][name])
         if both:
-            cells.append("" if row["ratio"] is None else f"{row['ratio']:.2f}")
+            cells.append("" if row["speedup"] is None else f"{row['speedup']:.2f}×")
         lines.append("| " + " | ".join(cells) + " |")
     notes = [
         "",
-        f"Ratio: {result['ratio']}. Best median over {result['settings']['rounds']} rounds of "
+        f"Speed-up: {result['speedup']}. Best median over {result['settings']['rounds']} rounds of "
         f"{result['settings']['repeats']} requests after {result['settings']['warmup']} warm-up; "
         "MB = 10^6 bytes.",
     ]

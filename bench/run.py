@@ -5,7 +5,8 @@
 Both servers get the same bytes: STOW-RS bodies are built once per batch and sent to each, every
 request carries `Accept-Encoding: identity`, and the servers alternate in time (per batch for
 ingest, per round for the other rows). A row a server does not support is recorded as n/a with
-its status code. The result goes to `bench/results/<UTC timestamp>.json` and stdout (Markdown).
+its status code. The result goes to `bench/results/<UTC timestamp>.json`, its chart beside it
+(`.png`, bench/chart.py), and the table to stdout (Markdown).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import requests
 
+from bench.chart import draw
 from bench.dataset import DatasetSpec, Instance, Manifest, load_or_generate
 from bench.report import markdown
 from bench.rows import JSON, Row, read_rows
@@ -35,8 +37,9 @@ from bench.servers import BenchServer, peak_rss_mb, start_server, unavailable_re
 BENCH_DIR = Path(__file__).resolve().parent
 BOUNDARY = "bench-boundary-5f0c3a7e9d1b"
 MB = 1e6
-RATIO_NOTE = (
-    "ours/orthanc: median time per request (peak RSS: MiB); below 1 means ours is faster/smaller"
+SPEEDUP_NOTE = (
+    "orthanc/ours: Orthanc's median time per request (peak RSS: MiB) divided by ours;"
+    " above 1 means ours is faster/smaller"
 )
 
 
@@ -85,13 +88,13 @@ def not_available(sample: Sample) -> dict[str, Any]:
 
 
 def row_result(row_id: str, title: str, unit: str, results: dict[str, Any]) -> dict[str, Any]:
-    """A row of the result file, with ours/orthanc when both have a figure."""
-    ratio = None
+    """A row of the result file, with the speed-up orthanc/ours when both have a figure."""
+    speedup = None
     ours, orthanc = results.get("ours", {}), results.get("orthanc", {})
     key = "value" if unit == "MiB" else "median_ms"
-    if key in ours and key in orthanc and orthanc[key]:
-        ratio = ours[key] / orthanc[key]
-    return {"id": row_id, "title": title, "unit": unit, "results": results, "ratio": ratio}
+    if key in ours and key in orthanc and ours[key]:
+        speedup = orthanc[key] / ours[key]
+    return {"id": row_id, "title": title, "unit": unit, "results": results, "speedup": speedup}
 
 
 def alternate(names: list[str], turn: int) -> list[str]:
@@ -331,14 +334,15 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": asdict(spec)
         | {"instances": len(manifest.instances), "bytes": manifest.total_bytes},
         "servers": described,
-        "ratio": RATIO_NOTE,
+        "speedup": SPEEDUP_NOTE,
         "rows": rows,
     }
     out = args.out or BENCH_DIR / "results" / f"{started:%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
+    chart = draw(result, out.with_suffix(".png"))
     print(markdown(result))
-    print(f"\nwritten to {out}", file=sys.stderr)
+    print(f"\nwritten to {out} and {chart}", file=sys.stderr)
     return 0
 
 

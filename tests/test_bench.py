@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bench import run
 from bench.dataset import DatasetSpec, generate
@@ -84,7 +85,13 @@ def test_main_tiny_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         assert rows["stow_rs"]["results"]["orthanc"]["instances_per_s"] > 0
         assert rows["qido_studies"]["results"]["orthanc"]["items"] == 1
         assert rows["qido_instances_of_series"]["results"]["orthanc"]["items"] == 3
+    if set(names) == {"orthanc", "ours"}:
+        qido = rows["qido_studies"]["results"]
+        speedup = qido["orthanc"]["median_ms"] / qido["ours"]["median_ms"]
+        assert rows["qido_studies"]["speedup"] == pytest.approx(speedup)
     assert "| Row |" in capsys.readouterr().out
+    with Image.open(out.with_suffix(".png")) as chart:
+        assert chart.format == "PNG" and chart.width > 500
 
 
 def test_generate_is_deterministic(tmp_path: Path) -> None:
