@@ -88,26 +88,3 @@ export function describe(dataset) {
       return [label, keyword(tag), element.vr || "", value];
     });
 }
-
-/**
- * The QIDO-RS arguments of a search form: one key per non-empty field, StudyDate as a range
- * (PS3.4 §C.2.2.2.5), `fuzzymatching`, and `limit`/`offset` for paging (PS3.18 §8.3.4.4).
- * Wildcards (`*`, `?`) pass as typed; our server URL-encodes them for the remote.
- */
-export function studyQuery(form, offset, limit) {
-  const data = new FormData(form);
-  const args = {};
-  for (const name of ["PatientName", "PatientID", "AccessionNumber", "StudyID", "ModalitiesInStudy"]) {
-    const value = String(data.get(name) || "").trim();
-    if (value) args[name] = value;
-  }
-  const from = String(data.get("StudyDateFrom") || "").replaceAll("-", "");
-  const to = String(data.get("StudyDateTo") || "").replaceAll("-", "");
-  if (from || to) args.StudyDate = from === to ? from : `${from}-${to}`;
-  if (data.get("fuzzymatching")) args.fuzzymatching = "true";
-  args.includefield = TAG.StudyDescription;
-  args.offset = String(offset);
-  // One more than shown: whether there are more results, without relying on a Warning header.
-  args.limit = String(limit + 1);
-  return args;
-}

@@ -3,21 +3,13 @@
 // its instances, from the WADO-RS multipart answer), Tags.
 
 import { localSearch, localUrl, request, stow } from "./api.js";
-import { TAG, describe, formatDate, number, studyQuery, text } from "./dicom.js";
+import { TAG, describe, text } from "./dicom.js";
 import { track } from "./jobs.js";
-import { studyLabel } from "./remote.js";
 import { session } from "./session.js";
 import { accessToken } from "./signin.js";
-import { clearMessage, el, guarded, renderTable, saveBlob, showError, tagTable } from "./ui.js";
+import { STUDY_COLUMNS, studyLabel, studySearch } from "./studies.js";
+import { el, guarded, saveBlob, tagTable } from "./ui.js";
 import { zipFromMultipart } from "./zip.js";
-
-const form = document.getElementById("local-search");
-const table = document.getElementById("local-results");
-const status = document.getElementById("local-status");
-const more = document.getElementById("local-more");
-
-let rows = [];
-let offset = 0;
 
 const studyPath = (study) => `/studies/${encodeURIComponent(text(study, TAG.StudyInstanceUID))}`;
 
@@ -41,13 +33,13 @@ function thumbnail(study) {
 
 async function download(study) {
   const uid = text(study, TAG.StudyInstanceUID);
-  status.textContent = `Downloading ${studyLabel(study)}…`;
+  list.status.textContent = `Downloading ${studyLabel(study)}…`;
   const response = await request(`Downloading the study ${uid}`, localUrl(studyPath(study)), {
     headers: { Accept: 'multipart/related; type="application/dicom"; transfer-syntax=*' },
   });
   const { blob, count } = await zipFromMultipart(response);
   saveBlob(blob, `study-${uid}.zip`);
-  status.textContent = `Downloaded ${count} instance(s) of ${studyLabel(study)} as study-${uid}.zip.`;
+  list.status.textContent = `Downloaded ${count} instance(s) of ${studyLabel(study)} as study-${uid}.zip.`;
 }
 
 function actions(study) {
@@ -88,46 +80,23 @@ function actions(study) {
   return el("div", { class: "row-actions" }, buttons);
 }
 
+const { patientName, patientId, date, description, accession, modalities, instances } = STUDY_COLUMNS;
 const columns = [
   { label: "Preview", cell: thumbnail },
-  { label: "Patient name", cell: (s) => text(s, TAG.PatientName), sortKey: (s) => text(s, TAG.PatientName) },
-  { label: "Patient ID", cell: (s) => text(s, TAG.PatientID), sortKey: (s) => text(s, TAG.PatientID) },
-  { label: "Study date", cell: (s) => formatDate(text(s, TAG.StudyDate)), sortKey: (s) => text(s, TAG.StudyDate) },
-  { label: "Description", cell: (s) => text(s, TAG.StudyDescription), sortKey: (s) => text(s, TAG.StudyDescription) },
-  { label: "Accession", cell: (s) => text(s, TAG.AccessionNumber), sortKey: (s) => text(s, TAG.AccessionNumber) },
-  { label: "Modalities", cell: (s) => text(s, TAG.ModalitiesInStudy), sortKey: (s) => text(s, TAG.ModalitiesInStudy) },
-  { label: "Instances", cell: (s) => String(number(s, TAG.NumberOfStudyRelatedInstances)), sortKey: (s) => number(s, TAG.NumberOfStudyRelatedInstances) },
+  ...[patientName, patientId, date, description, accession, modalities, instances],
   { label: "Actions", cell: actions },
 ];
 
-async function search(append) {
-  const limit = Number(new FormData(form).get("limit"));
-  offset = append ? offset + limit : 0;
-  status.textContent = "Searching the local store…";
-  try {
-    const found = await localSearch("/studies", studyQuery(form, offset, limit));
-    clearMessage();
-    rows = append ? rows.concat(found.slice(0, limit)) : found.slice(0, limit);
-    more.hidden = found.length <= limit;
-    status.textContent = rows.length
-      ? `${rows.length} ${rows.length === 1 ? "study" : "studies"} in the local store${more.hidden ? "" : " (more results available)"}.`
-      : "No study in the local store matches this search.";
-    if (rows.length) renderTable(table, columns, rows);
-    else table.hidden = true;
-  } catch (error) {
-    status.textContent = "";
-    showError(error);
-  }
-}
+let list;
 
 export function initLocal() {
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    guarded(form.querySelector("button[type=submit]"), () => search(false));
+  list = studySearch("local", {
+    fetch: (query) => localSearch("/studies", query),
+    where: () => "in the local store",
+    columns: () => columns,
   });
-  more.addEventListener("click", () => guarded(more, () => search(true)));
   // A retrieve that ended adds studies: search again so they show.
-  document.addEventListener("local-changed", () => search(false));
+  document.addEventListener("local-changed", () => list.search());
 }
 
-export const searchLocal = () => search(false);
+export const searchLocal = () => list.search();
