@@ -1,14 +1,18 @@
 """multipart/related bodies (RFC 2387 over RFC 2046 §5.1), as PS3.18 §8.6.1.2 (2025b) uses them.
 
 `parse_media_type` reads a Content-Type or Accept member; `split_multipart` decodes a request
-body strictly enough to name what is wrong; `encode_multipart` builds an answer in one join.
+body strictly enough to name what is wrong; `multipart_pieces` lays an answer out piece by piece
+(framing as bytes, part bodies as the caller gives them, so that a server can stream stored
+bodies), and `encode_multipart` joins those pieces into one body.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _PARAM = re.compile(rf'\s*;\s*({_TOKEN})\s*=\s*("(?:[^"\\]|\\.)*"|[^;,]*)')
@@ -122,15 +126,28 @@ def new_boundary() -> str:
     return "DICOMwebBoundary" + secrets.token_hex(12)
 
 
-def encode_multipart(parts: list[tuple[dict[str, str], bytes]], boundary: str) -> bytes:
-    """Build a multipart body; every part carries its own headers."""
+Body = TypeVar("Body")
+
+
+def multipart_pieces(
+    parts: Iterable[tuple[dict[str, str], Body]], boundary: str
+) -> Iterator[bytes | Body]:
+    """A multipart body in order: each part's framing (delimiter, its own headers, blank line)
+    as bytes, then the part's body as given: bytes, or anything the caller writes itself (a
+    stored file). `parts` is consumed lazily, one part at a time."""
     delimiter = b"--" + boundary.encode("ascii")
-    chunks: list[bytes] = []
+    lead = delimiter
     for headers, body in parts:
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        chunks += [delimiter, b"\r\n", head.encode("latin-1"), b"\r\n", body, b"\r\n"]
-    chunks += [delimiter, b"--\r\n"]
-    return b"".join(chunks)
+        yield lead + b"\r\n" + head.encode("latin-1") + b"\r\n"
+        yield body
+        lead = b"\r\n" + delimiter
+    yield lead + b"--\r\n"
+
+
+def encode_multipart(parts: Iterable[tuple[dict[str, str], bytes]], boundary: str) -> bytes:
+    """Build a multipart body in one join; every part carries its own headers."""
+    return b"".join(multipart_pieces(parts, boundary))
 
 
 def multipart_content_type(part_type: str, boundary: str, **params: str) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from chalicelib.dicom.multipart import (
     MultipartError,
     encode_multipart,
+    multipart_pieces,
     parse_media_type,
     split_multipart,
 )
@@ -44,6 +47,25 @@ def test_split_multipart_round_trip_binary() -> None:
     parts = split_multipart(body, "bnd")
     assert [p.body for p in parts] == bodies
     assert parts[0].headers == {"content-type": "application/dicom"}
+
+
+def test_multipart_pieces_framing_as_bytes_bodies_as_given_parts_read_lazily() -> None:
+    stored = object()  # e.g. a stored file the server sends itself
+    taken: list[int] = []
+
+    def parts() -> Iterator[tuple[dict[str, str], object]]:
+        for number in range(2):
+            taken.append(number)
+            yield {"Content-Type": "application/dicom"}, stored
+
+    pieces = multipart_pieces(parts(), "bnd")
+    assert next(pieces) == b"--bnd\r\nContent-Type: application/dicom\r\n\r\n"
+    assert taken == [0] and next(pieces) is stored
+    assert list(pieces) == [
+        b"\r\n--bnd\r\nContent-Type: application/dicom\r\n\r\n",
+        stored,
+        b"\r\n--bnd--\r\n",
+    ]
 
 
 def test_split_multipart_preamble_epilogue_and_no_headers() -> None:
