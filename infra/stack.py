@@ -4,7 +4,7 @@ Resources, by construct id:
 - `Blobs`: the S3 bucket (SSE-S3, public access blocked, TLS only; `tmp/` answers,
   `incoming/` uploads and `uploads/` results expire; CORS for browsers that follow a 303 or
   PUT an upload);
-- `Index`: the DynamoDB table with the GSIs of `chalicelib/storage/dynamo.py`
+- `Index`: the DynamoDB table with the GSIs of `chalicelib/storage/dynamo/table.py`
   (`table_definition`), on demand, point-in-time recovery;
 - `Api`: the Chalice app (`chalice.cdk`), packaged with Python 3.12 and precompiled
   (`infra/packaging.py`): the API handler, the upload ingest Lambda and the jobs worker;
@@ -48,7 +48,7 @@ STAGES = ("dev", "prod")
 
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
 
-# The boto3 calls of chalicelib/storage/s3.py and dynamo.py, as IAM actions. HeadObject is
+# The boto3 calls of chalicelib/storage/s3.py and dynamo/, as IAM actions. HeadObject is
 # s3:GetObject; DeleteObjects is s3:DeleteObject; list_objects_v2 is s3:ListBucket (which also
 # makes HeadObject answer 404, not 403, for a missing key).
 S3_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]

@@ -235,11 +235,12 @@ class TagIndex(Protocol):
         every hint (see `dicom.matching.narrowing`); the caller decides with
         `dicom.matching.matches`. Search Transaction, PS3.18 §10.6 (2025b).
 
-        The adapter narrows with the first hint it has an index for (a UID of the level or
-        above, PatientID, AccessionNumber, PatientName, StudyDate, Modality,
-        ModalitiesInStudy) and ignores the others. Without one it lists the whole level, and
-        raises ScanBudgetExceeded once it has read more than `budget` records (None: no limit,
-        for listings that ask for everything).
+        Every adapter answers through `storage.search.run_search` over its own reads: it
+        narrows with the first hint there is an index for (a UID of the level or above,
+        PatientID, AccessionNumber, PatientName, StudyDate, Modality, ModalitiesInStudy) and
+        ignores the others. Without one it lists the whole level, and raises
+        ScanBudgetExceeded once it has read more than `budget` records (None: no limit, for
+        listings that ask for everything).
 
         An instance candidate's record is decoded only when its `record` is read, and is then
         the record `get_instance` returns.

@@ -7,18 +7,10 @@ import dataclasses
 import json
 import re
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from chalicelib.dicom.matching import PN_GROUPS, Narrowing, index_text, normalize_bound
-from chalicelib.dicom.tags import Level
-from chalicelib.storage.ports import (
-    Conflict,
-    DicomJson,
-    InstanceRecord,
-    SearchInstance,
-    StudyRecord,
-)
+from chalicelib.storage.ports import Conflict, DicomJson, InstanceRecord
 
 _KEY_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
 
@@ -70,16 +62,6 @@ def study_date(study_tags: DicomJson) -> str:
     )
 
 
-def study_order(study: StudyRecord) -> str:
-    """The sort key of studies in search results, to be sorted descending (newest first)."""
-    return f"{study_date(study.study_tags)}#{study.study_uid}"
-
-
-def instance_order(instance: SearchInstance) -> tuple[str, str, str]:
-    """The sort key of instances in search results: (study, series, SOP Instance UID)."""
-    return (instance.study_uid, instance.series_uid, instance.sop_uid)
-
-
 def search_terms(study_tags: DicomJson) -> dict[str, str]:
     """The study's values in the shared search index, by entry name: PatientID,
     AccessionNumber, and each non-empty component group of PatientName in `index_text` form
@@ -100,54 +82,6 @@ def search_terms(study_tags: DicomJson) -> dict[str, str]:
 def term_name(entry: str) -> str:
     """The hint keyword an entry of `search_terms` answers ("PatientNameA" → "PatientName")."""
     return "PatientName" if entry.startswith("PatientName") else entry
-
-
-# The hints an index can use at each level, in the order an adapter tries them.
-_HINT_ORDER: dict[Level, tuple[str, ...]] = {
-    "study": (
-        "StudyInstanceUID",
-        "PatientID",
-        "AccessionNumber",
-        "PatientName",
-        "StudyDate",
-        "ModalitiesInStudy",
-    ),
-    "series": (
-        "SeriesInstanceUID",
-        "StudyInstanceUID",
-        "PatientID",
-        "AccessionNumber",
-        "PatientName",
-        "StudyDate",
-        "Modality",
-        "ModalitiesInStudy",
-    ),
-    "instance": (
-        "SOPInstanceUID",
-        "SeriesInstanceUID",
-        "StudyInstanceUID",
-        "PatientID",
-        "AccessionNumber",
-        "PatientName",
-        "StudyDate",
-        "Modality",
-        "ModalitiesInStudy",
-    ),
-}
-
-
-def search_hint(level: Level, hints: Sequence[Narrowing]) -> Narrowing | None:
-    """The hint an adapter narrows a search at `level` with, or None (a listing)."""
-    for keyword in _HINT_ORDER[level]:
-        for hint in hints:
-            if hint.keyword == keyword:
-                if hint.keyword == "PatientName":
-                    # The index holds the case-folded form whatever QidoCaseSensitive says:
-                    # fold the key too, for a superset of the case-sensitive matches.
-                    values = tuple(index_text(v, case_sensitive=False) for v in hint.values)
-                    return Narrowing(hint.keyword, hint.kind, values)
-                return hint
-    return None
 
 
 def date_bounds(hint: Narrowing) -> tuple[str, str]:

@@ -21,7 +21,7 @@ STORAGE_ACTIONS = {
     "s3:PutObject",
     "s3:DeleteObject",
     "s3:ListBucket",
-    # chalicelib/storage/dynamo.py (transact_write_items is authorized per action it holds).
+    # chalicelib/storage/dynamo/ (transact_write_items is authorized per action it holds).
     "dynamodb:GetItem",
     "dynamodb:BatchGetItem",
     "dynamodb:Query",

@@ -1,0 +1,459 @@
+"""TagIndex on DynamoDB: stores and deletes in transactions, reads by key (see `items.py` for
+the items); searches go through the shared driver (`storage/search.py`) over
+`DynamoSearchReads`.
+
+Listings follow the sort key: series by SeriesInstanceUID, instances by (SeriesInstanceUID,
+SOPInstanceUID), byte order ('#' sorts before every UID character, so this is the same order
+as sorting the UID pairs). Counts change only inside transactions: a store ADDs atomically
+(guarded by attribute_not_exists on the new items), a delete is conditioned on the counts it
+read and retried on fresh reads when anything changed meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from itertools import groupby
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.dicom.matching import Narrowing
+from chalicelib.dicom.tags import Level
+from chalicelib.storage.aws import error_code
+from chalicelib.storage.dynamo.items import (
+    Terms,
+    instance_item,
+    instance_sk,
+    record_of,
+    series_of,
+    series_values,
+    sop_pointer,
+    study_additions,
+    study_of,
+    study_values,
+    term_actions,
+    terms_condition,
+    terms_of,
+)
+from chalicelib.storage.dynamo.search import DynamoSearchReads
+from chalicelib.storage.dynamo.table import (
+    ABSENT,
+    ATTEMPTS,
+    EXISTS,
+    SERIES_INDEX,
+    SOP_INDEX,
+    STUDY_SK,
+    Table,
+    Value,
+    backoff,
+    contention,
+    equals,
+    int_of,
+    number,
+    string,
+    string_set,
+    translated,
+)
+from chalicelib.storage.ports import (
+    DeleteResult,
+    InstanceRecord,
+    NotFound,
+    SearchCandidate,
+    SeriesRecord,
+    StoreResult,
+    StudyRecord,
+)
+from chalicelib.storage.records import (
+    first_version,
+    modality,
+    released_keys,
+    search_terms,
+    series_conflict,
+    sop_conflict,
+    stamped,
+)
+from chalicelib.storage.search import run_search
+
+_CHUNK = 93
+"""Instances deleted per transaction: with the series and study items and up to five search
+index entries, TransactWriteItems' limit of 100 actions."""
+
+
+class DynamoTagIndex:
+    """TagIndex on DynamoDB (see `items.py` for the items).
+
+    `iter_studies` scans the table for study items, with consistent reads (the GSI
+    `study_date` that searches list may lag a store or a delete). `get_instance` without a
+    series and `find_instance` read the SOP pointer item, then the instance, both
+    consistently: an instance is found as soon as its store returned (GSIs, eventually
+    consistent, answer only for instances stored before pointers existed)."""
+
+    def __init__(self, client: Any, table_name: str) -> None:
+        self._table = Table(client, table_name)
+        self._reads = DynamoSearchReads(self._table)
+
+    def store_instance(self, record: InstanceRecord, overwrite: bool) -> StoreResult:
+        new = stamped(record)
+        sk = instance_sk(new.series_uid, new.sop_uid)
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                backoff(attempt)
+            item = self._table.get(new.study_uid, sk)
+            if item is not None:
+                old = record_of(item)
+                if not overwrite:
+                    return StoreResult("kept", old)
+                terms = terms_of(self._table.get(new.study_uid, STUDY_SK, "sk", "ix"))
+                if self._replace(new, item, terms) is None:
+                    if (modality(old), old.sop_class_uid) != (modality(new), new.sop_class_uid):
+                        self._refresh_sets(new.study_uid)
+                    return StoreResult("replaced", new, released_keys(old, new))
+                continue
+            self._check_sop_elsewhere(new)
+            terms = terms_of(self._table.get(new.study_uid, STUDY_SK, "sk", "ix"))
+            # Most stores go to an existing series: try that first; on a new series the
+            # series condition fails and the variant that creates it follows.
+            codes = self._create(new, terms, series_exists=True)
+            if codes is not None and codes[1] == "ConditionalCheckFailed":
+                self._check_series_elsewhere(new)
+                codes = self._create(new, terms, series_exists=False)
+            if codes is None:
+                return StoreResult("created", new)
+        raise contention(f"storing instance {new.sop_uid}")
+
+    def _create(
+        self, record: InstanceRecord, terms: Terms | None, series_exists: bool
+    ) -> list[str] | None:
+        """Put the instance (only if absent) and count it in its series and study; the series
+        must exist (`series_exists`) or is created, counted once in the study. `terms` are the
+        study's search index entries as read: they are brought up to date in the same
+        transaction."""
+        pk = record.study_uid
+        series_sk = f"SE#{record.series_uid}"
+        if series_exists:
+            series_action = self._table.update_action(
+                pk,
+                series_sk,
+                series_values(record),
+                {"num_instances": number(1), "version": number(1)},
+                EXISTS,
+            )
+            verb = "Update"
+        else:
+            series_item = {
+                "pk": string(pk),
+                "sk": string(series_sk),
+                SERIES_INDEX: string(record.series_uid),
+                "num_instances": number(1),
+                "version": number(first_version()),
+                **series_values(record),
+            }
+            series_action = self._table.put_action(
+                {name: value for name, value in series_item.items() if value is not None}, ABSENT
+            )
+            verb = "Put"
+        return self._table.transact(
+            [
+                ("Put", self._table.put_action(instance_item(record), ABSENT)),
+                (verb, series_action),
+                self._study_update(
+                    record, terms, study_additions(record, 1, 0 if series_exists else 1)
+                ),
+                *term_actions(self._table, pk, terms, search_terms(record.study_tags)),
+                (
+                    "Put",
+                    self._table.put_action(sop_pointer(record)),
+                ),  # last: codes[1] is the series
+            ]
+        )
+
+    def _study_update(
+        self, record: InstanceRecord, terms: Terms | None, additions: dict[str, Value | None]
+    ) -> tuple[str, dict[str, Any]]:
+        """The study item's update, conditioned on its search index entries being `terms`."""
+        values = {
+            **study_values(record),
+            "ix": string(json.dumps(search_terms(record.study_tags), sort_keys=True)),
+        }
+        action = self._table.update_action(
+            record.study_uid, STUDY_SK, values, additions, terms_condition(terms), bump="version"
+        )
+        return ("Update", action)
+
+    def _replace(
+        self, record: InstanceRecord, old_item: dict[str, Value], terms: Terms | None
+    ) -> list[str] | None:
+        """Replace the instance item, if unchanged since read, and bump the parents' versions."""
+        pk = record.study_uid
+        return self._table.transact(
+            [
+                (
+                    "Put",
+                    self._table.put_action(
+                        instance_item(record), equals("record", old_item["record"])
+                    ),
+                ),
+                (
+                    "Update",
+                    self._table.update_action(
+                        pk,
+                        f"SE#{record.series_uid}",
+                        series_values(record),
+                        {"version": number(1)},
+                        EXISTS,
+                    ),
+                ),
+                self._study_update(record, terms, study_additions(record, 0, 0)),
+                *term_actions(self._table, pk, terms, search_terms(record.study_tags)),
+            ]
+        )
+
+    def _check_sop_elsewhere(self, record: InstanceRecord) -> None:
+        """Raise Conflict when the SOP Instance UID is stored under another study or series.
+
+        Found through the GSI, confirmed by a consistent read. Two stores of one SOP Instance
+        UID racing into different series are not caught here (DESIGN.md accepts that)."""
+        here = (record.study_uid, instance_sk(record.series_uid, record.sop_uid))
+        for pk, sk in self._table.lookup(SOP_INDEX, record.sop_uid):
+            if (pk, sk) != here and self._table.get(pk, sk) is not None:
+                raise sop_conflict(record, pk, sk.split("#")[1])
+
+    def _check_series_elsewhere(self, record: InstanceRecord) -> None:
+        for pk, sk in self._table.lookup(SERIES_INDEX, record.series_uid):
+            if pk != record.study_uid and self._table.get(pk, sk) is not None:
+                raise series_conflict(record, pk)
+
+    def get_instance(self, study_uid: str, series_uid: str | None, sop_uid: str) -> InstanceRecord:
+        if series_uid is None:
+            record = self._find(sop_uid)
+            if record is not None and record.study_uid == study_uid:
+                return record
+        elif (item := self._table.get(study_uid, instance_sk(series_uid, sop_uid))) is not None:
+            return record_of(item)
+        raise NotFound(
+            f"instance {sop_uid} not found in study {study_uid}"
+            + (f" series {series_uid}" if series_uid else "")
+        )
+
+    def find_instance(self, sop_uid: str) -> InstanceRecord:
+        record = self._find(sop_uid)
+        if record is None:
+            raise NotFound(f"instance {sop_uid} not found")
+        return record
+
+    def _find(self, sop_uid: str) -> InstanceRecord | None:
+        """Through the SOP pointer (consistent reads: read-after-write holds); through the
+        `sop_uid` GSI for instances stored before pointers existed."""
+        pointer = self._table.get(f"SOP#{sop_uid}", "SOP")
+        if pointer is not None:
+            pk, sk = pointer["at"]["S"].split("|", 1)
+            item = self._table.get(pk, sk)
+            return record_of(item) if item is not None else None
+        for pk, sk in self._table.lookup(SOP_INDEX, sop_uid):
+            if (item := self._table.get(pk, sk)) is not None:
+                return record_of(item)
+        return None
+
+    def get_series(self, study_uid: str, series_uid: str) -> SeriesRecord:
+        item = self._table.get(study_uid, f"SE#{series_uid}")
+        if item is None:
+            raise NotFound(f"series {series_uid} not found in study {study_uid}")
+        return series_of(item)
+
+    def get_study(self, study_uid: str) -> StudyRecord:
+        item = self._table.get(study_uid, STUDY_SK)
+        if item is None:
+            raise NotFound(f"study {study_uid} not found")
+        return study_of(item)
+
+    def list_series(self, study_uid: str) -> list[SeriesRecord]:
+        return [series_of(item) for item in self._table.query(study_uid, "SE#")]
+
+    def list_instances(self, study_uid: str, series_uid: str | None = None) -> list[InstanceRecord]:
+        prefix = "IN#" if series_uid is None else f"IN#{series_uid}#"
+        return [record_of(item) for item in self._table.query(study_uid, prefix)]
+
+    def iter_studies(self) -> Iterator[StudyRecord]:
+        """Every study, in the table's scan order (stable while the table does not change)."""
+        items = self._table.pages(
+            "scan",
+            FilterExpression="sk = :sk",
+            ExpressionAttributeValues={":sk": string(STUDY_SK)},
+            ConsistentRead=True,
+        )
+        yield from map(study_of, items)
+
+    def search(
+        self, level: Level, hints: Sequence[Narrowing], budget: int | None
+    ) -> Iterator[SearchCandidate]:
+        return run_search(self._reads, level, hints, budget)
+
+    def delete_study(self, study_uid: str) -> DeleteResult:
+        if self._table.get(study_uid, STUDY_SK) is None:
+            raise NotFound(f"study {study_uid} not found")
+        items = list(self._table.query(study_uid, "IN#"))
+        removed: list[InstanceRecord] = []
+        for series_uid, group in groupby(items, key=lambda item: item["sk"]["S"].split("#")[1]):
+            removed += self._remove_series_items(study_uid, series_uid, list(group))
+        self._refresh_sets(study_uid)
+        return DeleteResult(removed)
+
+    def delete_series(self, study_uid: str, series_uid: str) -> DeleteResult:
+        if self._table.get(study_uid, f"SE#{series_uid}") is None:
+            raise NotFound(f"series {series_uid} not found in study {study_uid}")
+        items = list(self._table.query(study_uid, f"IN#{series_uid}#"))
+        removed = self._remove_series_items(study_uid, series_uid, items)
+        self._refresh_sets(study_uid)
+        return DeleteResult(removed)
+
+    def delete_instance(self, study_uid: str, series_uid: str, sop_uid: str) -> DeleteResult:
+        item = self._table.get(study_uid, instance_sk(series_uid, sop_uid))
+        removed = self._remove(study_uid, series_uid, [item]) if item is not None else []
+        if not removed:
+            raise NotFound(f"instance {sop_uid} not found in study {study_uid} series {series_uid}")
+        self._refresh_sets(study_uid)
+        return DeleteResult(removed)
+
+    def pending_blob_deletes(self) -> list[str]:
+        """Not recorded on DynamoDB yet: a Lambda stopped between the index delete and the S3
+        deletes leaves objects no item points to (they cost storage, lose nothing)."""
+        return []
+
+    def blobs_deleted(self, keys: Sequence[str]) -> None:
+        pass
+
+    def _remove_series_items(
+        self, study_uid: str, series_uid: str, items: list[dict[str, Value]]
+    ) -> list[InstanceRecord]:
+        """Remove a series' instance items, one transaction per chunk; counts stay exact after
+        each chunk (a large series disappears chunk by chunk)."""
+        removed: list[InstanceRecord] = []
+        for start in range(0, len(items), _CHUNK):
+            removed += self._remove(study_uid, series_uid, items[start : start + _CHUNK])
+        return removed
+
+    def _remove(
+        self, study_uid: str, series_uid: str, items: list[dict[str, Value]]
+    ) -> list[InstanceRecord]:
+        """Delete instance items of one series and uncount them in one transaction, deleting
+        the series and study items they empty. Conditions on the counts read make any
+        concurrent change cancel it; it is retried without the items already gone."""
+        series_sk = f"SE#{series_uid}"
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                backoff(attempt)
+            series = self._table.get(study_uid, series_sk)
+            study = self._table.get(study_uid, STUDY_SK)
+            if not items or series is None or study is None:
+                return []  # removed meanwhile by another delete
+            count = len(items)
+            in_series, in_study = int_of(series, "num_instances"), int_of(study, "num_instances")
+            series_emptied = in_series <= count
+            actions = [
+                ("Delete", self._table.delete_action(study_uid, item["sk"]["S"], EXISTS))
+                for item in items
+            ]
+            series_condition = equals("num_instances", number(in_series))
+            if series_emptied:
+                actions.append(
+                    ("Delete", self._table.delete_action(study_uid, series_sk, series_condition))
+                )
+            else:
+                uncount = {"num_instances": number(-count), "version": number(1)}
+                actions.append(
+                    (
+                        "Update",
+                        self._table.update_action(
+                            study_uid, series_sk, {}, uncount, series_condition
+                        ),
+                    )
+                )
+            study_condition = equals("num_instances", number(in_study))
+            if in_study <= count:
+                actions.append(
+                    ("Delete", self._table.delete_action(study_uid, STUDY_SK, study_condition))
+                )
+                actions += term_actions(self._table, study_uid, terms_of(study), {})
+            else:
+                uncount = {
+                    "num_instances": number(-count),
+                    "num_series": number(-1) if series_emptied else None,
+                    "version": number(1),
+                }
+                actions.append(
+                    (
+                        "Update",
+                        self._table.update_action(
+                            study_uid, STUDY_SK, {}, uncount, study_condition
+                        ),
+                    )
+                )
+            codes = self._table.transact(actions)
+            if codes is None:
+                removed = [record_of(item) for item in items]
+                self._drop_sop_pointers(removed)
+                return removed
+            items = [
+                item
+                for item, code in zip(items, codes, strict=False)
+                if code != "ConditionalCheckFailed"
+            ]
+        raise contention(f"deleting instances of series {series_uid}")
+
+    def _drop_sop_pointers(self, records: list[InstanceRecord]) -> None:
+        """Delete the SOP pointers of deleted instances, each only while it still points to
+        the deleted item (a re-store elsewhere has replaced it). Best effort: a stale pointer
+        leads to no item, which reads as not found."""
+        for record in records:
+            at = sop_pointer(record)["at"]
+            try:
+                with translated():
+                    self._table.client.delete_item(
+                        **self._table.delete_action(
+                            f"SOP#{record.sop_uid}", "SOP", equals("at", at)
+                        )
+                    )
+            except ClientError as e:
+                if error_code(e) != "ConditionalCheckFailedException":
+                    raise
+
+    def _refresh_sets(self, study_uid: str) -> None:
+        """Recompute a study's modalities and SOP classes from its instance items, on the
+        condition that the study did not change meanwhile."""
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                backoff(attempt)
+            study = self._table.get(study_uid, STUDY_SK)
+            if study is None:
+                return
+            items = list(
+                self._table.query(
+                    study_uid,
+                    "IN#",
+                    ProjectionExpression="#m, #c",
+                    ExpressionAttributeNames={"#m": "modality", "#c": "sop_class_uid"},
+                )
+            )
+            modalities = string_set({i.get("modality", {}).get("S", "") for i in items})
+            sop_classes = string_set({i.get("sop_class_uid", {}).get("S", "") for i in items})
+            stored = [
+                string_set(set(study.get(name, {}).get("SS", [])))
+                for name in ("modalities", "sop_classes")
+            ]
+            if stored == [modalities, sop_classes]:
+                return
+            op = self._table.update_action(
+                study_uid,
+                STUDY_SK,
+                {"modalities": modalities, "sop_classes": sop_classes},
+                condition=equals("version", study["version"]),
+            )
+            try:
+                with translated():
+                    self._table.client.update_item(**op)
+                return
+            except ClientError as e:
+                if error_code(e) != "ConditionalCheckFailedException":
+                    raise
+        raise contention(f"updating the modalities of study {study_uid}")

@@ -1,0 +1,191 @@
+"""How records are kept as items of the index table (one partition per study).
+
+Items, keyed by partition key `pk` and sort key `sk`:
+
+- study `pk`=StudyInstanceUID, `sk`="ST": study_tags (JSON string), orthanc_id, num_series,
+  num_instances, version, modalities and sop_classes (string sets, absent when empty),
+  patient_id, patient_name, study_date, accession_number (absent when empty: a DynamoDB index
+  key cannot be an empty string), `ix` (JSON of the study's search index entries, see below),
+  and the keys of the GSI `study_date`: `ds`="DS#{n}" (n = CRC-32 of the UID modulo
+  `DATE_SHARDS`, spreading the listing over a few partitions) and `dk`="{YYYYMMDD}#{UID}"
+  ("#{UID}" when the date is absent or malformed);
+- search index entries `sk`="IX#{entry}" (PatientID, AccessionNumber, PatientNameA|I|P for
+  each component group, case-folded by `matching.index_text`): keys `sx`="{keyword}#{first
+  character}" and `sxs`="{value}#{StudyInstanceUID}" of the shared GSI `search`; written in
+  the store transaction only when the study's values change;
+- series `sk`="SE#{SeriesInstanceUID}": series_uid (key of the sparse GSI `series_uid`),
+  series_tags, orthanc_id, modality, num_instances, version, and `sx`="Modality#{first
+  character}", `sxs`="{Modality}#{StudyInstanceUID}#{SeriesInstanceUID}" in the GSI `search`;
+- instance `sk`="IN#{SeriesInstanceUID}#{SOPInstanceUID}": sop_uid (key of the sparse GSI
+  `sop_uid`), record (the InstanceRecord as JSON), modality, sop_class_uid;
+- SOP pointer `pk`="SOP#{SOPInstanceUID}", `sk`="SOP": `at` = the instance's pk and sk,
+  written in the store transaction, so that a lookup by SOP Instance UID alone reads the base
+  table consistently (the `sop_uid` GSI may lag a store: a client that stores, then
+  retrieves, got 404); removed after a delete; a stale one leads to no item (not found);
+- config `pk`="CONFIG#{namespace}", `sk`="CF#{name}": value (JSON string).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from functools import partial
+from typing import Any
+
+from chalicelib.storage.dynamo.table import (
+    DATE_SHARDS,
+    SOP_INDEX,
+    Condition,
+    Table,
+    Value,
+    int_of,
+    number,
+    optional_string,
+    string,
+    string_set,
+)
+from chalicelib.storage.ports import InstanceRecord, SearchInstance, SeriesRecord, StudyRecord
+from chalicelib.storage.records import (
+    modality,
+    record_from_json,
+    record_to_json,
+    search_attributes,
+    study_date,
+    term_name,
+)
+
+
+def instance_sk(series_uid: str, sop_uid: str) -> str:
+    return f"IN#{series_uid}#{sop_uid}"
+
+
+def record_of(item: dict[str, Value]) -> InstanceRecord:
+    return record_from_json(item["record"]["S"])
+
+
+def search_instance_of(item: dict[str, Value]) -> SearchInstance:
+    """An instance item as a search candidate: UIDs from its keys, the record decoded later."""
+    _, series_uid, sop_uid = item["sk"]["S"].split("#")
+    record = partial(record_from_json, item["record"]["S"])
+    return SearchInstance(item["pk"]["S"], series_uid, sop_uid, record)
+
+
+def study_of(item: dict[str, Value]) -> StudyRecord:
+    return StudyRecord(
+        study_uid=item["pk"]["S"],
+        study_tags=json.loads(item["study_tags"]["S"]),
+        num_series=int_of(item, "num_series"),
+        num_instances=int_of(item, "num_instances"),
+        modalities=sorted(item.get("modalities", {}).get("SS", [])),
+        sop_classes=sorted(item.get("sop_classes", {}).get("SS", [])),
+        version=int_of(item, "version"),
+        orthanc_id=item.get("orthanc_id", {}).get("S", ""),
+    )
+
+
+def series_of(item: dict[str, Value]) -> SeriesRecord:
+    return SeriesRecord(
+        study_uid=item["pk"]["S"],
+        series_uid=item["series_uid"]["S"],
+        series_tags=json.loads(item["series_tags"]["S"]),
+        num_instances=int_of(item, "num_instances"),
+        version=int_of(item, "version"),
+        orthanc_id=item.get("orthanc_id", {}).get("S", ""),
+    )
+
+
+def instance_item(record: InstanceRecord) -> dict[str, Value]:
+    item = {
+        "pk": string(record.study_uid),
+        "sk": string(instance_sk(record.series_uid, record.sop_uid)),
+        SOP_INDEX: string(record.sop_uid),
+        "record": string(record_to_json(record)),
+        "modality": optional_string(modality(record)),
+        "sop_class_uid": optional_string(record.sop_class_uid),
+    }
+    return {name: value for name, value in item.items() if value is not None}
+
+
+def sop_pointer(record: InstanceRecord) -> dict[str, Value]:
+    at = f"{record.study_uid}|{instance_sk(record.series_uid, record.sop_uid)}"
+    return {"pk": string(f"SOP#{record.sop_uid}"), "sk": string("SOP"), "at": string(at)}
+
+
+def series_values(record: InstanceRecord) -> dict[str, Value | None]:
+    value = modality(record)
+    return {
+        "series_tags": string(json.dumps(record.series_tags)),
+        "orthanc_id": string(record.orthanc_ids.get("series", "")),
+        "modality": optional_string(value),
+        "sx": optional_string(value and f"Modality#{value[:1]}"),
+        "sxs": optional_string(value and f"{value}#{record.study_uid}#{record.series_uid}"),
+    }
+
+
+def _date_shard(study_uid: str) -> str:
+    return f"DS#{zlib.crc32(study_uid.encode('ascii', 'replace')) % DATE_SHARDS}"
+
+
+def study_values(record: InstanceRecord) -> dict[str, Value | None]:
+    search = search_attributes(record.study_tags)
+    return {
+        "study_tags": string(json.dumps(record.study_tags)),
+        "orthanc_id": string(record.orthanc_ids.get("study", "")),
+        **{name: optional_string(value) for name, value in search.items()},
+        "ds": string(_date_shard(record.study_uid)),
+        "dk": string(f"{study_date(record.study_tags)}#{record.study_uid}"),
+    }
+
+
+Terms = dict[str, str]
+"""The search index entries of a study: entry name → value (see `records.search_terms`)."""
+
+
+def terms_of(item: dict[str, Value] | None) -> Terms | None:
+    """The entries a study item says it has; None when the study does not exist."""
+    if item is None:
+        return None
+    return json.loads(item.get("ix", {}).get("S", "null"))
+
+
+def term_actions(
+    table: Table, study_uid: str, old: Terms | None, new: Terms
+) -> list[tuple[str, dict[str, Any]]]:
+    """Puts of the changed entries and deletes of the dropped ones."""
+    old = old or {}
+    actions = [
+        (
+            "Put",
+            table.put_action(
+                {
+                    **table.key(study_uid, f"IX#{entry}"),
+                    "sx": string(f"{term_name(entry)}#{value[:1]}"),
+                    "sxs": string(f"{value}#{study_uid}"),
+                }
+            ),
+        )
+        for entry, value in new.items()
+        if old.get(entry) != value
+    ]
+    actions += [
+        ("Delete", table.delete_action(study_uid, f"IX#{entry}"))
+        for entry in old
+        if entry not in new
+    ]
+    return actions
+
+
+def terms_condition(old: Terms | None) -> Condition:
+    """The study item still has the entries read (so that entries and study_tags agree)."""
+    if old is None:
+        return ("attribute_not_exists(#ix)", {"#ix": "ix"}, {})
+    return ("#ix = :ix", {"#ix": "ix"}, {":ix": string(json.dumps(old, sort_keys=True))})
+
+
+def study_additions(record: InstanceRecord, instances: int, series: int) -> dict[str, Value | None]:
+    return {
+        "num_instances": number(instances) if instances else None,
+        "num_series": number(series) if series else None,
+        "modalities": string_set({modality(record)}),
+        "sop_classes": string_set({record.sop_class_uid}),
+    }

@@ -1,0 +1,143 @@
+"""BlobStore on a folder: one file per key, written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from chalicelib.storage.ports import BackendError, NotFound, OutOfResources
+from chalicelib.storage.records import validate_key
+
+
+class LocalBlobStore:
+    """Files under `root`, named by their key; every write is atomic: a temporary file in
+    `root/.tmp` (named after the writing process), then a rename into place. Temporary files
+    of processes that no longer run (killed mid-write) are removed when a store opens."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._temp = root / _TEMP_FOLDER
+        self._temp.mkdir(parents=True, exist_ok=True)
+        _remove_dead_temp_files(self._temp)
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = self._path(key)
+        temp = _write_temp(self._temp, data)
+        try:
+            self._rename_into_place(temp, path)
+        except OSError as e:
+            raise BackendError(f"cannot write blob {key}: {e.strerror}") from e
+
+    @staticmethod
+    def _rename_into_place(temp: str, path: Path) -> None:
+        try:
+            for attempt in range(_PUT_ATTEMPTS):
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(temp, path)
+                    return
+                except (FileNotFoundError, FileExistsError):
+                    # A concurrent delete pruned the folder (once empty, or a cache folder
+                    # with its content) between mkdir and rename (issue 11: FileExistsError
+                    # and FileNotFoundError answered 500): make it again.
+                    if attempt == _PUT_ATTEMPTS - 1:
+                        raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)  # gone after a successful rename
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError) as e:
+            raise NotFound(f"blob {key} not found") from e
+        except OSError as e:
+            raise BackendError(f"cannot read blob {key}: {e.strerror}") from e
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        if start < 0 or length < 0:
+            raise ValueError(f"byte range start={start} length={length} must not be negative")
+        try:
+            with self._path(key).open("rb") as f:
+                f.seek(start)
+                return f.read(length)
+        except (FileNotFoundError, IsADirectoryError) as e:
+            raise NotFound(f"blob {key} not found") from e
+        except OSError as e:
+            raise BackendError(f"cannot read blob {key}: {e.strerror}") from e
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as e:
+            raise BackendError(f"cannot delete blob {key}: {e.strerror}") from e
+        for folder in path.parents:
+            if folder == self.root:
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or already gone): stop pruning
+                break
+
+    def delete_prefix(self, prefix: str) -> None:
+        folder = self._path(prefix.rstrip("/"))
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def presigned_url(self, key: str, expires_in: int = 3600) -> str | None:
+        return None
+
+    def presigned_upload_url(
+        self, key: str, content_type: str, expires_in: int = 3600
+    ) -> str | None:
+        return None
+
+
+_PUT_ATTEMPTS = 100
+_TEMP_FOLDER = ".tmp"
+"""Not a key the app writes (UIDs, `cache/...`): temporary files of `put`, one folder."""
+
+
+def _remove_dead_temp_files(folder: Path) -> None:
+    for path in folder.glob("*.tmp"):
+        pid = path.name.split("-", 1)[0]
+        if not (pid.isdigit() and _process_runs(int(pid))):
+            path.unlink(missing_ok=True)
+
+
+def _process_runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _write_temp(folder: Path, data: bytes) -> str:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=f"{os.getpid()}-", suffix=".tmp")
+    except OSError as e:
+        raise BackendError(f"cannot create a file in {folder}: {e.strerror}") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        os.unlink(name)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OutOfResources(f"no space left in {folder} for {len(data)} bytes") from e
+        raise BackendError(f"cannot write in {folder}: {e.strerror}") from e
+    return name
