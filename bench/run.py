@@ -36,6 +36,10 @@ from bench.servers import BenchServer, peak_rss_mb, start_server, unavailable_re
 
 BENCH_DIR = Path(__file__).resolve().parent
 BOUNDARY = "bench-boundary-5f0c3a7e9d1b"
+READ_BLOCK = 1 << 20
+"""Answers are read in blocks of this size and counted, not kept (but for errors and item
+counts): requests' own `.content` reads 10 KB at a time and joins a fresh copy, ~140 ms of
+client CPU for a 52 MB series here, more than either server spends sending it."""
 MB = 1e6
 SPEEDUP_NOTE = (
     "orthanc/ours: Orthanc's median time per request (peak RSS: MiB) divided by ours;"
@@ -147,22 +151,27 @@ class Bench:
         began = time.perf_counter()
         try:
             response = self.sessions[name].request(
-                method, url, headers=headers, data=body, timeout=self.settings.timeout
+                method, url, headers=headers, data=body, timeout=self.settings.timeout, stream=True
             )
+            keep = count_items or response.status_code != 200
+            size, kept = 0, []
+            for block in response.iter_content(READ_BLOCK):
+                size += len(block)
+                if keep:
+                    kept.append(block)
+            response.close()  # back to the pool: the keep-alive connection is reused
         except requests.RequestException as error:
             alive = "" if self.servers[name].running() else " (server exited)"
             return Sample(None, time.perf_counter() - began, error=f"{error}{alive}")
         seconds = time.perf_counter() - began
+        content = b"".join(kept)
         sample = Sample(
-            response.status_code,
-            seconds,
-            len(response.content),
-            response.headers.get("Content-Type", ""),
+            response.status_code, seconds, size, response.headers.get("Content-Type", "")
         )
         if response.status_code != 200:
-            sample.error = response.text[:200]
+            sample.error = content[:200].decode("utf-8", "replace")
         elif count_items:
-            sample.items = len(response.json())
+            sample.items = len(json.loads(content))
         return sample
 
     def ingest(self) -> dict[str, Any]:
