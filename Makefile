@@ -18,7 +18,7 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 APP_SOURCES := app.py requirements.txt .chalice/config.json infra/packaging.py \
 	$(shell find chalicelib -type f -not -path '*/__pycache__/*')
 
-.PHONY: run run-moto test test-infra lint format bench clean package synth deploy destroy
+.PHONY: run run-moto test test-infra lint format bench bench-scale clean package synth deploy destroy
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +74,9 @@ format: $(VENV)/.installed
 
 bench: $(VENV)/.installed  ## side by side with Orthanc (Debian's orthanc + orthanc-dicomweb)
 	$(PY) -m bench.run
+
+bench-scale: $(VENV)/.installed  ## index cost from 1,000 to 100,000 studies (SQLite, DynamoDB on moto); SIZES=1000,10000 for a quick run
+	$(PY) -m bench.scale $(if $(SIZES),--sizes $(SIZES)) $(if $(MOTO_SIZES),--moto-sizes $(MOTO_SIZES))
 
 clean:
 	rm -rf $(VENV) $(INFRA_VENV) build .pytest_cache .ruff_cache
