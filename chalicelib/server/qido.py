@@ -68,12 +68,22 @@ _INDEXED_KEYS: dict[Level, str] = {
 }
 
 
+MORE_RESULTS = "There are additional results that can be requested"
+"""The Warning of a page that does not hold every match past `offset`. PS3.18 §8.3.4.4.1
+(2025b) words it "There are {remaining} additional results that can be requested"; the number
+would cost a read of every match (100,000 for a plain listing of 100,000 studies, to answer 10),
+so the search stops at the first match after the page and the text leaves the number out, as
+Microsoft's DICOM service does. No client we know reads the number: dicomweb-client's
+`get_remaining` asks again until a page comes back empty, and our web app asks for one more
+result than it shows."""
+
+
 @dataclass
 class SearchResult:
-    """The page of results (DICOM JSON datasets), and how many more matches there are."""
+    """The page of results (DICOM JSON datasets), and whether more matches follow it."""
 
     datasets: list[dict[str, Any]] = field(default_factory=list)
-    remaining: int = 0
+    more: bool = False
     unindexed: tuple[str, ...] = ()
     """includefield tags of the level that the index does not keep and that were not read."""
 
@@ -145,10 +155,8 @@ def search(
             f"The includefield attributes {names} were not returned: they belong to a level "
             f"below the {level}, which a {level} search does not return (PS3.18 §10.6.3.3)"
         )
-    if result.remaining:
-        warnings.append(
-            f"There are {result.remaining} additional results that can be requested"
-        )  # the text of PS3.18 §8.3.4.4.1 (2025b)
+    if result.more:
+        warnings.append(MORE_RESULTS)
     headers = warning_header(request.header("host", "-"), warnings)
     if not result.datasets:
         return WebResponse(204, b"", headers)  # §8.3.4.4.1: no body on zero matches
@@ -182,7 +190,9 @@ def _negotiate(request: WebRequest) -> bool:
 
 
 def run_search(request: WebRequest, query: QidoQuery, budget: int) -> SearchResult:
-    """Every match in index order: the page from `offset`, and a count of the rest."""
+    """The matches in index order from `offset`, `limit` of them, and whether one more
+    follows: the index is read up to the first match after the page, never further (cost flat
+    in archive size, issue 14)."""
     ctx = request.context
     case_sensitive = ctx.settings.qido_case_sensitive
     hints = narrowing(query, case_sensitive_pn=case_sensitive)
@@ -196,7 +206,10 @@ def run_search(request: WebRequest, query: QidoQuery, budget: int) -> SearchResu
             dataset = _dataset(candidate, query.level, decode)
             if not matches(query, dataset, case_sensitive_pn=case_sensitive):
                 continue
-            if query.offset <= found < query.offset + query.limit:
+            if found == query.offset + query.limit:
+                result.more = True
+                break
+            if found >= query.offset:
                 if not decode:
                     dataset = _dataset(candidate, query.level, True)
                 result.datasets.append(_shape(request, query, candidate, dataset))
@@ -208,7 +221,6 @@ def run_search(request: WebRequest, query: QidoQuery, budget: int) -> SearchResu
             f"{exceeded.budget} {query.level} records; add a key that the index answers: "
             f"{_INDEXED_KEYS[query.level]} (PS3.18 §8.3.4)"
         ) from exceeded
-    result.remaining = max(0, found - query.offset - len(result.datasets))
     unindexed = tuple(
         tag
         for tag in query.includefield
