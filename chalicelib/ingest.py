@@ -7,10 +7,13 @@ stops pointing to is deleted only after the commit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import secrets
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -87,10 +90,54 @@ def store_instance(
     ctx: Context, data: bytes, expected_study_uid: str | None = None
 ) -> IngestResult:
     """Store one Part-10 file (or bare dataset) and say what happened."""
+    return store_instances(ctx, [data], expected_study_uid)[0]
+
+
+def store_instances(
+    ctx: Context, parts: Sequence[bytes], expected_study_uid: str | None = None
+) -> list[IngestResult]:
+    """Store the instances of one request, each on its own, and say what happened to each
+    (in the order of `parts`): one failure does not fail the others.
+
+    Parts are parsed, checked and written as blobs in parallel threads (hashing, file and
+    network writes release the GIL), then committed to the index one by one; the answer
+    is given only after every commit.
+    """
+    if len(parts) == 1:
+        prepared = [_prepare(ctx, parts[0], expected_study_uid)]
+    else:
+        prepared = list(_workers().map(lambda data: _prepare(ctx, data, expected_study_uid), parts))
+    for item in prepared:
+        if item.record is not None:
+            _commit(ctx, item.result, item.record)
+    return [item.result for item in prepared]
+
+
+PARALLEL_PARTS = 4
+"""Threads that prepare the parts of one request; beyond the cores they still overlap the
+waits (file writes, S3 PUTs), and pydicom's parsing holds the GIL whatever their number."""
+
+
+@functools.cache
+def _workers() -> ThreadPoolExecutor:
+    """One pool per process (per Lambda container), shared by concurrent requests."""
+    return ThreadPoolExecutor(PARALLEL_PARTS, thread_name_prefix="ingest")
+
+
+@dataclass
+class _Prepared:
+    result: IngestResult
+    record: InstanceRecord | None = None
+    """Set when the blobs are written and the index commit is next."""
+
+
+def _prepare(ctx: Context, data: bytes, expected_study_uid: str | None) -> _Prepared:
+    """Parse and check one part, and write its blobs (the original, its metadata document,
+    a large frame table): everything before the index commit."""
     try:
         parsed = parse_instance(data)
     except (UnreadableInstance, MissingAttribute) as exc:
-        return IngestResult("unreadable", str(exc))
+        return _Prepared(IngestResult("unreadable", str(exc)))
     result = IngestResult(
         "failed",
         sop_class_uid=parsed.sop_class_uid,
@@ -104,18 +151,18 @@ def store_instance(
     ):
         if not value:
             result.failure_reason, result.message = CANNOT_UNDERSTAND, f"{tag} {keyword} is missing"
-            return result
+            return _Prepared(result)
         if not is_valid_uid(value):
             result.failure_reason = CANNOT_UNDERSTAND
             result.message = f"{tag} {keyword} '{value}' is not a valid UID"
-            return result
+            return _Prepared(result)
     if expected_study_uid is not None and parsed.study_uid != expected_study_uid:
         result.failure_reason = PROCESSING_FAILURE
         result.message = (
             f"(0020,000D) StudyInstanceUID '{parsed.study_uid}' does not match the study in "
             f"the URL '{expected_study_uid}'"
         )
-        return result
+        return _Prepared(result)
 
     ds = parsed.dataset
     sha256 = hashlib.sha256(data).hexdigest()
@@ -132,11 +179,11 @@ def store_instance(
         )
     except UnreadableInstance as exc:
         result.failure_reason, result.message = CANNOT_UNDERSTAND, str(exc)
-        return result
+        return _Prepared(result)
     except Exception as exc:  # one unreadable value must not crash the request
         result.failure_reason = CANNOT_UNDERSTAND
         result.message = f"cannot read the attributes: {exc}"
-        return result
+        return _Prepared(result)
     pixel, frame_table = _split_frame_table(parsed.pixel, key)
     patient_id = str(ds.get("PatientID", "") or "")
     record = InstanceRecord(
@@ -165,30 +212,41 @@ def store_instance(
         ctx.blobs.put(record.metadata_key, document, "application/gzip")
         if frame_table is not None:
             ctx.blobs.put(pixel["frames_key"], frame_table, "application/json")
+    except Exception as exc:
+        _forget(ctx, record)
+        _fail_on_backend(result, exc)
+        return _Prepared(result)
+    return _Prepared(result, record)
+
+
+def _commit(ctx: Context, result: IngestResult, record: InstanceRecord) -> None:
+    """Commit `record` to the index (the commit point), and remove the blobs it left unused."""
+    try:
         stored = ctx.index.store_instance(record, ctx.settings.overwrite_instances)
-    except Conflict as exc:
+    except Exception as exc:
         _forget(ctx, record)
-        result.failure_reason, result.message = PROCESSING_FAILURE, str(exc)
-        return result
-    except OutOfResources as exc:
-        _forget(ctx, record)
-        result.failure_reason, result.message = OUT_OF_RESOURCES, str(exc)
-        return result
-    except Exception:  # any backend failure: this part fails, the request goes on
-        _forget(ctx, record)
-        log.exception("storing SOP Instance %s failed", parsed.sop_instance_uid)
-        # The raw text stays in the log: it may name files, tables or hosts. 0xA700 (as a
-        # refused write): all parts failing so answer 503, retry later.
-        result.failure_reason = OUT_OF_RESOURCES
-        result.message = "the storage backend failed; the server log has the details"
-        return result
-    if stored.outcome == "kept" and stored.record.blob_key != key:
+        _fail_on_backend(result, exc)
+        return
+    if stored.outcome == "kept" and stored.record.blob_key != record.blob_key:
         _forget(ctx, record)
     for old_key in stored.replaced_blob_keys:
         _delete_quietly(ctx, old_key)
         _delete_quietly(ctx, metadata_key(old_key))
     result.status, result.outcome = "stored", stored.outcome
-    return result
+
+
+def _fail_on_backend(result: IngestResult, exc: Exception) -> None:
+    """The failure of a part whose blob or index write raised `exc`."""
+    if isinstance(exc, Conflict):
+        result.failure_reason, result.message = PROCESSING_FAILURE, str(exc)
+    elif isinstance(exc, OutOfResources):
+        result.failure_reason, result.message = OUT_OF_RESOURCES, str(exc)
+    else:  # any backend failure: this part fails, the request goes on
+        log.error("storing SOP Instance %s failed", result.sop_instance_uid, exc_info=exc)
+        # The raw text stays in the log: it may name files, tables or hosts. 0xA700 (as a
+        # refused write): all parts failing so answer 503, retry later.
+        result.failure_reason = OUT_OF_RESOURCES
+        result.message = "the storage backend failed; the server log has the details"
 
 
 def _forget(ctx: Context, record: InstanceRecord) -> None:

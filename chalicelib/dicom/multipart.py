@@ -98,28 +98,29 @@ def split_multipart(body: bytes, boundary: str) -> list[Part]:
                 f"the closing delimiter '--{boundary}--' is missing (body truncated?)"
             )
         part_end = end - 1 if end > start and body[end - 1 : end] == b"\r" else end
-        parts.append(_read_part(body[start:part_end]))
+        parts.append(_read_part(body, start, part_end))
         position = end + 1
 
 
-def _read_part(raw: bytes) -> Part:
-    if raw.startswith(b"\r\n"):
-        return Part({}, raw[2:])
-    if raw.startswith(b"\n"):
-        return Part({}, raw[1:])
-    split = raw.find(b"\r\n\r\n")
+def _read_part(body: bytes, start: int, end: int) -> Part:
+    """The part in `body[start:end]`; its content is the one copy made."""
+    if body.startswith(b"\r\n", start, end):
+        return Part({}, body[start + 2 : end])
+    if body.startswith(b"\n", start, end):
+        return Part({}, body[start + 1 : end])
+    split = body.find(b"\r\n\r\n", start, end)
     skip = 4
     if split < 0:
-        split, skip = raw.find(b"\n\n"), 2
+        split, skip = body.find(b"\n\n", start, end), 2
     if split < 0:
         raise MultipartError("a part has no blank line between its headers and its body")
     headers: dict[str, str] = {}
-    for line in raw[:split].decode("latin-1").splitlines():
+    for line in body[start:split].decode("latin-1").splitlines():
         name, colon, value = line.partition(":")
         if not colon:
             raise MultipartError(f"a part has a malformed header line {line!r}")
         headers[name.strip().lower()] = value.strip()
-    return Part(headers, raw[split + skip :])
+    return Part(headers, body[split + skip : end])
 
 
 def new_boundary() -> str:

@@ -302,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     signal.signal(signal.SIGTERM, _stop)
+    # pydicom, with numpy, Pillow and the codec plugins it finds, takes ~0.5 s to import: a
+    # server that runs for hours pays it at start, not in its first upload (~0.1 s of work).
+    # Lambda keeps it lazy (STYLE.md rule 4): a cold start that serves no upload never pays.
+    import pydicom  # noqa: F401
+
     root = load_settings().root
     print(f"DICOMweb server at http://{args.host}:{args.port}{root}/", flush=True)
     try:

@@ -8,11 +8,12 @@ failure does not fail the others) and the answer is the Store Instances Response
 
 from __future__ import annotations
 
+from chalicelib import ingest
 from chalicelib.context import Context
 from chalicelib.dicom.jsonmodel import element_json, json_to_xml
 from chalicelib.dicom.multipart import MultipartError, parse_media_type, split_multipart
 from chalicelib.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from chalicelib.ingest import OUT_OF_RESOURCES, IngestResult, store_instance
+from chalicelib.ingest import OUT_OF_RESOURCES, IngestResult
 from chalicelib.server.http import Service, WebRequest, WebResponse, json_response, warning_header
 from chalicelib.server.negotiate import choose, parse_accept
 from chalicelib.server.resources import instance_url, study_url
@@ -150,7 +151,7 @@ def store_instances(request: WebRequest, study: str | None = None) -> WebRespons
     ctx: Context = request.context
     chosen = negotiate_store_response(request)
     bodies = _read_parts(request, ctx.settings.max_stow_body)
-    results = [store_instance(ctx, body, study) for body in bodies]
+    results = ingest.store_instances(ctx, bodies, study)
     return store_response(request, chosen, results, study)
 
 

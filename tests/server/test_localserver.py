@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class ServerUrl(str):
+    """The root URL of a running local server; `process` is the server's process."""
+
+    process: subprocess.Popen
+
+
 @contextmanager
 def local_server(
     data_dir: Path, port: int | None = None, config: dict[str, Any] | None = None
-) -> Iterator[str]:
+) -> Iterator[ServerUrl]:
     """`python -m chalicelib.server.localserver` as `make run` starts it; yields its root URL.
 
     `config` is the server's DICOMWEB_CONFIG document; its output goes to `server.log` in
@@ -54,7 +62,8 @@ def local_server(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
+    url = ServerUrl(f"http://127.0.0.1:{port}")
+    url.process = process
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -295,3 +304,74 @@ def test_stow_many_refused_parts_warning_is_readable(server: str) -> None:
     )
     assert response.status_code == 400
     assert response.headers["Warning"].endswith('more"')
+
+
+def _ct_copies(count: int) -> list[tuple[str, bytes]]:
+    """`count` copies of the CT slice as (SOP Instance UID, bytes), all in one new series."""
+    from pydicom.uid import generate_uid
+
+    ds = dcmread(testdata(CT))
+    ds.SeriesInstanceUID = generate_uid()
+    copies = []
+    for _ in range(count):
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        out = io.BytesIO()
+        ds.save_as(out)
+        copies.append((ds.SOPInstanceUID, out.getvalue()))
+    return copies
+
+
+def test_store_killed_mid_request_keeps_acknowledged_instances(tmp_path: Path) -> None:
+    """kill -9 while a STOW-RS request is being stored: after a restart, every instance
+    acknowledged before is there, and every instance the index lists reads back whole (no
+    record without its blob, no count without its instance, no temporary file left)."""
+    from tests.server.helpers import STOW_CONTENT_TYPE, stow_body
+
+    copies = _ct_copies(50)
+    acknowledged, in_flight = copies[:10], copies[10:]
+    ds = dcmread(io.BytesIO(copies[0][1]))
+    series_path = f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+    headers = {"Content-Type": STOW_CONTENT_TYPE, "Accept": "application/dicom+json"}
+    blobs = tmp_path / "blobs"
+
+    def store(url: str, instances: list[tuple[str, bytes]]) -> requests.Response:
+        body = stow_body(*(data for _, data in instances))
+        return requests.post(f"{url}/dicom-web/studies", data=body, headers=headers, timeout=60)
+
+    def store_until_killed(url: str) -> None:
+        with suppress(requests.RequestException):
+            store(url, in_flight)
+
+    with local_server(tmp_path) as url:
+        answer = store(url, acknowledged)
+        assert answer.status_code == 200, answer.text
+        written = len(list(blobs.rglob("*.dcm")))
+        request = threading.Thread(target=store_until_killed, args=(url,), daemon=True)
+        request.start()
+        deadline = time.monotonic() + 60  # the kill lands in the middle of the request
+        half = written + len(in_flight) // 2
+        while len(list(blobs.rglob("*.dcm"))) < half and time.monotonic() < deadline:
+            time.sleep(0.001)
+        os.kill(url.process.pid, signal.SIGKILL)
+        url.process.wait()
+        request.join(timeout=60)
+    with local_server(tmp_path) as url:
+        found = requests.get(f"{url}{series_path}/instances", timeout=30)
+        assert found.status_code == 200, found.text
+        listed = {item["00080018"]["Value"][0] for item in found.json()}
+        assert {uid for uid, _ in acknowledged} <= listed
+        by_uid = dict(copies)
+        for uid in listed:
+            stored = requests.get(
+                f"{url}{series_path}/instances/{uid}",
+                headers={
+                    "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'
+                },
+                timeout=30,
+            )
+            assert stored.status_code == 200 and by_uid[uid] in stored.content
+            metadata = requests.get(f"{url}{series_path}/instances/{uid}/metadata", timeout=30)
+            assert metadata.status_code == 200, metadata.text
+        series = requests.get(f"{url}{series_path.rsplit('/series/', 1)[0]}/series", timeout=30)
+        assert series.json()[0]["00201209"]["Value"] == [len(listed)]
+    assert not list((blobs / ".tmp").iterdir())
