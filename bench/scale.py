@@ -170,37 +170,43 @@ def dynamo_items(records: list[Any]) -> list[dict[str, Any]]:
     """The items `DynamoTagIndex.store_instance` leaves after storing `records`, the
     instances of one new series of one new study, one after the other (checked against the
     adapter itself by `check_dynamo_items`)."""
-    from chalicelib.storage import dynamo
-    from chalicelib.storage.records import first_version, search_terms, stamped
+    from chalicelib.storage.dynamo import items as dynamo
+    from chalicelib.storage.dynamo.table import (
+        SERIES_INDEX,
+        STUDY_SK,
+        Table,
+        number,
+        string,
+        string_set,
+    )
+    from chalicelib.storage.records import first_version, modality, search_terms, stamped
 
     records = [stamped(record) for record in records]
     last, count = records[-1], len(records)
     version = first_version() + count - 1
     items = []
     for record in records:
-        items += [dynamo._instance_item(record), dynamo._sop_pointer(record)]
+        items += [dynamo.instance_item(record), dynamo.sop_pointer(record)]
     series = {
-        "pk": dynamo._s(last.study_uid),
-        "sk": dynamo._s(f"SE#{last.series_uid}"),
-        dynamo.SERIES_INDEX: dynamo._s(last.series_uid),
-        "num_instances": dynamo._n(count),
-        "version": dynamo._n(version),
-        **dynamo._series_values(last),
+        **Table.key(last.study_uid, f"SE#{last.series_uid}"),
+        SERIES_INDEX: string(last.series_uid),
+        "num_instances": number(count),
+        "version": number(version),
+        **dynamo.series_values(last),
     }
     terms = search_terms(last.study_tags)
     study = {
-        **dynamo._Table.key(last.study_uid, dynamo.STUDY_SK),
-        **dynamo._study_values(last),
-        "ix": dynamo._s(json.dumps(terms, sort_keys=True)),
-        "num_instances": dynamo._n(count),
-        "num_series": dynamo._n(1),
-        "modalities": dynamo._string_set({dynamo.modality(r) for r in records}),
-        "sop_classes": dynamo._string_set({r.sop_class_uid for r in records}),
-        "version": dynamo._n(version),
+        **Table.key(last.study_uid, STUDY_SK),
+        **dynamo.study_values(last),
+        "ix": string(json.dumps(terms, sort_keys=True)),
+        **dynamo.study_additions(last, count, 1),
+        "modalities": string_set({modality(r) for r in records}),
+        "sop_classes": string_set({r.sop_class_uid for r in records}),
+        "version": number(version),
     }
     items += [series, study]
-    table = dynamo._Table(None, TABLE)
-    items += [op["Item"] for _, op in dynamo._term_actions(table, last.study_uid, None, terms)]
+    table = Table(None, TABLE)
+    items += [op["Item"] for _, op in dynamo.term_actions(table, last.study_uid, None, terms)]
     return [{k: v for k, v in item.items() if v is not None} for item in items]
 
 
