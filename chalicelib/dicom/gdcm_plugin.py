@@ -24,6 +24,7 @@ DECODER_DEPENDENCIES = {JPEG_EXTENDED_12BIT: ("python-gdcm>=3.0.10",)}
 PLUGIN_LABEL = "gdcm-12bit"
 
 _lock = threading.Lock()
+_registered = False
 
 
 def is_available(uid: str) -> bool:
@@ -31,13 +32,19 @@ def is_available(uid: str) -> bool:
 
 
 def register() -> None:
-    """Add the plugin to pydicom's JPEG Extended decoder, once (add_plugin is not thread-safe)."""
+    """Add the plugin to pydicom's JPEG Extended decoder, once per process: every later call
+    is one flag check (add_plugin is not thread-safe, hence the lock)."""
+    global _registered
+    if _registered:
+        return
     from pydicom.pixels import get_decoder
 
-    decoder = get_decoder(JPEG_EXTENDED_12BIT)
     with _lock:
-        if PLUGIN_LABEL not in decoder._available and PLUGIN_LABEL not in decoder._unavailable:
-            decoder.add_plugin(PLUGIN_LABEL, (__name__, "decode_frame"))
+        if not _registered:
+            decoder = get_decoder(JPEG_EXTENDED_12BIT)
+            if PLUGIN_LABEL not in decoder._available and PLUGIN_LABEL not in decoder._unavailable:
+                decoder.add_plugin(PLUGIN_LABEL, (__name__, "decode_frame"))
+            _registered = True
 
 
 def decode_frame(src: bytes, runner: DecodeRunner) -> bytes:

@@ -17,6 +17,7 @@ module costs nothing, so routes that never render do not pay for them (STYLE.md 
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -108,13 +109,11 @@ def render_native_frame(
     except Exception as exc:  # pydicom raises many types on corrupt input
         raise RenderError(f"the stored instance cannot be read: {exc}") from exc
     bits_allocated = int(ds.get("BitsAllocated", 16) or 16)
-    bits_stored = int(ds.get("BitsStored", bits_allocated) or bits_allocated)
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
     dtype = np.dtype(f"<{'i' if signed else 'u'}{bits_allocated // 8}")
+    # A view of the read bytes, not a copy; the bits above High Bit are dropped by the lookup
+    # table of `to_display`.
     pixels = np.frombuffer(frame_bytes, dtype=dtype).reshape(int(ds.Rows), int(ds.Columns))
-    if bits_stored < bits_allocated:  # PS3.5 §8.1.1: the bits above High Bit are not pixels
-        shift = bits_allocated - bits_stored
-        pixels = (pixels << shift) >> shift if signed else pixels & ((1 << bits_stored) - 1)
     image = to_display(ds, pixels, frame, options.window)
     return encode(image, options)
 
@@ -210,23 +209,38 @@ def _first(value: Any) -> float | None:
         return None
 
 
-def modality_lut(ds: Dataset, pixels: np.ndarray, frame: int) -> np.ndarray:
-    """Stored values → modality values (float), per frame when functional groups say so."""
-    import numpy as np
-
+def rescale(ds: Dataset, frame: int) -> tuple[float, float] | None:
+    """The frame's (Rescale Slope, Rescale Intercept), per frame when functional groups say
+    so (PS3.3 C.7.6.16.2.9, 2025b); None when a Modality LUT Sequence replaces them."""
     item = _frame_item(ds, frame, "PixelValueTransformationSequence")
     source = item if item is not None and "RescaleSlope" in item else ds
     slope, intercept = _first(source.get("RescaleSlope")), _first(source.get("RescaleIntercept"))
     if slope is None and "ModalityLUTSequence" in ds:
-        from pydicom.pixels import apply_modality_lut
+        return None
+    return (1.0 if slope is None else slope), (intercept or 0.0)
 
-        return np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+
+def _rescaled(pixels: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    import numpy as np
+
     values = pixels.astype(np.float64)
-    if slope is not None and slope != 1:
+    if slope != 1:
         values *= slope
     if intercept:
         values += intercept
     return values
+
+
+def modality_lut(ds: Dataset, pixels: np.ndarray, frame: int) -> np.ndarray:
+    """Stored values → modality values (float), PS3.3 C.11.1 (2025b)."""
+    import numpy as np
+
+    linear = rescale(ds, frame)
+    if linear is None:
+        from pydicom.pixels import apply_modality_lut
+
+        return np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+    return _rescaled(pixels, *linear)
 
 
 def frame_window(ds: Dataset, frame: int) -> Window | None:
@@ -283,10 +297,45 @@ def _voi_lut_sequence(ds: Dataset, values: np.ndarray) -> np.ndarray | None:
     return np.asarray(output, dtype=np.float64) * (255.0 / float((1 << bits) - 1))
 
 
-def _to_uint8(values: np.ndarray) -> np.ndarray:
+def _to_uint8(values: np.ndarray, photometric: str) -> np.ndarray:
+    """Display values 0..255 → 8 bits, inverted for MONOCHROME1 (PS3.3 C.7.6.3.1.2, 2025b)."""
     import numpy as np
 
+    if photometric == "MONOCHROME1":
+        values = 255.0 - values
     return np.rint(values).clip(0, 255).astype(np.uint8)
+
+
+def stored_values(itemsize: int, bits_stored: int, signed: bool) -> np.ndarray:
+    """The stored value of every code of an `itemsize`-byte pixel word, indexed by the word
+    read as unsigned: the bits above High Bit dropped and, when signed, the value sign-extended
+    from bit `bits_stored` - 1 (PS3.5 §8.1.1, 2025b). Idempotent: a word already masked or
+    sign-extended (as decoders give) maps to the same value."""
+    import numpy as np
+
+    bits = min(max(bits_stored, 1), 8 * itemsize)
+    values = np.arange(1 << (8 * itemsize), dtype=np.int32) & ((1 << bits) - 1)
+    if signed:
+        values[values >= 1 << (bits - 1)] -= 1 << bits
+    return values
+
+
+@functools.lru_cache(maxsize=64)
+def _window_table(
+    itemsize: int,
+    bits_stored: int,
+    signed: bool,
+    slope: float,
+    intercept: float,
+    window: Window,
+    photometric: str,
+) -> np.ndarray:
+    """The 8-bit display value of every pixel word for a rescale and a window: built once
+    per distinct (bits, rescale, window), read-only since it is shared."""
+    values = _rescaled(stored_values(itemsize, bits_stored, signed), slope, intercept)
+    table = _to_uint8(apply_window(values, window), photometric)
+    table.flags.writeable = False
+    return table
 
 
 def to_display(
@@ -307,16 +356,24 @@ def to_display(
             return pixels
         shift = max(bits - 8, 0)
         return (pixels.astype(np.uint32) >> shift).clip(0, 255).astype(np.uint8)
-    if pixels.dtype.kind in "ui" and pixels.dtype.itemsize <= 2:
-        # Every step below is pointwise: run it once per possible stored value and look the
-        # frame up in that table, instead of several float passes over every pixel.
-        low = int(pixels.min())
-        offsets = np.subtract(pixels, low, dtype=np.int32)
-        present = np.bincount(offsets.ravel()) > 0
-        domain = np.arange(low, low + present.size, dtype=np.int32)
-        table = _grayscale(ds, domain, frame, window, photometric, present)
-        return table.take(offsets)
-    return _grayscale(ds, pixels, frame, window, photometric, None)
+    if pixels.dtype.kind not in "ui" or pixels.dtype.itemsize > 2:
+        return _grayscale(ds, pixels, frame, window, photometric, None)
+    # Every step is pointwise: run it once per possible pixel word (a lookup table of 256 or
+    # 65,536 entries) and look the frame up in it, one pass, instead of several float passes
+    # over every pixel.
+    itemsize = pixels.dtype.itemsize
+    words = pixels.astype(pixels.dtype.newbyteorder("="), copy=False).view(f"u{itemsize}")
+    bits_stored = int(ds.get("BitsStored", 8 * itemsize) or 8 * itemsize)
+    signed = pixels.dtype.kind == "i"
+    linear = rescale(ds, frame)
+    chosen = window if window is not None else frame_window(ds, frame)
+    if linear is not None and chosen is not None:
+        table = _window_table(itemsize, bits_stored, signed, *linear, chosen, photometric)
+    else:
+        present = np.bincount(words.ravel(), minlength=1 << (8 * itemsize)) > 0
+        stored = stored_values(itemsize, bits_stored, signed)
+        table = _grayscale(ds, stored, frame, window, photometric, present)
+    return table.take(words)
 
 
 def _grayscale(
@@ -330,7 +387,7 @@ def _grayscale(
     """Modality LUT, VOI (query window, frame window, VOI LUT, else min/max), MONOCHROME1.
 
     `present` marks which of `pixels` occur in the frame when `pixels` is a table of every
-    stored value from the minimum up: the min/max window then uses only those.
+    pixel word: the min/max window then uses only those.
     """
     values = modality_lut(ds, pixels, frame)
     if window is not None:
@@ -343,9 +400,7 @@ def _grayscale(
         display = apply_window(
             values, _min_max_window(values if present is None else values[present])
         )
-    if photometric == "MONOCHROME1":
-        display = 255.0 - display
-    return _to_uint8(display)
+    return _to_uint8(display, photometric)
 
 
 def _crop(image: Any, options: RenderOptions) -> Any:

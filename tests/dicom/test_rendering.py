@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -302,3 +303,84 @@ def test_render_native_frame_equals_full_decode() -> None:
             ), (item.name, frame)
         checked += 1
     assert checked >= 10
+
+
+def _float_display(ds: Dataset, stored: np.ndarray, frame: int, window: Window | None) -> Any:
+    """The per-pixel float pipeline (Modality LUT, window, MONOCHROME1) the lookup table of
+    `to_display` stands for; None where a VOI LUT Sequence decides the display."""
+    from chalicelib.dicom.rendering import frame_window, modality_lut
+
+    values = modality_lut(ds, stored, frame)
+    chosen = window or frame_window(ds, frame)
+    if chosen is None:
+        if "VOILUTSequence" in ds:
+            return None
+        low, high = float(values.min()), float(values.max())
+        center, width = ((low + high) / 2, high - low) if high > low else (low, 1.0)
+        chosen = Window(center, width, "LINEAR_EXACT")
+    display = apply_window(values, chosen)
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
+        display = 255.0 - display
+    return np.rint(display).clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    "window",
+    [None, Window(40, 400), Window(-600, 1500, "LINEAR_EXACT"), Window(100, 300, "SIGMOID")],
+    ids=["instance-window", "linear", "linear-exact", "sigmoid"],
+)
+def test_lookup_table_equals_float_path_on_corpus(window: Window | None) -> None:
+    """`to_display` looks every pixel up in a table of its 8-bit display values; on every
+    grayscale integer frame of the corpus it gives exactly what the float pipeline computes
+    pixel by pixel on the stored values (bits above High Bit dropped, signed values
+    sign-extended, PS3.5 §8.1.1)."""
+    from chalicelib.dicom.rendering import RenderError, decode_frame, to_display
+    from tests.corpus import storable
+
+    inverted = pydicom.dcmread(testdata(CT))
+    inverted.PhotometricInterpretation = "MONOCHROME1"  # none in the corpus
+    files = [(i.name, i.data, i.transfer_syntax_uid) for i in storable()]
+    files.append(("CT as MONOCHROME1", _bytes(inverted), ExplicitVRLittleEndian))
+    checked = set()
+    for name, data, syntax in files:
+        try:
+            ds, pixels = decode_frame(data, syntax, 1)
+        except RenderError:
+            continue
+        photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+        if pixels.ndim != 2 or pixels.dtype.kind not in "ui" or pixels.dtype.itemsize > 2:
+            continue
+        if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+            continue
+        bits = 8 * pixels.itemsize
+        shift = bits - min(int(ds.get("BitsStored") or bits), bits)
+        if pixels.dtype.kind == "i":
+            stored = (pixels << shift) >> shift
+        else:
+            stored = pixels & ((1 << (bits - shift)) - 1)
+        expected = _float_display(ds, stored, 1, window)
+        if expected is None:
+            continue
+        assert np.array_equal(to_display(ds, pixels, 1, window), expected), name
+        checked.add((photometric, pixels.dtype.str, shift > 0))
+    # 8 and 16 bits, signed and unsigned, bits above High Bit, MONOCHROME1 and 2 were seen.
+    assert len(checked) >= 4, checked
+    assert any(p == "MONOCHROME1" for p, _, _ in checked), checked
+    assert {d[1:] for _, d, _ in checked} >= {"u1", "u2", "i2"}, checked
+    assert any(masked for _, _, masked in checked), checked
+
+
+def test_lookup_table_is_built_once_per_window_and_rescale() -> None:
+    """A second frame with the same bits, rescale and window reuses the table (the cache);
+    another window builds another."""
+    from chalicelib.dicom.rendering import _window_table, to_display
+
+    ds = pydicom.dcmread(testdata(CT))
+    pixels = ds.pixel_array
+    to_display(ds, pixels, 1, Window(41, 401))
+    before = _window_table.cache_info()
+    to_display(ds, pixels.copy(), 1, Window(41, 401))
+    after = _window_table.cache_info()
+    assert (after.hits, after.misses) == (before.hits + 1, before.misses)
+    to_display(ds, pixels, 1, Window(42, 401))
+    assert _window_table.cache_info().misses == before.misses + 1

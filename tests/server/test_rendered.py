@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,8 +19,9 @@ from chalicelib.context import Context
 from chalicelib.ingest import IngestResult, store_instance
 from chalicelib.server.api import create_app
 from chalicelib.server.rendered import thumbnail_keys
-from tests.conftest import testdata
+from tests.conftest import make_context, testdata
 from tests.corpus import undecodable_jpeg
+from tests.server.test_frames import CountingBlobs
 
 CT = "2020-08-12-Christopher.dcm"
 MULTIFRAME = "MultiframeWindowing.dcm"
@@ -282,3 +285,29 @@ def test_rendered_api_gateway_event_is_base64(context: Context) -> None:
     assert answer["isBase64Encoded"] is True
     image = Image.open(io.BytesIO(base64.b64decode(answer["body"])))
     assert image.format == "PNG"
+
+
+@pytest.mark.parametrize("wado_uri", [False, True], ids=["rendered", "wado-uri"])
+def test_rendered_and_wado_uri_jpeg_read_two_ranges(
+    backend: str, tmp_path: Path, wado_uri: bool
+) -> None:
+    """A native frame is rendered from two range reads, the header up to Pixel Data and the
+    frame's bytes, never the whole stored file; /rendered and WADO-URI image/jpeg alike (frame
+    3 of 4: three quarters of the pixels are not read)."""
+    base = make_context(backend, tmp_path)
+    r = _store(base, MULTIFRAME)
+    counting = CountingBlobs(base.blobs)
+    context = dataclasses.replace(base, blobs=counting)
+    query = f"?requestType=WADO&objectUID={r.sop_instance_uid}&contentType=image/jpeg"
+    path = f"/wado{query}&frameNumber=3" if wado_uri else _path(r) + "/frames/3/rendered"
+    with Client(create_app(lambda: context)) as client:
+        image = _image(_get(client, path, "image/jpeg"))
+    assert image.format == "JPEG"
+    record = base.index.find_instance(r.sop_instance_uid)
+    offset, frame_length = record.pixel["offset"], record.pixel["frame_length"]
+    assert counting.gets == []
+    assert [(start, length) for _, start, length in counting.ranges] == [
+        (0, offset),
+        (offset + 2 * frame_length, frame_length),
+    ]
+    assert offset + frame_length < record.size - 2 * frame_length
