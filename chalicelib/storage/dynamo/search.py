@@ -27,6 +27,11 @@ from chalicelib.storage.ports import SearchInstance, SeriesRecord, StudyRecord
 from chalicelib.storage.records import date_bounds
 from chalicelib.storage.search import SeriesKey, StudyTree
 
+FIRST_PAGE = 8
+"""Items of the first page of each date shard; each next page doubles. The merge of the shards
+reads each shard's first page, and a QIDO-RS page stops at the first match after it: 1 MB pages
+read some 3,000 study items to list 10 (issue 14, cost flat in archive size)."""
+
 
 class DynamoSearchReads:
     def __init__(self, table: Table) -> None:
@@ -153,6 +158,7 @@ class DynamoSearchReads:
             values = {":low": string(low or "0"), ":high": string(f"{high or '9' * 8}$")}
         shards = [
             self._table.pages(
+                growing=FIRST_PAGE,
                 IndexName=DATE_INDEX,
                 KeyConditionExpression=condition,
                 ExpressionAttributeValues={":ds": string(f"DS#{n}"), **values},

@@ -210,8 +210,16 @@ class Table:
         )
         return [(item["pk"]["S"], item["sk"]["S"]) for item in items]
 
-    def pages(self, operation: str = "query", **params: Any) -> Iterator[dict[str, Value]]:
+    def pages(
+        self, operation: str = "query", growing: int | None = None, **params: Any
+    ) -> Iterator[dict[str, Value]]:
+        """The items of a Query or Scan, page after page. With `growing`, the first page holds
+        at most that many items and each next one twice as many (DynamoDB's 1 MB bound stays):
+        a reader that stops early reads little more than it takes."""
         while True:
+            if growing:
+                params["Limit"] = growing
+                growing *= 2
             with translated():
                 response = getattr(self.client, operation)(TableName=self.name, **params)
             yield from response.get("Items", [])

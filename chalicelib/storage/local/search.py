@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from chalicelib.dicom.matching import Narrowing
 from chalicelib.storage.local.database import Database
 from chalicelib.storage.local.tables import (
+    FIRST_PAGE,
     INSTANCE_COLUMNS,
     PAGE,
     SERIES_COLUMNS,
@@ -30,14 +31,16 @@ class SqliteSearchReads:
     def studies_by_date(self, hint: Narrowing | None) -> Iterator[StudyRecord]:
         where, params = _date_condition(hint) if hint is not None else ("1", ())
         after: tuple[str, str] | None = None
+        page = FIRST_PAGE
         while rows := self._db.read(
             f"SELECT {STUDY_COLUMNS}, study_date FROM studies WHERE ({where})"
             " AND (? IS NULL OR (study_date, study_uid) < (?, ?))"
             " ORDER BY study_date DESC, study_uid DESC LIMIT ?",
-            (*params, after and after[0], *(after or ("", "")), PAGE),
+            (*params, after and after[0], *(after or ("", "")), page),
         ):
             yield from (study_from_row(row[:-1]) for row in rows)
             after = (rows[-1][-1], rows[-1][0])
+            page = min(page * 2, PAGE)
 
     def study_uids(self) -> Iterator[str]:
         after = ""

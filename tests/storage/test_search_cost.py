@@ -1,0 +1,68 @@
+"""What a search reads from the index before its caller stops (issue 14, cost flat in archive
+size): QIDO-RS takes a page and one more match, so the date-ordered listing must not read a
+whole first page of 500 rows (SQLite) or 1 MB per date shard (DynamoDB) to give a few.
+Counted through wrappers around the real SQLite connection and DynamoDB client (moto)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.counting import CountingDynamoClient, CountingSqlite
+from chalicelib.dicom.matching import Narrowing
+from chalicelib.storage.dynamo import DynamoTagIndex
+from chalicelib.storage.local import SqliteTagIndex
+from chalicelib.storage.ports import TagIndex
+from tests.storage.conftest import TABLE, build_record
+
+STUDIES = 40
+TAKEN = 6
+"""Fewer than a first page of any date shard: the first pages are all that is read."""
+
+
+@pytest.fixture(params=["local", "aws"])
+def counted(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[TagIndex, Callable[[], int]]]:
+    """An index of STUDIES studies and a function giving what it read since the last call:
+    rows SQLite returned, or items DynamoDB read."""
+    if request.param == "local":
+        index = SqliteTagIndex(tmp_path / "index.sqlite")
+        sqlite = CountingSqlite(index._db._db)
+        index._db._db = sqlite  # the adapter's own connection, counted
+        read: Callable[[], Any] = lambda: sqlite.reset().rows  # noqa: E731
+    else:
+        dynamodb = CountingDynamoClient(request.getfixturevalue("dynamodb"))
+        index = DynamoTagIndex(dynamodb, TABLE)
+        read = lambda: dynamodb.reset().items_read  # noqa: E731
+    for n in range(STUDIES):
+        index.store_instance(build_record(f"1.2.{n}", f"1.2.{n}.1", f"1.2.{n}.1.1"), False)
+    read()
+    yield index, read
+    if isinstance(index, SqliteTagIndex):
+        index.close()
+
+
+def test_search_listing_first_results_read_a_small_page(counted) -> None:
+    index, read = counted
+    assert len(list(islice(index.search("study", [], None), TAKEN))) == TAKEN
+    assert read() <= 32  # 16 rows, or 8 items of each of 4 date shards; all 40 before
+
+
+def test_search_study_date_range_first_results_read_a_small_page(counted) -> None:
+    index, read = counted
+    hint = Narrowing("StudyDate", "range", ("20240101", "20241231"))
+    assert len(list(islice(index.search("study", [hint], None), TAKEN))) == TAKEN
+    assert read() <= 32
+
+
+def test_search_listing_read_to_the_end_lists_every_study(counted) -> None:
+    """Growing pages leave nothing out (each shard's pages chained by LastEvaluatedKey)."""
+    index, read = counted
+    uids = [candidate.study.study_uid for candidate in index.search("study", [], None)]
+    assert sorted(uids) == sorted(f"1.2.{n}" for n in range(STUDIES))
+    assert read() >= STUDIES
