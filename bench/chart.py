@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.chart bench/results/<run>.json [--scale <a bench.scale result>]
 
-`bench.run` draws the first panel after every run; `bench.scale` results, when given, add one
-panel per backend with the latency of each request against the number of studies indexed.
+`bench.run` draws it after every run. A `bench.scale` result adds, per backend, the latency and
+the index reads (SQLite rows, DynamoDB items) of each request against the number of studies.
 """
 
 from __future__ import annotations
@@ -43,18 +43,27 @@ def _speedup_panel(axes: Any, result: dict[str, Any]) -> None:
     axes.set_xlabel("speed-up (log scale); dashed: 2× goal", fontsize=8)
 
 
-def _scale_panel(axes: Any, backend: str, figures: dict[str, Any]) -> None:
-    """Median latency per request against the number of studies, one line per request."""
-    sizes = figures["sizes"]
-    for request, by_size in figures["requests"].items():
-        points = [(size, by_size[str(size)]["median_ms"]) for size in sizes if str(size) in by_size]
-        axes.plot(*zip(*points, strict=True), marker="o", label=request)
+def _scale_panel(axes: Any, runs: list[dict[str, Any]], figure: str, label: str) -> None:
+    """One backend's `figure` per request (a line each) against the number of studies."""
+    runs = sorted(runs, key=lambda run: run["studies"])
+    for index, request in enumerate(runs[0]["requests"]):
+        points = [(run["studies"], figure_of(run["requests"][index], figure)) for run in runs]
+        axes.plot(*zip(*points, strict=True), marker="o", label=request["id"])
     axes.set_xscale("log")
     axes.set_yscale("log")
     axes.set_xlabel("studies indexed", fontsize=8)
-    axes.set_ylabel("median ms", fontsize=8)
-    axes.set_title(f"Cost against archive size: {backend}", fontsize=9)
+    axes.set_ylabel(label, fontsize=8)
+    axes.set_title(f"{runs[0]['backend']}: {label} per request", fontsize=9)
+    axes.tick_params(labelsize=7)
     axes.legend(fontsize=6)
+
+
+def figure_of(request: dict[str, Any], figure: str) -> float:
+    """Median ms, or what the request read from the index (SQLite rows; DynamoDB items)."""
+    if figure == "median_ms":
+        return request["median_ms"]
+    reads = request["reads"]
+    return max(1, reads["rows"] if "rows" in reads else reads["items_read"])  # log axis: ≥ 1
 
 
 def draw(result: dict[str, Any], out: Path, scale: dict[str, Any] | None = None) -> Path:
@@ -64,13 +73,23 @@ def draw(result: dict[str, Any], out: Path, scale: dict[str, Any] | None = None)
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    backends = list(scale["backends"].items()) if scale else []
-    rows = sum(1 for row in result["rows"] if row.get("speedup"))
-    figure = pyplot.figure(figsize=(10, 0.28 * rows + 2 + 4 * bool(backends)), layout="constrained")
-    grid = figure.add_gridspec(2 if backends else 1, max(1, len(backends)))
-    _speedup_panel(figure.add_subplot(grid[0, :]), result)
-    for column, (backend, figures) in enumerate(backends):
-        _scale_panel(figure.add_subplot(grid[1, column]), backend, figures)
+    backends: dict[str, list[dict[str, Any]]] = {}
+    for run in scale["runs"] if scale else []:
+        backends.setdefault(run["backend"], []).append(run)
+    top = 0.28 * sum(1 for row in result["rows"] if row.get("speedup")) + 2
+    figure = pyplot.figure(figsize=(10, top + 3.5 * len(backends)), layout="constrained")
+    parts = figure.subfigures(
+        1 + bool(backends),
+        1,
+        height_ratios=[top] + [3.5 * len(backends)] * bool(backends),
+        squeeze=False,
+    )[:, 0]
+    _speedup_panel(parts[0].subplots(), result)
+    if backends:
+        panels = parts[1].subplots(len(backends), 2, squeeze=False)
+        for line, runs in zip(panels, backends.values(), strict=True):
+            _scale_panel(line[0], runs, "median_ms", "median ms")
+            _scale_panel(line[1], runs, "reads", "index reads")
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=110)
     pyplot.close(figure)

@@ -296,6 +296,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--servers", default="orthanc,ours", help="comma-separated: orthanc,ours")
     parser.add_argument("--out", type=Path, help="result JSON (default bench/results/<UTC>.json)")
     parser.add_argument("--cache", type=Path, default=BENCH_DIR / ".cache", help="data sets")
+    parser.add_argument(
+        "--scale",
+        type=Path,
+        default=max((BENCH_DIR / "results").glob("scale-*.json"), default=None),
+        help="a bench.scale result whose curves the chart shows (default: the newest)",
+    )
     args = parser.parse_args(argv)
     if min(args.studies, args.series_per_study, args.instances_per_series, args.repeats) < 1:
         parser.error("--studies, --series-per-study, --instances-per-series, --repeats must be ≥ 1")
@@ -349,9 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or BENCH_DIR / "results" / f"{started:%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    chart = draw(result, out.with_suffix(".png"))
+    scale = json.loads(args.scale.read_text()) if args.scale else None
+    chart = draw(result, out.with_suffix(".png"), scale)
     print(markdown(result))
-    print(f"\nwritten to {out} and {chart}", file=sys.stderr)
+    curves = f" (scale curves: {args.scale})" if args.scale else ""
+    print(f"\nwritten to {out} and {chart}{curves}", file=sys.stderr)
     return 0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bench import run
+from bench import chart, run, scale
 from bench.dataset import DatasetSpec, generate
 from bench.servers import SERVER_NAMES, unavailable_reason
 from tests.peers import require_orthanc
@@ -61,7 +61,11 @@ def available_servers() -> list[str]:
 def test_main_tiny_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     names = available_servers()
     out = tmp_path / "result.json"
+    scale_out = tmp_path / "scale.json"
+    tiny_scale = ["--backends", "local", "--sizes", "2,4", "--repeats", "1", "--warmup", "0"]
+    assert scale.main([*tiny_scale, "--out", str(scale_out)]) == 0
     args = [*TINY, *ONCE, "--servers", ",".join(names), "--out", str(out)]
+    args += ["--scale", str(scale_out)]
 
     assert run.main([*args, "--cache", str(tmp_path / "cache")]) == 0
 
@@ -90,8 +94,13 @@ def test_main_tiny_dataset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         speedup = qido["orthanc"]["median_ms"] / qido["ours"]["median_ms"]
         assert rows["qido_studies"]["speedup"] == pytest.approx(speedup)
     assert "| Row |" in capsys.readouterr().out
-    with Image.open(out.with_suffix(".png")) as chart:
-        assert chart.format == "PNG" and chart.width > 500
+    assert chart.main([str(out), "--out", str(tmp_path / "speedups.png")]) == 0
+    with (
+        Image.open(out.with_suffix(".png")) as drawn,
+        Image.open(tmp_path / "speedups.png") as bare,
+    ):
+        assert drawn.format == bare.format == "PNG"
+        assert drawn.height > bare.height  # the scale curves are drawn below the speed-ups
 
 
 def test_generate_is_deterministic(tmp_path: Path) -> None:
