@@ -287,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     # The app's records (one JSON access line per request, errors) on stderr, as on Lambda.
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     _keep_large_buffers()
+    # pydicom, with numpy, Pillow and the codec plugins it finds, takes ~0.5 s to import: a
+    # server that runs for hours pays it at start, not in its first upload (~0.1 s of work).
+    # Before the port is bound, so that a client waiting for the server is refused until it
+    # answers. Lambda keeps it lazy (STYLE.md rule 4): a cold start without upload never pays.
+    import pydicom  # noqa: F401
+
     try:
         server = make_server(args.host, args.port, args.data_dir)
     except (ExposedWithoutAuthentication, ConfigError) as exc:
@@ -302,11 +308,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     signal.signal(signal.SIGTERM, _stop)
-    # pydicom, with numpy, Pillow and the codec plugins it finds, takes ~0.5 s to import: a
-    # server that runs for hours pays it at start, not in its first upload (~0.1 s of work).
-    # Lambda keeps it lazy (STYLE.md rule 4): a cold start that serves no upload never pays.
-    import pydicom  # noqa: F401
-
     root = load_settings().root
     print(f"DICOMweb server at http://{args.host}:{args.port}{root}/", flush=True)
     try:
