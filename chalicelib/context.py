@@ -56,13 +56,9 @@ def build_context(settings: Settings) -> Context:
             ServerRegistry(settings.servers, config_store, settings.servers_in_database, secrets),
         )
     from chalicelib import jobs
+    from chalicelib.server.delete import finish_pending_deletes
     from chalicelib.storage.jobs_local import SqliteJobStore, ThreadJobRunner
-    from chalicelib.storage.local import (
-        LocalBlobStore,
-        SqliteConfigStore,
-        SqliteTagIndex,
-        finish_pending_deletes,
-    )
+    from chalicelib.storage.local import LocalBlobStore, SqliteConfigStore, SqliteTagIndex
     from chalicelib.storage.secrets import FileSecretStore
 
     data_dir = settings.data_dir

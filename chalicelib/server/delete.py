@@ -63,9 +63,24 @@ def delete_resource(
 def _delete_blobs(request: WebRequest, result: ports.DeleteResult, study: str) -> None:
     """Blob keys are never reused (ingest adds a nonce), so a concurrent re-store of the same
     instance writes other keys and nothing it needs is removed here."""
-    blobs = request.context.blobs
-    keys = derived_keys(result)
+    index, blobs = request.context.index, request.context.blobs
     blobs.delete_prefix(f"{METADATA_PREFIX}{study}/")
+    index.blobs_deleted(_remove_blobs(blobs, derived_keys(result)))
+    finish_pending_deletes(index, blobs)
+
+
+def finish_pending_deletes(index: ports.TagIndex, blobs: ports.BlobStore) -> int:
+    """Remove the blobs of deletes interrupted between their index commit and their blob
+    removal (a killed server, a stopped Lambda), recorded with the commit; how many. Run at
+    local start-up and after every DELETE. Blob keys are never reused (ingest adds a nonce),
+    so none of them is in use again."""
+    removed = _remove_blobs(blobs, index.pending_blob_deletes())
+    index.blobs_deleted(removed)
+    return len(removed)
+
+
+def _remove_blobs(blobs: ports.BlobStore, keys: list[str]) -> list[str]:
+    """Delete `keys` in parallel; the keys removed."""
 
     def remove(key: str) -> str | None:
         try:
@@ -73,12 +88,11 @@ def _delete_blobs(request: WebRequest, result: ports.DeleteResult, study: str) -
             return key
         except ports.StorageError:
             # The index no longer points here: an orphan blob wastes space, loses nothing;
-            # its delete stays pending, finished at the next start (local store).
+            # its delete stays pending, finished by a later DELETE or start.
             log.warning("could not delete blob %s after its index delete", key, exc_info=True)
             return None
 
-    removed = [key for key in parallel_map(remove, keys) if key]
-    request.context.index.blobs_deleted(removed)
+    return [key for key in parallel_map(remove, keys) if key]
 
 
 @service.route("/studies/{study}", "DELETE", scope="admin")

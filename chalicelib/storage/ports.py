@@ -260,8 +260,9 @@ class TagIndex(Protocol):
         """Raise NotFound; removes emptied series and study records; keeps aggregates exact."""
 
     def pending_blob_deletes(self) -> list[str]:
-        """Blob keys (original bytes, metadata) of deleted instances not yet confirmed removed
-        by `blobs_deleted`: what a crash between an index delete and its blob removal left."""
+        """Blob keys (`InstanceRecord.blob_keys`) of deleted instances, recorded in the index
+        delete's own commit, not yet confirmed removed by `blobs_deleted`: what a crash
+        between an index delete and its blob removal left."""
 
     def blobs_deleted(self, keys: Sequence[str]) -> None:
         """The blobs at `keys` are removed: forget their pending delete."""

@@ -222,3 +222,19 @@ def test_delete_leaves_no_pending_intent(client: Client, context: Context) -> No
     stored = store_instance(context, testdata("ColorTestImageJ.dcm").read_bytes())
     assert client.http.delete(f"/dicom-web/studies/{stored.study_uid}").status_code == 204
     assert context.index.pending_blob_deletes() == []
+
+
+def test_delete_interrupted_before_blob_removal_finished_by_next_delete(
+    client: Client, context: Context
+) -> None:
+    """Issue 11 on both backends (a Lambda stopped after the index delete has no start-up to
+    finish it): the intent recorded with the index commit is finished by the next DELETE."""
+    interrupted = _store(context, testdata(CT).read_bytes())
+    record = context.index.find_instance(interrupted.sop_instance_uid)
+    context.index.delete_study(interrupted.study_uid)  # the index commit, then the "kill"
+    assert context.blobs.exists(record.blob_key)
+    later = _store(context, testdata("ColorTestImageJ.dcm").read_bytes())
+    assert client.http.delete(_path(later, "study")).status_code == 204
+    assert not context.blobs.exists(record.blob_key)
+    assert record.metadata_key and not context.blobs.exists(record.metadata_key)
+    assert context.index.pending_blob_deletes() == []

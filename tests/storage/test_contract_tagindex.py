@@ -456,3 +456,22 @@ def test_store_instance_concurrent_threads_exact_counts(tmp_path: Path) -> None:
     assert len(indexes[1].list_instances(STUDY, SERIES)) == 201
     for index in indexes:
         index.close()
+
+
+# Issue 11: a DELETE that dies between its index commit and its blob removal must be
+# recoverable; the intent is written with the index delete, on every adapter.
+def test_delete_records_pending_blob_deletes(tag_index: TagIndex, make_record: MakeRecord) -> None:
+    for n in range(100):  # more than one DynamoDB transaction's worth
+        tag_index.store_instance(
+            make_record(sop=f"{SERIES}.{n}", metadata_key=f"{STUDY}/{SERIES}/{n}/m.json.gz"),
+            overwrite=False,
+        )
+    assert tag_index.pending_blob_deletes() == []
+    removed = tag_index.delete_series(STUDY, SERIES).instances
+    keys = [key for record in removed for key in record.blob_keys()]
+    assert len(keys) == 200
+    assert sorted(tag_index.pending_blob_deletes()) == sorted(keys)
+    tag_index.blobs_deleted(keys[:3])
+    assert sorted(tag_index.pending_blob_deletes()) == sorted(keys[3:])
+    tag_index.blobs_deleted(keys[3:])
+    assert tag_index.pending_blob_deletes() == []

@@ -22,9 +22,11 @@ from chalicelib.dicom.matching import Narrowing
 from chalicelib.dicom.tags import Level
 from chalicelib.storage.aws import error_code
 from chalicelib.storage.dynamo.items import (
+    PENDING_PK,
     Terms,
     instance_item,
     instance_sk,
+    pending_item,
     record_of,
     series_of,
     series_values,
@@ -44,6 +46,7 @@ from chalicelib.storage.dynamo.table import (
     SERIES_INDEX,
     SOP_INDEX,
     STUDY_SK,
+    Condition,
     Table,
     Value,
     backoff,
@@ -75,9 +78,10 @@ from chalicelib.storage.records import (
 )
 from chalicelib.storage.search import run_search
 
-_CHUNK = 93
-"""Instances deleted per transaction: with the series and study items and up to five search
-index entries, TransactWriteItems' limit of 100 actions."""
+_CHUNK = 92
+"""Instances deleted per transaction: with the series and study items, up to five search
+index entries and the pending blob deletes, TransactWriteItems' limit of 100 actions."""
+_KEYS_EMPTIED: Condition = ("attribute_not_exists(#k)", {"#k": "keys"}, {})
 
 
 class DynamoTagIndex:
@@ -316,12 +320,37 @@ class DynamoTagIndex:
         return DeleteResult(removed)
 
     def pending_blob_deletes(self) -> list[str]:
-        """Not recorded on DynamoDB yet: a Lambda stopped between the index delete and the S3
-        deletes leaves objects no item points to (they cost storage, lose nothing)."""
-        return []
+        return [key for item in self._pending_items() for key in item["keys"]["SS"]]
 
     def blobs_deleted(self, keys: Sequence[str]) -> None:
-        pass
+        """Take `keys` out of the pending items' sets (atomically, so that concurrent calls
+        lose nothing), then drop each item whose set is empty."""
+        done = set(keys)
+        for item in self._pending_items():
+            confirmed = done.intersection(item["keys"]["SS"])
+            if not confirmed:
+                continue
+            try:
+                with translated():
+                    left = self._table.client.update_item(
+                        TableName=self._table.name,
+                        Key=Table.key(PENDING_PK, item["sk"]["S"]),
+                        UpdateExpression="DELETE #k :done",
+                        ConditionExpression="attribute_exists(#k)",
+                        ExpressionAttributeNames={"#k": "keys"},
+                        ExpressionAttributeValues={":done": {"SS": sorted(confirmed)}},
+                        ReturnValues="ALL_NEW",
+                    )
+                    if "keys" not in left["Attributes"]:  # DynamoDB removes an emptied set
+                        self._table.client.delete_item(
+                            **self._table.delete_action(PENDING_PK, item["sk"]["S"], _KEYS_EMPTIED)
+                        )
+            except ClientError as e:
+                if error_code(e) != "ConditionalCheckFailedException":
+                    raise  # else emptied by a concurrent call, which drops the item
+
+    def _pending_items(self) -> Iterator[dict[str, Value]]:
+        return self._table.query(PENDING_PK, "DEL#")
 
     def _remove_series_items(
         self, study_uid: str, series_uid: str, items: list[dict[str, Value]]
@@ -389,11 +418,15 @@ class DynamoTagIndex:
                         ),
                     )
                 )
+            records = [record_of(item) for item in items]
+            # The intent to remove their blobs, committed with the delete (issue 11: a kill
+            # between the two left files nothing pointed to).
+            if (pending := pending_item(records)) is not None:
+                actions.append(("Put", self._table.put_action(pending, ABSENT)))
             codes = self._table.transact(actions)
             if codes is None:
-                removed = [record_of(item) for item in items]
-                self._drop_sop_pointers(removed)
-                return removed
+                self._drop_sop_pointers(records)
+                return records
             items = [
                 item
                 for item, code in zip(items, codes, strict=False)

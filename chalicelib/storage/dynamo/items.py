@@ -22,12 +22,16 @@ Items, keyed by partition key `pk` and sort key `sk`:
   written in the store transaction, so that a lookup by SOP Instance UID alone reads the base
   table consistently (the `sop_uid` GSI may lag a store: a client that stores, then
   retrieves, got 404); removed after a delete; a stale one leads to no item (not found);
+- pending blob deletes `pk`="PENDING", `sk`="DEL#{random}": keys (string set), the blob keys
+  of the instances one delete transaction removed, put in that transaction; keys leave the set
+  as `blobs_deleted` confirms them, and the item goes when the set is empty;
 - config `pk`="CONFIG#{namespace}", `sk`="CF#{name}": value (JSON string).
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 import zlib
 from functools import partial
 from typing import Any
@@ -109,6 +113,18 @@ def instance_item(record: InstanceRecord) -> dict[str, Value]:
 def sop_pointer(record: InstanceRecord) -> dict[str, Value]:
     at = f"{record.study_uid}|{instance_sk(record.series_uid, record.sop_uid)}"
     return {"pk": string(f"SOP#{record.sop_uid}"), "sk": string("SOP"), "at": string(at)}
+
+
+PENDING_PK = "PENDING"
+
+
+def pending_item(records: list[InstanceRecord]) -> dict[str, Value] | None:
+    """The intent to remove the blobs of deleted `records` (None when they own none)."""
+    keys = {key for record in records for key in record.blob_keys()}
+    if not keys:
+        return None
+    sk = f"DEL#{uuid.uuid4().hex}"
+    return {"pk": string(PENDING_PK), "sk": string(sk), "keys": {"SS": sorted(keys)}}
 
 
 def series_values(record: InstanceRecord) -> dict[str, Value | None]:

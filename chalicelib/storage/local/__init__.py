@@ -4,6 +4,6 @@
 
 from chalicelib.storage.local.blobs import LocalBlobStore
 from chalicelib.storage.local.config import SqliteConfigStore
-from chalicelib.storage.local.index import SqliteTagIndex, finish_pending_deletes
+from chalicelib.storage.local.index import SqliteTagIndex
 
-__all__ = ["LocalBlobStore", "SqliteConfigStore", "SqliteTagIndex", "finish_pending_deletes"]
+__all__ = ["LocalBlobStore", "SqliteConfigStore", "SqliteTagIndex"]

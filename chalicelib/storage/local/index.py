@@ -11,7 +11,6 @@ from pathlib import Path
 
 from chalicelib.dicom.matching import Narrowing
 from chalicelib.dicom.tags import Level
-from chalicelib.storage.local.blobs import LocalBlobStore
 from chalicelib.storage.local.database import Database
 from chalicelib.storage.local.search import SqliteSearchReads
 from chalicelib.storage.local.tables import (
@@ -329,13 +328,3 @@ class SqliteTagIndex:
             db.executemany(
                 "DELETE FROM pending_deletes WHERE blob_key = ?", [(key,) for key in keys]
             )
-
-
-def finish_pending_deletes(index: SqliteTagIndex, blobs: LocalBlobStore) -> int:
-    """Remove the blobs of deletes a crash interrupted (at start-up); how many there were.
-    Blob keys are never reused (ingest adds a nonce), so none of them is in use again."""
-    keys = index.pending_blob_deletes()
-    for key in keys:
-        blobs.delete(key)
-    index.blobs_deleted(keys)
-    return len(keys)
