@@ -45,7 +45,10 @@ class SearchReads(Protocol):
 
     def studies_by_date(self, hint: Narrowing | None) -> Iterator[StudyRecord]:
         """Studies newest first (StudyDate descending, absent last, then StudyInstanceUID
-        descending), within the StudyDate range `hint` (dated studies only), all when None."""
+        descending, see `study_order`): within the StudyDate range `hint` (dated studies only),
+        or satisfying a PatientID, AccessionNumber, PatientName or ModalitiesInStudy `hint` (a
+        superset), all when None. Read lazily where the index can: a caller that stops after
+        a page reads about a page."""
 
     def study_uids(self) -> Iterator[str]:
         """Every StudyInstanceUID, ascending."""
@@ -137,21 +140,19 @@ def run_search(
         yield from _with_parents(reads, sorted(reads.instances(hint.values), key=_instance_order))
     elif hint.keyword in ("SeriesInstanceUID", "Modality"):
         yield from _below_series(reads, level, sorted(set(reads.series_keys(hint, hints))))
-    elif level == "study" and hint.keyword == "StudyDate":
+    elif level == "study" and hint.keyword != "StudyInstanceUID":
         yield from map(SearchCandidate, reads.studies_by_date(hint))
-    else:
-        if hint.keyword == "StudyInstanceUID":
-            study_uids = set(hint.values)
-        else:
-            study_uids = reads.study_uids_for(hint)
+    elif hint.keyword == "StudyInstanceUID":
         if level == "study":
-            studies = reads.studies(sorted(study_uids))
-            yield from map(SearchCandidate, sorted(studies, key=_study_order, reverse=True))
+            studies = reads.studies(sorted(set(hint.values)))
+            yield from map(SearchCandidate, sorted(studies, key=study_order, reverse=True))
         else:
-            yield from _below_studies(reads, level, sorted(study_uids))
+            yield from _below_studies(reads, level, sorted(set(hint.values)))
+    else:
+        yield from _below_studies(reads, level, sorted(reads.study_uids_for(hint)))
 
 
-def _study_order(study: StudyRecord) -> str:
+def study_order(study: StudyRecord) -> str:
     """The sort key of studies in search results, descending: newest first, absent last."""
     return f"{study_date(study.study_tags)}#{study.study_uid}"
 

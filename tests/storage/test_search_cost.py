@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bench.counting import CountingDynamoClient, CountingSqlite
-from chalicelib.dicom.matching import Narrowing
+from chalicelib.dicom.matching import Narrowing, index_text
 from chalicelib.storage.dynamo import DynamoTagIndex
 from chalicelib.storage.local import SqliteTagIndex
 from chalicelib.storage.ports import TagIndex
@@ -66,3 +66,37 @@ def test_search_listing_read_to_the_end_lists_every_study(counted) -> None:
     uids = [candidate.study.study_uid for candidate in index.search("study", [], None)]
     assert sorted(uids) == sorted(f"1.2.{n}" for n in range(STUDIES))
     assert read() >= STUDIES
+
+
+@pytest.fixture
+def counted_sqlite(tmp_path: Path) -> Iterator[tuple[TagIndex, Callable[[], int]]]:
+    index = SqliteTagIndex(tmp_path / "index.sqlite")
+    sqlite = CountingSqlite(index._db._db)
+    index._db._db = sqlite
+    for n in range(STUDIES):
+        index.store_instance(build_record(f"1.2.{n}", f"1.2.{n}.1", f"1.2.{n}.1.1"), False)
+    sqlite.reset()
+    yield index, lambda: sqlite.reset().rows
+    index.close()
+
+
+@pytest.mark.parametrize(
+    "hint",
+    [
+        Narrowing("PatientName", "prefix", (index_text("DOE", case_sensitive=False),)),
+        Narrowing("PatientID", "exact", ("PAT-1",)),
+        Narrowing("ModalitiesInStudy", "exact", ("CT",)),
+    ],
+    ids=lambda hint: hint.keyword,
+)
+def test_search_keyed_first_results_read_a_small_page_sqlite(counted_sqlite, hint) -> None:
+    """On SQLite a keyed study search comes in listing order from one query, a page of rows
+    at a time (it read every matching term, then every matching study row). DynamoDB still
+    reads every match: its `search` index is ordered by value, not by date."""
+    index, read = counted_sqlite
+    taken = list(islice(index.search("study", [hint], None), TAKEN))
+    assert len(taken) == TAKEN
+    assert [c.study.study_uid for c in taken] == sorted(
+        (f"1.2.{n}" for n in range(STUDIES)), reverse=True
+    )[:TAKEN]  # newest first: one date, so StudyInstanceUID descending
+    assert read() <= 16

@@ -25,7 +25,7 @@ from chalicelib.storage.dynamo.table import (
 )
 from chalicelib.storage.ports import SearchInstance, SeriesRecord, StudyRecord
 from chalicelib.storage.records import date_bounds
-from chalicelib.storage.search import SeriesKey, StudyTree
+from chalicelib.storage.search import SeriesKey, StudyTree, study_order
 
 FIRST_PAGE = 8
 """Items of the first page of each date shard; each next page doubles. The merge of the shards
@@ -38,7 +38,11 @@ class DynamoSearchReads:
         self._table = table
 
     def studies_by_date(self, hint: Narrowing | None) -> Iterator[StudyRecord]:
-        return map(study_of, self._date_listing(hint))
+        if hint is None or hint.keyword == "StudyDate":
+            return map(study_of, self._date_listing(hint))
+        # The `search` GSI is ordered by value, not date: every match is read, then sorted.
+        studies = self.studies(sorted(self.study_uids_for(hint)))
+        return iter(sorted(studies, key=study_order, reverse=True))
 
     def study_uids(self) -> Iterator[str]:
         yield from sorted(item["pk"]["S"] for item in self._date_listing(None))

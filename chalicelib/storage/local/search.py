@@ -29,7 +29,7 @@ class SqliteSearchReads:
         self._db = db
 
     def studies_by_date(self, hint: Narrowing | None) -> Iterator[StudyRecord]:
-        where, params = _date_condition(hint) if hint is not None else ("1", ())
+        where, params = _study_condition(hint) if hint is not None else ("1", ())
         after: tuple[str, str] | None = None
         page = FIRST_PAGE
         while rows := self._db.read(
@@ -146,6 +146,22 @@ def _string_condition(column: str, hint: Narrowing) -> tuple[str, tuple[str, ...
         where = " OR ".join(f"({column} >= ? AND {column} < ?)" for _ in hint.values)
         return where, tuple(p for v in hint.values for p in (v, v + _MAX_CHAR))
     return f"{column} IN ({', '.join('?' * len(hint.values))})", hint.values
+
+
+def _study_condition(hint: Narrowing) -> tuple[str, tuple[str, ...]]:
+    """The SQL condition on `studies` of a study-level hint: a StudyDate range on the column,
+    any other key through the index of its table, so that the rows come in listing order
+    (studies_listing) and a page reads about a page of study rows."""
+    if hint.keyword == "StudyDate":
+        return _date_condition(hint)
+    if hint.keyword == "ModalitiesInStudy":
+        where, params = _string_condition("modality", hint)
+        return f"study_uid IN (SELECT study_uid FROM series WHERE {where})", params
+    where, params = _string_condition("term", hint)
+    return (
+        f"study_uid IN (SELECT study_uid FROM study_terms WHERE name = ? AND ({where}))",
+        (hint.keyword, *params),
+    )
 
 
 def _date_condition(hint: Narrowing) -> tuple[str, tuple[str, ...]]:
