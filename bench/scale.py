@@ -125,11 +125,11 @@ class RecordCollector:
     def __init__(self) -> None:
         self.records: list[Any] = []
 
-    def store_instance(self, record: Any, overwrite: bool) -> Any:
+    def store_instances(self, records: list[Any], overwrite: bool) -> list[Any]:
         from chalicelib.storage.ports import StoreResult
 
-        self.records.append(record)
-        return StoreResult("created", record)
+        self.records += records
+        return [StoreResult("created", record) for record in records]
 
 
 class ProbedBlobs:

@@ -27,7 +27,7 @@ from chalicelib.dicom.parse import (
     check_sequence_depth,
     parse_instance,
 )
-from chalicelib.storage.ports import Conflict, InstanceRecord, OutOfResources
+from chalicelib.storage.ports import Conflict, InstanceRecord, OutOfResources, StoreResult
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +100,22 @@ def store_instances(
     (in the order of `parts`): one failure does not fail the others.
 
     Parts are parsed, checked and written as blobs in parallel threads (hashing, file and
-    network writes release the GIL), then committed to the index one by one; the answer
-    is given only after every commit.
+    network writes release the GIL), then committed to the index together (one SQLite
+    transaction); the answer is given only after that commit.
     """
     if len(parts) == 1:
         prepared = [_prepare(ctx, parts[0], expected_study_uid)]
     else:
         prepared = list(_workers().map(lambda data: _prepare(ctx, data, expected_study_uid), parts))
-    for item in prepared:
-        if item.record is not None:
-            _commit(ctx, item.result, item.record)
+    ready = [(item.result, item.record) for item in prepared if item.record is not None]
+    if ready:
+        records = [record for _, record in ready]
+        try:
+            outcomes = ctx.index.store_instances(records, ctx.settings.overwrite_instances)
+        except Exception as exc:  # none of them was committed
+            outcomes = [exc] * len(records)
+        for (result, record), outcome in zip(ready, outcomes, strict=True):
+            _settle(ctx, result, record, outcome)
     return [item.result for item in prepared]
 
 
@@ -219,20 +225,20 @@ def _prepare(ctx: Context, data: bytes, expected_study_uid: str | None) -> _Prep
     return _Prepared(result, record)
 
 
-def _commit(ctx: Context, result: IngestResult, record: InstanceRecord) -> None:
-    """Commit `record` to the index (the commit point), and remove the blobs it left unused."""
-    try:
-        stored = ctx.index.store_instance(record, ctx.settings.overwrite_instances)
-    except Exception as exc:
+def _settle(
+    ctx: Context, result: IngestResult, record: InstanceRecord, outcome: StoreResult | Exception
+) -> None:
+    """Record what the index commit did with `record`, and remove the blobs left unused."""
+    if isinstance(outcome, Exception):
         _forget(ctx, record)
-        _fail_on_backend(result, exc)
+        _fail_on_backend(result, outcome)
         return
-    if stored.outcome == "kept" and stored.record.blob_key != record.blob_key:
+    if outcome.outcome == "kept" and outcome.record.blob_key != record.blob_key:
         _forget(ctx, record)
-    for old_key in stored.replaced_blob_keys:
+    for old_key in outcome.replaced_blob_keys:
         _delete_quietly(ctx, old_key)
         _delete_quietly(ctx, metadata_key(old_key))
-    result.status, result.outcome = "stored", stored.outcome
+    result.status, result.outcome = "stored", outcome.outcome
 
 
 def _fail_on_backend(result: IngestResult, exc: Exception) -> None:

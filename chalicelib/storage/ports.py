@@ -207,6 +207,18 @@ class TagIndex(Protocol):
         already stored under another study or series.
         """
 
+    def store_instances(
+        self, records: Sequence[InstanceRecord], overwrite: bool
+    ) -> list[StoreResult | Exception]:
+        """Commit several instances, each as `store_instance` does; the answer has one item
+        per record, in order: its StoreResult, or the error that refused it (Conflict, ...)
+        while the others are stored. Raise only when none of them was committed.
+
+        SQLite commits them in one transaction; DynamoDB in one transaction per instance
+        (a request's instances share series and study items, which one transaction cannot
+        update twice).
+        """
+
     def get_instance(self, study_uid: str, series_uid: str | None, sop_uid: str) -> InstanceRecord:
         """Raise NotFound, also when the instance is under another study or series."""
 

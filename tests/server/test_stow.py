@@ -262,18 +262,23 @@ def test_store_instances_sop_uid_under_other_study_409(client: Client, context: 
     assert _counts(context, CT_STUDY) == (1, 1)
 
 
-class _FailingOnce:
-    """The context's TagIndex, raising on the `fail_at`-th store as an adapter's untranslated
-    error would (issue 11: an sqlite3.OperationalError turned the whole STOW into a 500)."""
+class _FailingAt:
+    """The context's TagIndex, refusing the `fail_at`-th record of a batch with an error no
+    adapter translated, as DynamoDB reports one of its per-instance transactions (issue 11:
+    an sqlite3.OperationalError turned the whole STOW into a 500), or failing the whole
+    batch (`fail_at` 0), as SQLite does when its one transaction cannot commit."""
 
     def __init__(self, index: object, fail_at: int) -> None:
-        self._index, self._stores, self._fail_at = index, 0, fail_at
+        self._index, self._fail_at = index, fail_at
 
-    def store_instance(self, record: object, overwrite: bool) -> object:
-        self._stores += 1
-        if self._stores == self._fail_at:
-            raise RuntimeError("disk I/O error at /secret/index.sqlite")
-        return self._index.store_instance(record, overwrite)
+    def store_instances(self, records: list, overwrite: bool) -> list:
+        error = RuntimeError("disk I/O error at /secret/index.sqlite")
+        if not self._fail_at:
+            raise error
+        others = [r for number, r in enumerate(records, 1) if number != self._fail_at]
+        results = self._index.store_instances(others, overwrite)
+        results.insert(self._fail_at - 1, error)
+        return results
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._index, name)
@@ -299,7 +304,7 @@ def test_store_instances_backend_error_fails_one_part(tmp_path, caplog) -> None:
     import dataclasses
 
     base = make_context("local", tmp_path)
-    context = dataclasses.replace(base, index=_FailingOnce(base.index, fail_at=2))
+    context = dataclasses.replace(base, index=_FailingAt(base.index, fail_at=2))
     client = Client(create_app(lambda: context))
     parts = _copies(3)
     response = stow(client, *parts)
@@ -315,3 +320,18 @@ def test_store_instances_backend_error_fails_one_part(tmp_path, caplog) -> None:
     stored = [p for p in (tmp_path / "data" / "blobs").rglob("*") if p.is_file()]
     assert not [p for p in stored if failed_uid in str(p)]  # its blob and metadata removed
     assert len(stored) == 4
+
+
+def test_store_instances_index_commit_failure_fails_every_part(tmp_path, caplog) -> None:
+    import dataclasses
+
+    base = make_context("local", tmp_path)
+    context = dataclasses.replace(base, index=_FailingAt(base.index, fail_at=0))
+    client = Client(create_app(lambda: context))
+    response = stow(client, *_copies(3))
+    assert response.status_code == 503
+    failed = values(json_of(response), "00081198")
+    assert [values(item, "00081197") for item in failed] == [[0xA700]] * 3
+    assert "/secret" not in response.headers["Warning"]
+    assert not [p for p in (tmp_path / "data" / "blobs").rglob("*") if p.is_file()]
+    assert list(base.index.iter_studies()) == []

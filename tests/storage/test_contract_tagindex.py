@@ -475,3 +475,69 @@ def test_delete_records_pending_blob_deletes(tag_index: TagIndex, make_record: M
     assert sorted(tag_index.pending_blob_deletes()) == sorted(keys[3:])
     tag_index.blobs_deleted(keys[3:])
     assert tag_index.pending_blob_deletes() == []
+
+
+def test_store_instances_batch_counts_each_once(
+    tag_index: TagIndex, make_record: MakeRecord
+) -> None:
+    records = [
+        make_record(sop=f"{SERIES}.1"),
+        make_record(sop=f"{SERIES}.2"),
+        make_record(
+            series=OTHER_SERIES, sop=f"{OTHER_SERIES}.1", modality="MR", sop_class=MR_IMAGE
+        ),
+        make_record(sop=f"{SERIES}.1", blob_key="again.dcm"),  # the first one, sent twice
+    ]
+    results = tag_index.store_instances(records, overwrite=False)
+    assert [r.outcome for r in results if not isinstance(r, Exception)] == [
+        "created",
+        "created",
+        "created",
+        "kept",
+    ]
+    assert results[3].record.blob_key == records[0].blob_key
+    assert _counts(tag_index.get_study(STUDY)) == (2, 3, ["CT", "MR"], sorted([CT_IMAGE, MR_IMAGE]))
+    assert [(s.series_uid, s.num_instances) for s in tag_index.list_series(STUDY)] == [
+        (SERIES, 2),
+        (OTHER_SERIES, 1),
+    ]
+    assert [i.sop_uid for i in tag_index.list_instances(STUDY)] == [
+        f"{SERIES}.1",
+        f"{SERIES}.2",
+        f"{OTHER_SERIES}.1",
+    ]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_store_instances_conflict_refuses_its_record_alone(
+    tag_index: TagIndex, make_record: MakeRecord, overwrite: bool
+) -> None:
+    tag_index.store_instance(make_record(), overwrite=False)
+    records = [
+        make_record(sop=f"{SERIES}.7"),
+        make_record(study=OTHER_STUDY, series="1.2.4.1"),  # SOP already in STUDY
+        make_record(study=OTHER_STUDY, sop="1.2.4.9"),  # SERIES already in STUDY
+        make_record(study=OTHER_STUDY, series="1.2.4.1", sop="1.2.4.1.1"),
+    ]
+    results = tag_index.store_instances(records, overwrite)
+    assert [type(r).__name__ for r in results] == [
+        "StoreResult",
+        "Conflict",
+        "Conflict",
+        "StoreResult",
+    ]
+    assert SOP in str(results[1]) and SERIES in str(results[2])
+    assert _counts(tag_index.get_study(STUDY)) == (1, 2, ["CT"], [CT_IMAGE])
+    assert _counts(tag_index.get_study(OTHER_STUDY)) == (1, 1, ["CT"], [CT_IMAGE])
+    assert [i.sop_uid for i in tag_index.list_instances(OTHER_STUDY)] == ["1.2.4.1.1"]
+
+
+def test_store_instances_overwrite_replaces_within_batch(
+    tag_index: TagIndex, make_record: MakeRecord
+) -> None:
+    first, second = make_record(blob_key="first.dcm"), make_record(blob_key="second.dcm")
+    results = tag_index.store_instances([first, second], overwrite=True)
+    assert [r.outcome for r in results if not isinstance(r, Exception)] == ["created", "replaced"]
+    assert "first.dcm" in results[1].replaced_blob_keys
+    assert tag_index.get_instance(STUDY, SERIES, SOP).blob_key == "second.dcm"
+    assert _counts(tag_index.get_study(STUDY)) == (1, 1, ["CT"], [CT_IMAGE])

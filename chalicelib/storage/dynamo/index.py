@@ -126,6 +126,18 @@ class DynamoTagIndex:
                 return StoreResult("created", new)
         raise contention(f"storing instance {new.sop_uid}")
 
+    def store_instances(
+        self, records: Sequence[InstanceRecord], overwrite: bool
+    ) -> list[StoreResult | Exception]:
+        """One transaction per record: whatever refuses one leaves the others stored."""
+        results: list[StoreResult | Exception] = []
+        for record in records:
+            try:
+                results.append(self.store_instance(record, overwrite))
+            except Exception as exc:  # reported in its record's place; the others go on
+                results.append(exc)
+        return results
+
     def _create(
         self, record: InstanceRecord, terms: Terms | None, series_exists: bool
     ) -> list[str] | None:

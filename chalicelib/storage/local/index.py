@@ -22,6 +22,7 @@ from chalicelib.storage.local.tables import (
     study_from_row,
 )
 from chalicelib.storage.ports import (
+    Conflict,
     DeleteResult,
     InstanceRecord,
     NotFound,
@@ -58,27 +59,47 @@ class SqliteTagIndex:
         self._db.close()
 
     def store_instance(self, record: InstanceRecord, overwrite: bool) -> StoreResult:
-        new = stamped(record)
+        (result,) = self.store_instances([record], overwrite)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def store_instances(
+        self, records: Sequence[InstanceRecord], overwrite: bool
+    ) -> list[StoreResult | Exception]:
+        """One transaction; a record refused (Conflict) is rolled back to its savepoint."""
+        results: list[StoreResult | Exception] = []
         with self._db.write() as db:
-            row = db.execute(
-                "SELECT study_uid, series_uid, record FROM instances WHERE sop_uid = ?",
-                (new.sop_uid,),
-            ).fetchone()
-            if row is None:
-                self._check_series_parent(db, new)
-                self._write_instance(db, new, "INSERT INTO")
-                self._upsert_parents(db, new, added=1)
-                self._merge_sets(db, new)
-                return StoreResult("created", new)
-            if (row[0], row[1]) != (new.study_uid, new.series_uid):
-                raise sop_conflict(new, row[0], row[1])
-            old = record_from_json(row[2])
-            if not overwrite:
-                return StoreResult("kept", old)
-            self._write_instance(db, new, "REPLACE INTO")
-            self._upsert_parents(db, new, added=0)
-            self._recompute_sets(db, new.study_uid)
-            return StoreResult("replaced", new, released_keys(old, new))
+            for record in records:
+                db.execute("SAVEPOINT instance")
+                try:
+                    results.append(self._store(db, stamped(record), overwrite))
+                except Conflict as exc:
+                    db.execute("ROLLBACK TO instance")
+                    results.append(exc)
+                db.execute("RELEASE instance")
+        return results
+
+    def _store(self, db: sqlite3.Connection, new: InstanceRecord, overwrite: bool) -> StoreResult:
+        row = db.execute(
+            "SELECT study_uid, series_uid, record FROM instances WHERE sop_uid = ?",
+            (new.sop_uid,),
+        ).fetchone()
+        if row is None:
+            self._check_series_parent(db, new)
+            self._write_instance(db, new, "INSERT INTO")
+            self._upsert_parents(db, new, added=1)
+            self._merge_sets(db, new)
+            return StoreResult("created", new)
+        if (row[0], row[1]) != (new.study_uid, new.series_uid):
+            raise sop_conflict(new, row[0], row[1])
+        old = record_from_json(row[2])
+        if not overwrite:
+            return StoreResult("kept", old)
+        self._write_instance(db, new, "REPLACE INTO")
+        self._upsert_parents(db, new, added=0)
+        self._recompute_sets(db, new.study_uid)
+        return StoreResult("replaced", new, released_keys(old, new))
 
     @staticmethod
     def _check_series_parent(db: sqlite3.Connection, record: InstanceRecord) -> None:
