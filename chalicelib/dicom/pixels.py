@@ -24,6 +24,7 @@ from chalicelib.dicom.encoding import (
 
 if TYPE_CHECKING:
     import numpy as np
+    from pydicom.dataset import Dataset
 
 
 SYNTAX_MEDIA_TYPES = {
@@ -93,6 +94,27 @@ class PixelModule:
             photometric_interpretation=str(value("00280004", "MONOCHROME2")),
             planar_configuration=int(value("00280006", 0)),
             number_of_frames=pixel["number_of_frames"],
+        )
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset) -> PixelModule:
+        """From a dataset's Image Pixel Module (its header is enough); one frame."""
+
+        def value(keyword: str, default: Any) -> Any:
+            found = ds.get(keyword)
+            return default if found is None or found == "" else found
+
+        bits_allocated = int(value("BitsAllocated", 8))
+        return cls(
+            rows=int(value("Rows", 0)),
+            columns=int(value("Columns", 0)),
+            samples_per_pixel=int(value("SamplesPerPixel", 1)),
+            bits_allocated=bits_allocated,
+            bits_stored=int(value("BitsStored", bits_allocated)),
+            pixel_representation=int(value("PixelRepresentation", 0)),
+            photometric_interpretation=str(value("PhotometricInterpretation", "MONOCHROME2")),
+            planar_configuration=int(value("PlanarConfiguration", 0)),
+            number_of_frames=1,
         )
 
     def options(self) -> dict[str, Any]:

@@ -23,7 +23,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.dicom import gdcm_plugin
-from chalicelib.dicom.encoding import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+from chalicelib.dicom.encoding import (
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    IMPLICIT_VR_LITTLE_ENDIAN,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,6 +40,7 @@ WINDOW_FUNCTIONS = {"linear": "LINEAR", "linear-exact": "LINEAR_EXACT", "sigmoid
 """Query names of the VOI LUT Functions, PS3.18 §8.3.5.1.4 → PS3.3 C.11.2.1.3 (2025b)."""
 
 DEFAULT_QUALITY = 90
+NATIVE_SYNTAXES = (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN)
 
 
 class RenderError(ValueError):
@@ -93,13 +98,19 @@ def render(data: bytes, transfer_syntax_uid: str, frame: int, options: RenderOpt
     return encode(image, options)
 
 
-def render_native_frame(
-    header: bytes, frame_bytes: bytes, transfer_syntax_uid: str, frame: int, options: RenderOptions
+def render_frame(
+    header: bytes,
+    frame_bytes: bytes,
+    transfer_syntax_uid: str,
+    frame: int,
+    options: RenderOptions,
+    encapsulated: bool,
 ) -> bytes:
-    """Render one frame of native little-endian grayscale pixel data from its bytes alone.
+    """Render one frame from its bytes alone: two range reads instead of reading and parsing
+    the whole instance (see `renders_from_ranges`).
 
-    `header` is the file up to the Pixel Data value, `frame_bytes` that frame's value bytes:
-    two range reads instead of reading and parsing the whole instance (see `native_layout`).
+    `header` is the file up to the Pixel Data value; `frame_bytes` the frame's native pixels in
+    little endian or, when `encapsulated`, its bitstream (fragments joined, PS3.5 §A.4, 2025b).
     """
     import numpy as np
     import pydicom
@@ -108,25 +119,44 @@ def render_native_frame(
         ds = pydicom.dcmread(io.BytesIO(header), stop_before_pixels=True, force=True)
     except Exception as exc:  # pydicom raises many types on corrupt input
         raise RenderError(f"the stored instance cannot be read: {exc}") from exc
-    bits_allocated = int(ds.get("BitsAllocated", 16) or 16)
-    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits_allocated // 8}")
-    # A view of the read bytes, not a copy; the bits above High Bit are dropped by the lookup
-    # table of `to_display`.
-    pixels = np.frombuffer(frame_bytes, dtype=dtype).reshape(int(ds.Rows), int(ds.Columns))
+    if encapsulated:
+        pixels = _decode_bitstream(ds, frame_bytes, transfer_syntax_uid, frame)
+    else:
+        bits_allocated = int(ds.get("BitsAllocated", 16) or 16)
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+        dtype = np.dtype(f"<{'i' if signed else 'u'}{bits_allocated // 8}")
+        # A view of the read bytes, not a copy; the bits above High Bit are dropped by the
+        # lookup table of `to_display`.
+        pixels = np.frombuffer(frame_bytes, dtype=dtype).reshape(int(ds.Rows), int(ds.Columns))
     image = to_display(ds, pixels, frame, options.window)
     return encode(image, options)
 
 
-def native_layout(pixel: dict[str, Any], transfer_syntax_uid: str) -> bool:
-    """True when `render_native_frame` can render this instance's frames (PS3.5 §8.2, 2025b):
-    native little-endian Pixel Data, one sample of 8 or 16 bits."""
+def _decode_bitstream(ds: Dataset, bitstream: bytes, transfer_syntax_uid: str, frame: int) -> Any:
+    """One compressed frame decoded (YBR as RGB, as `decode_frame` gives it)."""
+    from chalicelib.dicom.pixels import PixelError, PixelModule, decode_frame
+
+    try:
+        array, _ = decode_frame(bitstream, transfer_syntax_uid, PixelModule.from_dataset(ds))
+    except (PixelError, TypeError, ValueError) as exc:
+        raise RenderError(f"frame {frame} cannot be decoded: {exc}") from exc
+    return array
+
+
+def renders_from_ranges(pixel: dict[str, Any], transfer_syntax_uid: str) -> bool:
+    """True when `render_frame` can render this instance's frames from the header and the
+    frame's bytes: encapsulated Pixel Data (PS3.5 §A.4, 2025b), or native Pixel Data of one
+    sample of 8 or 16 bits (§8.2). Deflated datasets are read whole (their offsets count in the
+    inflated bytes), and so are bit-packed and color native frames."""
+    if not pixel or pixel.get("deflated"):
+        return False
+    if pixel.get("encapsulated"):
+        return True
     return (
-        pixel.get("encapsulated") is False
-        and pixel.get("frame_length", 0) > 0
+        pixel.get("frame_length", 0) > 0
         and pixel.get("samples_per_pixel") == 1
         and pixel.get("bits_allocated") in (8, 16)
-        and transfer_syntax_uid in (IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN)
+        and transfer_syntax_uid in NATIVE_SYNTAXES
     )
 
 

@@ -209,7 +209,8 @@ def render_instance(
     request: WebRequest, record: ports.InstanceRecord, frame: int, options: RenderOptions
 ) -> bytes:
     """Render a frame of a stored instance; RenderError → 406, bad frame → 404."""
-    from chalicelib.dicom.rendering import native_layout, render, render_native_frame
+    from chalicelib.dicom.rendering import render, render_frame, renders_from_ranges
+    from chalicelib.server.frames import FrameReader
 
     pixel = record.pixel
     if not pixel:
@@ -218,20 +219,18 @@ def render_instance(
             "retrieve it as application/dicom"
         )
     blobs = request.context.blobs
+    syntax = record.transfer_syntax_uid
     try:
-        if native_layout(pixel, record.transfer_syntax_uid):
-            if not 1 <= frame <= pixel["number_of_frames"]:
+        if renders_from_ranges(pixel, syntax):
+            reader = FrameReader(request, record)
+            if not 1 <= frame <= reader.count:
                 raise FrameOutOfRange(
-                    f"frame {frame} does not exist: NumberOfFrames is {pixel['number_of_frames']}"
+                    f"frame {frame} does not exist: NumberOfFrames is {reader.count}"
                 )
-            start = pixel["offset"] + (frame - 1) * pixel["frame_length"]
             header = blobs.get_range(record.blob_key, 0, pixel["offset"])
-            frame_bytes = blobs.get_range(record.blob_key, start, pixel["frame_length"])
-            return render_native_frame(
-                header, frame_bytes, record.transfer_syntax_uid, frame, options
-            )
-        data = blobs.get(record.blob_key)
-        return render(data, record.transfer_syntax_uid, frame, options)
+            encapsulated = bool(pixel.get("encapsulated"))
+            return render_frame(header, reader.stored(frame), syntax, frame, options, encapsulated)
+        return render(blobs.get(record.blob_key), syntax, frame, options)
     except FrameOutOfRange as exc:
         raise NotFound(f"instance {record.sop_uid}: {exc}") from None
     except ImageTooLarge as exc:
