@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from chalice import (
     AuthResponse,
@@ -42,6 +43,7 @@ from chalicelib.server import (
     wado_uri,
     webapp,
 )
+from chalicelib.server.delivery import StreamedMultipart
 from chalicelib.server.http import (
     ALL_METHODS,
     PUBLIC,
@@ -79,7 +81,7 @@ def build_route_table(settings: Settings) -> RouteTable:
     return RouteTable(services)
 
 
-def to_web_request(request: Request, ctx: Context) -> WebRequest:
+def to_web_request(request: Request, ctx: Context, streams: bool = False) -> WebRequest:
     headers = {k.lower(): v for k, v in request.headers.items()}
     query: list[tuple[str, str]] = []
     if request.query_params:
@@ -105,7 +107,19 @@ def to_web_request(request: Request, ctx: Context) -> WebRequest:
         dicomweb_root=base + ctx.settings.root,
         context=ctx,
         request_context=request_context,
+        streams=streams,
     )
+
+
+class StreamedResponse(Response):
+    """A Response whose body is a `StreamedMultipart`, passed as it is in the response dict to
+    the local server, which writes it (Chalice would serialize any body but str and bytes)."""
+
+    def to_dict(self, binary_types: list[str] | None = None) -> dict[str, Any]:
+        body, self.body = self.body, b""
+        response = super().to_dict()
+        response["body"] = self.body = body
+        return response
 
 
 def to_chalice_response(response: WebResponse) -> Response:
@@ -114,7 +128,8 @@ def to_chalice_response(response: WebResponse) -> Response:
         headers["Content-Type"] = response.content_type
     elif response.body:
         headers["Content-Type"] = "application/octet-stream"
-    return Response(body=response.body, status_code=response.status, headers=headers)
+    kind = StreamedResponse if isinstance(response.body, StreamedMultipart) else Response
+    return kind(body=response.body, status_code=response.status, headers=headers)
 
 
 def api_gateway_authorizer(app: Chalice, settings: Settings) -> Authorizer | None:
@@ -171,9 +186,11 @@ def create_app(
     context_factory: Callable[[], Context] = default_context,
     app_name: str = "dicomweb",
     settings: Settings | None = None,
+    streams: bool = False,
 ) -> Chalice:
     """The app on the contexts `context_factory` gives; `settings` (default: the context's)
-    decide the routes, so that `app.py` builds no context, hence no AWS client, at import."""
+    decide the routes, so that `app.py` builds no context, hence no AWS client, at import.
+    `streams`: the server writes streamed bodies itself (`localserver`, `WebRequest.streams`)."""
     app = ThreadSafeChalice(app_name=app_name)
     # Chalice does not treat image/* as a wildcard: every answer is binary (DESIGN.md).
     app.api.binary_types = ["*/*"]
@@ -206,6 +223,7 @@ def create_app(
             response.body = _with_request_id(response.body, request_id)
         response.headers["X-Request-Id"] = request_id
         body = response.body
+        size = body.length if isinstance(body, StreamedMultipart) else None
         access_log.info(
             json.dumps(
                 {
@@ -214,7 +232,7 @@ def create_app(
                     "path": (request.context or {}).get("path") or request.path,
                     "status": response.status_code,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                    "bytes": len(body) if isinstance(body, bytes | str) else 0,
+                    "bytes": size or (len(body) if isinstance(body, bytes | str) else 0),
                 }
             )
         )
@@ -242,7 +260,7 @@ def create_app(
     def register(path: str) -> None:
         def view(**params: str) -> Response:
             try:
-                web_request = to_web_request(app.current_request, context_factory())
+                web_request = to_web_request(app.current_request, context_factory(), streams)
             except Exception:  # Chalice would answer its own 500, without JSON or CORS
                 log.exception("cannot build the request for %s", app.current_request.path)
                 return internal_error(app.current_request)

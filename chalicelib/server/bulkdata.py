@@ -238,7 +238,7 @@ def _retrieve_frames(
         locations = [uri]
     choice, bodies = frames.read_frames(request, record, numbers)
     if range_header and not choice.multipart:
-        body = bodies[0]
+        body = frames.frame_bytes(request, bodies[0])
         partial = _ranged(
             range_header,
             len(body),

@@ -1,4 +1,10 @@
-"""Answers too large for Lambda: written to S3 and answered with `303 See Other`.
+"""How an answer leaves: streamed part by part, inline, or through S3 with `303 See Other`.
+
+A multipart answer of stored objects (WADO-RS study, series and instance retrieve) is a
+`StreamedMultipart`: the parts' framing, `BlobRange`s of the stored files, and parts built
+when their turn comes (a transcoded instance). Where the transport writes bodies itself (the
+local server: `WebRequest.streams`), it sends it piece by piece (`sendfile` from the files),
+so that memory does not grow with the answer; elsewhere it is joined into bytes here.
 
 A synchronous Lambda answer tops out near 6 MB including base64, so on a backend whose
 BlobStore can presign, an answer above `InlineLimit` goes to a `tmp/` key (expired by the
@@ -9,21 +15,91 @@ bucket's lifecycle rule) and the client follows the redirect. Where the store ca
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
+from chalicelib.dicom.multipart import encode_multipart, multipart_pieces
 from chalicelib.server.http import WebRequest, WebResponse
+from chalicelib.server.resources import parallel_map
+from chalicelib.storage.ports import BlobStore
 
 TMP_PREFIX = "tmp/"
 _EXPIRES_IN = 900
 
 
+@dataclass(frozen=True)
+class BlobRange:
+    """`length` bytes of the stored object `key` from `start`, read while the answer is
+    written."""
+
+    key: str
+    start: int
+    length: int
+
+
+Part = tuple[dict[str, str], bytes | BlobRange]
+LazyPart = Callable[[], tuple[dict[str, str], bytes]]
+"""A part built when its turn comes, its headers with it (a transcoded instance: its
+transfer syntax is known once it is built)."""
+
+
+class StreamedMultipart:
+    """A multipart/related body of stored objects, laid out by `multipart_pieces`.
+
+    The first lazy part is built at once, before the answer starts: an error that every part
+    would meet (a transfer syntax that cannot be produced) is then a 4xx answer, not an answer
+    broken off after its status line."""
+
+    def __init__(self, blobs: BlobStore, parts: Sequence[Part | LazyPart], boundary: str) -> None:
+        self.blobs = blobs
+        self.parts = list(parts)
+        self.boundary = boundary
+        first_lazy = next((i for i, part in enumerate(self.parts) if callable(part)), None)
+        if first_lazy is not None:
+            self.parts[first_lazy] = self.parts[first_lazy]()  # type: ignore[operator]
+        self.length: int | None = None
+        """The size in bytes, from the stored objects' sizes; None when a part is lazy."""
+        if not any(callable(part) for part in self.parts):
+            pieces = multipart_pieces(self.parts, self.boundary)  # type: ignore[arg-type]
+            self.length = sum(p.length if isinstance(p, BlobRange) else len(p) for p in pieces)
+
+    def pieces(self) -> Iterator[bytes | BlobRange]:
+        """The body in order; a lazy part is built when the writer reaches it, one at a time."""
+        parts = (part() if callable(part) else part for part in self.parts)
+        return multipart_pieces(parts, self.boundary)
+
+    def to_bytes(self) -> bytes:
+        """The whole body, its parts read and built in parallel (the S3 round trips overlap)."""
+        return encode_multipart(parallel_map(self._resolve, self.parts), self.boundary)
+
+    def _resolve(self, part: Part | LazyPart) -> tuple[dict[str, str], bytes]:
+        if callable(part):
+            return part()
+        headers, body = part
+        if isinstance(body, BlobRange):
+            body = self.blobs.get_range(body.key, body.start, body.length)
+        return headers, body
+
+
 def deliver(request: WebRequest, response: WebResponse) -> WebResponse:
+    """The answer as the transport can send it: a streamed body stays streamed where the
+    transport writes it (`WebRequest.streams`), else it is joined; above `InlineLimit` on a
+    store that can presign, a `303 See Other` to a copy under `tmp/`."""
     ctx = request.context
     limit = ctx.settings.inline_limit
-    if not limit or len(response.body) <= limit:
+    body = response.body
+    if isinstance(body, StreamedMultipart) and not request.streams:
+        body = response.body = body.to_bytes()
+    size = body.length if isinstance(body, StreamedMultipart) else len(body)
+    if not limit or (size is not None and size <= limit):
         return response
     key = f"{TMP_PREFIX}{uuid.uuid4().hex}"
     url = ctx.blobs.presigned_url(key, _EXPIRES_IN)
     if url is None:
         return response
-    ctx.blobs.put(key, response.body, response.content_type)
+    if isinstance(body, StreamedMultipart):  # lazy parts: the size is known once they are built
+        body = response.body = body.to_bytes()
+        if len(body) <= limit:
+            return response
+    ctx.blobs.put(key, body, response.content_type)
     return WebResponse(303, b"", {"Location": url}, "text/plain")

@@ -32,19 +32,16 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from chalicelib.dicom import pixels
 from chalicelib.dicom.encoding import EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, inflate
-from chalicelib.dicom.multipart import (
-    MediaType,
-    encode_multipart,
-    multipart_content_type,
-    new_boundary,
-)
+from chalicelib.dicom.multipart import MediaType, multipart_content_type, new_boundary
 from chalicelib.errors import BadRequest, NotAcceptable, NotFound
-from chalicelib.server.delivery import deliver
+from chalicelib.server.delivery import BlobRange, LazyPart, Part, StreamedMultipart, deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse
 from chalicelib.server.negotiate import (
     OCTET_STREAM,
@@ -55,7 +52,7 @@ from chalicelib.server.negotiate import (
     part_type,
     type_matches,
 )
-from chalicelib.server.resources import find_instances, instance_url, parallel_map
+from chalicelib.server.resources import find_instances, instance_url
 from chalicelib.storage.ports import InstanceRecord
 
 service = Service("wado-rs-frames")
@@ -212,9 +209,34 @@ class FrameReader:
         start, length = pixels.native_frame_span(self.pixel, number, big)
         return pixels.native_frame(self._read(start, length), self.pixel, number, big)
 
+    def as_stored(self, choice: PixelChoice) -> bool:
+        """The frames go out as `stored` reads them: bitstreams, or native little endian."""
+        return choice.mode == "stored" or (
+            choice.mode == "raw" and not self.pixel.get("encapsulated")
+        )
+
+    def stored_range(self, number: int, choice: PixelChoice) -> BlobRange | None:
+        """Frame `number` as one range of the stored file, when it goes out exactly as stored
+        there (not inflated, decoded, swapped or shifted; one fragment), else None."""
+        if self.pixel.get("deflated") or not self.as_stored(choice):
+            return None
+        if self.pixel.get("encapsulated"):
+            fragments = self._frame_table()[number - 1]
+            if len(fragments) != 1:
+                return None
+            ((start, length),) = fragments
+        else:
+            big = self.record.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN
+            if big or self.pixel["frame_bits"] % 8:
+                return None
+            start, length = pixels.native_frame_span(self.pixel, number, big)
+        if start + length > self.record.size:  # a truncated file: read what there is
+            return None
+        return BlobRange(self.record.blob_key, start, length)
+
     def frame(self, number: int, choice: PixelChoice) -> bytes:
         data = self.stored(number)
-        if choice.mode == "stored" or (choice.mode == "raw" and not self.pixel.get("encapsulated")):
+        if self.as_stored(choice):
             return data
         try:
             if self.pixel.get("encapsulated"):
@@ -258,33 +280,53 @@ def parse_frame_list(text: str, limit: int) -> list[int]:
     return numbers
 
 
+FrameBody = BlobRange | Callable[[], bytes]
+"""A frame as a range of the stored file, or a function that reads (and converts) it."""
+
+
 def read_frames(
     request: WebRequest, record: InstanceRecord, numbers: list[int]
-) -> tuple[PixelChoice, list[bytes]]:
+) -> tuple[PixelChoice, list[FrameBody]]:
     """The representation the Accept header selects for the frames `numbers` of `record`, and
-    each frame's bytes in it."""
+    each frame's body in it, read when it is sent."""
     reader = FrameReader(request, record)
     reader.check(numbers)
     choice = negotiate_pixel(parse_accept(request.accept), record, len(numbers))
-    return choice, parallel_map(lambda n: reader.frame(n, choice), numbers)
+    return choice, [
+        reader.stored_range(n, choice) or partial(reader.frame, n, choice) for n in numbers
+    ]
+
+
+def frame_bytes(request: WebRequest, body: FrameBody) -> bytes:
+    if isinstance(body, BlobRange):
+        return request.context.blobs.get_range(body.key, body.start, body.length)
+    return body()
 
 
 def answer_frames(
-    request: WebRequest, choice: PixelChoice, bodies: list[bytes], locations: list[str]
+    request: WebRequest, choice: PixelChoice, bodies: list[FrameBody], locations: list[str]
 ) -> WebResponse:
-    """The frames read by `read_frames`, one part each with its Content-Location."""
+    """The frames read by `read_frames`, one part each with its Content-Location; several
+    streamed where the transport can (`delivery.StreamedMultipart`)."""
     if not choice.multipart:
         headers = {"Content-Location": locations[0]}
-        return deliver(request, WebResponse(200, bodies[0], headers, choice.part_type))
+        body = frame_bytes(request, bodies[0])
+        return deliver(request, WebResponse(200, body, headers, choice.part_type))
     parts = [
-        ({"Content-Type": choice.part_type, "Content-Location": location}, body)
+        _frame_part({"Content-Type": choice.part_type, "Content-Location": location}, body)
         for body, location in zip(bodies, locations, strict=True)
     ]
-    boundary = new_boundary()
+    streamed = StreamedMultipart(request.context.blobs, parts, new_boundary())
     content_type = multipart_content_type(
-        choice.media_type, boundary, transfer_syntax=choice.transfer_syntax
+        choice.media_type, streamed.boundary, transfer_syntax=choice.transfer_syntax
     )
-    return deliver(request, WebResponse(200, encode_multipart(parts, boundary), {}, content_type))
+    return deliver(request, WebResponse(200, streamed, {}, content_type))
+
+
+def _frame_part(headers: dict[str, str], body: FrameBody) -> Part | LazyPart:
+    if isinstance(body, BlobRange):
+        return headers, body
+    return lambda: (headers, body())
 
 
 def frame_url(request: WebRequest, record: InstanceRecord, number: int) -> str:

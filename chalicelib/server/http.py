@@ -12,11 +12,14 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from chalicelib.config import SCOPES as SETTINGS_SCOPES
 from chalicelib.errors import DicomWebError, MethodNotAllowed, PayloadTooLarge, UriTooLong
 from chalicelib.server.auth import ANONYMOUS, Principal, authenticate, require_scope
+
+if TYPE_CHECKING:
+    from chalicelib.server.delivery import StreamedMultipart
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,9 @@ class WebRequest:
     """API Gateway's `requestContext` (authorizer verdict, caller identity); {} locally."""
     principal: Principal = ANONYMOUS
     """The authenticated caller, set by `RouteTable.dispatch` before the handler runs."""
+    streams: bool = False
+    """The transport writes a `delivery.StreamedMultipart` body piece by piece (the local
+    server); elsewhere (Lambda, Chalice's test client) every body is bytes."""
 
     def header(self, name: str, default: str = "") -> str:
         return self.headers.get(name.lower(), default)
@@ -78,7 +84,8 @@ class WebRequest:
 @dataclass
 class WebResponse:
     status: int = 200
-    body: bytes = b""
+    body: bytes | StreamedMultipart = b""
+    """A `StreamedMultipart` only where the request `streams` (`delivery.deliver`)."""
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = ""
 

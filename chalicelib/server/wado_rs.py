@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chalicelib.dicom.encoding import EXPLICIT_VR_LITTLE_ENDIAN, NOT_FOR_WEB
-from chalicelib.dicom.multipart import encode_multipart, multipart_content_type, new_boundary
+from chalicelib.dicom.multipart import multipart_content_type, new_boundary
 from chalicelib.errors import NotAcceptable
-from chalicelib.server.delivery import deliver
+from chalicelib.server.delivery import BlobRange, LazyPart, Part, StreamedMultipart, deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse
 from chalicelib.server.negotiate import (
     AcceptEntry,
@@ -27,7 +27,7 @@ from chalicelib.server.negotiate import (
     part_type,
     type_matches,
 )
-from chalicelib.server.resources import find_instances, instance_url, parallel_map
+from chalicelib.server.resources import find_instances, instance_url
 from chalicelib.storage.ports import InstanceRecord
 
 service = Service("wado-rs")
@@ -76,15 +76,35 @@ def _fits_dicom(entry: AcceptEntry, offer: str) -> bool:
     return type_matches(media.type, offer)
 
 
-def encode_part(request: WebRequest, record: InstanceRecord, wanted: str) -> tuple[dict, bytes]:
+def instance_part(request: WebRequest, record: InstanceRecord, wanted: str) -> Part | LazyPart:
+    """One instance's part: the stored file itself when its transfer syntax is the one to send,
+    else a part that transcodes it when built."""
+    stored = record.transfer_syntax_uid
+    if wanted in (ANY_SYNTAX, stored) and record.has_file_meta and stored not in NOT_FOR_WEB:
+        return _part_headers(request, record, stored), BlobRange(record.blob_key, 0, record.size)
+    return lambda: transcode_part(request, record, wanted)
+
+
+def encode_part(
+    request: WebRequest, record: InstanceRecord, wanted: str
+) -> tuple[dict[str, str], bytes]:
+    """One instance's part in memory (WADO-URI answers a single instance this way)."""
+    part = instance_part(request, record, wanted)
+    if callable(part):
+        return part()
+    headers, stored = part
+    return headers, request.context.blobs.get(stored.key)
+
+
+def transcode_part(
+    request: WebRequest, record: InstanceRecord, wanted: str
+) -> tuple[dict[str, str], bytes]:
     from chalicelib.dicom.transcode import TranscodeError, to_explicit_little_endian
 
     data = request.context.blobs.get(record.blob_key)
     stored = record.transfer_syntax_uid
     web_ready = record.has_file_meta and stored not in NOT_FOR_WEB
-    if (wanted in (ANY_SYNTAX, stored)) and web_ready:
-        syntax = stored
-    elif wanted in (ANY_SYNTAX, EXPLICIT_VR_LITTLE_ENDIAN):
+    if wanted in (ANY_SYNTAX, EXPLICIT_VR_LITTLE_ENDIAN):
         try:
             data = to_explicit_little_endian(data, stored)
             syntax = EXPLICIT_VR_LITTLE_ENDIAN
@@ -107,22 +127,26 @@ def encode_part(request: WebRequest, record: InstanceRecord, wanted: str) -> tup
                 f"instance {record.sop_uid} is stored as {stored}: {exc}; ask for "
                 f"transfer-syntax=* or {EXPLICIT_VR_LITTLE_ENDIAN}"
             ) from None
-    headers = {
+    return _part_headers(request, record, syntax), data
+
+
+def _part_headers(request: WebRequest, record: InstanceRecord, syntax: str) -> dict[str, str]:
+    return {
         "Content-Type": f"application/dicom; transfer-syntax={syntax}",
         "Content-Location": instance_url(
             request, record.study_uid, record.series_uid, record.sop_uid
         ),
     }
-    return headers, data
 
 
 def retrieve_instances(request: WebRequest, records: list[InstanceRecord]) -> WebResponse:
+    """The instances as one multipart answer, streamed where the transport can
+    (`delivery.StreamedMultipart`)."""
     wanted = negotiate_dicom(parse_accept(request.accept)).transfer_syntax
     records = sorted(records, key=lambda r: (r.series_uid, r.sop_uid))
-    parts = parallel_map(lambda r: encode_part(request, r, wanted), records)
-    boundary = new_boundary()
-    body = encode_multipart(parts, boundary)
-    content_type = multipart_content_type("application/dicom", boundary)
+    parts = [instance_part(request, record, wanted) for record in records]
+    body = StreamedMultipart(request.context.blobs, parts, new_boundary())
+    content_type = multipart_content_type("application/dicom", body.boundary)
     return deliver(request, WebResponse(200, body, {}, content_type))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Literal, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 from chalicelib.dicom.matching import Narrowing
 from chalicelib.dicom.tags import Level
@@ -175,6 +175,11 @@ class BlobStore(Protocol):
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         """Read `length` bytes from `start` (clamped at the end); raise NotFound."""
+
+    def open(self, key: str, start: int = 0) -> BinaryIO:
+        """The object from byte `start` on as a readable binary file, to read in blocks (a
+        streamed answer); the caller closes it. On a folder it is the file itself (so that it
+        can be sent with `sendfile`), on S3 the body of a GET. Raise NotFound."""
 
     def delete(self, key: str) -> None:
         """Remove the object; deleting a missing key is not an error."""

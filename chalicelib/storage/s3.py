@@ -6,9 +6,10 @@ in every region opened since 2014 and which S3 requires of all new buckets.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -77,6 +78,21 @@ class S3BlobStore:
                 return b""
             raise
         return response["Body"].read()
+
+    def open(self, key: str, start: int = 0) -> BinaryIO:
+        if start < 0:
+            raise ValueError(f"byte offset start={start} must not be negative")
+        ranged = {"Range": f"bytes={start}-"} if start else {}
+        try:
+            with _translated(key):
+                response = self._client.get_object(
+                    Bucket=self._bucket, Key=self._key(key), **ranged
+                )
+        except ClientError as e:
+            if error_code(e) == "InvalidRange":  # the object ends before `start`
+                return io.BytesIO()
+            raise
+        return response["Body"]
 
     def delete(self, key: str) -> None:
         with _translated(key):

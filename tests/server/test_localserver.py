@@ -306,15 +306,18 @@ def test_stow_many_refused_parts_warning_is_readable(server: str) -> None:
     assert response.headers["Warning"].endswith('more"')
 
 
-def _ct_copies(count: int) -> list[tuple[str, bytes]]:
-    """`count` copies of the CT slice as (SOP Instance UID, bytes), all in one new series."""
-    from pydicom.uid import generate_uid
+def _ct_copies(count: int, implicit: tuple[int, ...] = ()) -> list[tuple[str, bytes]]:
+    """`count` copies of the CT slice as (SOP Instance UID, bytes), all in one new series;
+    the copies numbered in `implicit` in Implicit VR Little Endian (sent converted)."""
+    from pydicom.uid import ImplicitVRLittleEndian, generate_uid
 
     ds = dcmread(testdata(CT))
+    stored = ds.file_meta.TransferSyntaxUID
     ds.SeriesInstanceUID = generate_uid()
     copies = []
-    for _ in range(count):
+    for number in range(count):
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if number in implicit else stored
         out = io.BytesIO()
         ds.save_as(out)
         copies.append((ds.SOPInstanceUID, out.getvalue()))
@@ -375,3 +378,155 @@ def test_store_killed_mid_request_keeps_acknowledged_instances(tmp_path: Path) -
         series = requests.get(f"{url}{series_path.rsplit('/series/', 1)[0]}/series", timeout=30)
         assert series.json()[0]["00201209"]["Value"] == [len(listed)]
     assert not list((blobs / ".tmp").iterdir())
+
+
+ANY_SYNTAX = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+def _store(url: str, instances: list[bytes]) -> str:
+    """Store `instances` (one series); the series' path."""
+    from tests.server.helpers import STOW_CONTENT_TYPE, stow_body
+
+    response = requests.post(
+        f"{url}/dicom-web/studies",
+        data=stow_body(*instances),
+        headers={"Content-Type": STOW_CONTENT_TYPE, "Accept": "application/dicom+json"},
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    first = dcmread(io.BytesIO(instances[0]))
+    return f"/dicom-web/studies/{first.StudyInstanceUID}/series/{first.SeriesInstanceUID}"
+
+
+def _parts(response: requests.Response) -> list[tuple[dict[str, str], bytes]]:
+    from chalicelib.dicom.multipart import parse_media_type, split_multipart
+
+    boundary = parse_media_type(response.headers["Content-Type"]).params["boundary"]
+    return [(part.headers, part.body) for part in split_multipart(response.content, boundary)]
+
+
+def _sop_order(instances: list[bytes]) -> list[bytes]:
+    """As WADO-RS answers a series: by SOP Instance UID."""
+    return sorted(instances, key=lambda data: dcmread(io.BytesIO(data)).SOPInstanceUID)
+
+
+def _peak_rss(process: subprocess.Popen) -> int:
+    """VmHWM of `process` in bytes: the most memory it ever held."""
+    for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    pytest.fail(f"no VmHWM in /proc/{process.pid}/status")
+
+
+def test_series_retrieve_streams_in_flat_memory(tmp_path: Path) -> None:
+    """A series goes out part by part from the stored files: retrieving 60 slices (31 MB)
+    leaves the server's peak memory where it was (joined in memory it needs the answer
+    twice: its parts and the join)."""
+    instances = [data for _, data in _ct_copies(60)]
+    with local_server(tmp_path) as url:
+        path = _store(url, instances)
+    with local_server(tmp_path) as url:  # a peak not made by the stores
+        series = url + path
+        first = series + "/instances/" + dcmread(io.BytesIO(instances[0])).SOPInstanceUID
+        assert requests.get(first, headers={"Accept": ANY_SYNTAX}, timeout=60).status_code == 200
+        before = _peak_rss(url.process)
+        with requests.get(series, headers={"Accept": ANY_SYNTAX}, stream=True, timeout=60) as r:
+            assert r.status_code == 200
+            size = sum(len(chunk) for chunk in r.iter_content(1 << 20))
+        grown = _peak_rss(url.process) - before
+    assert size > sum(len(data) for data in instances) > 30_000_000
+    assert grown < size / 4, f"peak memory grew by {grown} bytes for a {size}-byte answer"
+
+
+def test_series_retrieve_byte_identical_with_content_length(tmp_path: Path) -> None:
+    instances = [data for _, data in _ct_copies(5)]
+    with local_server(tmp_path) as url:
+        series = url + _store(url, instances)
+        response = requests.get(series, headers={"Accept": ANY_SYNTAX}, timeout=60)
+        assert response.status_code == 200
+        assert "Transfer-Encoding" not in response.headers
+        assert int(response.headers["Content-Length"]) == len(response.content)
+        assert [body for _, body in _parts(response)] == _sop_order(instances)
+        head = requests.head(series, headers={"Accept": ANY_SYNTAX}, timeout=60)
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["Content-Type"].startswith(
+            'multipart/related; type="application/dicom"'
+        )
+
+        study, series_uid = series.split("/studies/")[1].split("/series/")
+        client = DICOMwebClient(url=f"{url}/dicom-web")
+        retrieved = client.retrieve_series(
+            study, series_uid, media_types=(("application/dicom", "*"),)
+        )
+        assert retrieved == [dcmread(io.BytesIO(data)) for data in _sop_order(instances)]
+
+
+def test_series_with_a_part_to_convert_is_chunked(tmp_path: Path) -> None:
+    """A part built when its turn comes (Implicit VR Little Endian goes out as Explicit): its
+    size is unknown when the answer starts, so the answer is chunked (RFC 9112 §7.1). (The first
+    such part is built before the answer starts, so two.)"""
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    instances = [data for _, data in _ct_copies(4, implicit=(1, 2))]
+    with local_server(tmp_path) as url:
+        series = url + _store(url, instances)
+        response = requests.get(series, headers={"Accept": ANY_SYNTAX}, timeout=60)
+    assert response.status_code == 200
+    assert response.headers["Transfer-Encoding"] == "chunked"
+    parts = _parts(response)
+    originals = [dcmread(io.BytesIO(data)) for data in _sop_order(instances)]
+    assert len(parts) == len(originals) == 4
+    for (headers, body), original in zip(parts, originals, strict=True):
+        assert headers["content-type"].endswith(f"transfer-syntax={ExplicitVRLittleEndian}")
+        sent = dcmread(io.BytesIO(body))
+        assert sent.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert sent.SOPInstanceUID == original.SOPInstanceUID
+        assert sent.PixelData == original.PixelData
+
+
+def test_stored_file_shorter_than_recorded_breaks_the_answer_off(tmp_path: Path) -> None:
+    """Once the status line is out an error cannot change it: the server closes the connection
+    before the announced length, so the client sees a truncated answer, not a complete one."""
+    instances = [data for _, data in _ct_copies(3)]
+    with local_server(tmp_path) as url:
+        series = url + _store(url, instances)
+        sop = dcmread(io.BytesIO(_sop_order(instances)[1])).SOPInstanceUID
+        (blob,) = (tmp_path / "blobs").rglob(f"*{sop}*/*.dcm")
+        blob.chmod(0o600)
+        blob.write_bytes(blob.read_bytes()[:1000])
+        with pytest.raises(requests.exceptions.ChunkedEncodingError):
+            requests.get(series, headers={"Accept": ANY_SYNTAX}, timeout=60)
+        log = (tmp_path / "server.log").read_text()
+        assert f"blob {blob.relative_to(tmp_path / 'blobs')} gave 1000 of" in log
+
+
+@pytest.mark.parametrize(
+    ("name", "numbers"),
+    [("MultiframeWindowing.dcm", [4, 1, 2]), ("Issue164.dcm", [1, 87, 40])],
+    ids=["native", "jpeg-baseline"],
+)
+def test_frames_stream_from_the_stored_file(tmp_path: Path, name: str, numbers: list[int]) -> None:
+    """Frames sent as stored are ranges of the stored file: the answer's length is known
+    (Content-Length) and every part is the frame's bytes."""
+    from pydicom.encaps import generate_frames
+
+    item = next(f for f in storable() if f.name == name)
+    ds = dcmread(io.BytesIO(item.data))
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        frames = list(generate_frames(ds.PixelData, number_of_frames=ds.NumberOfFrames))
+    else:
+        size = len(ds.PixelData) // ds.NumberOfFrames
+        frames = [ds.PixelData[n * size : (n + 1) * size] for n in range(ds.NumberOfFrames)]
+    with local_server(tmp_path) as url:
+        _store(url, [item.data])
+        response = requests.get(
+            f"{url}/dicom-web/studies/{item.study_uid}/series/{item.series_uid}/instances/"
+            f"{item.sop_uid}/frames/{','.join(map(str, numbers))}",
+            headers={
+                "Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+            },
+            timeout=60,
+        )
+    assert response.status_code == 200
+    assert int(response.headers["Content-Length"]) == len(response.content)
+    assert [body for _, body in _parts(response)] == [frames[n - 1] for n in numbers]

@@ -70,6 +70,25 @@ def test_get_range_negative_raises_value_error(blob_store: BlobStore) -> None:
         blob_store.get_range(KEY, -1, 10)
 
 
+@pytest.mark.parametrize(
+    ("start", "expected"),
+    [(0, DATA), (100, DATA[100:]), (1024, b""), (5000, b"")],
+    ids=["whole", "from-middle", "at-end", "beyond-end"],
+)
+def test_open_reads_from_start_in_blocks(
+    blob_store: BlobStore, start: int, expected: bytes
+) -> None:
+    blob_store.put(KEY, DATA)
+    with blob_store.open(KEY, start) as source:
+        blocks = iter(lambda: source.read(100), b"")
+        assert b"".join(blocks) == expected
+
+
+def test_open_missing_raises_not_found(blob_store: BlobStore) -> None:
+    with pytest.raises(NotFound):
+        blob_store.open(KEY)
+
+
 def test_delete_removes_object(blob_store: BlobStore) -> None:
     blob_store.put(KEY, DATA)
     blob_store.delete(KEY)

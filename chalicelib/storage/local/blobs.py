@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from chalicelib.storage.ports import BackendError, NotFound, OutOfResources
 from chalicelib.storage.records import validate_key
@@ -72,6 +73,18 @@ class LocalBlobStore:
             raise NotFound(f"blob {key} not found") from e
         except OSError as e:
             raise BackendError(f"cannot read blob {key}: {e.strerror}") from e
+
+    def open(self, key: str, start: int = 0) -> BinaryIO:
+        if start < 0:
+            raise ValueError(f"byte offset start={start} must not be negative")
+        try:
+            source = self._path(key).open("rb")
+        except (FileNotFoundError, IsADirectoryError) as e:
+            raise NotFound(f"blob {key} not found") from e
+        except OSError as e:
+            raise BackendError(f"cannot read blob {key}: {e.strerror}") from e
+        source.seek(start)
+        return source
 
     def delete(self, key: str) -> None:
         path = self._path(key)
