@@ -6,6 +6,7 @@ Counted through wrappers around the real SQLite connection and DynamoDB client (
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import date, timedelta
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -100,3 +101,23 @@ def test_search_keyed_first_results_read_a_small_page_sqlite(counted_sqlite, hin
         (f"1.2.{n}" for n in range(STUDIES)), reverse=True
     )[:TAKEN]  # newest first: one date, so StudyInstanceUID descending
     assert read() <= 16
+
+
+def test_search_study_date_range_reads_within_the_range_sqlite(tmp_path: Path) -> None:
+    """A newest-first page of an old date range starts at the range's end in the index; it
+    walked every newer study down to the range first (SQLite VM steps, in hundreds)."""
+    index = SqliteTagIndex(tmp_path / "index.sqlite")
+    sqlite = CountingSqlite(index._db._db)
+    index._db._db = sqlite
+    for n in range(1000):
+        record = build_record(f"1.2.{n}", f"1.2.{n}.1", f"1.2.{n}.1.1")
+        day = date(2000, 1, 1) + timedelta(days=n)
+        record.study_tags["00080020"] = {"vr": "DA", "Value": [day.strftime("%Y%m%d")]}
+        index.store_instance(record, False)
+    sqlite.reset()
+    hint = Narrowing("StudyDate", "range", ("20000101", "20000131"))
+    taken = list(islice(index.search("study", [hint], None), TAKEN))
+    assert taken[0].study.study_tags["00080020"]["Value"] == ["20000131"]
+    steps = sqlite.reset().vm_steps
+    index.close()
+    assert steps < 20, steps

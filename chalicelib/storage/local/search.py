@@ -167,4 +167,9 @@ def _study_condition(hint: Narrowing) -> tuple[str, tuple[str, ...]]:
 def _date_condition(hint: Narrowing) -> tuple[str, tuple[str, ...]]:
     """The SQL condition of a StudyDate range hint: dated studies within the bounds."""
     low, high = date_bounds(hint)
-    return "study_date != '' AND study_date >= ? AND (? = '' OR study_date <= ?)", (low, high, high)
+    if not high:
+        return "study_date != '' AND study_date >= ?", (low,)
+    # Both bounds bare, so that the index range has both ends: with "(? = '' OR study_date <=
+    # ?)" a newest-first page scanned every newer study down to the range (half of 100,000
+    # for a year in the middle of twenty: 19 ms instead of 0.1 ms, issue 14).
+    return "study_date != '' AND study_date >= ? AND study_date <= ?", (low, high)
