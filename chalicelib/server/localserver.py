@@ -157,6 +157,9 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
                     self.wfile.write(piece)
             if chunked:
                 self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):  # the client went away: nothing to fix
+            log.info("client closed the connection during %s %s", self.command, self.path)
+            self.close_connection = True
         except Exception:
             log.exception("streamed answer to %s %s broken off", self.command, self.path)
             self.close_connection = True

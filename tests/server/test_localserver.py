@@ -530,3 +530,28 @@ def test_frames_stream_from_the_stored_file(tmp_path: Path, name: str, numbers: 
     assert response.status_code == 200
     assert int(response.headers["Content-Length"]) == len(response.content)
     assert [body for _, body in _parts(response)] == [frames[n - 1] for n in numbers]
+
+
+def test_client_leaving_mid_answer_is_logged_in_a_line(tmp_path: Path) -> None:
+    """A viewer that cancels a series download is no server error: one log line, no
+    traceback, and the next request is answered."""
+    instances = [data for _, data in _ct_copies(20)]
+    with local_server(tmp_path) as url:
+        series = url + _store(url, instances)
+        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            path = series.split(url, 1)[1]
+            client.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: x\r\nAccept: {ANY_SYNTAX}\r\n\r\n".encode()
+            )
+            assert client.recv(65536).startswith(b"HTTP/1.1 200")
+        # SO_LINGER 0: the close resets the connection while the server is still sending
+        deadline = time.monotonic() + 30
+        log_path = tmp_path / "server.log"
+        while "closed the connection" not in log_path.read_text():
+            assert time.monotonic() < deadline, log_path.read_text()[-2000:]
+            time.sleep(0.1)
+        assert requests.get(series, headers={"Accept": ANY_SYNTAX}, timeout=60).status_code == 200
+    log = log_path.read_text()
+    assert f"client closed the connection during GET {path}" in log
+    assert "Traceback" not in log
