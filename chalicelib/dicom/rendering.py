@@ -28,6 +28,7 @@ from chalicelib.dicom.encoding import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
 )
+from chalicelib.dicom.header import read_header
 
 if TYPE_CHECKING:
     import numpy as np
@@ -113,10 +114,9 @@ def render_frame(
     little endian or, when `encapsulated`, its bitstream (fragments joined, PS3.5 §A.4, 2025b).
     """
     import numpy as np
-    import pydicom
 
     try:
-        ds = pydicom.dcmread(io.BytesIO(header), stop_before_pixels=True, force=True)
+        ds = read_header(header, transfer_syntax_uid)
     except Exception as exc:  # pydicom raises many types on corrupt input
         raise RenderError(f"the stored instance cannot be read: {exc}") from exc
     if encapsulated:
