@@ -59,10 +59,11 @@ def build_context(settings: Settings) -> Context:
     from chalicelib.server.delete import finish_pending_deletes
     from chalicelib.storage.jobs_local import SqliteJobStore, ThreadJobRunner
     from chalicelib.storage.local import LocalBlobStore, SqliteConfigStore, SqliteTagIndex
+    from chalicelib.storage.local.files import make_folders
     from chalicelib.storage.secrets import FileSecretStore
 
     data_dir = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_folders(data_dir)  # for its owner only: patient data
     config_store = SqliteConfigStore(data_dir / "index.sqlite")
     job_store = SqliteJobStore(data_dir / "index.sqlite")
     runner = ThreadJobRunner(lambda job_id: jobs.run_step_with_retries(ctx, job_id))

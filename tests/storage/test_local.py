@@ -8,14 +8,18 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from chalicelib.ingest import store_instance
 from chalicelib.storage.local import LocalBlobStore, SqliteTagIndex
 from chalicelib.storage.ports import NotFound
+from tests.conftest import make_context, testdata
 from tests.storage.conftest import SERIES, STUDY, build_record
 
 KEY = "1.2.3/1.2.3.1/1.2.3.1.1/0123456789abcdef.dcm"
+SWEPT = ".older-temp-files-removed"
+"""The folder that marks the temporary files of the older scheme removed (once per store)."""
 
 
 def test_put_leaves_no_temporary_file(tmp_path: Path) -> None:
@@ -31,6 +35,7 @@ def test_delete_prunes_emptied_folders(tmp_path: Path) -> None:
     store.put("1.2.3/other.json", b"{}")
     store.delete(KEY)
     assert sorted(p.name for p in (tmp_path / "blobs").rglob("*")) == [
+        SWEPT,
         ".tmp",
         "1.2.3",
         "other.json",
@@ -127,3 +132,79 @@ def test_temporary_files_of_dead_processes_removed_at_start(tmp_path: Path) -> N
     LocalBlobStore(tmp_path)
     assert not orphan.exists()
     assert ours.exists()
+
+
+# Before writes went through root/.tmp, `put` wrote `.{8 random}.tmp` beside the blob: a kill
+# mid-write left those for ever (the start-up sweep looked in root/.tmp only).
+def test_temporary_files_of_the_older_scheme_removed_at_start(tmp_path: Path) -> None:
+    blob = tmp_path / KEY
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"stored")
+    beside = blob.parent / ".k3x_9a0z.tmp"
+    beside.write_bytes(b"half a file")
+    alone = tmp_path / "1.2.3" / "1.2.3.9" / "1.2.3.9.1" / ".q0w9e8r7.tmp"
+    alone.parent.mkdir(parents=True)
+    alone.write_bytes(b"half a file")
+    LocalBlobStore(tmp_path)
+    assert (tmp_path / SWEPT).is_dir()
+    assert not beside.exists()
+    assert not alone.exists()
+    assert not (tmp_path / "1.2.3" / "1.2.3.9").exists()  # emptied folders pruned
+    assert blob.read_bytes() == b"stored"
+
+
+@contextlib.contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def _modes(root: Path) -> dict[str, int]:
+    """Permission bits of `root` and everything under it, by path relative to `root`."""
+    return {
+        str(path.relative_to(root)): path.stat().st_mode & 0o777
+        for path in [root, *root.rglob("*")]
+    }
+
+
+# Patient data: the data folder is readable by its owner only, whatever the umask.
+def test_blobs_and_folders_private(tmp_path: Path) -> None:
+    with _umask(0o022):
+        blobs = LocalBlobStore(tmp_path / "blobs")
+        blobs.put(KEY, b"patient data")
+    modes = _modes(tmp_path / "blobs")
+    assert len(modes) > 4
+    assert {path: mode for path, mode in modes.items() if mode not in (0o600, 0o700)} == {}
+    assert modes[KEY] == 0o600
+
+
+def test_index_file_private(tmp_path: Path) -> None:
+    with _umask(0o022):
+        index = SqliteTagIndex(tmp_path / "data" / "index.sqlite")
+        index.store_instance(build_record(), overwrite=False)
+    modes = _modes(tmp_path / "data")
+    assert {"index.sqlite", "index.sqlite-wal", "index.sqlite-shm"} <= set(modes)
+    assert {path: mode for path, mode in modes.items() if mode not in (0o600, 0o700)} == {}
+    index.close()
+
+
+def test_index_file_of_an_older_version_made_private(tmp_path: Path) -> None:
+    path = tmp_path / "index.sqlite"
+    with _umask(0o022):
+        SqliteTagIndex(path).close()
+        path.chmod(0o644)
+        SqliteTagIndex(path).close()
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_local_data_folder_private(tmp_path: Path) -> None:
+    with _umask(0o022):
+        context = make_context("local", tmp_path)
+        store_instance(context, testdata("ColorTestImageJ.dcm").read_bytes())
+    modes = _modes(tmp_path / "data")
+    assert modes["."] == 0o700
+    assert modes["index.sqlite"] == 0o600
+    assert {path: mode for path, mode in modes.items() if mode not in (0o600, 0o700)} == {}

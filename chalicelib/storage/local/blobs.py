@@ -5,25 +5,41 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from chalicelib.storage.local.files import make_folders
 from chalicelib.storage.ports import BackendError, NotFound, OutOfResources
 from chalicelib.storage.records import validate_key
 
 
 class LocalBlobStore:
-    """Files under `root`, named by their key; every write is atomic: a temporary file in
-    `root/.tmp` (named after the writing process), then a rename into place. Temporary files
-    of processes that no longer run (killed mid-write) are removed when a store opens."""
+    """Files under `root`, named by their key, for the owner only (`files.py`); every write is
+    atomic: a temporary file in `root/.tmp` (named after the writing process), then a rename
+    into place. Temporary files of processes that no longer run (killed mid-write) are removed
+    when a store opens, and once those of the older scheme, beside the blobs."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._temp = root / _TEMP_FOLDER
-        self._temp.mkdir(parents=True, exist_ok=True)
+        make_folders(self._temp)
         _remove_dead_temp_files(self._temp)
+        if not (root / _OLDER_SCHEME_SWEPT).is_dir():
+            self._remove_older_temp_files()
+            make_folders(root / _OLDER_SCHEME_SWEPT)
+
+    def _remove_older_temp_files(self) -> None:
+        """Before `root/.tmp`, `put` wrote `.{8 random}.tmp` in the blob's folder; a kill
+        mid-write left it there (one walk of the store, the first time it opens)."""
+        for folder, _, names in os.walk(self.root):
+            for name in names:
+                if _OLDER_TEMP_NAME.fullmatch(name):
+                    path = Path(folder, name)
+                    path.unlink(missing_ok=True)
+                    self._prune(path)
 
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
@@ -41,7 +57,7 @@ class LocalBlobStore:
         try:
             for attempt in range(_PUT_ATTEMPTS):
                 try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
+                    make_folders(path.parent)
                     os.replace(temp, path)
                     return
                 except (FileNotFoundError, FileExistsError):
@@ -92,6 +108,10 @@ class LocalBlobStore:
             path.unlink(missing_ok=True)
         except OSError as e:
             raise BackendError(f"cannot delete blob {key}: {e.strerror}") from e
+        self._prune(path)
+
+    def _prune(self, path: Path) -> None:
+        """Remove the folders of a removed file that are now empty, up to the root."""
         for folder in path.parents:
             if folder == self.root:
                 break
@@ -120,6 +140,11 @@ class LocalBlobStore:
 _PUT_ATTEMPTS = 100
 _TEMP_FOLDER = ".tmp"
 """Not a key the app writes (UIDs, `cache/...`): temporary files of `put`, one folder."""
+_OLDER_TEMP_NAME = re.compile(r"\.[a-z0-9_]{8}\.tmp")
+"""`tempfile.mkstemp(prefix=".", suffix=".tmp")`, which `put` used beside the blob."""
+_OLDER_SCHEME_SWEPT = ".older-temp-files-removed"
+"""An empty folder that marks the older scheme's temporary files gone (a folder, so that no
+listing of the stored files sees it; not a key the app writes)."""
 
 
 def _remove_dead_temp_files(folder: Path) -> None:
@@ -141,7 +166,7 @@ def _process_runs(pid: int) -> bool:
 
 def _write_temp(folder: Path, data: bytes) -> str:
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folders(folder)
         fd, name = tempfile.mkstemp(dir=folder, prefix=f"{os.getpid()}-", suffix=".tmp")
     except OSError as e:
         raise BackendError(f"cannot create a file in {folder}: {e.strerror}") from e

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from chalicelib.storage.local.files import make_private_database
 from chalicelib.storage.ports import BackendError, OutOfResources
 
 _IN_CHUNK = 500
@@ -24,7 +25,7 @@ class Database:
     """One SQLite connection behind a lock; writes run in `BEGIN IMMEDIATE` transactions."""
 
     def __init__(self, path: Path, schema: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_database(path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA busy_timeout = 30000")
