@@ -7,6 +7,7 @@ import json
 import sqlite3
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from chalicelib.dicom.matching import Narrowing
@@ -67,29 +68,36 @@ class SqliteTagIndex:
     def store_instances(
         self, records: Sequence[InstanceRecord], overwrite: bool
     ) -> list[StoreResult | Exception]:
-        """One transaction; a record refused (Conflict) is rolled back to its savepoint."""
+        """One transaction: each record is checked and written in turn (a Conflict refuses it
+        alone, rolled back to its savepoint), then every series and study it touched is
+        updated once, with the sum of the changes and the tags of its last record."""
         results: list[StoreResult | Exception] = []
+        touched = _Touched()
         with self._db.write() as db:
             for record in records:
                 db.execute("SAVEPOINT instance")
                 try:
-                    results.append(self._store(db, stamped(record), overwrite))
+                    result = self._store(db, stamped(record), overwrite, touched)
                 except Conflict as exc:
                     db.execute("ROLLBACK TO instance")
                     results.append(exc)
+                else:
+                    touched.add(result)
+                    results.append(result)
                 db.execute("RELEASE instance")
+            self._update_parents(db, touched)
         return results
 
-    def _store(self, db: sqlite3.Connection, new: InstanceRecord, overwrite: bool) -> StoreResult:
+    def _store(
+        self, db: sqlite3.Connection, new: InstanceRecord, overwrite: bool, touched: _Touched
+    ) -> StoreResult:
         row = db.execute(
             "SELECT study_uid, series_uid, record FROM instances WHERE sop_uid = ?",
             (new.sop_uid,),
         ).fetchone()
         if row is None:
-            self._check_series_parent(db, new)
+            self._check_series_parent(db, new, touched)
             self._write_instance(db, new, "INSERT INTO")
-            self._upsert_parents(db, new, added=1)
-            self._merge_sets(db, new)
             return StoreResult("created", new)
         if (row[0], row[1]) != (new.study_uid, new.series_uid):
             raise sop_conflict(new, row[0], row[1])
@@ -97,17 +105,22 @@ class SqliteTagIndex:
         if not overwrite:
             return StoreResult("kept", old)
         self._write_instance(db, new, "REPLACE INTO")
-        self._upsert_parents(db, new, added=0)
-        self._recompute_sets(db, new.study_uid)
         return StoreResult("replaced", new, released_keys(old, new))
 
     @staticmethod
-    def _check_series_parent(db: sqlite3.Connection, record: InstanceRecord) -> None:
-        row = db.execute(
-            "SELECT study_uid FROM series WHERE series_uid = ?", (record.series_uid,)
-        ).fetchone()
-        if row is not None and row[0] != record.study_uid:
-            raise series_conflict(record, row[0])
+    def _check_series_parent(
+        db: sqlite3.Connection, record: InstanceRecord, touched: _Touched
+    ) -> None:
+        pending = touched.series.get(record.series_uid)
+        if pending is not None:
+            study_uid = pending.last.study_uid
+        else:
+            row = db.execute(
+                "SELECT study_uid FROM series WHERE series_uid = ?", (record.series_uid,)
+            ).fetchone()
+            study_uid = row[0] if row is not None else record.study_uid
+        if study_uid != record.study_uid:
+            raise series_conflict(record, study_uid)
 
     @staticmethod
     def _write_instance(db: sqlite3.Connection, record: InstanceRecord, verb: str) -> None:
@@ -124,12 +137,15 @@ class SqliteTagIndex:
             ),
         )
 
-    @staticmethod
-    def _upsert_parents(db: sqlite3.Connection, record: InstanceRecord, added: int) -> None:
-        """Create or update the series and study rows: tags from this instance, counts + `added`,
-        versions + 1 (a new row starts at `first_version()`)."""
-        new_series = (
-            db.execute(
+    def _update_parents(self, db: sqlite3.Connection, touched: _Touched) -> None:
+        """Create or update the series and study rows a batch touched: tags from its last
+        record there, counts + instances added, versions + 1 (a new row starts at
+        `first_version()`), the study's modalities and SOP classes merged (or recomputed
+        after a replacement)."""
+        new_series: Counter[str] = Counter()
+        for change in touched.series.values():
+            record = change.last
+            count = db.execute(
                 "INSERT INTO series (series_uid, study_uid, modality, orthanc_id, series_tags,"
                 " num_instances, version) VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (series_uid) DO UPDATE SET modality = excluded.modality,"
@@ -142,57 +158,63 @@ class SqliteTagIndex:
                     modality(record),
                     record.orthanc_ids.get("series", ""),
                     json.dumps(record.series_tags),
-                    added,
+                    change.added,
                     first_version(),
                 ),
             ).fetchone()[0]
-            == added
-        )  # an updated series has more: its rows count from 1
-        search = search_attributes(record.study_tags)
-        db.execute(
-            "INSERT INTO studies (study_uid, patient_id, patient_name, study_date,"
-            " accession_number, orthanc_id, study_tags, num_series, num_instances, modalities,"
-            " sop_classes, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', '[]', ?)"
-            " ON CONFLICT (study_uid) DO UPDATE SET patient_id = excluded.patient_id,"
-            " patient_name = excluded.patient_name, study_date = excluded.study_date,"
-            " accession_number = excluded.accession_number, orthanc_id = excluded.orthanc_id,"
-            " study_tags = excluded.study_tags, num_series = num_series + excluded.num_series,"
-            " num_instances = num_instances + excluded.num_instances, version = version + 1",
-            (
-                record.study_uid,
-                search["patient_id"],
-                search["patient_name"],
-                search["study_date"],
-                search["accession_number"],
-                record.orthanc_ids.get("study", ""),
-                json.dumps(record.study_tags),
-                int(new_series),
-                added,
-                first_version(),
-            ),
-        )
-        db.execute("DELETE FROM study_terms WHERE study_uid = ?", (record.study_uid,))
-        db.executemany(
-            "INSERT INTO study_terms (study_uid, entry, name, term) VALUES (?, ?, ?, ?)",
-            [
-                (record.study_uid, entry, term_name(entry), term)
-                for entry, term in search_terms(record.study_tags).items()
-            ],
-        )
+            new_series[record.study_uid] += count == change.added  # else it had rows before
+        for change in touched.studies.values():
+            record = change.last
+            search = search_attributes(record.study_tags)
+            db.execute(
+                "INSERT INTO studies (study_uid, patient_id, patient_name, study_date,"
+                " accession_number, orthanc_id, study_tags, num_series, num_instances,"
+                " modalities, sop_classes, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '[]',"
+                " '[]', ?) ON CONFLICT (study_uid) DO UPDATE SET patient_id ="
+                " excluded.patient_id, patient_name = excluded.patient_name, study_date ="
+                " excluded.study_date, accession_number = excluded.accession_number,"
+                " orthanc_id = excluded.orthanc_id, study_tags = excluded.study_tags,"
+                " num_series = num_series + excluded.num_series, num_instances ="
+                " num_instances + excluded.num_instances, version = version + 1",
+                (
+                    record.study_uid,
+                    search["patient_id"],
+                    search["patient_name"],
+                    search["study_date"],
+                    search["accession_number"],
+                    record.orthanc_ids.get("study", ""),
+                    json.dumps(record.study_tags),
+                    new_series[record.study_uid],
+                    change.added,
+                    first_version(),
+                ),
+            )
+            db.execute("DELETE FROM study_terms WHERE study_uid = ?", (record.study_uid,))
+            db.executemany(
+                "INSERT INTO study_terms (study_uid, entry, name, term) VALUES (?, ?, ?, ?)",
+                [
+                    (record.study_uid, entry, term_name(entry), term)
+                    for entry, term in search_terms(record.study_tags).items()
+                ],
+            )
+            if change.replaced:
+                self._recompute_sets(db, record.study_uid)
+            else:
+                self._merge_sets(db, record.study_uid, change.modalities, change.sop_classes)
 
     @staticmethod
-    def _merge_sets(db: sqlite3.Connection, record: InstanceRecord) -> None:
-        modalities, sop_classes = db.execute(
-            "SELECT modalities, sop_classes FROM studies WHERE study_uid = ?", (record.study_uid,)
+    def _merge_sets(
+        db: sqlite3.Connection, study_uid: str, modalities: set[str], sop_classes: set[str]
+    ) -> None:
+        stored_modalities, stored_sop_classes = db.execute(
+            "SELECT modalities, sop_classes FROM studies WHERE study_uid = ?", (study_uid,)
         ).fetchone()
-        merged_modalities = set(json.loads(modalities)) | ({modality(record)} - {""})
-        merged_sop_classes = set(json.loads(sop_classes)) | ({record.sop_class_uid} - {""})
         db.execute(
             "UPDATE studies SET modalities = ?, sop_classes = ? WHERE study_uid = ?",
             (
-                json.dumps(sorted(merged_modalities)),
-                json.dumps(sorted(merged_sop_classes)),
-                record.study_uid,
+                json.dumps(sorted(set(json.loads(stored_modalities)) | modalities - {""})),
+                json.dumps(sorted(set(json.loads(stored_sop_classes)) | sop_classes - {""})),
+                study_uid,
             ),
         )
 
@@ -349,3 +371,35 @@ class SqliteTagIndex:
             db.executemany(
                 "DELETE FROM pending_deletes WHERE blob_key = ?", [(key,) for key in keys]
             )
+
+
+@dataclass
+class _Change:
+    """A batch's changes under one series or study."""
+
+    last: InstanceRecord
+    """The last record stored there: the row takes its tags, as a store of it alone would."""
+    added: int = 0
+    replaced: bool = False
+    modalities: set[str] = field(default_factory=set)
+    sop_classes: set[str] = field(default_factory=set)
+
+
+@dataclass
+class _Touched:
+    """The series and studies a batch changed, in the order it first touched them."""
+
+    series: dict[str, _Change] = field(default_factory=dict)
+    studies: dict[str, _Change] = field(default_factory=dict)
+
+    def add(self, result: StoreResult) -> None:
+        if result.outcome == "kept":
+            return  # nothing changed
+        record = result.record
+        for key, changes in ((record.series_uid, self.series), (record.study_uid, self.studies)):
+            change = changes.setdefault(key, _Change(record))
+            change.last = record
+            change.added += result.outcome == "created"
+            change.replaced |= result.outcome == "replaced"
+            change.modalities.add(modality(record))
+            change.sop_classes.add(record.sop_class_uid)
