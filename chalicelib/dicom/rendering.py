@@ -492,5 +492,8 @@ def encode(pixels: np.ndarray, options: RenderOptions) -> bytes:
             image = image.quantize(256)
         image.save(out, "GIF")
     else:
-        image.save(out, "JPEG", quality=options.quality)
+        # Pillow's fastest settings, said outright: baseline, no optimize pass (the standard
+        # Huffman tables), its default chroma subsampling; `quality` scales the standard
+        # quantization tables as every libjpeg does, the meaning viewers expect of it.
+        image.save(out, "JPEG", quality=options.quality, optimize=False, progressive=False)
     return out.getvalue()

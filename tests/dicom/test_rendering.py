@@ -217,6 +217,17 @@ def test_render_region_and_formats() -> None:
     assert _render(CT, media_type="image/jpeg", quality=20).format == "JPEG"
 
 
+def test_render_jpeg_is_baseline_with_the_quality_tables() -> None:
+    """JPEG answers are baseline (not progressive) and carry libjpeg's tables for `quality`:
+    the same as any JPEG written at that quality."""
+    for quality in (20, 90):
+        image = _render(CT, media_type="image/jpeg", quality=quality)
+        reference = io.BytesIO()
+        Image.new("L", (8, 8)).save(reference, "JPEG", quality=quality)
+        assert image.quantization == Image.open(reference).quantization  # type: ignore[attr-defined]
+        assert "progressive" not in image.info and "progression" not in image.info
+
+
 def test_rendering_module_imports_no_pixel_libraries() -> None:
     code = (
         "import sys, chalicelib.dicom.rendering, chalicelib.server.rendered, "
