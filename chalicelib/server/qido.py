@@ -68,22 +68,27 @@ _INDEXED_KEYS: dict[Level, str] = {
 }
 
 
-MORE_RESULTS = "There are additional results that can be requested"
-"""The Warning of a page that does not hold every match past `offset`. PS3.18 §8.3.4.4.1
-(2025b) words it "There are {remaining} additional results that can be requested"; the number
-would cost a read of every match (100,000 for a plain listing of 100,000 studies, to answer 10),
-so the search stops at the first match after the page and the text leaves the number out, as
-Microsoft's DICOM service does. No client we know reads the number: dicomweb-client's
-`get_remaining` asks again until a page comes back empty, and our web app asks for one more
-result than it shows."""
+REMAINING_COUNTED = 100
+"""How many matches after a page a search counts, to fill the paging Warning. PS3.18
+§8.3.4.4.1 (2025b) words it "There are {remaining} additional results that can be requested".
+Counting every match would cost a read of all 100,000 studies of a plain listing of 100,000
+studies to answer 10 (issue 14), so the count stops here: a page with more matches after it
+says "more than 100", and a search never reads more than `offset + limit + 101` matches."""
+
+
+def more_results(remaining: int | None) -> str:
+    """The paging Warning's text for `remaining` matches after the page (None: uncounted)."""
+    count = f"more than {REMAINING_COUNTED}" if remaining is None else str(remaining)
+    return f"There are {count} additional results that can be requested"
 
 
 @dataclass
 class SearchResult:
-    """The page of results (DICOM JSON datasets), and whether more matches follow it."""
+    """The page of results (DICOM JSON datasets), and how many matches follow it."""
 
     datasets: list[dict[str, Any]] = field(default_factory=list)
-    more: bool = False
+    remaining: int | None = 0
+    """Matches after the page; None when more than `REMAINING_COUNTED`."""
     unindexed: tuple[str, ...] = ()
     """includefield tags of the level that the index does not keep and that were not read."""
 
@@ -155,8 +160,8 @@ def search(
             f"The includefield attributes {names} were not returned: they belong to a level "
             f"below the {level}, which a {level} search does not return (PS3.18 §10.6.3.3)"
         )
-    if result.more:
-        warnings.append(MORE_RESULTS)
+    if result.remaining != 0:
+        warnings.append(more_results(result.remaining))
     headers = warning_header(request.header("host", "-"), warnings)
     if not result.datasets:
         return WebResponse(204, b"", headers)  # §8.3.4.4.1: no body on zero matches
@@ -190,9 +195,9 @@ def _negotiate(request: WebRequest) -> bool:
 
 
 def run_search(request: WebRequest, query: QidoQuery, budget: int) -> SearchResult:
-    """The matches in index order from `offset`, `limit` of them, and whether one more
-    follows: the index is read up to the first match after the page, never further (cost flat
-    in archive size, issue 14)."""
+    """The matches in index order from `offset`, `limit` of them, and how many follow, counted
+    up to `REMAINING_COUNTED`: the index is never read further (cost flat in archive size,
+    issue 14)."""
     ctx = request.context
     case_sensitive = ctx.settings.qido_case_sensitive
     hints = narrowing(query, case_sensitive_pn=case_sensitive)
@@ -200,15 +205,17 @@ def run_search(request: WebRequest, query: QidoQuery, budget: int) -> SearchResu
     decode = _reads_instance_tags(query)
     result = SearchResult()
     page: list[SearchCandidate] = []
-    found = 0
+    found = after = 0  # matches up to the end of the page, matches after it
     try:
         for candidate in ctx.index.search(query.level, hints, None if listing else budget):
             dataset = _dataset(candidate, query.level, decode)
             if not matches(query, dataset, case_sensitive_pn=case_sensitive):
                 continue
-            if found == query.offset + query.limit:
-                result.more = True
-                break
+            if found >= query.offset + query.limit:
+                after += 1
+                if after > REMAINING_COUNTED:
+                    break
+                continue
             if found >= query.offset:
                 if not decode:
                     dataset = _dataset(candidate, query.level, True)
@@ -221,6 +228,7 @@ def run_search(request: WebRequest, query: QidoQuery, budget: int) -> SearchResu
             f"{exceeded.budget} {query.level} records; add a key that the index answers: "
             f"{_INDEXED_KEYS[query.level]} (PS3.18 §8.3.4)"
         ) from exceeded
+    result.remaining = after if after <= REMAINING_COUNTED else None
     unindexed = tuple(
         tag
         for tag in query.includefield

@@ -30,7 +30,7 @@ from chalicelib.errors import PayloadTooLarge
 from chalicelib.ingest import store_instance
 from chalicelib.server.api import create_app
 from chalicelib.server.http import WebRequest
-from chalicelib.server.qido import MORE_RESULTS, search
+from chalicelib.server.qido import more_results, search
 from tests.conftest import TESTDATA, make_context
 from tests.server.helpers import HOST, json_of, parts_of, values
 
@@ -320,7 +320,8 @@ def test_search_for_instances_page_and_instance_keys(corpus) -> None:
     listing = json_of(get(client, f"/studies/{BIG.uid}/instances?limit=1000"))
     response = get(client, f"/studies/{BIG.uid}/instances?limit=10&offset=102")
     assert json_of(response) == listing[102:112]
-    assert response.headers["Warning"] == f'299 {HOST} "{MORE_RESULTS}"'
+    assert response.headers["Warning"] == f'299 {HOST} "{more_results(88)}"'
+    assert "88 additional results" in response.headers["Warning"]  # PS3.18 §8.3.4.4.1 wording
     numbered = json_of(get(client, f"/studies/{BIG.uid}/instances?InstanceNumber=7"))
     assert [values(r, "00200013") for r in numbered] == [[7], [7]]
     pet = SOP_CLASSES["PT"]
@@ -351,8 +352,10 @@ def test_search_paging_stable_with_warning(corpus) -> None:
             assert response.body == b""
             break
         page = found(response, STUDY_UID)
-        if total - offset - len(page):
-            assert response.headers["Warning"] == f'299 {HOST} "{MORE_RESULTS}"'
+        if remaining := total - offset - len(page):
+            assert response.headers["Warning"] == (
+                f'299 {HOST} "There are {remaining} additional results that can be requested"'
+            )
         else:
             assert "Warning" not in response.headers
         seen += page
