@@ -121,6 +121,8 @@ class SqliteReads:
     """Rows handed back to Python by SELECTs."""
     vm_steps: int = 0
     """SQLite virtual machine instructions run, in hundreds (what rows scanned cost)."""
+    statements: int = 0
+    """Statements run."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -178,4 +180,5 @@ class CountingSqlite:
         return reads
 
     def execute(self, sql: str, parameters: Any = ()) -> _CountingCursor:
+        self.reads.statements += 1
         return _CountingCursor(self._connection.execute(sql, parameters), self.reads)

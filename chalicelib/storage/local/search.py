@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from chalicelib.dicom.matching import Narrowing
 from chalicelib.storage.local.database import Database
 from chalicelib.storage.local.tables import (
+    FIRST_KEYED_PAGE,
     FIRST_PAGE,
     INSTANCE_COLUMNS,
     PAGE,
@@ -31,7 +32,8 @@ class SqliteSearchReads:
     def studies_by_date(self, hint: Narrowing | None) -> Iterator[StudyRecord]:
         where, params = _study_condition(hint) if hint is not None else ("1", ())
         after: tuple[str, str] | None = None
-        page = FIRST_PAGE
+        in_date_order = hint is None or hint.keyword == "StudyDate"
+        page = FIRST_PAGE if in_date_order else FIRST_KEYED_PAGE
         while rows := self._db.read(
             f"SELECT {STUDY_COLUMNS}, study_date FROM studies WHERE ({where})"
             " AND (? IS NULL OR (study_date, study_uid) < (?, ?))"

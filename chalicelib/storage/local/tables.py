@@ -73,9 +73,13 @@ SERIES_COLUMNS = "study_uid, series_uid, series_tags, num_instances, version, or
 PAGE = 500
 """Rows per page of a listing."""
 FIRST_PAGE = 16
-"""Rows of the first page of a search listing; each next page doubles, up to PAGE. A QIDO-RS
-page stops reading at the first match after it, so a first read of PAGE rows would decode
+"""Rows of the first page of a search listing in index order; each next page doubles, up to
+PAGE. A QIDO-RS page stops reading soon after it, so a first read of PAGE rows would decode
 500 studies to answer 10 (issue 14, cost flat in archive size)."""
+FIRST_KEYED_PAGE = 128
+"""Rows of the first page of a study search on a key the date order does not follow
+(PatientName, PatientID, ...): each page sorts every match again, so one page should hold a
+QIDO-RS page of 10 and the 101 matches its Warning counts (`server.qido.REMAINING_COUNTED`)."""
 
 
 def study_from_row(row: tuple[Any, ...]) -> StudyRecord:
