@@ -13,6 +13,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.dicom.encoding import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+from chalicelib.dicom.parse import ElementWalker
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -47,7 +48,6 @@ _WHOLE_HEADER_TAGS = frozenset(
 )
 """Attributes whose presence sends the header to pydicom's reader whole."""
 
-_LONG_LENGTH_VRS = frozenset(b"OB OD OF OL OV OW SQ UC UN UR UT SV UV".split())
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
@@ -81,8 +81,9 @@ def read_header(header: bytes, transfer_syntax_uid: str) -> Dataset | HeaderAttr
     One walk over the elements (PS3.5 §7, 2025b) decodes the `_RENDERING_TAGS` (US, IS, DS and
     CS values as pydicom gives them) and steps over sequences. A header with a LUT sequence,
     functional groups, a palette or a structure the walk does not take (a VR that is not two
-    capitals or not the attribute's, an undefined-length UN, a value that is not a number, no
-    Pixel Data) is read by pydicom whole instead, whose errors pass through.
+    capitals or not the attribute's, a value that is not a number, no Pixel Data, a truncated
+    element) is read by pydicom whole instead, whose errors pass through. The walk over element
+    lengths is ingest's (`parse.ElementWalker`).
     """
     import pydicom
 
@@ -98,25 +99,28 @@ def read_header(header: bytes, transfer_syntax_uid: str) -> Dataset | HeaderAttr
 def _walk_header(buffer: bytes, transfer_syntax_uid: str) -> dict[str, Any]:
     """The `_RENDERING_TAGS` values of the top-level dataset, up to Pixel Data, by keyword."""
     position = 132 if buffer[128:132] == b"DICM" else 0
-    while buffer[position : position + 2] == b"\x02\x00":  # File Meta: explicit VR LE
-        _, _, length, value = _element_header(buffer, position, False, True)
-        position = value + length
+    meta = ElementWalker(buffer, implicit=False, little=True)  # File Meta: explicit VR LE
+    while buffer[position : position + 2] == b"\x02\x00":
+        position = meta.skip_element(position, implicit=False)
     implicit = transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN
     little = transfer_syntax_uid != EXPLICIT_VR_BIG_ENDIAN
+    walker = ElementWalker(buffer, implicit=implicit, little=little)
     found: dict[str, Any] = {}
     while position + 8 <= len(buffer):
-        tag, vr, length, value = _element_header(buffer, position, implicit, little)
+        tag, vr, length, value = walker.header(position, implicit=implicit)
         if tag == 0x7FE00010:
             return found
-        if tag in _WHOLE_HEADER_TAGS or (length == _UNDEFINED_LENGTH and vr == "UN"):
+        if vr and not (vr.isalpha() and vr.isupper()):
+            raise _UnusualHeader(f"VR {vr!r}")
+        if tag in _WHOLE_HEADER_TAGS:
             raise _UnusualHeader(f"({tag >> 16:04X},{tag & 0xFFFF:04X})")
         if length == _UNDEFINED_LENGTH:
-            position = _skip_items(buffer, value, implicit, little)
+            position = walker.skip_element(position, implicit=implicit)
             continue
         if tag in _RENDERING_TAGS and length:
             keyword, expected = _RENDERING_TAGS[tag]
-            if vr is not None and vr != expected:
-                raise _UnusualHeader(f"{keyword} with VR {vr}")
+            if vr and vr.decode() != expected:
+                raise _UnusualHeader(f"{keyword} with VR {vr.decode()}")
             found[keyword] = _value(buffer[value : value + length], expected, little)
         position = value + length
     raise _UnusualHeader("no Pixel Data (7FE0,0010) at the end of the header")
@@ -138,47 +142,3 @@ def _value(raw: bytes, vr: str, little: bool) -> Any:
     convert = int if vr == "IS" else float
     values = [convert(part.strip()) for part in parts]  # ValueError: pydicom reads it
     return values[0] if len(values) == 1 else values
-
-
-def _element_header(
-    buffer: bytes, position: int, implicit: bool, little: bool
-) -> tuple[int, str | None, int, int]:
-    """(tag, VR or None, value length, value position) of the element at `position`."""
-    order = "<" if little else ">"
-    group, element = struct.unpack_from(order + "HH", buffer, position)
-    if implicit or group == 0xFFFE:  # items and delimiters have no VR
-        (length,) = struct.unpack_from(order + "L", buffer, position + 4)
-        return group << 16 | element, None, length, position + 8
-    vr = buffer[position + 4 : position + 6]
-    if not (vr.isalpha() and vr.isupper()):
-        raise _UnusualHeader(f"VR {vr!r}")
-    if vr in _LONG_LENGTH_VRS:
-        (length,) = struct.unpack_from(order + "L", buffer, position + 8)
-        return group << 16 | element, vr.decode(), length, position + 12
-    (length,) = struct.unpack_from(order + "H", buffer, position + 6)
-    return group << 16 | element, vr.decode(), length, position + 8
-
-
-def _skip_items(buffer: bytes, position: int, implicit: bool, little: bool) -> int:
-    """The position after the items of an undefined-length sequence (PS3.5 §7.5, 2025b)."""
-    while True:
-        tag, _, length, value = _element_header(buffer, position, implicit, little)
-        if tag == 0xFFFEE0DD:  # Sequence Delimitation Item
-            return value
-        if tag != 0xFFFEE000:
-            raise _UnusualHeader(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) in a sequence")
-        if length != _UNDEFINED_LENGTH:
-            position = value + length
-            continue
-        position = value
-        while True:  # the elements of an undefined-length item, up to its delimiter
-            tag, vr, length, value = _element_header(buffer, position, implicit, little)
-            if tag == 0xFFFEE00D:  # Item Delimitation Item
-                position = value
-                break
-            if length == _UNDEFINED_LENGTH:
-                if vr == "UN":
-                    raise _UnusualHeader("an undefined-length UN")
-                position = _skip_items(buffer, value, implicit, little)
-            else:
-                position = value + length

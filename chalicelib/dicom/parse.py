@@ -184,7 +184,7 @@ def _check_complete(ds: Dataset, data: bytes) -> None:
     if last_end is None:
         return
     implicit, little = ds.original_encoding
-    walker = _ElementWalker(data, implicit=bool(implicit), little=little is not False)
+    walker = ElementWalker(data, implicit=bool(implicit), little=little is not False)
     position, in_undefined_value = last_end
     if in_undefined_value:
         position = walker.skip_items(position)
@@ -218,8 +218,9 @@ def _tag_text(tag: int) -> str:
 
 
 @dataclass
-class _ElementWalker:
-    """Walks raw elements by their lengths (PS3.5 §7.1 and §7.5, 2025b), without values."""
+class ElementWalker:
+    """Walks raw elements by their lengths (PS3.5 §7.1 and §7.5, 2025b), without values: the
+    truncation check of ingest and the header walk of rendering (dicom/header.py)."""
 
     data: bytes
     implicit: bool
