@@ -1,6 +1,7 @@
 """Chalice entry point: the DICOMweb server (see chalicelib/server/api.py) and its Lambdas:
-the jobs worker that `infra/jobs.asl.json` loops over (chalicelib/jobs.py) and the upload ingest
-that S3 events under `incoming/` run (chalicelib/server/uploads.py).
+the jobs worker that `infra/jobs.asl.json` loops over (chalicelib/jobs.py), the upload ingest
+that S3 events under `incoming/` run (chalicelib/server/uploads.py), and the sweep that a
+schedule of the stack runs (infra/stack.py).
 
 Importing it loads no pydicom, numpy or Pillow and builds no AWS client: a Lambda cold start
 pays only for what the first request needs (tests/test_cold_start.py).
@@ -26,3 +27,14 @@ def jobs_worker(event: dict[str, Any], context: Any) -> dict[str, Any]:
 def ingest_upload(event: dict[str, Any], context: Any) -> list[dict[str, Any]]:
     """S3 ObjectCreated under `incoming/`: store each uploaded file as STOW-RS would."""
     return ingest_s3_event(default_context(), event)
+
+
+@app.lambda_function(name="sweep")
+def sweep(event: dict[str, Any], context: Any) -> dict[str, int]:
+    """EventBridge's scheduled event (`SWEEP_SCHEDULE` in infra/stack.py): remove the blobs of
+    deletes interrupted between their index commit and their blob removal. Locally the server
+    does it at start-up; on AWS nothing restarts, and DELETE (which also does it) is off."""
+    from chalicelib.server.delete import finish_pending_deletes
+
+    ctx = default_context()
+    return {"BlobsDeleted": finish_pending_deletes(ctx.index, ctx.blobs)}

@@ -7,8 +7,11 @@ Resources, by construct id:
 - `Index`: the DynamoDB table with the GSIs of `chalicelib/storage/dynamo/table.py`
   (`table_definition`), on demand, point-in-time recovery;
 - `Api`: the Chalice app (`chalice.cdk`), packaged with Python 3.12 and precompiled
-  (`infra/packaging.py`): the API handler, the upload ingest Lambda and the jobs worker;
+  (`infra/packaging.py`): the API handler, the upload ingest Lambda, the jobs worker and the
+  sweep;
 - `Jobs`: the state machine of `infra/jobs.asl.json`, its task the jobs worker;
+- `SweepSchedule`: the EventBridge rule that runs the sweep every `SWEEP_SCHEDULE` (the blobs
+  of deletes interrupted after their index commit);
 - one role per Lambda with exactly the S3, DynamoDB, Step Functions and Secrets Manager actions
   its code calls, on this stack's resources only; log groups with a retention;
 - API Gateway's own answers mapped to ours: unknown path 404, body too large 413, JSON + CORS.
@@ -27,6 +30,8 @@ from typing import Any
 import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigateway
 from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as events_targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -47,6 +52,8 @@ STAGES = ("dev", "prod")
 
 
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+SWEEP_SCHEDULE = cdk.Duration.minutes(15)
+"""How often the sweep runs: the longest an interrupted delete's blobs outlive it."""
 
 # The boto3 calls of chalicelib/storage/s3.py and dynamo/, as IAM actions. HeadObject is
 # s3:GetObject; DeleteObjects is s3:DeleteObject; list_objects_v2 is s3:ListBucket (which also
@@ -79,6 +86,11 @@ SECRETS_API_ACTIONS = [
     "secretsmanager:DeleteSecret",
 ]
 SECRETS_WORKER_ACTIONS = ["secretsmanager:GetSecretValue"]
+
+# app.sweep, server/delete.finish_pending_deletes: Query the pending deletes, delete their
+# blobs, take the removed keys out of the pending items (UpdateItem) and drop emptied ones.
+SWEEP_S3_OBJECT_ACTIONS = ["s3:DeleteObject"]
+SWEEP_DYNAMODB_ACTIONS = ["dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
 
 NOT_FOUND_BODY = {
     "Status": 404,
@@ -116,8 +128,10 @@ class DicomWebStack(cdk.Stack):
         self.api_role = self._lambda_role("ApiHandlerRole", "the DICOMweb API handler")
         self.ingest_role = self._lambda_role("UploadIngestRole", "the upload ingest Lambda")
         self.worker_role = self._lambda_role("JobsWorkerRole", "the jobs worker Lambda")
+        self.sweep_role = self._lambda_role("SweepRole", "the scheduled sweep Lambda")
         for role in (self.api_role, self.ingest_role, self.worker_role):
             self._grant_storage(role)
+        self._grant_sweep(self.sweep_role)
         self._grant_secrets(self.api_role, SECRETS_API_ACTIONS)
         self._grant_secrets(self.worker_role, SECRETS_WORKER_ACTIONS)
 
@@ -142,6 +156,7 @@ class DicomWebStack(cdk.Stack):
         for function, role in (
             ("IngestUpload", self.ingest_role),
             ("JobsWorker", self.worker_role),
+            ("Sweep", self.sweep_role),
         ):
             self.api.get_resource(function).add_property_override("Role", role.role_arn)
         self._log_groups(
@@ -149,10 +164,12 @@ class DicomWebStack(cdk.Stack):
                 "APIHandler": self.api_role,
                 "IngestUpload": self.ingest_role,
                 "JobsWorker": self.worker_role,
+                "Sweep": self.sweep_role,
             }
         )
         self.jobs = self._jobs_state_machine()
         self._ingest_uploads()
+        self._sweep_schedule()
         self._gateway_responses()
         if self.sign_in is not None:
             self.sign_in.protect(self.api.get_resource("RestAPI"))
@@ -287,6 +304,17 @@ class DicomWebStack(cdk.Stack):
             )
         )
 
+    def _grant_sweep(self, role: iam.Role) -> None:
+        """What finishing pending deletes calls: no read of a blob, no GSI."""
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=SWEEP_S3_OBJECT_ACTIONS, resources=[self.blobs.arn_for_objects("*")]
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(actions=SWEEP_DYNAMODB_ACTIONS, resources=[self.index.table_arn])
+        )
+
     def _grant_secrets(self, role: iam.Role, actions: list[str]) -> None:
         secrets = self.format_arn(
             service="secretsmanager",
@@ -371,6 +399,18 @@ class DicomWebStack(cdk.Stack):
             s3.EventType.OBJECT_CREATED,
             s3n.LambdaDestination(self._imported_function("IngestUpload")),
             s3.NotificationKeyFilter(prefix=INCOMING_PREFIX),
+        )
+
+    def _sweep_schedule(self) -> None:
+        """An EventBridge rule that runs the sweep (app.sweep) every SWEEP_SCHEDULE, with its
+        invoke permission. Here rather than Chalice's `app.schedule`, whose rule and permission
+        SAM would make only at deploy: in this template the infra tests check them."""
+        events.Rule(
+            self,
+            "SweepSchedule",
+            description="Finish DICOMweb deletes interrupted after their index commit",
+            schedule=events.Schedule.rate(SWEEP_SCHEDULE),
+            targets=[events_targets.LambdaFunction(self._imported_function("Sweep"))],
         )
 
     def _gateway_responses(self) -> None:

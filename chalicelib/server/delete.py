@@ -72,10 +72,12 @@ def _delete_blobs(request: WebRequest, result: ports.DeleteResult, study: str) -
 def finish_pending_deletes(index: ports.TagIndex, blobs: ports.BlobStore) -> int:
     """Remove the blobs of deletes interrupted between their index commit and their blob
     removal (a killed server, a stopped Lambda), recorded with the commit; how many. Run at
-    local start-up and after every DELETE. Blob keys are never reused (ingest adds a nonce),
-    so none of them is in use again."""
+    local start-up, after every DELETE, and on AWS by the scheduled `sweep` Lambda (app.py).
+    Blob keys are never reused (ingest adds a nonce), so none of them is in use again."""
     removed = _remove_blobs(blobs, index.pending_blob_deletes())
     index.blobs_deleted(removed)
+    if removed:
+        log.info("removed %d blobs of earlier deletes", len(removed))
     return len(removed)
 
 
@@ -88,7 +90,7 @@ def _remove_blobs(blobs: ports.BlobStore, keys: list[str]) -> list[str]:
             return key
         except ports.StorageError:
             # The index no longer points here: an orphan blob wastes space, loses nothing;
-            # its delete stays pending, finished by a later DELETE or start.
+            # its delete stays pending, finished by a later DELETE, start or sweep.
             log.warning("could not delete blob %s after its index delete", key, exc_info=True)
             return None
 

@@ -45,6 +45,19 @@ CT_STUDY = "1.2.840.113704.9.1000.16.0.20190613103939444"
 LARGE = "Issue164.dcm"
 """3.7 MB: under the 4 MB STOW limit, over the lowered inline limit."""
 TRANSACTION_ACTIONS = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
+SCHEDULED_EVENT = {
+    "version": "0",
+    "id": "89d1a02d-5ec7-412e-82f5-13505f849b41",
+    "detail-type": "Scheduled Event",
+    "source": "aws.events",
+    "account": "123456789012",
+    "time": "2026-12-06T23:45:00Z",
+    "region": REGION,
+    "resources": [f"arn:aws:events:{REGION}:123456789012:rule/dev-SweepSchedule80B1140B"],
+    "detail": {},
+}
+"""What EventBridge sends a rule's target on schedule (EventBridge User Guide, "Creating a
+rule that runs on a schedule")."""
 
 
 @contextlib.contextmanager
@@ -124,7 +137,8 @@ class LambdaTask:
     app: ModuleType
     bucket: str
     credentials: dict[str, dict[str, str]]
-    """Access keys per role (ApiHandlerRole, UploadIngestRole), and `admin` for set-up."""
+    """Access keys per role (ApiHandlerRole, UploadIngestRole, SweepRole), and `admin` for
+    set-up."""
     monkeypatch: pytest.MonkeyPatch
 
     def as_role(self, role: str) -> None:
@@ -181,7 +195,7 @@ def lambda_task(template: dict[str, Any], package_dir: Path) -> Iterator[LambdaT
             _create_table(admin.client("dynamodb"), table, table_properties)
             arns = {logical_id(template, "AWS::S3::Bucket", "Blobs"): f"arn:aws:s3:::{bucket}"}
             admin_iam = admin.client("iam")
-            for role in ("ApiHandlerRole", "UploadIngestRole"):
+            for role in ("ApiHandlerRole", "UploadIngestRole", "SweepRole"):
                 admin_iam.create_user(UserName=role)
                 admin_iam.put_user_policy(
                     UserName=role,
@@ -554,3 +568,42 @@ def test_packaged_client_job_starts_and_stops_an_execution(
     status, _, body = invoke(lambda_task, "GET", f"/dicom-web/jobs/{job_id}")
     assert json.loads(body)["State"] == "Failure"
     assert invoke(lambda_task, "DELETE", "/dicom-web/servers/peer")[0] == 200
+
+
+def test_packaged_sweep_finishes_a_delete_interrupted_after_its_commit(
+    lambda_task: LambdaTask,
+) -> None:
+    """A delete stopped between its index commit and its blob removal (DELETE is off on AWS,
+    and a stopped Lambda leaves exactly this: the instance gone from the index, its blobs
+    listed in a pending item) is finished by the sweep Lambda on EventBridge's scheduled
+    event, under the sweep role's policy."""
+    from chalicelib.context import default_context
+    from tests.conftest import testdata
+
+    status, answer = stow(lambda_task, testdata("KarstenHilbertRF.dcm").read_bytes())
+    assert status == 200, answer
+    (item,) = _values(answer, "00081199")
+    study, series, instance = re.search(
+        r"/studies/([^/]+)/series/([^/]+)/instances/([^/]+)$", _values(item, "00081190")[0]
+    ).groups()
+    s3 = boto3.client("s3", **lambda_task.credentials["admin"])
+
+    def stored_keys() -> set[str]:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=lambda_task.bucket)
+        return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+    index = default_context().index
+    (record,) = index.delete_instance(study, series, instance).instances  # the commit point
+    owned = set(record.blob_keys())
+    before = stored_keys()
+    assert owned and owned <= before
+    assert owned <= set(index.pending_blob_deletes())
+
+    lambda_task.as_role("SweepRole")
+    try:
+        outcome = lambda_task.app.sweep(SCHEDULED_EVENT, None)
+    finally:
+        lambda_task.as_role("ApiHandlerRole")
+    assert outcome == {"BlobsDeleted": len(owned)}
+    assert stored_keys() == before - owned
+    assert default_context().index.pending_blob_deletes() == []

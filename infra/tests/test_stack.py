@@ -13,7 +13,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 from conftest import CDK_OUT, ROOT, STAGE, logical_id, resources_of_type
 
-APP_FUNCTIONS = ("APIHandler", "IngestUpload", "JobsWorker")
+APP_FUNCTIONS = ("APIHandler", "IngestUpload", "JobsWorker", "Sweep")
 STORAGE_ACTIONS = {
     # chalicelib/storage/s3.py: get_object and head_object, put_object, delete_object(s),
     # list_objects_v2; presigned GETs and PUTs are signed with the same role.
@@ -45,6 +45,15 @@ EXPECTED_ACTIONS = {
     },
     "UploadIngestRole": STORAGE_ACTIONS,
     "JobsWorkerRole": STORAGE_ACTIONS | {"secretsmanager:GetSecretValue"},
+    # app.sweep: server/delete.finish_pending_deletes, no blob read, no GSI.
+    "SweepRole": {
+        "s3:DeleteObject",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+    },
 }
 
 # cfn-lint rules not applied, each with its reason.
@@ -227,6 +236,30 @@ def test_uploads_under_incoming_run_the_ingest_lambda(assertions: Template) -> N
             }
         },
     )
+
+
+def test_sweep_runs_every_15_minutes_with_its_invoke_permission(template: dict[str, Any]) -> None:
+    function = template["Resources"]["Sweep"]["Properties"]
+    assert function["Handler"] == "app.sweep"
+    (rule_id, rule), *others = resources_of_type(template, "AWS::Events::Rule").items()
+    assert not others
+    assert rule["Properties"]["ScheduleExpression"] == "rate(15 minutes)"
+    assert rule["Properties"]["State"] == "ENABLED"
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["Sweep", "Arn"]}
+    permissions = [
+        p["Properties"]
+        for p in resources_of_type(template, "AWS::Lambda::Permission").values()
+        if p["Properties"]["Principal"] == "events.amazonaws.com"
+    ]
+    assert permissions == [
+        {
+            "Action": "lambda:InvokeFunction",
+            "FunctionName": {"Fn::GetAtt": ["Sweep", "Arn"]},
+            "Principal": "events.amazonaws.com",
+            "SourceArn": {"Fn::GetAtt": [rule_id, "Arn"]},
+        }
+    ]
 
 
 def test_functions_log_to_groups_with_a_retention(template: dict[str, Any]) -> None:
