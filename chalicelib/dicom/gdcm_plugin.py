@@ -7,6 +7,12 @@ Orthanc's DCMTK does. This module follows pydicom's decoder plugin interface (`i
 `DECODER_DEPENDENCIES` and a frame function, pydicom guide "Pixel Data decoder plugins") and is
 registered by `register()` as the last plugin of that transfer syntax, so the others are tried
 first. python-gdcm is imported only when a frame is decoded (STYLE.md rules 4 and 16).
+
+python-gdcm installed also makes pydicom try its own GDCM plugin first for every JPEG syntax.
+For 8-bit JPEG Baseline and Extended, Pillow (libjpeg-turbo) gives the same pixels 2.5 to 3.5
+times faster (a 512×512 grayscale frame in 1.4 ms against GDCM's 4.7 and pylibjpeg's 5.4; the
+corpus' 640×480 YBR frame in 8.3 ms against 21.5), so `register()` puts it first there; the
+others stay behind it, in pydicom's order, for what Pillow refuses (12-bit samples).
 """
 
 from __future__ import annotations
@@ -15,13 +21,17 @@ import importlib.util
 import threading
 from typing import TYPE_CHECKING
 
-from chalicelib.dicom.encoding import JPEG_EXTENDED_12BIT
+from chalicelib.dicom.encoding import JPEG_BASELINE_8BIT, JPEG_EXTENDED_12BIT
 
 if TYPE_CHECKING:
     from pydicom.pixels.decoders.base import DecodeRunner
 
 DECODER_DEPENDENCIES = {JPEG_EXTENDED_12BIT: ("python-gdcm>=3.0.10",)}
 PLUGIN_LABEL = "gdcm-12bit"
+PILLOW_FIRST = (JPEG_BASELINE_8BIT, JPEG_EXTENDED_12BIT)
+"""The syntaxes whose decoder tries Pillow first (module docstring)."""
+PILLOW_BEHIND = ("gdcm", "pylibjpeg")
+"""pydicom's other plugins of those syntaxes, in pydicom's order."""
 
 _lock = threading.Lock()
 _registered = False
@@ -32,8 +42,9 @@ def is_available(uid: str) -> bool:
 
 
 def register() -> None:
-    """Add the plugin to pydicom's JPEG Extended decoder, once per process: every later call
-    is one flag check (add_plugin is not thread-safe, hence the lock)."""
+    """Put Pillow first in pydicom's JPEG Baseline and Extended decoders and add this plugin
+    last to JPEG Extended's, once per process: every later call is one flag check (the
+    plugin methods are not thread-safe, hence the lock)."""
     global _registered
     if _registered:
         return
@@ -41,6 +52,12 @@ def register() -> None:
 
     with _lock:
         if not _registered:
+            for uid in PILLOW_FIRST:
+                decoder = get_decoder(uid)
+                # A decoder tries its plugins in the order they were added.
+                for label in PILLOW_BEHIND:
+                    decoder.remove_plugin(label)
+                    decoder.add_plugin(label, (f"pydicom.pixels.decoders.{label}", "_decode_frame"))
             decoder = get_decoder(JPEG_EXTENDED_12BIT)
             if PLUGIN_LABEL not in decoder._available and PLUGIN_LABEL not in decoder._unavailable:
                 decoder.add_plugin(PLUGIN_LABEL, (__name__, "decode_frame"))
