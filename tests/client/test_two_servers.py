@@ -21,6 +21,7 @@ from tests.conftest import testdata
 from tests.corpus import storable
 from tests.peers import free_port
 from tests.server.test_localserver import local_server
+from tests.stow_remote import held_stow_remote
 
 UNIVERSAL = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
@@ -198,18 +199,20 @@ def test_stow_job_then_retrieve_job_byte_identical(servers: dict[str, str]) -> N
 
 
 def test_async_stow_job_resumes_after_restart(tmp_path: Path) -> None:
-    """A stopped in the middle of an asynchronous STOW job; started again on the same data,
-    it resumes from the saved cursor and ends Success, B holding each instance once."""
-    port_a, port_b = free_port(), free_port()
-    a, b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
-    config = {"DicomWeb": {"Servers": {"B": [f"{b}/dicom-web/"]}, "StowMaxInstances": 4}}
+    """A stopped while an asynchronous STOW job's third batch is under way (held by a relay in
+    front of B, so the stop cannot come too late); started again on the same data, it resumes
+    from the saved cursor and ends Success: B got every batch once and the interrupted one
+    twice, and holds each instance once."""
+    port_a = free_port()
+    a = f"http://127.0.0.1:{port_a}"
     study = large_study(60)
     uid = study[0].study
 
     def job(job_id: str) -> dict:
-        return requests.get(f"{a}/dicom-web/jobs/{job_id}", timeout=10).json()
+        return requests.get(f"{a}/dicom-web/jobs/{job_id}", timeout=30).json()
 
-    with local_server(tmp_path / "B", port_b):
+    with local_server(tmp_path / "B") as b, held_stow_remote(held=3, forward=b) as relay:
+        config = {"DicomWeb": {"Servers": {"B": [relay.url]}, "StowMaxInstances": 4}}
         with local_server(tmp_path / "A", port_a, config):
             store(a, study)
             body = {"Resources": [{"Study": uid}], "Synchronous": False, "Priority": 3}
@@ -217,13 +220,12 @@ def test_async_stow_job_resumes_after_restart(tmp_path: Path) -> None:
             assert response.status_code == 200, response.text
             job_id = response.json()["ID"]
             assert response.json()["Path"] == f".././../jobs/{job_id}"
-            deadline = time.monotonic() + 120
-            while int(job(job_id)["Content"].get("InstancesCount", "0")) < 8:
-                assert time.monotonic() < deadline, job(job_id)
-                time.sleep(0.02)
+            assert relay.held_arrived.wait(120), relay.received
             before = job(job_id)
             assert before["State"] == "Running" and before["Priority"] == 3
+            assert before["Content"]["InstancesCount"] == "8"  # two batches of 4 acknowledged
             assert 0 < before["Progress"] < 100
+        relay.release.set()  # the third batch reaches B after its sender stopped
         with local_server(tmp_path / "A", port_a, config):
             deadline = time.monotonic() + 120
             while (after := job(job_id))["State"] != "Success":
@@ -232,6 +234,8 @@ def test_async_stow_job_resumes_after_restart(tmp_path: Path) -> None:
                 time.sleep(0.1)
         assert after["Content"]["InstancesCount"] == "60" and after["Progress"] == 100
         assert instance_count(b, uid) == 60
-    # 15 batches of 4; at most the batch under way at the stop is sent again.
-    posts = (tmp_path / "B" / "server.log").read_text().count('"POST /dicom-web/studies ')
-    assert 15 <= posts <= 16
+    # 15 batches of 4, in order; the third twice: at the stop, and from the saved cursor.
+    batches = relay.received
+    assert len(batches) == 16 and batches[3] == batches[2], batches
+    sent = [uid for batch in batches[:3] + batches[4:] for uid in batch]
+    assert len(sent) == len(set(sent)) == 60 and set(sent) == {i.sop for i in study}
