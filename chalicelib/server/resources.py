@@ -63,6 +63,18 @@ def find_instances(
     return records
 
 
+def find_instance_files(
+    request: WebRequest, study: str, series: str | None = None, instance: str | None = None
+) -> list[ports.InstanceFile]:
+    """The stored files of a study, series or single instance (`TagIndex.list_instance_files`:
+    no tags decoded); NotFound when there are none."""
+    check_path_uids(study, series, instance)
+    files = request.context.index.list_instance_files(study, series, instance)
+    if not files:
+        raise not_found(study, series, instance)
+    return files
+
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 

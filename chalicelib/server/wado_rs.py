@@ -27,8 +27,8 @@ from chalicelib.server.negotiate import (
     part_type,
     type_matches,
 )
-from chalicelib.server.resources import find_instances, instance_url
-from chalicelib.storage.ports import InstanceRecord
+from chalicelib.server.resources import find_instance_files, instance_url
+from chalicelib.storage.ports import InstanceFile
 
 service = Service("wado-rs")
 
@@ -76,20 +76,20 @@ def _fits_dicom(entry: AcceptEntry, offer: str) -> bool:
     return type_matches(media.type, offer)
 
 
-def instance_part(request: WebRequest, record: InstanceRecord, wanted: str) -> Part | LazyPart:
+def instance_part(request: WebRequest, file: InstanceFile, wanted: str) -> Part | LazyPart:
     """One instance's part: the stored file itself when its transfer syntax is the one to send,
     else a part that transcodes it when built."""
-    stored = record.transfer_syntax_uid
-    if wanted in (ANY_SYNTAX, stored) and record.has_file_meta and stored not in NOT_FOR_WEB:
-        return _part_headers(request, record, stored), BlobRange(record.blob_key, 0, record.size)
-    return lambda: transcode_part(request, record, wanted)
+    stored = file.transfer_syntax_uid
+    if wanted in (ANY_SYNTAX, stored) and file.has_file_meta and stored not in NOT_FOR_WEB:
+        return _part_headers(request, file, stored), BlobRange(file.blob_key, 0, file.size)
+    return lambda: transcode_part(request, file, wanted)
 
 
 def encode_part(
-    request: WebRequest, record: InstanceRecord, wanted: str
+    request: WebRequest, file: InstanceFile, wanted: str
 ) -> tuple[dict[str, str], bytes]:
     """One instance's part in memory (WADO-URI answers a single instance this way)."""
-    part = instance_part(request, record, wanted)
+    part = instance_part(request, file, wanted)
     if callable(part):
         return part()
     headers, stored = part
@@ -97,13 +97,13 @@ def encode_part(
 
 
 def transcode_part(
-    request: WebRequest, record: InstanceRecord, wanted: str
+    request: WebRequest, file: InstanceFile, wanted: str
 ) -> tuple[dict[str, str], bytes]:
     from chalicelib.dicom.transcode import TranscodeError, to_explicit_little_endian
 
-    data = request.context.blobs.get(record.blob_key)
-    stored = record.transfer_syntax_uid
-    web_ready = record.has_file_meta and stored not in NOT_FOR_WEB
+    data = request.context.blobs.get(file.blob_key)
+    stored = file.transfer_syntax_uid
+    web_ready = file.has_file_meta and stored not in NOT_FOR_WEB
     if wanted in (ANY_SYNTAX, EXPLICIT_VR_LITTLE_ENDIAN):
         try:
             data = to_explicit_little_endian(data, stored)
@@ -124,27 +124,24 @@ def transcode_part(
             syntax = wanted
         except TranscodeError as exc:
             raise NotAcceptable(
-                f"instance {record.sop_uid} is stored as {stored}: {exc}; ask for "
+                f"instance {file.sop_uid} is stored as {stored}: {exc}; ask for "
                 f"transfer-syntax=* or {EXPLICIT_VR_LITTLE_ENDIAN}"
             ) from None
-    return _part_headers(request, record, syntax), data
+    return _part_headers(request, file, syntax), data
 
 
-def _part_headers(request: WebRequest, record: InstanceRecord, syntax: str) -> dict[str, str]:
+def _part_headers(request: WebRequest, file: InstanceFile, syntax: str) -> dict[str, str]:
     return {
         "Content-Type": f"application/dicom; transfer-syntax={syntax}",
-        "Content-Location": instance_url(
-            request, record.study_uid, record.series_uid, record.sop_uid
-        ),
+        "Content-Location": instance_url(request, file.study_uid, file.series_uid, file.sop_uid),
     }
 
 
-def retrieve_instances(request: WebRequest, records: list[InstanceRecord]) -> WebResponse:
-    """The instances as one multipart answer, streamed where the transport can
-    (`delivery.StreamedMultipart`)."""
+def retrieve_instances(request: WebRequest, files: list[InstanceFile]) -> WebResponse:
+    """The instances as one multipart answer in the listing's order, streamed where the
+    transport can (`delivery.StreamedMultipart`)."""
     wanted = negotiate_dicom(parse_accept(request.accept)).transfer_syntax
-    records = sorted(records, key=lambda r: (r.series_uid, r.sop_uid))
-    parts = [instance_part(request, record, wanted) for record in records]
+    parts = [instance_part(request, file, wanted) for file in files]
     body = StreamedMultipart(request.context.blobs, parts, new_boundary())
     content_type = multipart_content_type("application/dicom", body.boundary)
     return deliver(request, WebResponse(200, body, {}, content_type))
@@ -152,14 +149,14 @@ def retrieve_instances(request: WebRequest, records: list[InstanceRecord]) -> We
 
 @service.route("/studies/{study}", "GET", scope="read")
 def retrieve_study(request: WebRequest, study: str) -> WebResponse:
-    return retrieve_instances(request, find_instances(request, study))
+    return retrieve_instances(request, find_instance_files(request, study))
 
 
 @service.route("/studies/{study}/series/{series}", "GET", scope="read")
 def retrieve_series(request: WebRequest, study: str, series: str) -> WebResponse:
-    return retrieve_instances(request, find_instances(request, study, series))
+    return retrieve_instances(request, find_instance_files(request, study, series))
 
 
 @service.route("/studies/{study}/series/{series}/instances/{instance}", "GET", scope="read")
 def retrieve_instance(request: WebRequest, study: str, series: str, instance: str) -> WebResponse:
-    return retrieve_instances(request, find_instances(request, study, series, instance))
+    return retrieve_instances(request, find_instance_files(request, study, series, instance))

@@ -179,7 +179,9 @@ def _dicom_answer(request: WebRequest, record: ports.InstanceRecord, syntax: str
     from chalicelib.dicom.encoding import EXPLICIT_VR_LITTLE_ENDIAN
     from chalicelib.server.wado_rs import encode_part
 
-    _, data = encode_part(request, record, syntax or EXPLICIT_VR_LITTLE_ENDIAN)
+    _, data = encode_part(
+        request, ports.InstanceFile.of(record), syntax or EXPLICIT_VR_LITTLE_ENDIAN
+    )
     return data
 
 

@@ -91,6 +91,32 @@ class InstanceRecord:
         return [key for key in keys if key]
 
 
+@dataclass(frozen=True)
+class InstanceFile:
+    """What a retrieve reads of a stored instance: where its bytes are and how they are
+    encoded, without its tags (`TagIndex.list_instance_files`)."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    transfer_syntax_uid: str
+    blob_key: str
+    size: int
+    has_file_meta: bool = True
+
+    @classmethod
+    def of(cls, record: InstanceRecord) -> InstanceFile:
+        return cls(
+            record.study_uid,
+            record.series_uid,
+            record.sop_uid,
+            record.transfer_syntax_uid,
+            record.blob_key,
+            record.size,
+            record.has_file_meta,
+        )
+
+
 @dataclass
 class SeriesRecord:
     study_uid: str
@@ -241,6 +267,14 @@ class TagIndex(Protocol):
 
     def list_instances(self, study_uid: str, series_uid: str | None = None) -> list[InstanceRecord]:
         """The instances of a study or of one of its series, from one indexed read."""
+
+    def list_instance_files(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[InstanceFile]:
+        """The files of a study, of one of its series, or of one instance (`sop_uid`), in
+        `list_instances` order, read without decoding the records' tags: what a WADO-RS
+        retrieve needs (Retrieve Transaction, PS3.18 §10.4, 2025b). Empty when there is
+        none, also when the instance is under another study or series."""
 
     def iter_studies(self) -> Iterator[StudyRecord]:
         """Every study, in a stable order (used by bounded listings and tests)."""

@@ -6,6 +6,7 @@ SOPInstanceUID), so "1.2.3.10" comes before "1.2.3.2".
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +17,7 @@ from chalicelib.storage.local import SqliteTagIndex
 from chalicelib.storage.ports import (
     ConfigStore,
     Conflict,
+    InstanceFile,
     InstanceRecord,
     NotFound,
     StudyRecord,
@@ -274,6 +276,61 @@ def test_list_instances_beyond_one_page(tag_index: TagIndex, make_record: MakeRe
         f"{SERIES}.{n}" for n in range(4)
     ]
     assert len(tag_index.list_instances(STUDY)) == 4
+
+
+def test_list_instance_files_match_the_records(
+    tag_index: TagIndex, make_record: MakeRecord
+) -> None:
+    records = _store_two_series(tag_index, make_record)
+    odd = dataclasses.replace(
+        make_record(sop=f"{SERIES}.10", blob_key=f"{STUDY}/{SERIES}/odd/x.dcm"),
+        transfer_syntax_uid="1.2.840.10008.1.2",
+        size=777,
+        has_file_meta=False,
+    )
+    records.append(tag_index.store_instance(odd, overwrite=False).record)
+    expected = [InstanceFile.of(r) for r in tag_index.list_instances(STUDY)]
+    assert [(f.series_uid, f.sop_uid) for f in expected] == sorted(
+        (r.series_uid, r.sop_uid) for r in records
+    )
+    assert tag_index.list_instance_files(STUDY) == expected
+    assert tag_index.list_instance_files(STUDY, SERIES) == [
+        f for f in expected if f.series_uid == SERIES
+    ]
+    (stored,) = tag_index.list_instance_files(STUDY, SERIES, f"{SERIES}.10")
+    assert stored == InstanceFile(
+        STUDY,
+        SERIES,
+        f"{SERIES}.10",
+        "1.2.840.10008.1.2",
+        f"{STUDY}/{SERIES}/odd/x.dcm",
+        777,
+        False,
+    )
+    assert tag_index.list_instance_files(STUDY, None, f"{SERIES}.10") == [stored]
+
+
+@pytest.mark.parametrize(
+    ("study_uid", "series_uid", "sop_uid"),
+    [
+        (OTHER_STUDY, None, None),
+        (STUDY, "1.2.3.9", None),
+        (OTHER_STUDY, SERIES, SOP),
+        (STUDY, OTHER_SERIES, SOP),
+        (OTHER_STUDY, None, SOP),
+        (STUDY, SERIES, "1.2.3.1.99"),
+    ],
+    ids=["study", "series", "other-study", "other-series", "other-study-no-series", "unknown"],
+)
+def test_list_instance_files_elsewhere_empty(
+    tag_index: TagIndex,
+    make_record: MakeRecord,
+    study_uid: str,
+    series_uid: str | None,
+    sop_uid: str | None,
+) -> None:
+    tag_index.store_instance(make_record(), overwrite=False)
+    assert tag_index.list_instance_files(study_uid, series_uid, sop_uid) == []
 
 
 def test_iter_studies_every_study_stable_order(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from chalicelib.storage.dynamo import DynamoTagIndex
-from chalicelib.storage.ports import InstanceRecord, NotFound
+from chalicelib.storage.ports import InstanceFile, InstanceRecord, NotFound
 from tests.storage.conftest import SERIES, SOP, STUDY, TABLE, build_record
 
 
@@ -151,3 +151,56 @@ def test_find_instance_after_delete_and_restore_elsewhere(
     moved = index.store_instance(build_record(study="1.2.4", series="1.2.4.1"), False).record
     _without_sop_index(dynamodb, moved)
     assert index.find_instance(SOP) == moved
+
+
+class RecordingClient:
+    """A DynamoDB client that keeps the items each Query and GetItem returned."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.items: list[dict[str, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def query(self, **kwargs: Any) -> Any:
+        response = self._client.query(**kwargs)
+        self.items += response.get("Items", [])
+        return response
+
+    def get_item(self, **kwargs: Any) -> Any:
+        response = self._client.get_item(**kwargs)
+        self.items += [response["Item"]] if "Item" in response else []
+        return response
+
+
+def test_list_instance_files_reads_no_record(dynamodb: Any, index: DynamoTagIndex) -> None:
+    records = [
+        index.store_instance(build_record(sop=f"{SERIES}.{n}"), overwrite=False).record
+        for n in range(3)
+    ]
+    recording = RecordingClient(dynamodb)
+    reader = DynamoTagIndex(recording, TABLE)
+    assert reader.list_instance_files(STUDY, SERIES) == [InstanceFile.of(r) for r in records]
+    assert reader.list_instance_files(STUDY, SERIES, f"{SERIES}.1") == [InstanceFile.of(records[1])]
+    assert len(recording.items) == 4
+    assert not any("record" in item for item in recording.items)
+
+
+def test_list_instance_files_of_items_stored_before_file_attributes(
+    dynamodb: Any, index: DynamoTagIndex
+) -> None:
+    """Items written before the file attributes existed: their records give the files."""
+    records = [
+        index.store_instance(build_record(sop=f"{SERIES}.{n}"), overwrite=False).record
+        for n in range(2)
+    ]
+    dynamodb.update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": STUDY}, "sk": {"S": f"IN#{SERIES}#{SERIES}.1"}},
+        UpdateExpression="REMOVE transfer_syntax_uid, blob_key, #s, has_file_meta",
+        ExpressionAttributeNames={"#s": "size"},
+    )
+    expected = [InstanceFile.of(r) for r in records]
+    assert index.list_instance_files(STUDY) == expected
+    assert index.list_instance_files(STUDY, SERIES, f"{SERIES}.1") == expected[1:]

@@ -12,7 +12,7 @@ read and retried on fresh reads when anything changed meanwhile.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import groupby
 from typing import Any
 
@@ -22,8 +22,10 @@ from chalicelib.dicom.matching import Narrowing
 from chalicelib.dicom.tags import Level
 from chalicelib.storage.aws import error_code
 from chalicelib.storage.dynamo.items import (
+    FILE_ATTRIBUTES,
     PENDING_PK,
     Terms,
+    file_of,
     instance_item,
     instance_sk,
     pending_item,
@@ -54,12 +56,14 @@ from chalicelib.storage.dynamo.table import (
     equals,
     int_of,
     number,
+    projected,
     string,
     string_set,
     translated,
 )
 from chalicelib.storage.ports import (
     DeleteResult,
+    InstanceFile,
     InstanceRecord,
     NotFound,
     SearchCandidate,
@@ -289,6 +293,35 @@ class DynamoTagIndex:
     def list_instances(self, study_uid: str, series_uid: str | None = None) -> list[InstanceRecord]:
         prefix = "IN#" if series_uid is None else f"IN#{series_uid}#"
         return [record_of(item) for item in self._table.query(study_uid, prefix)]
+
+    def list_instance_files(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[InstanceFile]:
+        """A Query (a GetItem for one instance) projected on the items' `FILE_ATTRIBUTES`;
+        an item stored before they existed is read once more, whole. DynamoDB counts read
+        capacity on whole items all the same: the projection saves the transfer and the
+        decoding of the records."""
+        if sop_uid is not None and series_uid is None:
+            try:
+                return [InstanceFile.of(self.get_instance(study_uid, None, sop_uid))]
+            except NotFound:
+                return []
+        if sop_uid is not None:
+            item = self._table.get(study_uid, instance_sk(series_uid, sop_uid), *FILE_ATTRIBUTES)
+            items: Iterable[dict[str, Value]] = [item] if item is not None else []
+        else:
+            prefix = "IN#" if series_uid is None else f"IN#{series_uid}#"
+            items = self._table.query(study_uid, prefix, **projected(*FILE_ATTRIBUTES))
+        files = []
+        for item in items:
+            file = file_of(study_uid, item)
+            if file is None:
+                whole = self._table.get(study_uid, item["sk"]["S"], "record")
+                if whole is None:  # deleted since the query
+                    continue
+                file = InstanceFile.of(record_of(whole))
+            files.append(file)
+        return files
 
     def iter_studies(self) -> Iterator[StudyRecord]:
         """Every study, in the table's scan order (stable while the table does not change)."""

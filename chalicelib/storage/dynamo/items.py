@@ -17,7 +17,9 @@ Items, keyed by partition key `pk` and sort key `sk`:
   series_tags, orthanc_id, modality, num_instances, version, and `sx`="Modality#{first
   character}", `sxs`="{Modality}#{StudyInstanceUID}#{SeriesInstanceUID}" in the GSI `search`;
 - instance `sk`="IN#{SeriesInstanceUID}#{SOPInstanceUID}": sop_uid (key of the sparse GSI
-  `sop_uid`), record (the InstanceRecord as JSON), modality, sop_class_uid;
+  `sop_uid`), record (the InstanceRecord as JSON), modality, sop_class_uid, and the record's
+  `FILE_ATTRIBUTES` (transfer_syntax_uid, blob_key, size, has_file_meta), which a retrieve
+  reads without the record (absent on items stored before December 2026);
 - SOP pointer `pk`="SOP#{SOPInstanceUID}", `sk`="SOP": `at` = the instance's pk and sk,
   written in the store transaction, so that a lookup by SOP Instance UID alone reads the base
   table consistently (the `sop_uid` GSI may lag a store: a client that stores, then
@@ -48,7 +50,13 @@ from chalicelib.storage.dynamo.table import (
     string,
     string_set,
 )
-from chalicelib.storage.ports import InstanceRecord, SearchInstance, SeriesRecord, StudyRecord
+from chalicelib.storage.ports import (
+    InstanceFile,
+    InstanceRecord,
+    SearchInstance,
+    SeriesRecord,
+    StudyRecord,
+)
 from chalicelib.storage.records import (
     modality,
     record_from_json,
@@ -98,6 +106,27 @@ def series_of(item: dict[str, Value]) -> SeriesRecord:
     )
 
 
+FILE_ATTRIBUTES = ("sk", "transfer_syntax_uid", "blob_key", "size", "has_file_meta")
+"""What `file_of` reads of an instance item (the projection of a retrieve's listing)."""
+
+
+def file_of(study_uid: str, item: dict[str, Value]) -> InstanceFile | None:
+    """The instance item's file, from its `FILE_ATTRIBUTES`; None when it has none (stored
+    before they existed: its record has them)."""
+    if "blob_key" not in item:
+        return None
+    _, series_uid, sop_uid = item["sk"]["S"].split("#")
+    return InstanceFile(
+        study_uid,
+        series_uid,
+        sop_uid,
+        item["transfer_syntax_uid"]["S"],
+        item["blob_key"]["S"],
+        int_of(item, "size"),
+        item["has_file_meta"]["BOOL"],
+    )
+
+
 def instance_item(record: InstanceRecord) -> dict[str, Value]:
     item = {
         "pk": string(record.study_uid),
@@ -106,6 +135,10 @@ def instance_item(record: InstanceRecord) -> dict[str, Value]:
         "record": string(record_to_json(record)),
         "modality": optional_string(modality(record)),
         "sop_class_uid": optional_string(record.sop_class_uid),
+        "transfer_syntax_uid": string(record.transfer_syntax_uid),
+        "blob_key": string(record.blob_key),
+        "size": number(record.size),
+        "has_file_meta": {"BOOL": record.has_file_meta},
     }
     return {name: value for name, value in item.items() if value is not None}
 

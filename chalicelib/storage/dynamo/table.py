@@ -106,6 +106,12 @@ def equals(name: str, value: Value) -> Condition:
     return ("#c = :c", {"#c": name}, {":c": value})
 
 
+def projected(*names: str) -> dict[str, Any]:
+    """The options of a read that returns only the attributes `names`."""
+    aliases = {f"#p{i}": name for i, name in enumerate(names)}
+    return {"ProjectionExpression": ", ".join(aliases), "ExpressionAttributeNames": aliases}
+
+
 def backoff(attempt: int) -> None:
     time.sleep(random.uniform(0, 0.005 * 2**attempt))
 
@@ -157,10 +163,7 @@ class Table:
         return {"pk": string(pk), "sk": string(sk)}
 
     def get(self, pk: str, sk: str, *projection: str) -> dict[str, Value] | None:
-        options: dict[str, Any] = {}
-        if projection:
-            names = {f"#p{i}": name for i, name in enumerate(projection)}
-            options = {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": names}
+        options = projected(*projection) if projection else {}
         with translated():
             response = self.client.get_item(
                 TableName=self.name, Key=self.key(pk, sk), ConsistentRead=True, **options

@@ -25,6 +25,7 @@ from chalicelib.storage.local.tables import (
 from chalicelib.storage.ports import (
     Conflict,
     DeleteResult,
+    InstanceFile,
     InstanceRecord,
     NotFound,
     SearchCandidate,
@@ -283,6 +284,26 @@ class SqliteTagIndex:
             (study_uid, series_uid, series_uid),
         )
         return [record_from_json(row[0]) for row in rows]
+
+    def list_instance_files(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None
+    ) -> list[InstanceFile]:
+        """SQLite's `json_extract` reads the four fields out of each record: 0.5 ms for a
+        series of 100 CT instances, where decoding the records takes 3.5 (a record written
+        before `has_file_meta` existed had File Meta: its default)."""
+        where, params = "study_uid = ?", [study_uid]
+        for column, value in (("series_uid", series_uid), ("sop_uid", sop_uid)):
+            if value is not None:
+                where += f" AND {column} = ?"
+                params.append(value)
+        rows = self._db.read(
+            "SELECT study_uid, series_uid, sop_uid, json_extract(record, '$.transfer_syntax_uid'),"
+            " json_extract(record, '$.blob_key'), json_extract(record, '$.size'),"
+            " coalesce(json_extract(record, '$.has_file_meta'), 1) FROM instances"
+            f" WHERE {where} ORDER BY series_uid, sop_uid",
+            tuple(params),
+        )
+        return [InstanceFile(*row[:6], bool(row[6])) for row in rows]
 
     def iter_studies(self) -> Iterator[StudyRecord]:
         after = ""
