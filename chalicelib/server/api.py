@@ -43,7 +43,7 @@ from chalicelib.server import (
     wado_uri,
     webapp,
 )
-from chalicelib.server.delivery import StreamedMultipart
+from chalicelib.server.delivery import StreamedBody
 from chalicelib.server.http import (
     ALL_METHODS,
     PUBLIC,
@@ -112,7 +112,7 @@ def to_web_request(request: Request, ctx: Context, streams: bool = False) -> Web
 
 
 class StreamedResponse(Response):
-    """A Response whose body is a `StreamedMultipart`, passed as it is in the response dict to
+    """A Response whose body is a `StreamedBody`, passed as it is in the response dict to
     the local server, which writes it (Chalice would serialize any body but str and bytes)."""
 
     def to_dict(self, binary_types: list[str] | None = None) -> dict[str, Any]:
@@ -128,7 +128,7 @@ def to_chalice_response(response: WebResponse) -> Response:
         headers["Content-Type"] = response.content_type
     elif response.body:
         headers["Content-Type"] = "application/octet-stream"
-    kind = StreamedResponse if isinstance(response.body, StreamedMultipart) else Response
+    kind = StreamedResponse if isinstance(response.body, StreamedBody) else Response
     return kind(body=response.body, status_code=response.status, headers=headers)
 
 
@@ -223,7 +223,7 @@ def create_app(
             response.body = _with_request_id(response.body, request_id)
         response.headers["X-Request-Id"] = request_id
         body = response.body
-        size = body.length if isinstance(body, StreamedMultipart) else None
+        size = body.length if isinstance(body, StreamedBody) else None
         access_log.info(
             json.dumps(
                 {

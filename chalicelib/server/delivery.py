@@ -1,10 +1,12 @@
 """How an answer leaves: streamed part by part, inline, or through S3 with `303 See Other`.
 
-A multipart answer of stored objects (WADO-RS study, series and instance retrieve) is a
-`StreamedMultipart`: the parts' framing, `BlobRange`s of the stored files, and parts built
-when their turn comes (a transcoded instance). Where the transport writes bodies itself (the
-local server: `WebRequest.streams`), it sends it piece by piece (`sendfile` from the files),
-so that memory does not grow with the answer; elsewhere it is joined into bytes here.
+A body of stored objects is a `StreamedBody`: a multipart answer (WADO-RS study, series and
+instance retrieve, frames) is a `StreamedMultipart` (the parts' framing, `BlobRange`s of the
+stored files, and parts built when their turn comes: a transcoded instance); one stored file
+as it is (WADO-URI application/dicom) is a `StoredObject`. Where the transport writes bodies
+itself (the local server: `WebRequest.streams`), it sends them piece by piece (`sendfile`
+from the files), so that memory does not grow with the answer; elsewhere they are joined
+into bytes here.
 
 A synchronous Lambda answer tops out near 6 MB including base64, so on a backend whose
 BlobStore can presign, an answer above `InlineLimit` goes to a `tmp/` key (expired by the
@@ -15,6 +17,7 @@ bucket's lifecycle rule) and the client follows the redirect. Where the store ca
 from __future__ import annotations
 
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -43,7 +46,38 @@ LazyPart = Callable[[], tuple[dict[str, str], bytes]]
 transfer syntax is known once it is built)."""
 
 
-class StreamedMultipart:
+class StreamedBody(ABC):
+    """A body the transport writes piece by piece where it can (`pieces`), else joins
+    (`to_bytes`)."""
+
+    blobs: BlobStore
+    """Where the pieces' `BlobRange`s are read from."""
+    length: int | None
+    """The size in bytes when it is known before the body is built."""
+
+    @abstractmethod
+    def pieces(self) -> Iterator[bytes | BlobRange]: ...
+
+    @abstractmethod
+    def to_bytes(self) -> bytes: ...
+
+
+class StoredObject(StreamedBody):
+    """A stored object's bytes as the whole body."""
+
+    def __init__(self, blobs: BlobStore, stored: BlobRange) -> None:
+        self.blobs = blobs
+        self.stored = stored
+        self.length = stored.length
+
+    def pieces(self) -> Iterator[bytes | BlobRange]:
+        yield self.stored
+
+    def to_bytes(self) -> bytes:
+        return self.blobs.get_range(self.stored.key, self.stored.start, self.stored.length)
+
+
+class StreamedMultipart(StreamedBody):
     """A multipart/related body of stored objects, laid out by `multipart_pieces`.
 
     The first lazy part is built at once, before the answer starts: an error that every part
@@ -57,8 +91,7 @@ class StreamedMultipart:
         first_lazy = next((i for i, part in enumerate(self.parts) if callable(part)), None)
         if first_lazy is not None:
             self.parts[first_lazy] = self.parts[first_lazy]()  # type: ignore[operator]
-        self.length: int | None = None
-        """The size in bytes, from the stored objects' sizes; None when a part is lazy."""
+        self.length = None  # from the stored objects' sizes, unless a part is lazy
         if not any(callable(part) for part in self.parts):
             pieces = multipart_pieces(self.parts, self.boundary)  # type: ignore[arg-type]
             self.length = sum(p.length if isinstance(p, BlobRange) else len(p) for p in pieces)
@@ -88,16 +121,16 @@ def deliver(request: WebRequest, response: WebResponse) -> WebResponse:
     ctx = request.context
     limit = ctx.settings.inline_limit
     body = response.body
-    if isinstance(body, StreamedMultipart) and not request.streams:
+    if isinstance(body, StreamedBody) and not request.streams:
         body = response.body = body.to_bytes()
-    size = body.length if isinstance(body, StreamedMultipart) else len(body)
+    size = body.length if isinstance(body, StreamedBody) else len(body)
     if not limit or (size is not None and size <= limit):
         return response
     key = f"{TMP_PREFIX}{uuid.uuid4().hex}"
     url = ctx.blobs.presigned_url(key, _EXPIRES_IN)
     if url is None:
         return response
-    if isinstance(body, StreamedMultipart):  # lazy parts: the size is known once they are built
+    if isinstance(body, StreamedBody):  # lazy parts: the size is known once they are built
         body = response.body = body.to_bytes()
         if len(body) <= limit:
             return response

@@ -19,7 +19,7 @@ from chalicelib.errors import DicomWebError, MethodNotAllowed, PayloadTooLarge, 
 from chalicelib.server.auth import ANONYMOUS, Principal, authenticate, require_scope
 
 if TYPE_CHECKING:
-    from chalicelib.server.delivery import StreamedMultipart
+    from chalicelib.server.delivery import StreamedBody
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class WebRequest:
     principal: Principal = ANONYMOUS
     """The authenticated caller, set by `RouteTable.dispatch` before the handler runs."""
     streams: bool = False
-    """The transport writes a `delivery.StreamedMultipart` body piece by piece (the local
+    """The transport writes a `delivery.StreamedBody` piece by piece (the local
     server); elsewhere (Lambda, Chalice's test client) every body is bytes."""
 
     def header(self, name: str, default: str = "") -> str:
@@ -84,8 +84,8 @@ class WebRequest:
 @dataclass
 class WebResponse:
     status: int = 200
-    body: bytes | StreamedMultipart = b""
-    """A `StreamedMultipart` only where the request `streams` (`delivery.deliver`)."""
+    body: bytes | StreamedBody = b""
+    """A `StreamedBody` only where the request `streams` (`delivery.deliver`)."""
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = ""
 
@@ -123,6 +123,17 @@ def warning_header(host: str, texts: Sequence[str]) -> dict[str, str]:
         quoted = text.replace("\\", "\\\\").replace('"', '\\"')
         values.append(f'299 {agent} "{quoted}"')
     return {"Warning": ", ".join(values)}
+
+
+def head_of(response: WebResponse) -> None:
+    """The GET answer made a HEAD answer: its headers, with the Content-Length of the body it
+    drops where that is known without building the body (a streamed body with a part still
+    to build has none), and no body (RFC 9110 §9.3.2)."""
+    body = response.body
+    length = len(body) if isinstance(body, bytes) else body.length
+    if length is not None:
+        response.headers["Content-Length"] = str(length)
+    response.body = b""
 
 
 def error_response(error: DicomWebError) -> WebResponse:
@@ -268,7 +279,7 @@ class RouteTable:
                 500,
             )
         if method == "HEAD":
-            response.body = b""
+            head_of(response)
         response.headers.update(cors)
         response.headers.update(SECURITY_HEADERS)
         return response

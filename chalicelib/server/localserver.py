@@ -53,7 +53,7 @@ from chalicelib.config import ConfigError, Settings, load_settings
 from chalicelib.context import build_context
 from chalicelib.errors import BadRequest, DicomWebError, NotFound, PayloadTooLarge
 from chalicelib.server.api import create_app
-from chalicelib.server.delivery import BlobRange, StreamedMultipart
+from chalicelib.server.delivery import BlobRange, StreamedBody
 from chalicelib.server.http import SECURITY_HEADERS, error_response
 from chalicelib.storage.ports import BlobStore
 
@@ -126,12 +126,16 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
             return
         response_headers = {**response["headers"], **response["multiValueHeaders"]}
         body = self._handle_binary(response)["body"]
-        if isinstance(body, StreamedMultipart):
+        if self.command == "HEAD":  # the app set the GET's Content-Length (`http.head_of`)
+            self.send_response(response["statusCode"])
+            self._send_headers(response_headers)
+            return
+        if isinstance(body, StreamedBody):
             self._send_streamed(response["statusCode"], response_headers, body)
             return
         self._send_http_response(response["statusCode"], response_headers, body)
 
-    def _send_streamed(self, code: int, headers: dict[str, Any], body: StreamedMultipart) -> None:
+    def _send_streamed(self, code: int, headers: dict[str, Any], body: StreamedBody) -> None:
         """Write a streamed body piece by piece: stored files with `sendfile`, parts built one
         at a time. With its size known (no part left to build) it goes out with
         Content-Length, else chunked (RFC 9112 §7.1). A failure once the status line is out

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from chalicelib.dicom.encoding import EXPLICIT_VR_LITTLE_ENDIAN, NOT_FOR_WEB
 from chalicelib.dicom.multipart import multipart_content_type, new_boundary
 from chalicelib.errors import NotAcceptable
-from chalicelib.server.delivery import BlobRange, LazyPart, Part, StreamedMultipart, deliver
+from chalicelib.server.delivery import (
+    BlobRange,
+    LazyPart,
+    Part,
+    StoredObject,
+    StreamedMultipart,
+    deliver,
+)
 from chalicelib.server.http import Service, WebRequest, WebResponse
 from chalicelib.server.negotiate import (
     AcceptEntry,
@@ -76,24 +83,27 @@ def _fits_dicom(entry: AcceptEntry, offer: str) -> bool:
     return type_matches(media.type, offer)
 
 
+def _sent_as_stored(file: InstanceFile, wanted: str) -> bool:
+    """The stored file is the answer to a request for transfer syntax `wanted`."""
+    stored = file.transfer_syntax_uid
+    return wanted in (ANY_SYNTAX, stored) and file.has_file_meta and stored not in NOT_FOR_WEB
+
+
 def instance_part(request: WebRequest, file: InstanceFile, wanted: str) -> Part | LazyPart:
     """One instance's part: the stored file itself when its transfer syntax is the one to send,
     else a part that transcodes it when built."""
-    stored = file.transfer_syntax_uid
-    if wanted in (ANY_SYNTAX, stored) and file.has_file_meta and stored not in NOT_FOR_WEB:
-        return _part_headers(request, file, stored), BlobRange(file.blob_key, 0, file.size)
+    if _sent_as_stored(file, wanted):
+        headers = _part_headers(request, file, file.transfer_syntax_uid)
+        return headers, BlobRange(file.blob_key, 0, file.size)
     return lambda: transcode_part(request, file, wanted)
 
 
-def encode_part(
-    request: WebRequest, file: InstanceFile, wanted: str
-) -> tuple[dict[str, str], bytes]:
-    """One instance's part in memory (WADO-URI answers a single instance this way)."""
-    part = instance_part(request, file, wanted)
-    if callable(part):
-        return part()
-    headers, stored = part
-    return headers, request.context.blobs.get(stored.key)
+def instance_body(request: WebRequest, file: InstanceFile, wanted: str) -> bytes | StoredObject:
+    """One instance's file as a whole answer (WADO-URI): the stored object when it goes out
+    as stored, else the converted bytes."""
+    if _sent_as_stored(file, wanted):
+        return StoredObject(request.context.blobs, BlobRange(file.blob_key, 0, file.size))
+    return transcode_part(request, file, wanted)[1]
 
 
 def transcode_part(

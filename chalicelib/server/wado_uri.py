@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from chalicelib.dicom.ids import is_valid_uid
 from chalicelib.dicom.rendering import RENDERED_TYPES, RenderOptions, Viewport, Window
 from chalicelib.errors import BadRequest, NotFound
-from chalicelib.server.delivery import deliver
+from chalicelib.server.delivery import StoredObject, deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse
 from chalicelib.server.negotiate import choose, parse_accept
 from chalicelib.server.rendered import (
@@ -172,17 +172,18 @@ def choose_content_type(request: WebRequest, query: WadoUriQuery, has_pixels: bo
     return media_type
 
 
-def _dicom_answer(request: WebRequest, record: ports.InstanceRecord, syntax: str | None) -> bytes:
-    # One conversion rule for WADO-RS and WADO-URI: the stored bytes when they already are
-    # in the syntax asked for, Explicit VR Little Endian through transcoding, else 406.
+def _dicom_answer(
+    request: WebRequest, record: ports.InstanceRecord, syntax: str | None
+) -> bytes | StoredObject:
+    # One conversion rule for WADO-RS and WADO-URI: the stored file when it already is in
+    # the syntax asked for (streamed from the file where the transport can), Explicit VR
+    # Little Endian through transcoding, else 406.
     # Imported here: pydicom (and numpy, Pillow) only for the answers that need them.
     from chalicelib.dicom.encoding import EXPLICIT_VR_LITTLE_ENDIAN
-    from chalicelib.server.wado_rs import encode_part
+    from chalicelib.server.wado_rs import instance_body
 
-    _, data = encode_part(
-        request, ports.InstanceFile.of(record), syntax or EXPLICIT_VR_LITTLE_ENDIAN
-    )
-    return data
+    file = ports.InstanceFile.of(record)
+    return instance_body(request, file, syntax or EXPLICIT_VR_LITTLE_ENDIAN)
 
 
 @service.route("/", "GET", scope="read")

@@ -9,7 +9,13 @@ import requests
 
 from chalicelib.context import Context
 from chalicelib.dicom.multipart import encode_multipart
-from chalicelib.server.delivery import BlobRange, LazyPart, StreamedMultipart, deliver
+from chalicelib.server.delivery import (
+    BlobRange,
+    LazyPart,
+    StoredObject,
+    StreamedMultipart,
+    deliver,
+)
 from chalicelib.server.http import WebRequest, WebResponse
 from tests.conftest import make_context
 
@@ -92,6 +98,18 @@ def test_deliver_joins_the_stream_elsewhere(context: Context) -> None:
     body = _body(context, b"built", b"later")
     response = deliver(_request(context, streams=False), WebResponse(200, body))
     assert response.status == 200 and response.body == _expected(b"built", b"later")
+
+
+@pytest.mark.parametrize("backend", ["local", "aws"], indirect=True)
+def test_deliver_stored_object_streamed_or_joined(context: Context) -> None:
+    context.blobs.put(KEY, DATA)
+    body = StoredObject(context.blobs, BlobRange(KEY, 0, len(DATA)))
+    assert body.length == len(DATA)
+    assert list(body.pieces()) == [BlobRange(KEY, 0, len(DATA))]
+    streamed = deliver(_request(context, streams=True), WebResponse(200, body))
+    assert streamed.body is body
+    joined = deliver(_request(context, streams=False), WebResponse(200, body))
+    assert joined.status == 200 and joined.body == DATA
 
 
 @pytest.mark.parametrize("backend", ["aws"], indirect=True)

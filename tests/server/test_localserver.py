@@ -451,6 +451,7 @@ def test_series_retrieve_byte_identical_with_content_length(tmp_path: Path) -> N
         assert [body for _, body in _parts(response)] == _sop_order(instances)
         head = requests.head(series, headers={"Accept": ANY_SYNTAX}, timeout=60)
         assert head.status_code == 200 and head.content == b""
+        assert head.headers["Content-Length"] == response.headers["Content-Length"]
         assert head.headers["Content-Type"].startswith(
             'multipart/related; type="application/dicom"'
         )
@@ -557,3 +558,35 @@ def test_client_leaving_mid_answer_is_logged_in_a_line(tmp_path: Path) -> None:
     log = log_path.read_text()
     assert f"client closed the connection during GET {path}" in log
     assert "Traceback" not in log
+
+
+def test_wado_uri_dicom_streams_the_stored_file(tmp_path: Path) -> None:
+    """WADO-URI contentType=application/dicom of an instance stored in Explicit VR Little
+    Endian is the stored file, sent from it: its length up front, the same bytes, and the
+    server's peak memory where it was for a 34 MB instance (read into memory it grows by
+    the instance at least). HEAD gives the GET's length."""
+    ds = dcmread(testdata(CT))
+    ds.NumberOfFrames = 64
+    ds.PixelData = ds.PixelData * 64
+    out = io.BytesIO()
+    ds.save_as(out)
+    data = out.getvalue()
+    with local_server(tmp_path) as url:
+        _store(url, [data])
+    query = (
+        f"requestType=WADO&studyUID={ds.StudyInstanceUID}&seriesUID={ds.SeriesInstanceUID}"
+        f"&objectUID={ds.SOPInstanceUID}&contentType=application/dicom"
+    )
+    with local_server(tmp_path) as url:  # a peak not made by the store
+        wado = f"{url}/wado?{query}"
+        assert requests.get(f"{url}/dicom-web/studies", timeout=60).status_code == 200
+        before = _peak_rss(url.process)
+        with requests.get(wado, stream=True, timeout=60) as response:
+            assert response.status_code == 200
+            assert response.headers["Content-Type"] == "application/dicom"
+            body = b"".join(response.iter_content(1 << 20))
+        grown = _peak_rss(url.process) - before
+        head = requests.head(wado, timeout=60)
+    assert body == data and len(data) > 33_000_000
+    assert response.headers["Content-Length"] == head.headers["Content-Length"] == str(len(data))
+    assert grown < len(data) / 4, f"peak memory grew by {grown} bytes for a {len(data)}-byte answer"

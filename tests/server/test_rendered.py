@@ -185,11 +185,13 @@ def test_rendered_errors(client: Client, context: Context) -> None:
     assert np.asarray(_image(_get(client, _path(twelve_bit) + "/rendered"))).std() > 10
 
 
-def test_rendered_head_has_no_body(client: Client, context: Context) -> None:
+def test_rendered_head_has_no_body_and_the_get_length(client: Client, context: Context) -> None:
     r = _store(context, CT)
     response = client.http.head(_path(r) + "/rendered", headers={"Accept": "image/png"})
     assert response.status_code == 200 and response.body == b""
     assert response.headers["Content-Type"] == "image/png"
+    get = _get(client, _path(r) + "/rendered", "image/png")
+    assert response.headers["Content-Length"] == str(len(get.body)) != "0"
 
 
 def test_thumbnail_every_level(client: Client, context: Context) -> None:
