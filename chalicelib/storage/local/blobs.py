@@ -24,6 +24,7 @@ class LocalBlobStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._folder = str(root)
         self._temp = root / _TEMP_FOLDER
         make_folders(self._temp)
         _remove_dead_temp_files(self._temp)
@@ -91,10 +92,14 @@ class LocalBlobStore:
             raise BackendError(f"cannot read blob {key}: {e.strerror}") from e
 
     def open(self, key: str, start: int = 0) -> BinaryIO:
+        """The file, unbuffered and opened by its path as text: a streamed answer takes its
+        descriptor to `sendfile`, and a series opens a hundred (a `Path` and a buffer cost
+        2.5 times the open itself)."""
         if start < 0:
             raise ValueError(f"byte offset start={start} must not be negative")
+        path = os.path.join(self._folder, validate_key(key))
         try:
-            source = self._path(key).open("rb")
+            source = open(path, "rb", buffering=0)  # noqa: SIM115 (the caller closes it)
         except (FileNotFoundError, IsADirectoryError) as e:
             raise NotFound(f"blob {key} not found") from e
         except OSError as e:
