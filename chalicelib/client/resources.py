@@ -106,12 +106,7 @@ def _find_orthanc_ids(index: ports.TagIndex, ids: set[str]) -> dict[str, list[Re
     return found
 
 
-def instances_of(index: ports.TagIndex, resource: ResolvedResource) -> list[ports.InstanceRecord]:
-    """The instances a resolved resource names, in a stable order (series, SOP)."""
-    if len(resource) == 3:
-        try:
-            return [index.get_instance(*resource)]
-        except ports.NotFound:
-            return []
-    records = index.list_instances(resource[0], resource[1] if len(resource) == 2 else None)
-    return sorted(records, key=lambda r: (r.series_uid, r.sop_uid))
+def instances_of(index: ports.TagIndex, resource: ResolvedResource) -> list[ports.InstanceFile]:
+    """The stored files a resolved resource names, in a stable order (series, SOP), read
+    without decoding their records: a STOW job lists its resource again at every batch."""
+    return index.list_instance_files(*resource)

@@ -26,7 +26,7 @@ from chalicelib.config import Settings
 from chalicelib.context import Context
 from chalicelib.dicom.jsonmodel import json_value, json_values
 from chalicelib.dicom.multipart import multipart_content_type, new_boundary
-from chalicelib.storage.ports import InstanceRecord, JobRecord
+from chalicelib.storage.ports import InstanceFile, JobRecord
 
 MB = 1024 * 1024
 
@@ -35,13 +35,13 @@ def stow_step(ctx: Context, client: RemoteClient, job: JobRecord) -> tuple[bool,
     cursor = {"resource": 0, "offset": 0, "sent": 0, "bytes": 0, **job.cursor}
     resources = job.params["Resources"]
     while cursor["resource"] < len(resources):
-        records = instances_of(ctx.index, resources[cursor["resource"]])
-        batch = next_batch(records[cursor["offset"] :], ctx.settings)
+        files = instances_of(ctx.index, resources[cursor["resource"]])
+        batch = next_batch(files[cursor["offset"] :], ctx.settings)
         if batch:
             cursor["bytes"] += _send(ctx, client, job, batch)
             cursor["sent"] += len(batch)
             cursor["offset"] += len(batch)
-        if cursor["offset"] >= len(records):
+        if cursor["offset"] >= len(files):
             cursor["resource"] += 1
             cursor["offset"] = 0
         if batch:
@@ -55,24 +55,24 @@ def stow_step(ctx: Context, client: RemoteClient, job: JobRecord) -> tuple[bool,
     return cursor["resource"] >= len(resources), cursor
 
 
-def next_batch(records: list[InstanceRecord], settings: Settings) -> list[InstanceRecord]:
-    """The first records, at most StowMaxInstances and StowMaxSize MB (at least one)."""
+def next_batch(files: list[InstanceFile], settings: Settings) -> list[InstanceFile]:
+    """The first files, at most StowMaxInstances and StowMaxSize MB (at least one)."""
     limit = settings.stow_max_size * MB
-    batch: list[InstanceRecord] = []
+    batch: list[InstanceFile] = []
     size = 0
-    for record in records[: max(1, settings.stow_max_instances)]:
-        if batch and limit and size + record.size > limit:
+    for file in files[: max(1, settings.stow_max_instances)]:
+        if batch and limit and size + file.size > limit:
             break
-        batch.append(record)
-        size += record.size
+        batch.append(file)
+        size += file.size
     return batch
 
 
-def _send(ctx: Context, client: RemoteClient, job: JobRecord, batch: list[InstanceRecord]) -> int:
+def _send(ctx: Context, client: RemoteClient, job: JobRecord, batch: list[InstanceFile]) -> int:
     """POST one batch and check the answer; return the body size."""
     boundary = new_boundary()
     delimiter = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-    blobs = [ctx.blobs.get(record.blob_key) for record in batch]
+    blobs = [ctx.blobs.get(file.blob_key) for file in batch]
     size = sum(len(delimiter) + len(b) + 2 for b in blobs) + len(boundary) + 6
 
     def chunks() -> Iterator[bytes]:
@@ -95,7 +95,7 @@ def _send(ctx: Context, client: RemoteClient, job: JobRecord, batch: list[Instan
     return size
 
 
-def check_store_answer(server: str, batch: list[InstanceRecord], status: int, body: bytes) -> None:
+def check_store_answer(server: str, batch: list[InstanceFile], status: int, body: bytes) -> None:
     """Raise RemoteError unless the Store Instances Response (PS3.18 §10.5.3, 2025b) names
     every instance of `batch` as stored and none as failed."""
     try:
