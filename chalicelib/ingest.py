@@ -57,8 +57,12 @@ class IngestResult:
 
 def blob_key(study_uid: str, series_uid: str, sop_uid: str, sha256: str) -> str:
     """Keys come from validated UIDs, a content hash and a nonce: no traversal, and never
-    reused, so a delete racing a re-store of the same bytes cannot remove the new blob."""
-    return f"{study_uid}/{series_uid}/{sop_uid}/{sha256[:16]}-{secrets.token_hex(4)}.dcm"
+    reused, so a delete racing a re-store of the same bytes cannot remove the new blob.
+
+    The instance's files lie in its series' folder (no folder per instance: creating one cost
+    as much as writing the file, see DESIGN.md, Ingest); keys stored before are read as they
+    are."""
+    return f"{study_uid}/{series_uid}/{sop_uid}_{sha256[:16]}-{secrets.token_hex(4)}.dcm"
 
 
 def metadata_key(key: str) -> str:

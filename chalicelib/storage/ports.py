@@ -63,7 +63,7 @@ class InstanceRecord:
     transfer_syntax_uid: str
     blob_key: str
     """Key of the original bytes in the BlobStore (`ingest.blob_key`):
-    `{study}/{series}/{sop}/{sha256[:16]}-{nonce}.dcm`, never reused."""
+    `{study}/{series}/{sop}_{sha256[:16]}-{nonce}.dcm`, never reused."""
     size: int
     sha256: str
     study_tags: DicomJson

@@ -494,7 +494,7 @@ def test_stored_file_shorter_than_recorded_breaks_the_answer_off(tmp_path: Path)
     with local_server(tmp_path) as url:
         series = url + _store(url, instances)
         sop = dcmread(io.BytesIO(_sop_order(instances)[1])).SOPInstanceUID
-        (blob,) = (tmp_path / "blobs").rglob(f"*{sop}*/*.dcm")
+        (blob,) = (tmp_path / "blobs").rglob(f"{sop}_*.dcm")
         blob.chmod(0o600)
         blob.write_bytes(blob.read_bytes()[:1000])
         with pytest.raises(requests.exceptions.ChunkedEncodingError):

@@ -60,6 +60,18 @@ def test_store_instance_fills_search_columns(tmp_path: Path) -> None:
     assert series == ("CT",)
 
 
+def test_store_instance_writes_its_files_in_the_series_folder(tmp_path: Path) -> None:
+    """No folder per instance: creating it cost as much as writing the instance (an inode
+    each, ext4 here), for a folder that only ever held the instance's two files."""
+    context = make_context("local", tmp_path)
+    result = store_instance(context, testdata("ColorTestImageJ.dcm").read_bytes())
+    assert result.status == "stored"
+    series = tmp_path / "data" / "blobs" / result.study_uid / result.series_uid
+    entries = list(series.iterdir())
+    assert sorted(p.suffix for p in entries) == [".dcm", ".gz"]
+    assert all(p.is_file() and p.name.startswith(f"{result.sop_instance_uid}_") for p in entries)
+
+
 def _hammer(*loops: Callable[[int], object], rounds: int) -> list[BaseException]:
     """Run each loop body `rounds` times in its own thread; the errors they raised."""
     errors: list[BaseException] = []

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from chalicelib.storage.local.files import make_folders
+from chalicelib.storage.local.files import PRIVATE_FILE, make_folders
 from chalicelib.storage.ports import BackendError, NotFound, OutOfResources
 from chalicelib.storage.records import validate_key
 
@@ -55,21 +55,25 @@ class LocalBlobStore:
 
     @staticmethod
     def _rename_into_place(temp: str, path: Path) -> None:
+        """Rename `temp` to `path`; its folders are made when the rename finds them missing, so
+        a put into an existing folder is one rename."""
         try:
             for attempt in range(_PUT_ATTEMPTS):
                 try:
-                    make_folders(path.parent)
+                    if attempt:
+                        make_folders(path.parent)
                     os.replace(temp, path)
                     return
                 except (FileNotFoundError, FileExistsError):
-                    # A concurrent delete pruned the folder (once empty, or a cache folder
-                    # with its content) between mkdir and rename (issue 11: FileExistsError
-                    # and FileNotFoundError answered 500): make it again.
+                    # The first blob of a folder, or a concurrent delete pruned the folder
+                    # (once empty, or a cache folder with its content) between mkdir and rename
+                    # (issue 11: FileExistsError and FileNotFoundError answered 500): make it.
                     if attempt == _PUT_ATTEMPTS - 1:
                         raise
-        finally:
+        except BaseException:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)  # gone after a successful rename
+                os.unlink(temp)
+            raise
 
     def get(self, key: str) -> bytes:
         try:
@@ -170,17 +174,37 @@ def _process_runs(pid: int) -> bool:
 
 
 def _write_temp(folder: Path, data: bytes) -> str:
+    """A new file in `folder` holding `data`, named after this process (`{pid}-{n}.tmp`)."""
+    for attempt in range(_PUT_ATTEMPTS):
+        name = f"{folder}/{os.getpid()}-{next(_temp_numbers)}.tmp"
+        try:
+            if attempt:
+                make_folders(folder)  # removed while the store runs: make it again
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE)
+            break
+        except FileExistsError:  # left by an earlier process with the same id: next number
+            continue
+        except FileNotFoundError as e:
+            if attempt == _PUT_ATTEMPTS - 1:
+                raise BackendError(f"cannot create a file in {folder}: {e.strerror}") from e
+        except OSError as e:
+            raise BackendError(f"cannot create a file in {folder}: {e.strerror}") from e
+    else:
+        raise BackendError(f"cannot create a file in {folder}: every name tried is taken")
     try:
-        make_folders(folder)
-        fd, name = tempfile.mkstemp(dir=folder, prefix=f"{os.getpid()}-", suffix=".tmp")
+        with memoryview(data) as view:
+            written = 0
+            while written < len(view):
+                written += os.write(fd, view[written:])
     except OSError as e:
-        raise BackendError(f"cannot create a file in {folder}: {e.strerror}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-    except OSError as e:
+        os.close(fd)
         os.unlink(name)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise OutOfResources(f"no space left in {folder} for {len(data)} bytes") from e
         raise BackendError(f"cannot write in {folder}: {e.strerror}") from e
+    os.close(fd)
     return name
+
+
+_temp_numbers = itertools.count()
+"""Numbers of the temporary files of this process (`next` on it is atomic under the GIL)."""
