@@ -33,7 +33,8 @@ def ingest_upload(event: dict[str, Any], context: Any) -> list[dict[str, Any]]:
 def sweep(event: dict[str, Any], context: Any) -> dict[str, int]:
     """EventBridge's scheduled event (`SWEEP_SCHEDULE` in infra/stack.py): remove the blobs of
     deletes interrupted between their index commit and their blob removal. Locally the server
-    does it at start-up; on AWS nothing restarts, and DELETE (which also does it) is off."""
+    does it at start-up; on AWS nothing restarts, and DELETE (which also does it) is off. Its
+    timeout is 15 minutes (.chalice/config.json); a run cut short keeps what it confirmed."""
     from chalicelib.server.delete import finish_pending_deletes
 
     ctx = default_context()

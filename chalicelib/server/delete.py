@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 service = Service("delete")
 
+PENDING_CHUNK = 1000
+"""Pending blob deletes removed, then confirmed, at a time (`finish_pending_deletes`)."""
+
 
 def derived_keys(result: ports.DeleteResult) -> list[str]:
     """Every BlobStore key of the deleted instances and of their series' and study's caches."""
@@ -69,16 +72,25 @@ def _delete_blobs(request: WebRequest, result: ports.DeleteResult, study: str) -
     finish_pending_deletes(index, blobs)
 
 
-def finish_pending_deletes(index: ports.TagIndex, blobs: ports.BlobStore) -> int:
+def finish_pending_deletes(
+    index: ports.TagIndex, blobs: ports.BlobStore, chunk: int = PENDING_CHUNK
+) -> int:
     """Remove the blobs of deletes interrupted between their index commit and their blob
     removal (a killed server, a stopped Lambda), recorded with the commit; how many. Run at
     local start-up, after every DELETE, and on AWS by the scheduled `sweep` Lambda (app.py).
-    Blob keys are never reused (ingest adds a nonce), so none of them is in use again."""
-    removed = _remove_blobs(blobs, index.pending_blob_deletes())
-    index.blobs_deleted(removed)
+    Blob keys are never reused (ingest adds a nonce), so none of them is in use again.
+
+    The removals are confirmed `chunk` keys at a time: a run cut short (a Lambda's timeout
+    in the middle of a large study's blobs) keeps what it confirmed, and the next goes on."""
+    keys = index.pending_blob_deletes()
+    removed = 0
+    for start in range(0, len(keys), chunk):
+        if done := _remove_blobs(blobs, keys[start : start + chunk]):
+            index.blobs_deleted(done)
+            removed += len(done)
     if removed:
-        log.info("removed %d blobs of earlier deletes", len(removed))
-    return len(removed)
+        log.info("removed %d blobs of earlier deletes", removed)
+    return removed
 
 
 def _remove_blobs(blobs: ports.BlobStore, keys: list[str]) -> list[str]:

@@ -241,6 +241,7 @@ def test_uploads_under_incoming_run_the_ingest_lambda(assertions: Template) -> N
 def test_sweep_runs_every_15_minutes_with_its_invoke_permission(template: dict[str, Any]) -> None:
     function = template["Resources"]["Sweep"]["Properties"]
     assert function["Handler"] == "app.sweep"
+    assert function["Timeout"] == 900  # a large study's blobs, beyond the API's 29 s
     (rule_id, rule), *others = resources_of_type(template, "AWS::Events::Rule").items()
     assert not others
     assert rule["Properties"]["ScheduleExpression"] == "rate(15 minutes)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from pydicom.uid import generate_uid
 from chalicelib.context import Context
 from chalicelib.ingest import IngestResult, store_instance
 from chalicelib.server.api import create_app
-from chalicelib.server.delete import derived_keys
+from chalicelib.server.delete import derived_keys, finish_pending_deletes
 from chalicelib.server.rendered import thumbnail_keys
 from chalicelib.storage import ports
 from tests.conftest import make_context, testdata
@@ -238,3 +239,44 @@ def test_delete_interrupted_before_blob_removal_finished_by_next_delete(
     assert not context.blobs.exists(record.blob_key)
     assert record.metadata_key and not context.blobs.exists(record.metadata_key)
     assert context.index.pending_blob_deletes() == []
+
+
+class Stopped(Exception):
+    """What a Lambda's timeout is to the code it stops: nothing catches it."""
+
+
+class StopsAfterDeletes:
+    """A BlobStore that is stopped at its `deletes + 1`-th delete (inject, don't patch)."""
+
+    def __init__(self, blobs: ports.BlobStore, deletes: int) -> None:
+        self._blobs = blobs
+        self._left = deletes
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._blobs, name)
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._left -= 1
+            if self._left < 0:
+                raise Stopped(key)
+        self._blobs.delete(key)
+
+
+def test_finish_pending_deletes_cut_short_keeps_the_chunks_it_confirmed(
+    context: Context, study: list[IngestResult]
+) -> None:
+    """A sweep stopped in the middle of a large study's blobs (a Lambda's timeout) has
+    confirmed each chunk it finished: the next run removes only the rest."""
+    context.index.delete_study(study[0].study_uid)  # the index commit, then the "kill"
+    pending = context.index.pending_blob_deletes()
+    assert len(pending) >= 6  # three instances, each its bytes and its metadata
+    with pytest.raises(Stopped):
+        finish_pending_deletes(context.index, StopsAfterDeletes(context.blobs, 2), chunk=2)
+    left = context.index.pending_blob_deletes()
+    assert len(left) == len(pending) - 2 and set(left) < set(pending)
+    assert all(not context.blobs.exists(key) for key in set(pending) - set(left))
+    assert finish_pending_deletes(context.index, context.blobs, chunk=2) == len(left)
+    assert context.index.pending_blob_deletes() == []
+    assert not any(context.blobs.exists(key) for key in pending)
