@@ -187,9 +187,9 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
             self.wfile.write(b"\r\n")
 
     def _sendfile(self, descriptor: int, offset: int, length: int) -> int:
-        """`os.sendfile` until `length` bytes are sent or the file ends; the connection is a
-        blocking socket (`socket.sendfile` adds a poll selector, an fstat and a seek per
-        call, 10 µs of a series' hundred parts each)."""
+        """`os.sendfile` until `length` bytes are sent or the file ends, on the connection's
+        blocking socket (`socket.sendfile` adds a poll selector, an fstat and a seek to every
+        call: about 10 µs for each of a series' hundred parts)."""
         sent = 0
         connection = self.connection.fileno()
         while sent < length:
