@@ -276,6 +276,9 @@ def test_list_instances_beyond_one_page(tag_index: TagIndex, make_record: MakeRe
         f"{SERIES}.{n}" for n in range(4)
     ]
     assert len(tag_index.list_instances(STUDY)) == 4
+    assert [f.sop_uid for f in tag_index.list_instance_files(STUDY)] == [
+        f"{SERIES}.{n}" for n in range(4)
+    ]
 
 
 def test_list_instance_files_match_the_records(
