@@ -209,6 +209,21 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
             sent += len(block)
         return sent
 
+    def _send_http_response_with_body(
+        self, code: int, headers: dict[str, Any], body: str | bytes
+    ) -> None:
+        """Chalice's, except that a HEAD answer gets the body's Content-Length and not the body
+        (RFC 9110 §9.3.2): the answers this handler makes itself (an unknown path, a
+        malformed request) are written here; sending the body left it on the connection,
+        where the client read it as the start of the next answer."""
+        if self.command != "HEAD":
+            super()._send_http_response_with_body(code, headers, body)
+            return
+        data = body if isinstance(body, bytes) else body.encode("utf-8")
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(data)))
+        self._send_headers({"Content-Type": "application/json", **headers})
+
     def _send_json_error(self, error: DicomWebError) -> None:
         response = error_response(error)
         headers = {

@@ -266,6 +266,35 @@ def test_malformed_request_400_json(server: str, request_bytes: bytes, message: 
     assert message in body["Message"]
 
 
+@pytest.mark.parametrize("path", ["/dicom-web/nothing-here", "/dicom-web/studies/1.2.3"])
+def test_head_answer_has_no_content(server: str, path: str) -> None:
+    """A HEAD answer is the GET's headers without content (RFC 9110 §9.3.2), also where the
+    server answers itself (an unknown path): the GET that follows on the connection starts
+    right after the HEAD's headers, with the length the HEAD announced."""
+    from urllib.parse import urlsplit
+
+    address = urlsplit(server)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        connection.sendall(
+            f"HEAD {path} HTTP/1.1\r\nHost: h\r\n\r\n"
+            f"GET {path} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n".encode()
+        )
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    head, get = received.split(b"\r\n\r\n", 1)
+    get_headers, body = get.split(b"\r\n\r\n", 1)
+    assert get_headers.startswith(b"HTTP/1.1 404 ")
+
+    def length(headers: bytes) -> int:
+        lines = headers.decode("latin-1").split("\r\n")
+        return int(
+            next(v for k, _, v in (x.partition(": ") for x in lines) if k == "Content-Length")
+        )
+
+    assert length(head) == length(get_headers) == len(body) > 0
+
+
 def _with_series_uid(uid: bytes) -> bytes:
     """ColorTestImageJ.dcm with SeriesInstanceUID's 8 value bytes replaced by `uid`."""
     ds = dcmread(io.BytesIO(testdata("ColorTestImageJ.dcm").read_bytes()))
