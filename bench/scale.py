@@ -179,7 +179,7 @@ def dynamo_items(records: list[Any]) -> list[dict[str, Any]]:
         string,
         string_set,
     )
-    from chalicelib.storage.records import first_version, modality, search_terms, stamped
+    from chalicelib.storage.records import first_version, modality, stamped
 
     records = [stamped(record) for record in records]
     last, count = records[-1], len(records)
@@ -194,7 +194,7 @@ def dynamo_items(records: list[Any]) -> list[dict[str, Any]]:
         "version": number(version),
         **dynamo.series_values(last),
     }
-    terms = search_terms(last.study_tags)
+    terms = dynamo.study_terms(last.study_uid, last.study_tags)
     study = {
         **Table.key(last.study_uid, STUDY_SK),
         **dynamo.study_values(last),
@@ -256,10 +256,10 @@ def check_dynamo_items(client: Any, records: list[Any]) -> None:
         )
 
 
-def write_dynamo(client: Any, items: list[dict[str, Any]]) -> None:
+def write_dynamo(client: Any, items: list[dict[str, Any]], table: str = TABLE) -> None:
     """BatchWriteItem, 25 items a call, unprocessed items sent again."""
     for start in range(0, len(items), 25):
-        request = {TABLE: [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]}
+        request = {table: [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]}
         while request:
             request = client.batch_write_item(RequestItems=request).get("UnprocessedItems")
 
@@ -375,6 +375,9 @@ def rows(probe: StudySpec) -> list[tuple[str, str]]:
         ("studies", "/studies?limit=10"),
         ("studies_patient_name", "/studies?PatientName=SMI*&limit=10"),
         ("studies_study_date", f"/studies?StudyDate={DATE_RANGE}&limit=10"),
+        ("studies_patient_id", f"/studies?PatientID=P{probe.n:07d}&limit=10"),
+        ("studies_accession_number", f"/studies?AccessionNumber=A{probe.n:07d}&limit=10"),
+        ("studies_modalities", "/studies?ModalitiesInStudy=CT&limit=10"),
         ("series_of_study", f"/studies/{study}/series"),
         ("series_metadata", f"/studies/{study}/series/{series}/metadata"),
     ]

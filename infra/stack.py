@@ -277,6 +277,7 @@ class DicomWebStack(cdk.Stack):
                 partition_key=_attribute(index_keys["HASH"]),
                 sort_key=_attribute(index_keys["RANGE"]) if "RANGE" in index_keys else None,
                 projection_type=dynamodb.ProjectionType[index["Projection"]["ProjectionType"]],
+                non_key_attributes=index["Projection"].get("NonKeyAttributes"),
             )
         return table
 

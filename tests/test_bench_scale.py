@@ -14,8 +14,8 @@ import pytest
 from bench import scale
 from tests.conftest import fake_aws_credentials
 
-ROWS = ["studies", "studies_patient_name", "studies_study_date", "series_of_study"]
-ROWS += ["series_metadata"]
+ROWS = ["studies", "studies_patient_name", "studies_study_date", "studies_patient_id"]
+ROWS += ["studies_accession_number", "studies_modalities", "series_of_study", "series_metadata"]
 
 
 def test_scale_main_tiny(

@@ -84,6 +84,20 @@ def term_name(entry: str) -> str:
     return "PatientName" if entry.startswith("PatientName") else entry
 
 
+PREFIX_BUCKET = 3
+"""Longest PatientName prefix with a date-ordered key of its own (see `prefix_keys`)."""
+
+
+def prefix_keys(keyword: str, term: str) -> list[tuple[str, str]]:
+    """The prefix keys of a PatientName term, (name, value): "PatientName*k" = its first k
+    characters, k = 1..`PREFIX_BUCKET` (all of them, whatever the term's length, so that a
+    changed term rewrites the same keys). A search for SMI* reads the key PatientName*3 = SMI
+    in date order; SMITH* reads it too and skips the terms that do not start with SMITH."""
+    if keyword != "PatientName":
+        return []
+    return [(f"{keyword}*{k}", term[:k]) for k in range(1, PREFIX_BUCKET + 1)]
+
+
 def date_bounds(hint: Narrowing) -> tuple[str, str]:
     """A StudyDate range hint as normalized YYYYMMDD bounds ("" when open)."""
     low, high = hint.values

@@ -4,10 +4,21 @@ Search Transaction, PS3.18 §10.6 (2025b).
 
 An adapter supplies only its reads (`SearchReads`); the order of the results, the same on
 every adapter, is set here (see `TagIndex.search`).
+
+Keyed study searches (PatientID, AccessionNumber, PatientName, ModalitiesInStudy) read study
+keys: each adapter keeps, per study, a key per value (PatientID = P123, PatientName =
+SMITH^ANNA, ModalitiesInStudy = CT, and the PatientName prefixes PatientName*1 = S,
+PatientName*2 = SM, PatientName*3 = SMI) ordered by `study_order` within the key. A hint
+becomes one date-ordered run per value (`key_runs`: an exact value reads its key, a name
+prefix the bucket of its first `PREFIX_BUCKET` characters, skipping the terms a longer prefix
+does not start), and the runs are merged newest first: a QIDO-RS page reads about a page of
+keys and of studies however large the archive (issue 14). Prefixes of PatientID,
+AccessionNumber and ModalitiesInStudy have no bucket: every match is read and sorted.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import groupby
@@ -22,7 +33,7 @@ from chalicelib.storage.ports import (
     SeriesRecord,
     StudyRecord,
 )
-from chalicelib.storage.records import study_date
+from chalicelib.storage.records import PREFIX_BUCKET, study_date
 
 SeriesKey = tuple[str, str]
 """(StudyInstanceUID, SeriesInstanceUID)."""
@@ -39,6 +50,16 @@ class StudyTree:
     instances: Iterable[SearchInstance]
 
 
+@dataclass(frozen=True)
+class KeyRun:
+    """The studies whose key `name` has `value` (and, for a prefix longer than the bucket,
+    whose full term starts with `prefix`), in `study_order` descending."""
+
+    name: str
+    value: str
+    prefix: str | None = None
+
+
 class SearchReads(Protocol):
     """The reads an adapter answers a search with, each from its indexes (never a full scan
     of records at a level below the one listed)."""
@@ -46,9 +67,11 @@ class SearchReads(Protocol):
     def studies_by_date(self, hint: Narrowing | None) -> Iterator[StudyRecord]:
         """Studies newest first (StudyDate descending, absent last, then StudyInstanceUID
         descending, see `study_order`): within the StudyDate range `hint` (dated studies only),
-        or satisfying a PatientID, AccessionNumber, PatientName or ModalitiesInStudy `hint` (a
-        superset), all when None. Read lazily where the index can: a caller that stops after
-        a page reads about a page."""
+        all when None. Read lazily: a caller that stops after a page reads about a page."""
+
+    def studies_by_key(self, run: KeyRun) -> Iterator[tuple[str, StudyRecord]]:
+        """The studies of a key run, newest first, each with its `study_order` as the key
+        holds it; read lazily in growing pages, like `studies_by_date`."""
 
     def study_uids(self) -> Iterator[str]:
         """Every StudyInstanceUID, ascending."""
@@ -140,8 +163,10 @@ def run_search(
         yield from _with_parents(reads, sorted(reads.instances(hint.values), key=_instance_order))
     elif hint.keyword in ("SeriesInstanceUID", "Modality"):
         yield from _below_series(reads, level, sorted(set(reads.series_keys(hint, hints))))
-    elif level == "study" and hint.keyword != "StudyInstanceUID":
+    elif level == "study" and hint.keyword == "StudyDate":
         yield from map(SearchCandidate, reads.studies_by_date(hint))
+    elif level == "study" and hint.keyword != "StudyInstanceUID":
+        yield from map(SearchCandidate, _studies_by_keys(reads, hint))
     elif hint.keyword == "StudyInstanceUID":
         if level == "study":
             studies = reads.studies(sorted(set(hint.values)))
@@ -150,6 +175,39 @@ def run_search(
             yield from _below_studies(reads, level, sorted(set(hint.values)))
     else:
         yield from _below_studies(reads, level, sorted(reads.study_uids_for(hint)))
+
+
+def key_runs(hint: Narrowing) -> list[KeyRun] | None:
+    """The key runs whose merge lists the studies of a PatientID, AccessionNumber, PatientName
+    or ModalitiesInStudy hint; None for a prefix that has no bucket (not a PatientName)."""
+    if hint.kind == "exact":
+        return [KeyRun(hint.keyword, value) for value in hint.values]
+    if hint.keyword != "PatientName":
+        return None
+    return [
+        KeyRun(f"PatientName*{min(len(value), PREFIX_BUCKET)}", value[:PREFIX_BUCKET])
+        if len(value) <= PREFIX_BUCKET
+        else KeyRun(f"PatientName*{PREFIX_BUCKET}", value[:PREFIX_BUCKET], value)
+        for value in hint.values
+    ]
+
+
+def _studies_by_keys(reads: SearchReads, hint: Narrowing) -> Iterator[StudyRecord]:
+    """The studies of a keyed hint newest first: its key runs merged (a study two runs hold,
+    such as two name groups in one bucket, once), or every match sorted."""
+    runs = key_runs(hint)
+    if runs is None:
+        studies = reads.studies(sorted(reads.study_uids_for(hint)))
+        yield from sorted(studies, key=study_order, reverse=True)
+        return
+    merged = heapq.merge(
+        *(reads.studies_by_key(run) for run in runs), key=lambda pair: pair[0], reverse=True
+    )
+    seen: set[str] = set()
+    for _, study in merged:
+        if study.study_uid not in seen:
+            seen.add(study.study_uid)
+            yield study
 
 
 def study_order(study: StudyRecord) -> str:

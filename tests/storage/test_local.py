@@ -11,9 +11,10 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from chalicelib.dicom.matching import Narrowing
 from chalicelib.ingest import store_instance
 from chalicelib.storage.local import LocalBlobStore, SqliteTagIndex
-from chalicelib.storage.ports import NotFound
+from chalicelib.storage.ports import InstanceRecord, NotFound
 from tests.conftest import make_context, testdata
 from tests.storage.conftest import SERIES, STUDY, build_record
 
@@ -220,3 +221,77 @@ def test_local_data_folder_private(tmp_path: Path) -> None:
     assert modes["."] == 0o700
     assert modes["index.sqlite"] == 0o600
     assert {path: mode for path, mode in modes.items() if mode not in (0o600, 0o700)} == {}
+
+
+V0_DUMP = Path(__file__).parent / "data" / "index-v0.sql"
+"""An index of version 0 (`study_terms`, before `study_keys`): `SqliteTagIndex` at ad2db95
+stored `v0_records()` and deleted the instance of study 1.2.v0.5, then `iterdump` wrote it."""
+
+
+def v0_records() -> list[InstanceRecord]:
+    """Twelve studies: three surnames (one with an ideographic group), two PatientIDs, dates
+    over two years and one absent, CT or MR or both (two series)."""
+    records = []
+    for n in range(12):
+        study = f"1.2.v0.{n}"
+        record = build_record(study, f"{study}.1", f"{study}.1.1", modality=["CT", "MR"][n % 2])
+        name = {"Alphabetic": f"{['SMITH', 'Smyth', 'DOE'][n % 3]}^{n}"}
+        if n % 4 == 0:
+            name["Ideographic"] = "山田^太郎"
+        record.study_tags.update(
+            {
+                "00100010": {"vr": "PN", "Value": [name]},
+                "00100020": {"vr": "LO", "Value": [f"PAT-{n % 2}"]},
+                "00080050": {"vr": "SH", "Value": [f"ACC-{n}"]},
+                "00080020": {"vr": "DA", "Value": [f"20{23 + n % 2}0{1 + n % 9}1{n % 10}"]},
+            }
+        )
+        if n == 7:
+            del record.study_tags["00080020"]
+        records.append(record)
+        if n % 3 == 0:
+            second = build_record(study, f"{study}.2", f"{study}.2.1", modality="SR")
+            second.study_tags = record.study_tags
+            records.append(second)
+    return records
+
+
+def test_index_of_version_0_migrated_at_start(tmp_path: Path) -> None:
+    """`make run` keeps its index across upgrades: an index written before `study_keys` gets
+    them when it opens (and loses `study_terms`), then answers keyed searches as an index
+    written by this version does; opening it again changes nothing."""
+    path = tmp_path / "index.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(V0_DUMP.read_text())
+    fresh = SqliteTagIndex(tmp_path / "fresh.sqlite")
+    fresh.store_instances(v0_records(), False)
+    fresh.delete_study("1.2.v0.5")
+    hints = [
+        Narrowing("PatientName", "prefix", ("SM",)),
+        Narrowing("PatientName", "prefix", ("SMYTH^1",)),
+        Narrowing("PatientName", "exact", ("DOE^2",)),
+        Narrowing("PatientName", "prefix", ("山",)),
+        Narrowing("PatientID", "exact", ("PAT-1",)),
+        Narrowing("AccessionNumber", "prefix", ("ACC-1",)),
+        Narrowing("ModalitiesInStudy", "exact", ("SR", "MR")),
+    ]
+
+    def answers(index: SqliteTagIndex) -> list[list[str]]:
+        found = [[c.study.study_uid for c in index.search("study", [h], None)] for h in hints]
+        found += [
+            [c.series.series_uid for c in index.search("series", [h], None) if c.series]
+            for h in hints
+        ]
+        return found
+
+    expected = answers(fresh)
+    assert all(expected), expected  # every hint finds studies
+    for _ in range(2):
+        index = SqliteTagIndex(path)
+        assert answers(index) == expected
+        index.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+    assert "study_terms" not in tables and version == 1
+    fresh.close()

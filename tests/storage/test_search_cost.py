@@ -9,15 +9,17 @@ from collections.abc import Callable, Iterator
 from datetime import date, timedelta
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
-from bench.counting import CountingDynamoClient, CountingSqlite, SqliteReads
+from bench.counting import CountingDynamoClient, CountingSqlite
+from bench.scale import dynamo_items, write_dynamo
 from chalicelib.dicom.matching import Narrowing, index_text
 from chalicelib.storage.dynamo import DynamoTagIndex
 from chalicelib.storage.local import SqliteTagIndex
-from chalicelib.storage.ports import TagIndex
+from chalicelib.storage.ports import InstanceRecord, TagIndex
+from chalicelib.storage.records import search_terms
 from tests.storage.conftest import TABLE, build_record
 
 STUDIES = 40
@@ -69,42 +71,136 @@ def test_search_listing_read_to_the_end_lists_every_study(counted) -> None:
     assert read() >= STUDIES
 
 
-@pytest.fixture
-def counted_sqlite(tmp_path: Path) -> Iterator[tuple[TagIndex, Callable[[], SqliteReads]]]:
-    index = SqliteTagIndex(tmp_path / "index.sqlite")
-    sqlite = CountingSqlite(index._db._db)
-    index._db._db = sqlite
-    for n in range(STUDIES):
-        index.store_instance(build_record(f"1.2.{n}", f"1.2.{n}.1", f"1.2.{n}.1.1"), False)
-    sqlite.reset()
-    yield index, sqlite.reset
-    index.close()
+SURNAMES = ("SMITH", "DOE", "ROSSI", "KIM", "COHEN", "NOVAK", "SILVA", "OBI", "MORI", "PEREZ")
+GIVEN_NAMES = ("ANNA", "JOHN")
+SMALL, LARGE = 400, 1600
+"""Archive sizes (studies) of the keyed cost test: every key below matches 10% or more."""
+KEYED_TAKEN = 12
+"""Fewer than a first page of a study key: the first page is all that is read."""
 
 
-@pytest.mark.parametrize(
-    "hint",
-    [
-        Narrowing("PatientName", "prefix", (index_text("DOE", case_sensitive=False),)),
-        Narrowing("PatientID", "exact", ("PAT-1",)),
-        Narrowing("ModalitiesInStudy", "exact", ("CT",)),
-    ],
-    ids=lambda hint: hint.keyword,
-)
-def test_search_keyed_results_come_from_one_query_sqlite(counted_sqlite, hint) -> None:
-    """On SQLite a keyed study search comes in listing order from one query (it read every
-    matching term, then every matching study row), and the first page holds a QIDO-RS page
-    and the matches its Warning counts: every page of a keyed query sorts all its matches
-    again (4 pages made a PatientName search 4 times slower at 100,000 studies). DynamoDB
-    still reads every match: its `search` index is ordered by value, not by date."""
-    index, read = counted_sqlite
-    taken = list(index.search("study", [hint], None))
-    assert len(taken) == STUDIES
-    assert [c.study.study_uid for c in taken] == sorted(
-        (f"1.2.{n}" for n in range(STUDIES)), reverse=True
-    )  # newest first: one date, so StudyInstanceUID descending
-    reads = read()
-    assert reads.rows == STUDIES
-    assert reads.statements == 2  # the page of 40 and the empty one that ends it (16, 32: 3)
+def keyed_record(n: int) -> InstanceRecord:
+    """Study n of an archive where one study in ten is a SMITH, has PatientID PAT-3 and
+    AccessionNumber ACC-3, and every other study has a CT series; dates spread over 20
+    years, so UID order says nothing of date order."""
+    record = build_record(f"1.2.{n}", f"1.2.{n}.1", f"1.2.{n}.1.1", modality=["CT", "MR"][n % 2])
+    day = date(2000, 1, 1) + timedelta(days=n * 7919 % 7300)
+    record.study_tags.update(
+        {
+            "00100010": {
+                "vr": "PN",
+                "Value": [{"Alphabetic": f"{SURNAMES[n % 10]}^{GIVEN_NAMES[n // 10 % 2]}"}],
+            },
+            "00100020": {"vr": "LO", "Value": [f"PAT-{n % 10}"]},
+            "00080050": {"vr": "SH", "Value": [f"ACC-{n % 10}"]},
+            "00080020": {"vr": "DA", "Value": [day.strftime("%Y%m%d")]},
+        }
+    )
+    return record
+
+
+@pytest.fixture(params=["local", "aws"])
+def growing(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[TagIndex, Callable[[int], None], Callable[[], dict[str, int]]]]:
+    """An empty index, a function that grows it to n studies of `keyed_record`, and one that
+    gives what the index read since its last call (SQLite rows and VM steps; DynamoDB items
+    read). On DynamoDB the items are written as a store leaves them (bench.scale builds and
+    checks them): moto copies its whole table in every transaction."""
+    loaded = 0
+    if request.param == "local":
+        index = SqliteTagIndex(tmp_path / "index.sqlite")
+        sqlite = CountingSqlite(index._db._db)
+        index._db._db = sqlite
+
+        def load(records: list[InstanceRecord]) -> None:
+            index.store_instances(records, False)
+
+        def read() -> dict[str, int]:
+            reads = sqlite.reset()
+            return {"rows": reads.rows, "vm_steps": reads.vm_steps}
+
+    else:
+        client = request.getfixturevalue("dynamodb")
+        dynamodb = CountingDynamoClient(client)
+        index = DynamoTagIndex(dynamodb, TABLE)
+
+        def load(records: list[InstanceRecord]) -> None:
+            items = [item for record in records for item in dynamo_items([record])]
+            write_dynamo(client, items, TABLE)
+
+        def read() -> dict[str, int]:
+            return {"items_read": dynamodb.reset().items_read}
+
+    def grow(size: int) -> None:
+        nonlocal loaded
+        load([keyed_record(n) for n in range(loaded, size)])
+        loaded = size
+        read()
+
+    yield index, grow, read
+    if isinstance(index, SqliteTagIndex):
+        index.close()
+
+
+def _name(kind: Literal["exact", "prefix"], *values: str) -> Narrowing:
+    return Narrowing(
+        "PatientName", kind, tuple(index_text(v, case_sensitive=False) for v in values)
+    )
+
+
+KEYED_HINTS = [
+    _name("prefix", "Smi"),
+    _name("prefix", "S"),
+    _name("exact", "Smith^Anna", "Smith^John"),
+    Narrowing("PatientID", "exact", ("PAT-3",)),
+    Narrowing("AccessionNumber", "exact", ("ACC-3", "ACC-4")),
+    Narrowing("ModalitiesInStudy", "exact", ("CT",)),
+]
+
+
+def test_search_keyed_first_results_read_the_same_at_every_size(growing) -> None:
+    """A keyed study search reads its first results in answer order from a study key
+    (issue 14): what it reads is the same at 400 and 1,600 studies, for name prefixes
+    (within and beyond the bucket of one letter), exact names, IDs and modalities. Before,
+    SQLite looked up the date of every match inside its query (VM steps grew with the
+    matches) and DynamoDB read every match of the value-ordered `search` GSI, then sorted."""
+    index, grow, read = growing
+    measured: dict[int, list[dict[str, int]]] = {}
+    for size in (SMALL, LARGE):
+        grow(size)
+        measured[size] = []
+        for hint in KEYED_HINTS:
+            taken = islice(index.search("study", [hint], None), KEYED_TAKEN)
+            assert [c.study.study_uid for c in taken] == _newest_matches(hint, size)[:KEYED_TAKEN]
+            measured[size].append(read())
+    for hint, small, large in zip(KEYED_HINTS, measured[SMALL], measured[LARGE], strict=True):
+        # SQLite VM steps may take a few hundred more in the deeper B-trees of more studies.
+        steps = large.pop("vm_steps", 0) - small.pop("vm_steps", 0)
+        assert large == small and steps <= 2, (hint, small, large, steps)
+
+
+def _newest_matches(hint: Narrowing, size: int) -> list[str]:
+    """The studies of `keyed_record` that `hint` matches, in answer order (newest first)."""
+
+    def values(n: int) -> list[str]:
+        record = keyed_record(n)
+        if hint.keyword == "ModalitiesInStudy":
+            return [record.series_tags["00080060"]["Value"][0]]
+        terms = search_terms(record.study_tags)
+        return [v for entry, v in terms.items() if entry.startswith(hint.keyword)]
+
+    hits = [
+        keyed_record(n)
+        for n in range(size)
+        if any(
+            v in hint.values if hint.kind == "exact" else v.startswith(hint.values)
+            for v in values(n)
+        )
+    ]
+    assert len(hits) > KEYED_TAKEN  # the corpus has more matches than a page
+    hits.sort(key=lambda r: (r.study_tags["00080020"]["Value"][0], r.study_uid), reverse=True)
+    return [r.study_uid for r in hits]
 
 
 def test_search_study_date_range_reads_within_the_range_sqlite(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from chalicelib.storage.dynamo.items import (
     sop_pointer,
     study_additions,
     study_of,
+    study_terms,
     study_values,
     term_actions,
     terms_condition,
@@ -75,16 +76,16 @@ from chalicelib.storage.records import (
     first_version,
     modality,
     released_keys,
-    search_terms,
     series_conflict,
     sop_conflict,
     stamped,
 )
 from chalicelib.storage.search import run_search
 
-_CHUNK = 92
+_CHUNK = 83
 """Instances deleted per transaction: with the series and study items, up to five search
-index entries and the pending blob deletes, TransactWriteItems' limit of 100 actions."""
+index entries and their prefix keys (5 + 3 × 3 items) and the pending blob deletes,
+TransactWriteItems' limit of 100 actions."""
 _KEYS_EMPTIED: Condition = ("attribute_not_exists(#k)", {"#k": "keys"}, {})
 
 
@@ -180,7 +181,9 @@ class DynamoTagIndex:
                 self._study_update(
                     record, terms, study_additions(record, 1, 0 if series_exists else 1)
                 ),
-                *term_actions(self._table, pk, terms, search_terms(record.study_tags)),
+                *term_actions(
+                    self._table, pk, terms, study_terms(record.study_uid, record.study_tags)
+                ),
                 (
                     "Put",
                     self._table.put_action(sop_pointer(record)),
@@ -194,7 +197,9 @@ class DynamoTagIndex:
         """The study item's update, conditioned on its search index entries being `terms`."""
         values = {
             **study_values(record),
-            "ix": string(json.dumps(search_terms(record.study_tags), sort_keys=True)),
+            "ix": string(
+                json.dumps(study_terms(record.study_uid, record.study_tags), sort_keys=True)
+            ),
         }
         action = self._table.update_action(
             record.study_uid, STUDY_SK, values, additions, terms_condition(terms), bump="version"
@@ -225,7 +230,9 @@ class DynamoTagIndex:
                     ),
                 ),
                 self._study_update(record, terms, study_additions(record, 0, 0)),
-                *term_actions(self._table, pk, terms, search_terms(record.study_tags)),
+                *term_actions(
+                    self._table, pk, terms, study_terms(record.study_uid, record.study_tags)
+                ),
             ]
         )
 

@@ -5,17 +5,24 @@ Items, keyed by partition key `pk` and sort key `sk`:
 - study `pk`=StudyInstanceUID, `sk`="ST": study_tags (JSON string), orthanc_id, num_series,
   num_instances, version, modalities and sop_classes (string sets, absent when empty),
   patient_id, patient_name, study_date, accession_number (absent when empty: a DynamoDB index
-  key cannot be an empty string), `ix` (JSON of the study's search index entries, see below),
-  and the keys of the GSI `study_date`: `ds`="DS#{n}" (n = CRC-32 of the UID modulo
-  `DATE_SHARDS`, spreading the listing over a few partitions) and `dk`="{YYYYMMDD}#{UID}"
-  ("#{UID}" when the date is absent or malformed);
+  key cannot be an empty string), `ix` (JSON of the study's search index entries and its
+  StudyDate, see `study_terms`), and the keys of the GSI `study_date`: `ds`="DS#{n}" (n =
+  CRC-32 of the UID modulo `DATE_SHARDS`, spreading the listing over a few partitions) and
+  `dk`="{YYYYMMDD}#{UID}" ("#{UID}" when the date is absent or malformed);
 - search index entries `sk`="IX#{entry}" (PatientID, AccessionNumber, PatientNameA|I|P for
   each component group, case-folded by `matching.index_text`): keys `sx`="{keyword}#{first
-  character}" and `sxs`="{value}#{StudyInstanceUID}" of the shared GSI `search`; written in
-  the store transaction only when the study's values change;
+  character}" and `sxs`="{value}#{StudyInstanceUID}" of the shared GSI `search` (prefixes by
+  value), and the study keys of keyed study searches (`storage/search.py`) in the GSI
+  `study_keys`: `kx`="{keyword}={value}", `kd`= the study's `dk`, `term`= the value; for a
+  PatientName group also `sk`="IX#{entry}*{k}", k = 1..3, with `kx`="PatientName*{k}={first k
+  characters}", `kd` and `term` (`records.prefix_keys`). Written in the store transaction only
+  when the study's values or date change; a study written before the study keys existed gets
+  them at its next store, or from `migrate.add_study_keys`;
 - series `sk`="SE#{SeriesInstanceUID}": series_uid (key of the sparse GSI `series_uid`),
-  series_tags, orthanc_id, modality, num_instances, version, and `sx`="Modality#{first
-  character}", `sxs`="{Modality}#{StudyInstanceUID}#{SeriesInstanceUID}" in the GSI `search`;
+  series_tags, orthanc_id, modality, num_instances, version, `sx`="Modality#{first
+  character}", `sxs`="{Modality}#{StudyInstanceUID}#{SeriesInstanceUID}" in the GSI `search`,
+  and the study key `kx`="ModalitiesInStudy={Modality}", `kd`= the study's `dk` as the
+  series' last store saw it;
 - instance `sk`="IN#{SeriesInstanceUID}#{SOPInstanceUID}": sop_uid (key of the sparse GSI
   `sop_uid`), record (the InstanceRecord as JSON), modality, sop_class_uid, and the record's
   `FILE_ATTRIBUTES` (transfer_syntax_uid, blob_key, size, has_file_meta), which a retrieve
@@ -59,9 +66,11 @@ from chalicelib.storage.ports import (
 )
 from chalicelib.storage.records import (
     modality,
+    prefix_keys,
     record_from_json,
     record_to_json,
     search_attributes,
+    search_terms,
     study_date,
     term_name,
 )
@@ -168,6 +177,15 @@ def series_values(record: InstanceRecord) -> dict[str, Value | None]:
         "modality": optional_string(value),
         "sx": optional_string(value and f"Modality#{value[:1]}"),
         "sxs": optional_string(value and f"{value}#{record.study_uid}#{record.series_uid}"),
+        **modality_key(record.study_uid, record.study_tags, value),
+    }
+
+
+def modality_key(study_uid: str, study_tags: dict[str, Any], value: str) -> dict[str, Value | None]:
+    """The study key of a series item: ModalitiesInStudy = its modality, at the study's date."""
+    return {
+        "kx": optional_string(value and f"ModalitiesInStudy={value}"),
+        "kd": optional_string(value and _date_key(study_uid, study_tags)),
     }
 
 
@@ -182,12 +200,29 @@ def study_values(record: InstanceRecord) -> dict[str, Value | None]:
         "orthanc_id": string(record.orthanc_ids.get("study", "")),
         **{name: optional_string(value) for name, value in search.items()},
         "ds": string(_date_shard(record.study_uid)),
-        "dk": string(f"{study_date(record.study_tags)}#{record.study_uid}"),
+        "dk": string(_date_key(record.study_uid, record.study_tags)),
     }
 
 
+def _date_key(study_uid: str, study_tags: dict[str, Any]) -> str:
+    """`search.study_order` of the study: the sort key of date-ordered GSIs."""
+    return f"{study_date(study_tags)}#{study_uid}"
+
+
 Terms = dict[str, str]
-"""The search index entries of a study: entry name → value (see `records.search_terms`)."""
+"""The search index entries of a study: entry name → value (see `records.search_terms`), and
+`_DATE` → its date key (a new date rewrites every entry: the study keys are ordered by it)."""
+_DATE = "StudyDate"
+
+
+def study_terms(study_uid: str, study_tags: dict[str, Any]) -> Terms:
+    """The entries of a study as its `ix` attribute keeps them."""
+    return {**search_terms(study_tags), _DATE: _date_key(study_uid, study_tags)}
+
+
+def has_study_keys(terms: Terms | None) -> bool:
+    """Whether the study's entries were written with their study keys (`ix` has the date)."""
+    return terms is not None and _DATE in terms
 
 
 def terms_of(item: dict[str, Value] | None) -> Terms | None:
@@ -200,28 +235,46 @@ def terms_of(item: dict[str, Value] | None) -> Terms | None:
 def term_actions(
     table: Table, study_uid: str, old: Terms | None, new: Terms
 ) -> list[tuple[str, dict[str, Any]]]:
-    """Puts of the changed entries and deletes of the dropped ones."""
+    """Puts of the changed entries (all of them when the date changed) and deletes of the
+    dropped ones, each with its prefix keys."""
     old = old or {}
+    moved = old.get(_DATE) != new.get(_DATE)
     actions = [
-        (
-            "Put",
-            table.put_action(
-                {
-                    **table.key(study_uid, f"IX#{entry}"),
-                    "sx": string(f"{term_name(entry)}#{value[:1]}"),
-                    "sxs": string(f"{value}#{study_uid}"),
-                }
-            ),
-        )
+        ("Put", table.put_action(item))
         for entry, value in new.items()
-        if old.get(entry) != value
+        if entry != _DATE and (moved or old.get(entry) != value)
+        for item in _entry_items(study_uid, entry, value, new[_DATE])
     ]
     actions += [
-        ("Delete", table.delete_action(study_uid, f"IX#{entry}"))
-        for entry in old
-        if entry not in new
+        ("Delete", table.delete_action(study_uid, item["sk"]["S"]))
+        for entry, value in old.items()
+        if entry != _DATE and entry not in new
+        for item in _entry_items(study_uid, entry, value, "")
     ]
     return actions
+
+
+def _entry_items(study_uid: str, entry: str, value: str, date_key: str) -> list[dict[str, Value]]:
+    """The item of a search index entry and those of its prefix keys."""
+    name = term_name(entry)
+    items = [
+        {
+            "pk": string(study_uid),
+            "sk": string(f"IX#{entry}"),
+            "sx": string(f"{name}#{value[:1]}"),
+            "sxs": string(f"{value}#{study_uid}"),
+            "kx": string(f"{name}={value}"),
+        }
+    ]
+    items += [
+        {
+            "pk": string(study_uid),
+            "sk": string(f"IX#{entry}{key.removeprefix(name)}"),
+            "kx": string(f"{key}={prefix}"),
+        }
+        for key, prefix in prefix_keys(name, value)
+    ]
+    return [{**item, "kd": string(date_key), "term": string(value)} for item in items]
 
 
 def terms_condition(old: Terms | None) -> Condition:

@@ -1,20 +1,24 @@
 """The reads of QIDO-RS searches on DynamoDB (`search.SearchReads`), from the GSIs and study
 partitions, never Scan: `study_date` lists studies newest first and answers StudyDate ranges;
+`study_keys` lists the studies of a study key newest first (keyed study searches);
 `search` answers exact and prefix keys on PatientID, AccessionNumber, PatientName and
-Modality/ModalitiesInStudy, one Query per value with `begins_with` on `sxs`; `series_uid` and
-`sop_uid` answer UID keys. GSI reads are eventually consistent: a study stored a moment ago
-may be missing from a search."""
+Modality/ModalitiesInStudy by value (searches below the study level, and prefixes without a
+study key), one Query per value with `begins_with` on `sxs`; `series_uid` and `sop_uid`
+answer UID keys. GSI reads are eventually consistent: a study stored a moment ago may be
+missing from a search."""
 
 from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator, Sequence
+from itertools import islice
 
 from chalicelib.dicom.matching import Narrowing
 from chalicelib.storage.dynamo.items import search_instance_of, series_of, study_of
 from chalicelib.storage.dynamo.table import (
     DATE_INDEX,
     DATE_SHARDS,
+    KEY_INDEX,
     SEARCH_INDEX,
     SERIES_INDEX,
     SOP_INDEX,
@@ -25,12 +29,15 @@ from chalicelib.storage.dynamo.table import (
 )
 from chalicelib.storage.ports import SearchInstance, SeriesRecord, StudyRecord
 from chalicelib.storage.records import date_bounds
-from chalicelib.storage.search import SeriesKey, StudyTree, study_order
+from chalicelib.storage.search import KeyRun, SeriesKey, StudyTree
 
 FIRST_PAGE = 8
 """Items of the first page of each date shard; each next page doubles. The merge of the shards
 reads each shard's first page, and a QIDO-RS page stops at the first match after it: 1 MB pages
 read some 3,000 study items to list 10 (issue 14, cost flat in archive size)."""
+FIRST_KEY_PAGE = 16
+"""Items of the first page of a study key (one run: a name prefix, a PatientID), and studies
+of the first batch read for them; each next one doubles."""
 
 
 class DynamoSearchReads:
@@ -38,11 +45,32 @@ class DynamoSearchReads:
         self._table = table
 
     def studies_by_date(self, hint: Narrowing | None) -> Iterator[StudyRecord]:
-        if hint is None or hint.keyword == "StudyDate":
-            return map(study_of, self._date_listing(hint))
-        # The `search` GSI is ordered by value, not date: every match is read, then sorted.
-        studies = self.studies(sorted(self.study_uids_for(hint)))
-        return iter(sorted(studies, key=study_order, reverse=True))
+        return map(study_of, self._date_listing(hint))
+
+    def studies_by_key(self, run: KeyRun) -> Iterator[tuple[str, StudyRecord]]:
+        """A page of the key's items from `study_keys`, then their studies in one batch
+        read, page after page (a study deleted meanwhile is left out)."""
+        values = {":kx": string(f"{run.name}={run.value}")}
+        options = {}
+        if run.prefix is not None:
+            values[":term"] = string(run.prefix)
+            options["FilterExpression"] = "begins_with(#term, :term)"
+            options["ExpressionAttributeNames"] = {"#term": "term"}
+        items = self._table.pages(
+            growing=FIRST_KEY_PAGE,
+            IndexName=KEY_INDEX,
+            KeyConditionExpression="kx = :kx",
+            ExpressionAttributeValues=values,
+            ScanIndexForward=False,
+            **options,
+        )
+        size = FIRST_KEY_PAGE
+        while batch := list(islice(items, size)):
+            found = {s.study_uid: s for s in self.studies([i["pk"]["S"] for i in batch])}
+            for item in batch:
+                if (study := found.get(item["pk"]["S"])) is not None:
+                    yield item["kd"]["S"], study
+            size *= 2
 
     def study_uids(self) -> Iterator[str]:
         yield from sorted(item["pk"]["S"] for item in self._date_listing(None))

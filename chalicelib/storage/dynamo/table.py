@@ -25,6 +25,7 @@ SOP_INDEX = "sop_uid"
 SERIES_INDEX = "series_uid"
 DATE_INDEX = "study_date"
 SEARCH_INDEX = "search"
+KEY_INDEX = "study_keys"
 DATE_SHARDS = 4
 ATTEMPTS = 8
 _THROTTLED = {
@@ -54,18 +55,19 @@ def table_definition() -> dict[str, Any]:
                 {"AttributeName": hash_key, "KeyType": "HASH"},
                 {"AttributeName": range_key, "KeyType": "RANGE"},
             ],
-            "Projection": {"ProjectionType": projection},
+            "Projection": projection,
         }
         for name, hash_key, range_key, projection in (
-            (DATE_INDEX, "ds", "dk", "ALL"),
-            (SEARCH_INDEX, "sx", "sxs", "KEYS_ONLY"),
+            (DATE_INDEX, "ds", "dk", {"ProjectionType": "ALL"}),
+            (SEARCH_INDEX, "sx", "sxs", {"ProjectionType": "KEYS_ONLY"}),
+            (KEY_INDEX, "kx", "kd", {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["term"]}),
         )
     ]
     return {
         "BillingMode": "PAY_PER_REQUEST",
         "AttributeDefinitions": [
             {"AttributeName": name, "AttributeType": "S"}
-            for name in ("pk", "sk", SOP_INDEX, SERIES_INDEX, "ds", "dk", "sx", "sxs")
+            for name in ("pk", "sk", SOP_INDEX, SERIES_INDEX, "ds", "dk", "sx", "sxs", "kx", "kd")
         ],
         "KeySchema": [
             {"AttributeName": "pk", "KeyType": "HASH"},

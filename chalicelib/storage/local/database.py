@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,14 @@ _IN_CHUNK = 500
 class Database:
     """One SQLite connection behind a lock; writes run in `BEGIN IMMEDIATE` transactions."""
 
-    def __init__(self, path: Path, schema: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        schema: str,
+        migrate: Callable[[sqlite3.Connection], None] | None = None,
+    ) -> None:
+        """Open (or create) the database, create what `schema` lacks, then run `migrate` in
+        the same transaction (an earlier version's database brought up to date)."""
         make_private_database(path)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -35,6 +42,8 @@ class Database:
             for statement in schema.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            if migrate is not None:
+                migrate(db)
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:

@@ -19,8 +19,10 @@ from chalicelib.storage.local.tables import (
     PAGE,
     SERIES_COLUMNS,
     STUDY_COLUMNS,
+    migrate,
     series_from_row,
     study_from_row,
+    write_study_keys,
 )
 from chalicelib.storage.ports import (
     Conflict,
@@ -40,11 +42,9 @@ from chalicelib.storage.records import (
     record_to_json,
     released_keys,
     search_attributes,
-    search_terms,
     series_conflict,
     sop_conflict,
     stamped,
-    term_name,
 )
 from chalicelib.storage.search import run_search
 
@@ -54,7 +54,7 @@ class SqliteTagIndex:
     instances by (SeriesInstanceUID, SOPInstanceUID), studies by StudyInstanceUID."""
 
     def __init__(self, path: Path) -> None:
-        self._db = Database(path, INDEX_SCHEMA)
+        self._db = Database(path, INDEX_SCHEMA, migrate)
         self._reads = SqliteSearchReads(self._db)
 
     def close(self) -> None:
@@ -190,18 +190,11 @@ class SqliteTagIndex:
                     first_version(),
                 ),
             )
-            db.execute("DELETE FROM study_terms WHERE study_uid = ?", (record.study_uid,))
-            db.executemany(
-                "INSERT INTO study_terms (study_uid, entry, name, term) VALUES (?, ?, ?, ?)",
-                [
-                    (record.study_uid, entry, term_name(entry), term)
-                    for entry, term in search_terms(record.study_tags).items()
-                ],
-            )
             if change.replaced:
                 self._recompute_sets(db, record.study_uid)
             else:
                 self._merge_sets(db, record.study_uid, change.modalities, change.sop_classes)
+        write_study_keys(db, touched.studies)
 
     @staticmethod
     def _merge_sets(
@@ -367,11 +360,9 @@ class SqliteTagIndex:
             " version = version + 1 WHERE study_uid = ?",
             (emptied, len(rows), study_uid),
         )
-        if db.execute(
-            "DELETE FROM studies WHERE study_uid = ? AND num_instances <= 0", (study_uid,)
-        ).rowcount:
-            db.execute("DELETE FROM study_terms WHERE study_uid = ?", (study_uid,))
+        db.execute("DELETE FROM studies WHERE study_uid = ? AND num_instances <= 0", (study_uid,))
         self._recompute_sets(db, study_uid)
+        write_study_keys(db, [study_uid])
         records = sorted(
             (record_from_json(record) for _, record in rows),
             key=lambda r: (r.series_uid, r.sop_uid),

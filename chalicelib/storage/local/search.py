@@ -1,4 +1,6 @@
-"""The reads of QIDO-RS searches on SQLite (`search.SearchReads`), from indexed columns."""
+"""The reads of QIDO-RS searches on SQLite (`search.SearchReads`), from indexed columns: the
+listing and StudyDate ranges from `studies_listing`, keyed searches from `study_keys` (ordered
+by date within a key, joined to their studies), UIDs from the primary keys."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ from collections.abc import Iterator, Sequence
 from chalicelib.dicom.matching import Narrowing
 from chalicelib.storage.local.database import Database
 from chalicelib.storage.local.tables import (
-    FIRST_KEYED_PAGE,
     FIRST_PAGE,
     INSTANCE_COLUMNS,
     PAGE,
@@ -19,8 +20,11 @@ from chalicelib.storage.local.tables import (
 )
 from chalicelib.storage.ports import SearchInstance, SeriesRecord, StudyRecord
 from chalicelib.storage.records import date_bounds
-from chalicelib.storage.search import SeriesKey, StudyTree
+from chalicelib.storage.search import KeyRun, SeriesKey, StudyTree
 
+_JOINED_STUDY_COLUMNS = (
+    ", ".join(f"s.{column.strip()}" for column in STUDY_COLUMNS.split(",")) + ", k.study_date"
+)
 _MAX_CHAR = "\U0010ffff"
 """Sorts after every character (UTF-8 byte order): `term < prefix + _MAX_CHAR` bounds a prefix."""
 
@@ -30,10 +34,9 @@ class SqliteSearchReads:
         self._db = db
 
     def studies_by_date(self, hint: Narrowing | None) -> Iterator[StudyRecord]:
-        where, params = _study_condition(hint) if hint is not None else ("1", ())
+        where, params = _date_condition(hint) if hint is not None else ("1", ())
         after: tuple[str, str] | None = None
-        in_date_order = hint is None or hint.keyword == "StudyDate"
-        page = FIRST_PAGE if in_date_order else FIRST_KEYED_PAGE
+        page = FIRST_PAGE
         while rows := self._db.read(
             f"SELECT {STUDY_COLUMNS}, study_date FROM studies WHERE ({where})"
             " AND (? IS NULL OR (study_date, study_uid) < (?, ?))"
@@ -41,6 +44,28 @@ class SqliteSearchReads:
             (*params, after and after[0], *(after or ("", "")), page),
         ):
             yield from (study_from_row(row[:-1]) for row in rows)
+            after = (rows[-1][-1], rows[-1][0])
+            page = min(page * 2, PAGE)
+
+    def studies_by_key(self, run: KeyRun) -> Iterator[tuple[str, StudyRecord]]:
+        """One range of the primary key of `study_keys`, in its order, page after page."""
+        within, params = (
+            ("1", ())
+            if run.prefix is None
+            else _string_condition("k.term", Narrowing(run.name, "prefix", (run.prefix,)))
+        )
+        after: tuple[str, str] | None = None
+        page = FIRST_PAGE
+        while rows := self._db.read(
+            f"SELECT {_JOINED_STUDY_COLUMNS} FROM study_keys AS k"
+            " JOIN studies AS s ON s.study_uid = k.study_uid"
+            f" WHERE k.name = ? AND k.value = ? AND ({within})"
+            " AND (? IS NULL OR (k.study_date, k.study_uid) < (?, ?))"
+            " ORDER BY k.study_date DESC, k.study_uid DESC LIMIT ?",
+            (run.name, run.value, *params, after and after[0], *(after or ("", "")), page),
+        ):
+            for row in rows:
+                yield f"{row[-1]}#{row[0]}", study_from_row(row[:-1])
             after = (rows[-1][-1], rows[-1][0])
             page = min(page * 2, PAGE)
 
@@ -57,13 +82,10 @@ class SqliteSearchReads:
         if hint.keyword == "StudyDate":
             where, params = _date_condition(hint)
             rows = self._db.read(f"SELECT study_uid FROM studies WHERE {where}", params)
-        elif hint.keyword == "ModalitiesInStudy":
-            where, params = _string_condition("modality", hint)
-            rows = self._db.read(f"SELECT DISTINCT study_uid FROM series WHERE {where}", params)
         else:
-            where, params = _string_condition("term", hint)
+            where, params = _string_condition("value", hint)
             rows = self._db.read(
-                f"SELECT study_uid FROM study_terms WHERE name = ? AND ({where})",
+                f"SELECT study_uid FROM study_keys WHERE name = ? AND ({where})",
                 (hint.keyword, *params),
             )
         return {row[0] for row in rows}
@@ -148,22 +170,6 @@ def _string_condition(column: str, hint: Narrowing) -> tuple[str, tuple[str, ...
         where = " OR ".join(f"({column} >= ? AND {column} < ?)" for _ in hint.values)
         return where, tuple(p for v in hint.values for p in (v, v + _MAX_CHAR))
     return f"{column} IN ({', '.join('?' * len(hint.values))})", hint.values
-
-
-def _study_condition(hint: Narrowing) -> tuple[str, tuple[str, ...]]:
-    """The SQL condition on `studies` of a study-level hint: a StudyDate range on the column,
-    any other key through the index of its table, so that the rows come in listing order
-    (studies_listing) and a page reads about a page of study rows."""
-    if hint.keyword == "StudyDate":
-        return _date_condition(hint)
-    if hint.keyword == "ModalitiesInStudy":
-        where, params = _string_condition("modality", hint)
-        return f"study_uid IN (SELECT study_uid FROM series WHERE {where})", params
-    where, params = _string_condition("term", hint)
-    return (
-        f"study_uid IN (SELECT study_uid FROM study_terms WHERE name = ? AND ({where}))",
-        (hint.keyword, *params),
-    )
 
 
 def _date_condition(hint: Narrowing) -> tuple[str, tuple[str, ...]]:

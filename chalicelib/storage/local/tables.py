@@ -1,19 +1,28 @@
-"""The SQLite index's tables and how rows decode into records.
+"""The SQLite index's tables, their migration, and how rows decode into records.
 
 `studies`, `series` and `instances` hold the records (tags as JSON) with the columns searches
-narrow on; `study_terms` holds the study's entries of `records.search_terms` (PatientID,
-AccessionNumber, PatientName groups); `pending_deletes` the blob keys of deleted instances
-until their blobs are removed.
+narrow on; `study_keys` the study keys of keyed searches (see `storage/search.py`): a row per
+entry of `records.search_terms` (PatientID, AccessionNumber, PatientName groups), per
+PatientName prefix key and per modality of the study, ordered by date within the key;
+`pending_deletes` the blob keys of deleted instances until their blobs are removed.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Iterable
 from functools import partial
 from typing import Any
 
 from chalicelib.storage.ports import SearchInstance, SeriesRecord, StudyRecord
-from chalicelib.storage.records import record_from_json
+from chalicelib.storage.records import (
+    prefix_keys,
+    record_from_json,
+    search_terms,
+    study_date,
+    term_name,
+)
 
 INDEX_SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -56,16 +65,21 @@ CREATE TABLE IF NOT EXISTS instances (
 CREATE INDEX IF NOT EXISTS instances_series ON instances (study_uid, series_uid, sop_uid);
 CREATE INDEX IF NOT EXISTS instances_sets ON instances (study_uid, modality, sop_class_uid);
 CREATE INDEX IF NOT EXISTS studies_listing ON studies (study_date, study_uid);
-CREATE TABLE IF NOT EXISTS study_terms (
-    study_uid TEXT NOT NULL,
-    entry TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS study_keys (
     name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    study_date TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
     term TEXT NOT NULL,
-    PRIMARY KEY (study_uid, entry)
-);
-CREATE INDEX IF NOT EXISTS study_terms_name ON study_terms (name, term);
+    PRIMARY KEY (name, value, study_date, study_uid, term)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS study_keys_study ON study_keys (study_uid);
 CREATE TABLE IF NOT EXISTS pending_deletes (blob_key TEXT PRIMARY KEY)
 """
+SCHEMA_VERSION = 1
+"""`PRAGMA user_version` of a database `migrate` has brought up to date. 0: before
+`study_keys` (a `study_terms` table ordered by value, which made a keyed search sort every
+match)."""
 STUDY_COLUMNS = (
     "study_uid, study_tags, num_series, num_instances, modalities, sop_classes, version, orthanc_id"
 )
@@ -76,10 +90,64 @@ FIRST_PAGE = 16
 """Rows of the first page of a search listing in index order; each next page doubles, up to
 PAGE. A QIDO-RS page stops reading soon after it, so a first read of PAGE rows would decode
 500 studies to answer 10 (issue 14, cost flat in archive size)."""
-FIRST_KEYED_PAGE = 128
-"""Rows of the first page of a study search on a key the date order does not follow
-(PatientName, PatientID, ...): each page sorts every match again, so one page should hold a
-QIDO-RS page of 10 and the 101 matches its Warning counts (`server.qido.REMAINING_COUNTED`)."""
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring a database written by an earlier version up to `SCHEMA_VERSION`, in the
+    transaction that opens it (`make run` keeps its data across upgrades): version 0 gets
+    the `study_keys` of every study and loses `study_terms`."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version < 1:
+        db.execute("DROP TABLE IF EXISTS study_terms")
+        after = ""
+        while uids := [
+            row[0]
+            for row in db.execute(
+                "SELECT study_uid FROM studies WHERE study_uid > ? ORDER BY study_uid LIMIT ?",
+                (after, PAGE),
+            )
+        ]:
+            write_study_keys(db, uids)
+            after = uids[-1]
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def write_study_keys(db: sqlite3.Connection, study_uids: Iterable[str]) -> None:
+    """Replace the `study_keys` rows of these studies by those of their `studies` rows (none
+    for a study that no longer exists): after every change of a study's tags or modalities."""
+    uids = list(study_uids)
+    db.executemany("DELETE FROM study_keys WHERE study_uid = ?", [(uid,) for uid in uids])
+    rows = [
+        row
+        for start in range(0, len(uids), PAGE)
+        for row in db.execute(
+            "SELECT study_uid, study_tags, modalities FROM studies"
+            f" WHERE study_uid IN ({', '.join('?' * len(uids[start : start + PAGE]))})",
+            uids[start : start + PAGE],
+        )
+    ]
+    db.executemany(
+        "INSERT OR IGNORE INTO study_keys (name, value, study_date, study_uid, term)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [
+            key
+            for uid, tags, modalities in rows
+            for key in _study_key_rows(uid, json.loads(tags), json.loads(modalities))
+        ],
+    )
+
+
+def _study_key_rows(
+    study_uid: str, study_tags: dict[str, Any], modalities: list[str]
+) -> Iterable[tuple[str, str, str, str, str]]:
+    date = study_date(study_tags)
+    for entry, term in search_terms(study_tags).items():
+        name = term_name(entry)
+        yield name, term, date, study_uid, term
+        for bucket, value in prefix_keys(name, term):
+            yield bucket, value, date, study_uid, term
+    for modality in modalities:
+        yield "ModalitiesInStudy", modality, date, study_uid, modality
 
 
 def study_from_row(row: tuple[Any, ...]) -> StudyRecord:
