@@ -245,9 +245,11 @@ class TagIndex(Protocol):
         per record, in order: its StoreResult, or the error that refused it (Conflict, ...)
         while the others are stored. Raise only when none of them was committed.
 
-        SQLite commits them in one transaction; DynamoDB in one transaction per instance
-        (a request's instances share series and study items, which one transaction cannot
-        update twice).
+        SQLite commits them in one transaction; DynamoDB the new instances of a study in one
+        transaction per up to ~42 (TransactWriteItems' 100 actions: two per instance, one per
+        series, the study's and its search entries'), each series and the study updated once
+        in it; an instance stored before, or one a concurrent writer got to first, in a
+        transaction of its own.
         """
 
     def get_instance(self, study_uid: str, series_uid: str | None, sop_uid: str) -> InstanceRecord:

@@ -568,6 +568,29 @@ def test_store_instances_batch_counts_each_once(
     ]
 
 
+def test_store_instances_more_than_one_transaction(
+    tag_index: TagIndex, make_record: MakeRecord
+) -> None:
+    """More instances than one DynamoDB transaction holds, over two series, one of which
+    exists already, with search values that change within the request."""
+    tag_index.store_instance(make_record(sop=f"{SERIES}.0"), overwrite=False)
+    records = [make_record(sop=f"{SERIES}.{n}") for n in range(1, 71)]
+    records += [
+        make_record(series=OTHER_SERIES, sop=f"{OTHER_SERIES}.{n}", modality="MR")
+        for n in range(50)
+    ]
+    records[-1].study_tags["00100020"] = {"vr": "LO", "Value": ["PAT-2"]}
+    results = tag_index.store_instances(records, overwrite=False)
+    assert [r.outcome for r in results if not isinstance(r, Exception)] == ["created"] * 120
+    assert _counts(tag_index.get_study(STUDY)) == (2, 121, ["CT", "MR"], [CT_IMAGE])
+    assert [(s.series_uid, s.num_instances) for s in tag_index.list_series(STUDY)] == [
+        (SERIES, 71),
+        (OTHER_SERIES, 50),
+    ]
+    assert len(tag_index.list_instances(STUDY)) == 121
+    assert tag_index.get_study(STUDY).study_tags["00100020"]["Value"] == ["PAT-2"]
+
+
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_store_instances_conflict_refuses_its_record_alone(
     tag_index: TagIndex, make_record: MakeRecord, overwrite: bool

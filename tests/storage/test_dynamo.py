@@ -77,6 +77,73 @@ def test_store_instance_replaced_meanwhile_replaces_latest(
     assert index.get_study(STUDY).num_instances == 1
 
 
+class CountingClient:
+    """A DynamoDB client that counts its TransactWriteItems calls (and their actions)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.transactions: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def transact_write_items(self, **kwargs: Any) -> Any:
+        self.transactions.append(len(kwargs["TransactItems"]))
+        return self._client.transact_write_items(**kwargs)
+
+
+def _series_records(count: int, series: str = SERIES) -> list[InstanceRecord]:
+    return [build_record(series=series, sop=f"{series}.{n}") for n in range(count)]
+
+
+# Issue 14: store_instances committed one transaction per instance, two for the first of a
+# new series (21 for a 20-instance STOW-RS request of a new series).
+@pytest.mark.parametrize(("count", "transactions"), [(1, 1), (20, 1), (100, 3)])
+def test_store_instances_new_series_in_few_transactions(
+    dynamodb: Any, count: int, transactions: int
+) -> None:
+    client = CountingClient(dynamodb)
+    index = DynamoTagIndex(client, TABLE)
+    results = index.store_instances(_series_records(count), overwrite=False)
+    assert [r.outcome for r in results if not isinstance(r, Exception)] == ["created"] * count
+    assert len(client.transactions) == transactions
+    assert max(client.transactions) <= 100
+    study = index.get_study(STUDY)
+    assert (study.num_series, study.num_instances) == (1, count)
+    assert index.get_series(STUDY, SERIES).num_instances == count
+    assert [r.sop_uid for r in index.list_instances(STUDY)] == sorted(
+        r.sop_uid for r in _series_records(count)
+    )
+    assert index.find_instance(f"{SERIES}.{count - 1}").series_uid == SERIES  # its SOP pointer
+
+
+def test_store_instances_series_created_meanwhile_counted_once(
+    dynamodb: Any, index: DynamoTagIndex
+) -> None:
+    """Another writer creates the series between our reads and our transaction: the
+    transaction is cancelled, and each instance is stored again on its own."""
+    other = build_record(sop=f"{SERIES}.99")
+    racing = _racing(dynamodb, lambda: index.store_instance(other, overwrite=False))
+    results = racing.store_instances(_series_records(20), overwrite=False)
+    assert [r.outcome for r in results if not isinstance(r, Exception)] == ["created"] * 20
+    study = index.get_study(STUDY)
+    assert (study.num_series, study.num_instances) == (1, 21)
+    assert index.get_series(STUDY, SERIES).num_instances == 21
+
+
+def test_store_instances_one_stored_meanwhile_kept(dynamodb: Any, index: DynamoTagIndex) -> None:
+    records = _series_records(5)
+    index.store_instance(build_record(sop=f"{SERIES}.0", blob_key="a/first.dcm"), overwrite=False)
+    theirs = build_record(sop=f"{SERIES}.3", blob_key="a/theirs.dcm")
+    racing = _racing(dynamodb, lambda: index.store_instance(theirs, overwrite=False))
+    results = racing.store_instances(records, overwrite=False)
+    outcomes = [r.outcome for r in results if not isinstance(r, Exception)]
+    assert outcomes == ["kept", "created", "created", "kept", "created"]
+    assert results[3].record.blob_key == "a/theirs.dcm"
+    assert index.get_study(STUDY).num_instances == 5
+    assert index.get_series(STUDY, SERIES).num_instances == 5
+
+
 def test_delete_instance_store_meanwhile_keeps_series(dynamodb: Any, index: DynamoTagIndex) -> None:
     """We read a one-instance series, then another writer adds one: the series must stay."""
     index.store_instance(build_record(sop=f"{SERIES}.1"), overwrite=False)

@@ -12,6 +12,7 @@ read and retried on fresh reads when anything changed meanwhile.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import groupby
 from typing import Any
@@ -28,6 +29,7 @@ from chalicelib.storage.dynamo.items import (
     file_of,
     instance_item,
     instance_sk,
+    new_series_item,
     pending_item,
     record_of,
     series_of,
@@ -63,6 +65,7 @@ from chalicelib.storage.dynamo.table import (
     translated,
 )
 from chalicelib.storage.ports import (
+    Conflict,
     DeleteResult,
     InstanceFile,
     InstanceRecord,
@@ -73,8 +76,8 @@ from chalicelib.storage.ports import (
     StudyRecord,
 )
 from chalicelib.storage.records import (
-    first_version,
     modality,
+    record_to_json,
     released_keys,
     series_conflict,
     sop_conflict,
@@ -82,10 +85,18 @@ from chalicelib.storage.records import (
 )
 from chalicelib.storage.search import run_search
 
+log = logging.getLogger(__name__)
+
 _CHUNK = 83
 """Instances deleted per transaction: with the series and study items, up to five search
 index entries and their prefix keys (5 + 3 × 3 items) and the pending blob deletes,
 TransactWriteItems' limit of 100 actions."""
+_TRANSACTION_ACTIONS = 100
+_TRANSACTION_BYTES = 3_000_000
+"""Of TransactWriteItems' 4 MB: room for the series and study items beside the instances."""
+_TERM_ACTIONS = 14
+"""At most: the items of a study's search index entries and their prefix keys, written or
+deleted (5 + 3 × 3, as in `_CHUNK`)."""
 _KEYS_EMPTIED: Condition = ("attribute_not_exists(#k)", {"#k": "keys"}, {})
 
 
@@ -123,10 +134,10 @@ class DynamoTagIndex:
             terms = terms_of(self._table.get(new.study_uid, STUDY_SK, "sk", "ix"))
             # Most stores go to an existing series: try that first; on a new series the
             # series condition fails and the variant that creates it follows.
-            codes = self._create(new, terms, series_exists=True)
+            codes = self._create([new], terms, {new.series_uid})
             if codes is not None and codes[1] == "ConditionalCheckFailed":
                 self._check_series_elsewhere(new)
-                codes = self._create(new, terms, series_exists=False)
+                codes = self._create([new], terms, set())
             if codes is None:
                 return StoreResult("created", new)
         raise contention(f"storing instance {new.sop_uid}")
@@ -134,60 +145,112 @@ class DynamoTagIndex:
     def store_instances(
         self, records: Sequence[InstanceRecord], overwrite: bool
     ) -> list[StoreResult | Exception]:
-        """One transaction per record: whatever refuses one leaves the others stored."""
-        results: list[StoreResult | Exception] = []
-        for record in records:
+        """The new instances of each study committed together: after one BatchGetItem of the
+        items they touch, one transaction per chunk of them (`_chunks`: their items and SOP
+        pointers, each series and the study updated once). An instance stored before (kept or
+        replaced), a SOP Instance UID's later parts, and the instances of a transaction a
+        concurrent writer cancelled then go through `store_instance`, a transaction each;
+        whatever refuses one record leaves the others."""
+        results: list[StoreResult | Exception | None] = [None] * len(records)
+        first: dict[str, int] = {}
+        for position, record in enumerate(records):
+            first.setdefault(record.sop_uid, position)
+        by_study: dict[str, list[int]] = {}
+        for position in first.values():
+            by_study.setdefault(records[position].study_uid, []).append(position)
+        for study_uid, positions in by_study.items():
             try:
-                results.append(self.store_instance(record, overwrite))
-            except Exception as exc:  # reported in its record's place; the others go on
-                results.append(exc)
-        return results
+                self._create_together(records, positions, results)
+            except Exception:  # what did not commit is stored one by one below
+                log.warning(
+                    "storing instances of study %s together failed", study_uid, exc_info=True
+                )
+        final: list[StoreResult | Exception] = []
+        for record, result in zip(records, results, strict=True):
+            if result is None:
+                try:
+                    result = self.store_instance(record, overwrite)
+                except Exception as exc:  # reported in its record's place; the others go on
+                    result = exc
+            final.append(result)
+        return final
+
+    def _create_together(
+        self,
+        records: Sequence[InstanceRecord],
+        positions: list[int],
+        results: list[StoreResult | Exception | None],
+    ) -> None:
+        """Create the instances at `positions` (one study, distinct SOP Instance UIDs) that
+        are not stored yet and set their results: created, or the Conflict that refuses one.
+        A cancelled transaction stops it: the results left None are for `store_instance`."""
+        study_uid = records[positions[0]].study_uid
+        series_uids = {records[p].series_uid for p in positions}
+        keys = [(study_uid, STUDY_SK), *((study_uid, f"SE#{uid}") for uid in series_uids)]
+        keys += [
+            (study_uid, instance_sk(records[p].series_uid, records[p].sop_uid)) for p in positions
+        ]
+        found = {item["sk"]["S"]: item for item in self._table.batch_get(keys)}
+        existing_series = {uid for uid in series_uids if f"SE#{uid}" in found}
+        elsewhere = {
+            uid: self._series_elsewhere(study_uid, uid) for uid in series_uids - existing_series
+        }
+        new: dict[str, int] = {}
+        for p in positions:
+            record = records[p]
+            if instance_sk(record.series_uid, record.sop_uid) in found:
+                continue  # stored before: store_instance keeps or replaces it
+            try:
+                if (other_study := elsewhere.get(record.series_uid)) is not None:
+                    raise series_conflict(record, other_study)
+                self._check_sop_elsewhere(record)
+            except Conflict as exc:
+                results[p] = exc
+                continue
+            new[record.sop_uid] = p
+        terms = terms_of(found.get(STUDY_SK))
+        for chunk in _chunks([stamped(records[p]) for p in new.values()]):
+            if self._create(chunk, terms, existing_series) is not None:
+                return  # a concurrent writer came first: store_instance reads again
+            for record in chunk:
+                results[new[record.sop_uid]] = StoreResult("created", record)
+            existing_series |= {record.series_uid for record in chunk}
+            terms = study_terms(study_uid, chunk[-1].study_tags)
 
     def _create(
-        self, record: InstanceRecord, terms: Terms | None, series_exists: bool
+        self, records: list[InstanceRecord], terms: Terms | None, existing_series: set[str]
     ) -> list[str] | None:
-        """Put the instance (only if absent) and count it in its series and study; the series
-        must exist (`series_exists`) or is created, counted once in the study. `terms` are the
-        study's search index entries as read: they are brought up to date in the same
-        transaction."""
-        pk = record.study_uid
-        series_sk = f"SE#{record.series_uid}"
-        if series_exists:
-            series_action = self._table.update_action(
-                pk,
-                series_sk,
-                series_values(record),
-                {"num_instances": number(1), "version": number(1)},
-                EXISTS,
-            )
-            verb = "Update"
-        else:
-            series_item = {
-                "pk": string(pk),
-                "sk": string(series_sk),
-                SERIES_INDEX: string(record.series_uid),
-                "num_instances": number(1),
-                "version": number(first_version()),
-                **series_values(record),
-            }
-            series_action = self._table.put_action(
-                {name: value for name, value in series_item.items() if value is not None}, ABSENT
-            )
-            verb = "Put"
+        """Put the instances (each only if absent) of one study and count them in their
+        series and study, in one transaction. A series in `existing_series` must exist, any
+        other is created (and counted once in the study); each takes the tags of its last
+        instance, the study those of the last one. `terms` are the study's search index
+        entries as read: they are brought up to date in the same transaction. The first two
+        actions are the first instance's and its series' (`store_instance` reads codes[1])."""
+        pk, last = records[0].study_uid, records[-1]
+        by_series: dict[str, list[InstanceRecord]] = {}
+        for record in records:
+            by_series.setdefault(record.series_uid, []).append(record)
+        series_actions = []
+        for series_uid, group in by_series.items():
+            if series_uid in existing_series:
+                counts = {"num_instances": number(len(group)), "version": number(1)}
+                update = self._table.update_action(
+                    pk, f"SE#{series_uid}", series_values(group[-1]), counts, EXISTS
+                )
+                series_actions.append(("Update", update))
+            else:
+                item = new_series_item(group[-1], len(group))
+                series_actions.append(("Put", self._table.put_action(item, ABSENT)))
+        created = len(by_series.keys() - existing_series)
+        additions = study_additions(last, len(records), created, also=records[:-1])
         return self._table.transact(
             [
-                ("Put", self._table.put_action(instance_item(record), ABSENT)),
-                (verb, series_action),
-                self._study_update(
-                    record, terms, study_additions(record, 1, 0 if series_exists else 1)
-                ),
-                *term_actions(
-                    self._table, pk, terms, study_terms(record.study_uid, record.study_tags)
-                ),
-                (
-                    "Put",
-                    self._table.put_action(sop_pointer(record)),
-                ),  # last: codes[1] is the series
+                ("Put", self._table.put_action(instance_item(records[0]), ABSENT)),
+                *series_actions,
+                *(("Put", self._table.put_action(instance_item(r), ABSENT)) for r in records[1:]),
+                self._study_update(last, terms, additions),
+                *term_actions(self._table, pk, terms, study_terms(pk, last.study_tags)),
+                *(("Put", self._table.put_action(sop_pointer(r))) for r in records),
             ]
         )
 
@@ -247,9 +310,15 @@ class DynamoTagIndex:
                 raise sop_conflict(record, pk, sk.split("#")[1])
 
     def _check_series_elsewhere(self, record: InstanceRecord) -> None:
-        for pk, sk in self._table.lookup(SERIES_INDEX, record.series_uid):
-            if pk != record.study_uid and self._table.get(pk, sk) is not None:
-                raise series_conflict(record, pk)
+        if (other_study := self._series_elsewhere(record.study_uid, record.series_uid)) is not None:
+            raise series_conflict(record, other_study)
+
+    def _series_elsewhere(self, study_uid: str, series_uid: str) -> str | None:
+        """The other study that holds the series (through the GSI, confirmed consistently)."""
+        for pk, sk in self._table.lookup(SERIES_INDEX, series_uid):
+            if pk != study_uid and self._table.get(pk, sk) is not None:
+                return pk
+        return None
 
     def get_instance(self, study_uid: str, series_uid: str | None, sop_uid: str) -> InstanceRecord:
         if series_uid is None:
@@ -542,3 +611,24 @@ class DynamoTagIndex:
                 if error_code(e) != "ConditionalCheckFailedException":
                     raise
         raise contention(f"updating the modalities of study {study_uid}")
+
+
+def _chunks(records: list[InstanceRecord]) -> Iterator[list[InstanceRecord]]:
+    """`records` in order, cut where a store transaction (`DynamoTagIndex._create`) would
+    pass DynamoDB's limits: two actions per instance (item, SOP pointer), one per series, the
+    study's and its search entries' (100 actions); the instances' records (4 MB)."""
+    chunk: list[InstanceRecord] = []
+    series: set[str] = set()
+    size = 0
+    for record in records:
+        record_size = len(record_to_json(record))
+        grown = series | {record.series_uid}
+        actions = 2 * (len(chunk) + 1) + len(grown) + 1 + _TERM_ACTIONS
+        if chunk and (actions > _TRANSACTION_ACTIONS or size + record_size > _TRANSACTION_BYTES):
+            yield chunk
+            chunk, grown, size = [], {record.series_uid}, 0
+        chunk.append(record)
+        series = grown
+        size += record_size
+    if chunk:
+        yield chunk

@@ -42,11 +42,13 @@ from __future__ import annotations
 import json
 import uuid
 import zlib
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
 from chalicelib.storage.dynamo.table import (
     DATE_SHARDS,
+    SERIES_INDEX,
     SOP_INDEX,
     Condition,
     Table,
@@ -65,6 +67,7 @@ from chalicelib.storage.ports import (
     StudyRecord,
 )
 from chalicelib.storage.records import (
+    first_version,
     modality,
     prefix_keys,
     record_from_json,
@@ -284,10 +287,28 @@ def terms_condition(old: Terms | None) -> Condition:
     return ("#ix = :ix", {"#ix": "ix"}, {":ix": string(json.dumps(old, sort_keys=True))})
 
 
-def study_additions(record: InstanceRecord, instances: int, series: int) -> dict[str, Value | None]:
+def study_additions(
+    record: InstanceRecord, instances: int, series: int, also: Sequence[InstanceRecord] = ()
+) -> dict[str, Value | None]:
+    """What a store adds to its study item: counts, and the modalities and SOP classes of
+    `record` and `also` (the other instances of one transaction)."""
+    records = [record, *also]
     return {
         "num_instances": number(instances) if instances else None,
         "num_series": number(series) if series else None,
-        "modalities": string_set({modality(record)}),
-        "sop_classes": string_set({record.sop_class_uid}),
+        "modalities": string_set({modality(r) for r in records}),
+        "sop_classes": string_set({r.sop_class_uid for r in records}),
     }
+
+
+def new_series_item(record: InstanceRecord, instances: int) -> dict[str, Value]:
+    """The item of a series created with `instances` instances, `record` the last of them."""
+    item = {
+        "pk": string(record.study_uid),
+        "sk": string(f"SE#{record.series_uid}"),
+        SERIES_INDEX: string(record.series_uid),
+        "num_instances": number(instances),
+        "version": number(first_version()),
+        **series_values(record),
+    }
+    return {name: value for name, value in item.items() if value is not None}
