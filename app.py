@@ -30,12 +30,18 @@ def ingest_upload(event: dict[str, Any], context: Any) -> list[dict[str, Any]]:
 
 
 @app.lambda_function(name="sweep")
-def sweep(event: dict[str, Any], context: Any) -> dict[str, int]:
+def sweep(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """EventBridge's scheduled event (`SWEEP_SCHEDULE` in infra/stack.py): remove the blobs of
-    deletes interrupted between their index commit and their blob removal. Locally the server
-    does it at start-up; on AWS nothing restarts, and DELETE (which also does it) is off. Its
-    timeout is 15 minutes (.chalice/config.json); a run cut short keeps what it confirmed."""
+    deletes interrupted between their index commit and their blob removal, and fail the jobs
+    whose execution ended without saying so (`jobs.fail_abandoned`). Locally the server
+    finishes deletes and resumes jobs at start-up; on AWS nothing restarts, and DELETE (which
+    also finishes deletes) is off. Its timeout is 15 minutes (.chalice/config.json); a run cut
+    short keeps what it confirmed."""
+    from chalicelib.jobs import fail_abandoned
     from chalicelib.server.delete import finish_pending_deletes
 
     ctx = default_context()
-    return {"BlobsDeleted": finish_pending_deletes(ctx.index, ctx.blobs)}
+    return {
+        "BlobsDeleted": finish_pending_deletes(ctx.index, ctx.blobs),
+        "JobsFailed": fail_abandoned(ctx),
+    }

@@ -28,7 +28,7 @@ from typing import Any
 from chalicelib.client.http import RemoteError
 from chalicelib.context import Context
 from chalicelib.errors import BadRequest
-from chalicelib.storage.ports import Conflict, JobRecord
+from chalicelib.storage.ports import Conflict, JobRecord, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,38 @@ def fail(ctx: Context, job_id: str, message: str, code: int = NETWORK_PROTOCOL) 
             return
         except Conflict:
             continue
+
+
+def fail_abandoned(ctx: Context) -> list[str]:
+    """Mark Failure the Running jobs that no runner runs any more; their ids.
+
+    On AWS a job's execution can end without recording it: MarkFailed failing all its
+    attempts, an execution stopped from the console, or Step Functions' limit of 25,000 history
+    events (about 3,500 steps). Such a job would say Running for ever; Failure lets it be
+    resubmitted from its cursor. A job is Running only once its execution has run a step, and
+    ends in a saved state before its execution does: the save is conditional on the version
+    read, so a job that moved meanwhile is left alone."""
+    candidates = [job for job in ctx.jobs.list() if job.state == "Running"]
+    if not candidates:
+        return []
+    running = ctx.job_runner.running_jobs()
+    failed = []
+    for job in candidates:
+        if job.id in running:
+            continue
+        job.state, job.completion_time = "Failure", _now()
+        job.error_code = INTERNAL_ERROR
+        job.error_description = (
+            "the job's runner stopped without recording its end; resubmit it to go on from "
+            "where it was"
+        )
+        try:
+            ctx.jobs.save(job)
+        except (Conflict, NotFound):
+            continue
+        log.warning("job %s: Running with no runner, marked Failure", job.id)
+        failed.append(job.id)
+    return failed
 
 
 def run_step_with_retries(ctx: Context, job_id: str) -> bool:

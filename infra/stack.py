@@ -11,7 +11,7 @@ Resources, by construct id:
   sweep;
 - `Jobs`: the state machine of `infra/jobs.asl.json`, its task the jobs worker;
 - `SweepSchedule`: the EventBridge rule that runs the sweep every `SWEEP_SCHEDULE` (the blobs
-  of deletes interrupted after their index commit);
+  of deletes interrupted after their index commit, jobs whose execution ended unrecorded);
 - one role per Lambda with exactly the S3, DynamoDB, Step Functions and Secrets Manager actions
   its code calls, on this stack's resources only; log groups with a retention;
 - API Gateway's own answers mapped to ours: unknown path 404, body too large 413, JSON + CORS.
@@ -87,10 +87,19 @@ SECRETS_API_ACTIONS = [
 ]
 SECRETS_WORKER_ACTIONS = ["secretsmanager:GetSecretValue"]
 
-# app.sweep, server/delete.finish_pending_deletes: Query the pending deletes, delete their
-# blobs, take the removed keys out of the pending items (UpdateItem) and drop emptied ones.
+# app.sweep: server/delete.finish_pending_deletes Queries the pending deletes, deletes their
+# blobs, takes the removed keys out of the pending items (UpdateItem) and drops emptied ones;
+# jobs.fail_abandoned Queries the jobs, lists the running executions and saves a job
+# (PutItem, GetItem on a conflict).
 SWEEP_S3_OBJECT_ACTIONS = ["s3:DeleteObject"]
-SWEEP_DYNAMODB_ACTIONS = ["dynamodb:Query", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
+SWEEP_DYNAMODB_ACTIONS = [
+    "dynamodb:Query",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+]
+SWEEP_STATES_MACHINE_ACTIONS = ["states:ListExecutions"]
 
 NOT_FOUND_BODY = {
     "Status": 404,
@@ -356,8 +365,8 @@ class DicomWebStack(cdk.Stack):
 
     def _jobs_state_machine(self) -> sfn.StateMachine:
         """`infra/jobs.asl.json` with the jobs worker as its task; the API handler starts
-        and stops its executions (JOBS_STATE_MACHINE_ARN, on the API handler only: on the
-        worker it would make the worker depend on the state machine that invokes it)."""
+        and stops its executions and the sweep lists them (JOBS_STATE_MACHINE_ARN, not on the
+        worker: it would make the worker depend on the state machine that invokes it)."""
         worker = self._imported_function("JobsWorker")
         machine = sfn.StateMachine(
             self,
@@ -366,14 +375,16 @@ class DicomWebStack(cdk.Stack):
             definition_substitutions={"JobsWorkerArn": worker.function_arn},
         )
         worker.grant_invoke(machine)
-        self.api.add_environment_variable(
-            "JOBS_STATE_MACHINE_ARN", machine.state_machine_arn, "APIHandler"
-        )
-        self.api_role.add_to_policy(
-            iam.PolicyStatement(
-                actions=STATES_MACHINE_ACTIONS, resources=[machine.state_machine_arn]
+        for function, role, actions in (
+            ("APIHandler", self.api_role, STATES_MACHINE_ACTIONS),
+            ("Sweep", self.sweep_role, SWEEP_STATES_MACHINE_ACTIONS),
+        ):
+            self.api.add_environment_variable(
+                "JOBS_STATE_MACHINE_ARN", machine.state_machine_arn, function
             )
-        )
+            role.add_to_policy(
+                iam.PolicyStatement(actions=actions, resources=[machine.state_machine_arn])
+            )
         executions = self.format_arn(
             service="states",
             resource="execution",

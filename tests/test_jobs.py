@@ -9,12 +9,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 
 from chalicelib import jobs
 from chalicelib.ingest import store_instance
+from chalicelib.storage.ports import JobRecord
 from tests.client.test_two_servers import large_study
-from tests.conftest import make_context
+from tests.conftest import REPO, make_context
 from tests.stow_remote import HeldStowRemote, held_stow_remote
 
 
@@ -53,3 +55,38 @@ def test_pause_during_a_step_drops_its_result_and_resume_resends_the_batch(
     first, *rest = remote.received
     assert rest[0] == first  # the dropped batch, sent again
     assert sorted(u for batch in rest for u in batch) == sorted(i.sop for i in study)
+
+
+def test_fail_abandoned_fails_running_jobs_whose_execution_ended(
+    aws_env: None, tmp_path: Path
+) -> None:
+    """A Running job whose execution ended without recording it (stopped from the console:
+    no MarkFailed ran) is marked Failure and can be resubmitted; a Running job with a running
+    execution and a Paused one are left alone. moto starts executions without running them."""
+    definition = (REPO / "infra" / "jobs.asl.json").read_text()
+    worker = "arn:aws:lambda:us-east-1:123456789012:function:jobs_worker"
+    states = boto3.client("stepfunctions", region_name="us-east-1")
+    machine = states.create_state_machine(
+        name="jobs",
+        definition=definition.replace("${JobsWorkerArn}", worker),
+        roleArn="arn:aws:iam::123456789012:role/jobs",
+    )["stateMachineArn"]
+    ctx = make_context("aws", tmp_path, jobs_state_machine_arn=machine)
+
+    def running() -> JobRecord:
+        job = jobs.submit(ctx, jobs.new_job(jobs.STOW, "remote", {"Resources": []}, {}, 0))
+        job.state = "Running"  # what its execution's first step saves
+        return ctx.jobs.save(job)
+
+    abandoned, alive, paused = running(), running(), running()
+    jobs.pause(ctx, paused.id)  # its execution stopped too
+    states.stop_execution(executionArn=abandoned.execution, cause="from the console")
+
+    assert jobs.fail_abandoned(ctx) == [abandoned.id]
+    failed = ctx.jobs.get(abandoned.id)
+    assert failed.state == "Failure" and "resubmit" in failed.error_description
+    assert ctx.jobs.get(alive.id).state == "Running"
+    assert ctx.jobs.get(paused.id).state == "Paused"
+    assert jobs.fail_abandoned(ctx) == []
+    jobs.resubmit(ctx, abandoned.id)
+    assert ctx.jobs.get(abandoned.id).state == "Pending"

@@ -8,7 +8,7 @@ list of stored instance ids grows by ~45 bytes per instance, so about 8,000 inst
 
 The runner starts one execution of the state machine (`infra/jobs.asl.json`, ARN from env
 `JOBS_STATE_MACHINE_ARN`) per start, resume and resubmit, with input `{"JobId": ...}` only;
-stop ends it (`StopExecution`).
+stop ends it (`StopExecution`); `running_jobs` lists the RUNNING ones (`ListExecutions`).
 """
 
 from __future__ import annotations
@@ -125,6 +125,13 @@ class StepFunctionsJobRunner:
             input=json.dumps({"JobId": job.id}),
         )
         return str(response["executionArn"])
+
+    def running_jobs(self) -> set[str]:
+        """The jobs of the RUNNING executions, named `{job id}-{nonce}` by `start`. ListExecutions
+        is eventually consistent: an execution started a moment ago may be missing."""
+        paginator = self.client.get_paginator("list_executions")
+        pages = paginator.paginate(stateMachineArn=self._arn, statusFilter="RUNNING")
+        return {e["name"].rsplit("-", 1)[0] for page in pages for e in page["executions"]}
 
     def stop(self, job: JobRecord) -> None:
         if not job.execution:

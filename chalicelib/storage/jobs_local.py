@@ -107,6 +107,7 @@ class ThreadJobRunner:
         self._queue: list[tuple[int, int, str]] = []
         self._order = itertools.count()
         self._queued: set[str] = set()
+        self._stepping: set[str] = set()
         self._condition = threading.Condition()
         self._threads: list[threading.Thread] = []
 
@@ -116,6 +117,10 @@ class ThreadJobRunner:
 
     def stop(self, job: JobRecord) -> None:
         """Nothing to interrupt: the next step reads the job's state and ends it."""
+
+    def running_jobs(self) -> set[str]:
+        with self._condition:
+            return self._queued | self._stepping
 
     def resume(self, jobs: Iterable[JobRecord]) -> None:
         """Queue the jobs a previous process left Pending or Running."""
@@ -146,6 +151,7 @@ class ThreadJobRunner:
                         return
                 priority, _, job_id = heapq.heappop(self._queue)
                 self._queued.discard(job_id)
+                self._stepping.add(job_id)
             try:
                 done = self._step(job_id)
             except Exception:
@@ -153,3 +159,5 @@ class ThreadJobRunner:
                 done = True
             if not done:
                 self._push(job_id, -priority)
+            with self._condition:
+                self._stepping.discard(job_id)

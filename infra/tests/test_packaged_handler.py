@@ -604,6 +604,38 @@ def test_packaged_sweep_finishes_a_delete_interrupted_after_its_commit(
         outcome = lambda_task.app.sweep(SCHEDULED_EVENT, None)
     finally:
         lambda_task.as_role("ApiHandlerRole")
-    assert outcome == {"BlobsDeleted": len(owned)}
+    assert outcome["BlobsDeleted"] == len(owned)
     assert stored_keys() == before - owned
     assert default_context().index.pending_blob_deletes() == []
+
+
+def test_packaged_sweep_fails_a_running_job_whose_execution_ended(
+    lambda_task: LambdaTask,
+) -> None:
+    """A job left Running by an execution stopped from the console (no MarkFailed ran) is
+    marked Failure by the sweep Lambda, under the sweep role's policy; a job whose execution
+    runs is left alone."""
+    from chalicelib import jobs
+    from chalicelib.context import default_context
+
+    ctx = default_context()
+
+    def running() -> str:
+        job = jobs.submit(ctx, jobs.new_job(jobs.STOW, "peer", {"Resources": []}, {}, 0))
+        job.state = "Running"  # what its execution's first step saves
+        return ctx.jobs.save(job).id
+
+    abandoned, alive = running(), running()
+    states = boto3.client("stepfunctions", **lambda_task.credentials["admin"])
+    states.stop_execution(executionArn=ctx.jobs.get(abandoned).execution)
+
+    lambda_task.as_role("SweepRole")
+    try:
+        outcome = lambda_task.app.sweep(SCHEDULED_EVENT, None)
+    finally:
+        lambda_task.as_role("ApiHandlerRole")
+    assert outcome["JobsFailed"] == [abandoned]
+    ctx = default_context()
+    assert ctx.jobs.get(abandoned).state == "Failure"
+    assert ctx.jobs.get(alive).state == "Running"
+    jobs.cancel(ctx, alive)

@@ -45,12 +45,16 @@ EXPECTED_ACTIONS = {
     },
     "UploadIngestRole": STORAGE_ACTIONS,
     "JobsWorkerRole": STORAGE_ACTIONS | {"secretsmanager:GetSecretValue"},
-    # app.sweep: server/delete.finish_pending_deletes, no blob read, no GSI.
+    # app.sweep: server/delete.finish_pending_deletes (no blob read, no GSI) and
+    # jobs.fail_abandoned (the job items, the running executions).
     "SweepRole": {
         "s3:DeleteObject",
         "dynamodb:Query",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
+        "states:ListExecutions",
         "logs:CreateLogStream",
         "logs:PutLogEvents",
     },
@@ -92,8 +96,9 @@ def test_functions_get_every_variable_the_app_reads(
         assert set(env) <= known, set(env) - known  # no name the app would not read
         json.loads(env["DICOMWEB_CONFIG"])  # the stage's options parse
     machine = logical_id(template, "AWS::StepFunctions::StateMachine", "Jobs")
-    api_env = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
-    assert api_env["JOBS_STATE_MACHINE_ARN"] == {"Ref": machine}
+    for name in ("APIHandler", "Sweep"):
+        env = template["Resources"][name]["Properties"]["Environment"]["Variables"]
+        assert env["JOBS_STATE_MACHINE_ARN"] == {"Ref": machine}
 
 
 def test_jobs_state_machine_runs_the_worker(template: dict[str, Any]) -> None:
