@@ -151,13 +151,9 @@ def fail_abandoned(ctx: Context) -> list[str]:
     resubmitted from its cursor. A job is Running only once its execution has run a step, and
     ends in a saved state before its execution does: the save is conditional on the version
     read, so a job that moved meanwhile is left alone."""
-    candidates = [job for job in ctx.jobs.list() if job.state == "Running"]
-    if not candidates:
-        return []
-    running = ctx.job_runner.running_jobs()
     failed = []
-    for job in candidates:
-        if job.id in running:
+    for job in ctx.jobs.list():
+        if job.state != "Running" or ctx.job_runner.is_running(job):
             continue
         job.state, job.completion_time = "Failure", _now()
         job.error_code = INTERNAL_ERROR

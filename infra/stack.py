@@ -89,8 +89,8 @@ SECRETS_WORKER_ACTIONS = ["secretsmanager:GetSecretValue"]
 
 # app.sweep: server/delete.finish_pending_deletes Queries the pending deletes, deletes their
 # blobs, takes the removed keys out of the pending items (UpdateItem) and drops emptied ones;
-# jobs.fail_abandoned Queries the jobs, lists the running executions and saves a job
-# (PutItem, GetItem on a conflict).
+# jobs.fail_abandoned Queries the jobs, asks for the status of a Running job's execution and
+# saves the job (PutItem, GetItem on a conflict).
 SWEEP_S3_OBJECT_ACTIONS = ["s3:DeleteObject"]
 SWEEP_DYNAMODB_ACTIONS = [
     "dynamodb:Query",
@@ -99,7 +99,7 @@ SWEEP_DYNAMODB_ACTIONS = [
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
 ]
-SWEEP_STATES_MACHINE_ACTIONS = ["states:ListExecutions"]
+SWEEP_STATES_EXECUTION_ACTIONS = ["states:DescribeExecution"]
 
 NOT_FOUND_BODY = {
     "Status": 404,
@@ -365,8 +365,9 @@ class DicomWebStack(cdk.Stack):
 
     def _jobs_state_machine(self) -> sfn.StateMachine:
         """`infra/jobs.asl.json` with the jobs worker as its task; the API handler starts
-        and stops its executions and the sweep lists them (JOBS_STATE_MACHINE_ARN, not on the
-        worker: it would make the worker depend on the state machine that invokes it)."""
+        and stops its executions and the sweep asks for their status (JOBS_STATE_MACHINE_ARN,
+        not on the worker: it would make the worker depend on the state machine that invokes
+        it)."""
         worker = self._imported_function("JobsWorker")
         machine = sfn.StateMachine(
             self,
@@ -375,25 +376,28 @@ class DicomWebStack(cdk.Stack):
             definition_substitutions={"JobsWorkerArn": worker.function_arn},
         )
         worker.grant_invoke(machine)
-        for function, role, actions in (
-            ("APIHandler", self.api_role, STATES_MACHINE_ACTIONS),
-            ("Sweep", self.sweep_role, SWEEP_STATES_MACHINE_ACTIONS),
-        ):
-            self.api.add_environment_variable(
-                "JOBS_STATE_MACHINE_ARN", machine.state_machine_arn, function
-            )
-            role.add_to_policy(
-                iam.PolicyStatement(actions=actions, resources=[machine.state_machine_arn])
-            )
         executions = self.format_arn(
             service="states",
             resource="execution",
             resource_name=f"{machine.state_machine_name}:*",
             arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
         )
-        self.api_role.add_to_policy(
-            iam.PolicyStatement(actions=STATES_EXECUTION_ACTIONS, resources=[executions])
-        )
+        for function, role, machine_actions, execution_actions in (
+            ("APIHandler", self.api_role, STATES_MACHINE_ACTIONS, STATES_EXECUTION_ACTIONS),
+            ("Sweep", self.sweep_role, [], SWEEP_STATES_EXECUTION_ACTIONS),
+        ):
+            self.api.add_environment_variable(
+                "JOBS_STATE_MACHINE_ARN", machine.state_machine_arn, function
+            )
+            if machine_actions:
+                role.add_to_policy(
+                    iam.PolicyStatement(
+                        actions=machine_actions, resources=[machine.state_machine_arn]
+                    )
+                )
+            role.add_to_policy(
+                iam.PolicyStatement(actions=execution_actions, resources=[executions])
+            )
         return machine
 
     def _imported_function(self, logical_id: str) -> lambda_.IFunction:

@@ -8,7 +8,8 @@ list of stored instance ids grows by ~45 bytes per instance, so about 8,000 inst
 
 The runner starts one execution of the state machine (`infra/jobs.asl.json`, ARN from env
 `JOBS_STATE_MACHINE_ARN`) per start, resume and resubmit, with input `{"JobId": ...}` only;
-stop ends it (`StopExecution`); `running_jobs` lists the RUNNING ones (`ListExecutions`).
+stop ends it (`StopExecution`); `is_running` asks for the status of the job's execution
+(`DescribeExecution`).
 """
 
 from __future__ import annotations
@@ -126,12 +127,17 @@ class StepFunctionsJobRunner:
         )
         return str(response["executionArn"])
 
-    def running_jobs(self) -> set[str]:
-        """The jobs of the RUNNING executions, named `{job id}-{nonce}` by `start`. ListExecutions
-        is eventually consistent: an execution started a moment ago may be missing."""
-        paginator = self.client.get_paginator("list_executions")
-        pages = paginator.paginate(stateMachineArn=self._arn, statusFilter="RUNNING")
-        return {e["name"].rsplit("-", 1)[0] for page in pages for e in page["executions"]}
+    def is_running(self, job: JobRecord) -> bool:
+        """Whether the job's execution (`job.execution`, saved by every start) still runs.
+        DescribeExecution, unlike ListExecutions, is not eventually consistent: an execution
+        started a moment ago is seen. A job with no execution recorded yet counts as running."""
+        if not job.execution:
+            return True
+        try:
+            response = self.client.describe_execution(executionArn=job.execution)
+        except self.client.exceptions.ExecutionDoesNotExist:
+            return False
+        return response["status"] == "RUNNING"
 
     def stop(self, job: JobRecord) -> None:
         if not job.execution:

@@ -118,9 +118,9 @@ class ThreadJobRunner:
     def stop(self, job: JobRecord) -> None:
         """Nothing to interrupt: the next step reads the job's state and ends it."""
 
-    def running_jobs(self) -> set[str]:
+    def is_running(self, job: JobRecord) -> bool:
         with self._condition:
-            return self._queued | self._stepping
+            return job.id in self._queued or job.id in self._stepping
 
     def resume(self, jobs: Iterable[JobRecord]) -> None:
         """Queue the jobs a previous process left Pending or Running."""

@@ -407,5 +407,5 @@ class JobRunner(Protocol):
     def stop(self, job: JobRecord) -> None:
         """Stop running the job (its state already says Paused or Failure)."""
 
-    def running_jobs(self) -> set[str]:
-        """The ids of the jobs this runner is running or has queued now."""
+    def is_running(self, job: JobRecord) -> bool:
+        """Whether this runner is running the job or has it queued now."""

@@ -46,7 +46,7 @@ EXPECTED_ACTIONS = {
     "UploadIngestRole": STORAGE_ACTIONS,
     "JobsWorkerRole": STORAGE_ACTIONS | {"secretsmanager:GetSecretValue"},
     # app.sweep: server/delete.finish_pending_deletes (no blob read, no GSI) and
-    # jobs.fail_abandoned (the job items, the running executions).
+    # jobs.fail_abandoned (the job items, the status of their executions).
     "SweepRole": {
         "s3:DeleteObject",
         "dynamodb:Query",
@@ -54,7 +54,7 @@ EXPECTED_ACTIONS = {
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
-        "states:ListExecutions",
+        "states:DescribeExecution",
         "logs:CreateLogStream",
         "logs:PutLogEvents",
     },
