@@ -39,10 +39,6 @@ CREATE TABLE IF NOT EXISTS studies (
     sop_classes TEXT NOT NULL,
     version INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS studies_patient_id ON studies (patient_id);
-CREATE INDEX IF NOT EXISTS studies_patient_name ON studies (patient_name);
-CREATE INDEX IF NOT EXISTS studies_study_date ON studies (study_date);
-CREATE INDEX IF NOT EXISTS studies_accession_number ON studies (accession_number);
 CREATE TABLE IF NOT EXISTS series (
     series_uid TEXT PRIMARY KEY,
     study_uid TEXT NOT NULL,
@@ -76,10 +72,18 @@ CREATE TABLE IF NOT EXISTS study_keys (
 CREATE INDEX IF NOT EXISTS study_keys_study ON study_keys (study_uid);
 CREATE TABLE IF NOT EXISTS pending_deletes (blob_key TEXT PRIMARY KEY)
 """
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """`PRAGMA user_version` of a database `migrate` has brought up to date. 0: before
 `study_keys` (a `study_terms` table ordered by value, which made a keyed search sort every
-match)."""
+match); 1: with the indexes of `studies` on patient_id, patient_name, study_date and
+accession_number, which no query reads (`study_keys` and `studies_listing` answer them) and
+every study upsert wrote."""
+_UNREAD_INDEXES = (
+    "studies_patient_id",
+    "studies_patient_name",
+    "studies_study_date",
+    "studies_accession_number",
+)
 STUDY_COLUMNS = (
     "study_uid, study_tags, num_series, num_instances, modalities, sop_classes, version, orthanc_id"
 )
@@ -96,7 +100,7 @@ def migrate(db: sqlite3.Connection) -> None:
     """Bring a database written by an earlier version up to `SCHEMA_VERSION`, in the
     transaction that opens it (`make run` keeps its data across upgrades): version 0 gets
     the `study_keys` of every study and loses `study_terms` (4 s for 10,000 studies on the
-    2-core machine under load, once)."""
+    2-core machine under load, once); version 1 loses the indexes no query reads."""
     (version,) = db.execute("PRAGMA user_version").fetchone()
     if version < 1:
         db.execute("DROP TABLE IF EXISTS study_terms")
@@ -110,6 +114,9 @@ def migrate(db: sqlite3.Connection) -> None:
         ]:
             write_study_keys(db, uids)
             after = uids[-1]
+    if version < 2:
+        for index in _UNREAD_INDEXES:
+            db.execute(f"DROP INDEX IF EXISTS {index}")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
