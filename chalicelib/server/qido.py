@@ -76,8 +76,14 @@ studies to answer 10 (issue 14), so the count stops here: a page with more match
 says "more than 100", and a search never reads more than `offset + limit + 101` matches."""
 
 
-def more_results(remaining: int | None) -> str:
-    """The paging Warning's text for `remaining` matches after the page (None: uncounted)."""
+def more_results(remaining: int | None, budget_spent: bool = False) -> str:
+    """The paging Warning's text for `remaining` matches after the page (None: more than
+    REMAINING_COUNTED; with `budget_spent`, at least `remaining`: the scan budget ended the
+    count)."""
+    if budget_spent:
+        if not remaining:
+            return "There may be additional results that can be requested"
+        return f"There are at least {remaining} additional results that can be requested"
     count = f"more than {REMAINING_COUNTED}" if remaining is None else str(remaining)
     return f"There are {count} additional results that can be requested"
 
@@ -89,6 +95,8 @@ class SearchResult:
     datasets: list[dict[str, Any]] = field(default_factory=list)
     remaining: int | None = 0
     """Matches after the page; None when more than `REMAINING_COUNTED`."""
+    budget_spent: bool = False
+    """The scan budget ended the count after a whole page: `remaining` is a lower bound."""
     unindexed: tuple[str, ...] = ()
     """includefield tags of the level that the index does not keep and that were not read."""
 
@@ -160,8 +168,8 @@ def search(
             f"The includefield attributes {names} were not returned: they belong to a level "
             f"below the {level}, which a {level} search does not return (PS3.18 §10.6.3.3)"
         )
-    if result.remaining != 0:
-        warnings.append(more_results(result.remaining))
+    if result.remaining != 0 or result.budget_spent:
+        warnings.append(more_results(result.remaining, result.budget_spent))
     headers = warning_header(request.header("host", "-"), warnings)
     if not result.datasets:
         return WebResponse(204, b"", headers)  # §8.3.4.4.1: no body on zero matches
@@ -223,11 +231,14 @@ def run_search(request: WebRequest, query: QidoQuery, budget: int) -> SearchResu
                 page.append(candidate)
             found += 1
     except ScanBudgetExceeded as exceeded:
-        raise PayloadTooLarge(
-            f"This {query.level} search has no indexed key and would read more than "
-            f"{exceeded.budget} {query.level} records; add a key that the index answers: "
-            f"{_INDEXED_KEYS[query.level]} (PS3.18 §8.3.4)"
-        ) from exceeded
+        if found >= query.offset + query.limit:  # the page is whole; only its count is cut
+            result.budget_spent = True
+        else:
+            raise PayloadTooLarge(
+                f"This {query.level} search has no indexed key and would read more than "
+                f"{exceeded.budget} {query.level} records; add a key that the index answers: "
+                f"{_INDEXED_KEYS[query.level]} (PS3.18 §8.3.4)"
+            ) from exceeded
     result.remaining = after if after <= REMAINING_COUNTED else None
     unindexed = tuple(
         tag

@@ -518,6 +518,32 @@ def test_search_over_budget_413_names_indexed_keys(corpus) -> None:
     assert search(request, "study", budget=1).status == 200  # indexed: no budget
 
 
+def test_search_budget_spent_after_a_whole_page_answers_the_page(corpus) -> None:
+    """A page found within the scan budget is answered even when counting the matches after
+    it would pass the budget; the Warning says the count is a lower bound."""
+    _, ctx = corpus
+    request = WebRequest(
+        method="GET",
+        path="/dicom-web/studies",
+        headers={"accept": "application/dicom+json"},
+        query=[("StudyDescription", "*P00*")],
+        body=b"",
+        base_url=f"http://{HOST}",
+        dicomweb_root=f"http://{HOST}/dicom-web",
+        context=ctx,
+    )
+    everything = json.loads(search(request, "study", budget=100).body)
+    assert len(everything) >= 3
+    request.query.append(("limit", "1"))
+    response = search(request, "study", budget=2)
+    assert response.status == 200
+    assert json.loads(response.body) == everything[:1]
+    assert "at least" in response.headers["Warning"] or "may be" in response.headers["Warning"]
+    request.query[-1] = ("limit", str(len(everything)))
+    with pytest.raises(PayloadTooLarge):  # the page itself passes the budget
+        search(request, "study", budget=2)
+
+
 def _fresh_context(corpus_ctx: Context, tmp_path: Path) -> Context:
     """An empty context on the corpus' backend (inside its moto, under other names)."""
     if corpus_ctx.settings.backend == "local":
