@@ -104,9 +104,3 @@ def _find_orthanc_ids(index: ports.TagIndex, ids: set[str]) -> dict[str, list[Re
         if not rest:
             break
     return found
-
-
-def instances_of(index: ports.TagIndex, resource: ResolvedResource) -> list[ports.InstanceFile]:
-    """The stored files a resolved resource names, in a stable order (series, SOP), read
-    without decoding their records: a STOW job lists its resource again at every batch."""
-    return index.list_instance_files(*resource)

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from chalicelib.client.http import RemoteError
-from chalicelib.client.resources import instances_of
 from chalicelib.client.session import RemoteClient
 from chalicelib.config import Settings
 from chalicelib.context import Context
@@ -35,7 +34,7 @@ def stow_step(ctx: Context, client: RemoteClient, job: JobRecord) -> tuple[bool,
     cursor = {"resource": 0, "offset": 0, "sent": 0, "bytes": 0, **job.cursor}
     resources = job.params["Resources"]
     while cursor["resource"] < len(resources):
-        files = instances_of(ctx.index, resources[cursor["resource"]])
+        files = ctx.index.list_instance_files(*resources[cursor["resource"]])
         batch = next_batch(files[cursor["offset"] :], ctx.settings)
         if batch:
             cursor["bytes"] += _send(ctx, client, job, batch)

@@ -13,7 +13,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.dicom.encoding import EXPLICIT_VR_BIG_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
-from chalicelib.dicom.parse import ElementWalker
+from chalicelib.dicom.parse import UNDEFINED_LENGTH, ElementWalker
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -47,8 +47,6 @@ _WHOLE_HEADER_TAGS = frozenset(
     )
 )
 """Attributes whose presence sends the header to pydicom's reader whole."""
-
-_UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 class _UnusualHeader(Exception):
@@ -114,7 +112,7 @@ def _walk_header(buffer: bytes, transfer_syntax_uid: str) -> dict[str, Any]:
             raise _UnusualHeader(f"VR {vr!r}")
         if tag in _WHOLE_HEADER_TAGS:
             raise _UnusualHeader(f"({tag >> 16:04X},{tag & 0xFFFF:04X})")
-        if length == _UNDEFINED_LENGTH:
+        if length == UNDEFINED_LENGTH:
             position = walker.skip_element(position, implicit=implicit)
             continue
         if tag in _RENDERING_TAGS and length:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
 _DEFER_SIZE = 1024
-_UNDEFINED_LENGTH = 0xFFFFFFFF
+UNDEFINED_LENGTH = 0xFFFFFFFF
 _PIXEL_DATA = 0x7FE00010
 _ITEM = 0xFFFEE000
 _ITEM_DELIMITER = 0xFFFEE00D
@@ -169,10 +169,10 @@ def _check_complete(ds: Dataset, data: bytes) -> None:
     last_end = None
     for raw in ds._dict.values():
         tell = getattr(raw, "value_tell", None)
-        length = getattr(raw, "length", _UNDEFINED_LENGTH)
+        length = getattr(raw, "length", UNDEFINED_LENGTH)
         if tell is None:
             continue  # a sequence of undefined length, read as values: walked below
-        if length == _UNDEFINED_LENGTH:
+        if length == UNDEFINED_LENGTH:
             last_end = (tell, True)
             continue
         if tell + length > size:
@@ -258,7 +258,7 @@ class ElementWalker:
 
     def skip_element(self, position: int, *, implicit: bool) -> int:
         tag, vr, length, value = self.header(position, implicit=implicit)
-        if length != _UNDEFINED_LENGTH:
+        if length != UNDEFINED_LENGTH:
             if value + length > len(self.data):
                 raise self._truncated(f"element {_tag_text(tag)}", position)
             return value + length
@@ -276,7 +276,7 @@ class ElementWalker:
                 raise UnreadableInstance(
                     f"element {_tag_text(tag)} at offset {position} where an item was expected"
                 )
-            if length != _UNDEFINED_LENGTH:
+            if length != UNDEFINED_LENGTH:
                 position = value + length
                 if position > len(self.data):
                     raise self._truncated("an item", value - 8)
@@ -321,7 +321,7 @@ def locate_pixel_data(ds: Dataset, data: bytes) -> dict[str, Any]:
         "bits_allocated": _int(ds, "BitsAllocated", 8),
         "number_of_frames": max(_int(ds, "NumberOfFrames", 1), 1),
     }
-    if length != _UNDEFINED_LENGTH:
+    if length != UNDEFINED_LENGTH:
         # Native YBR_FULL_422 stores two samples per pixel, PS3.3 §C.7.6.3.1.2 (2025b).
         samples = facts["samples_per_pixel"]
         if ds.get("PhotometricInterpretation") == "YBR_FULL_422":

@@ -185,9 +185,11 @@ def key_runs(hint: Narrowing) -> list[KeyRun] | None:
     if hint.keyword != "PatientName":
         return None
     return [
-        KeyRun(f"PatientName*{min(len(value), PREFIX_BUCKET)}", value[:PREFIX_BUCKET])
-        if len(value) <= PREFIX_BUCKET
-        else KeyRun(f"PatientName*{PREFIX_BUCKET}", value[:PREFIX_BUCKET], value)
+        KeyRun(
+            f"PatientName*{min(len(value), PREFIX_BUCKET)}",
+            value[:PREFIX_BUCKET],
+            value if len(value) > PREFIX_BUCKET else None,
+        )
         for value in hint.values
     ]
 

@@ -87,16 +87,15 @@ from chalicelib.storage.search import run_search
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 83
-"""Instances deleted per transaction: with the series and study items, up to five search
-index entries and their prefix keys (5 + 3 × 3 items) and the pending blob deletes,
-TransactWriteItems' limit of 100 actions."""
 _TRANSACTION_ACTIONS = 100
 _TRANSACTION_BYTES = 3_000_000
 """Of TransactWriteItems' 4 MB: room for the series and study items beside the instances."""
 _TERM_ACTIONS = 14
 """At most: the items of a study's search index entries and their prefix keys, written or
-deleted (5 + 3 × 3, as in `_CHUNK`)."""
+deleted (5 + 3 × 3)."""
+_CHUNK = _TRANSACTION_ACTIONS - _TERM_ACTIONS - 3
+"""Instances deleted per transaction (83): beside them the series and study items, the
+pending blob deletes and the study's search index items, within TransactWriteItems' limit."""
 _KEYS_EMPTIED: Condition = ("attribute_not_exists(#k)", {"#k": "keys"}, {})
 
 
