@@ -210,6 +210,12 @@ class BlobStore(Protocol):
     def delete(self, key: str) -> None:
         """Remove the object; deleting a missing key is not an error."""
 
+    def delete_many(self, keys: Sequence[str]) -> dict[str, str]:
+        """Remove the objects at `keys` (a missing key is not an error); the keys that could
+        not be removed, each with the reason (nothing is raised for them: a caller keeps
+        those pending and removes the rest). Raise ValueError for an invalid key before
+        removing any."""
+
     def delete_prefix(self, prefix: str) -> None:
         """Remove every object whose key starts with `prefix` (a folder: ends with '/')."""
 

@@ -7,20 +7,22 @@ in every region opened since 2014 and which S3 requires of all new buckets.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.storage.aws import error_code
-from chalicelib.storage.ports import BackendError, NotFound, OutOfResources
+from chalicelib.storage.ports import BackendError, NotFound, OutOfResources, StorageError
 from chalicelib.storage.records import validate_key
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _FORBIDDEN = {"403", "Forbidden", "AccessDenied"}
 """What HeadObject answers for a missing key when the caller may not list the bucket."""
 _THROTTLED = {"SlowDown", "503"}
+DELETE_BATCH = 1000
+"""Keys per DeleteObjects call: S3's limit."""
 
 
 @contextmanager
@@ -98,13 +100,35 @@ class S3BlobStore:
         with _translated(key):
             self._client.delete_object(Bucket=self._bucket, Key=self._key(key))
 
+    def delete_many(self, keys: Sequence[str]) -> dict[str, str]:
+        """DeleteObjects, `DELETE_BATCH` keys a call; a key S3 reports an error for, or
+        one of a call that failed altogether, is answered with the reason."""
+        names = {self._key(key): key for key in keys}
+        objects = list(names)
+        failed: dict[str, str] = {}
+        for start in range(0, len(objects), DELETE_BATCH):
+            batch = objects[start : start + DELETE_BATCH]
+            try:
+                with _translated(f"DeleteObjects of {len(batch)} keys"):
+                    response = self._client.delete_objects(
+                        Bucket=self._bucket,
+                        Delete={"Objects": [{"Key": name} for name in batch], "Quiet": True},
+                    )
+            except StorageError as e:
+                failed |= {names[name]: str(e) for name in batch}
+                continue
+            for error in response.get("Errors", []):
+                reason = f"S3 did not delete it: {error.get('Code')} {error.get('Message', '')}"
+                failed[names.get(error["Key"], error["Key"])] = reason.rstrip()
+        return failed
+
     def delete_prefix(self, prefix: str) -> None:
         paginator = self._client.get_paginator("list_objects_v2")
         with _translated(prefix):
             folder = self._key(prefix.rstrip("/")) + "/"
             for page in paginator.paginate(Bucket=self._bucket, Prefix=folder):
                 keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-                if keys:  # at most 1000 per page, the limit of DeleteObjects
+                if keys:  # at most 1000 per page, DELETE_BATCH
                     self._client.delete_objects(
                         Bucket=self._bucket, Delete={"Objects": keys, "Quiet": True}
                     )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+import boto3
 import pytest
 
 from chalicelib.storage.ports import BlobStore, NotFound
+from tests.storage.conftest import BUCKET, REGION
 
 KEY = "1.2.3/1.2.3.1/1.2.3.1.1/0123456789abcdef.dcm"
 DATA = bytes(range(256)) * 4
@@ -142,3 +146,54 @@ def test_delete_prefix_removes_folder_only(blob_store: BlobStore) -> None:
     assert [blob_store.exists(k) for k in inside] == [False, False]
     assert [blob_store.exists(k) for k in outside] == [True, True, True]
     blob_store.delete_prefix("cache/nothing/")  # a missing folder is not an error
+
+
+def test_delete_many_removes_those_keys_only(blob_store: BlobStore) -> None:
+    removed = [KEY, "1.2.3/1.2.3.1/1.2.3.1.2/fedcba9876543210.dcm", "cache/1.2/a.json"]
+    kept = ["1.2.3/1.2.3.1/1.2.3.1.3/0000000000000000.dcm", "cache/1.2/b.json"]
+    for key in removed + kept:
+        blob_store.put(key, DATA)
+    assert blob_store.delete_many([*removed, "1.2.3/missing.dcm"]) == {}
+    assert [blob_store.exists(k) for k in removed] == [False, False, False]
+    assert [blob_store.exists(k) for k in kept] == [True, True]
+    assert blob_store.delete_many([]) == {}
+
+
+def test_delete_many_invalid_key_removes_nothing(blob_store: BlobStore) -> None:
+    blob_store.put(KEY, DATA)
+    with pytest.raises(ValueError, match="blob key"):
+        blob_store.delete_many([KEY, "../escape.dcm"])
+    assert blob_store.exists(KEY)
+
+
+@pytest.fixture
+def undeletable(backend: str, blob_store: BlobStore, request: pytest.FixtureRequest) -> str:
+    """A stored key the store refuses to delete: on S3 a bucket policy denies it (DeleteObjects
+    then reports it alone), in a folder it is a folder."""
+    key = "locked/1.2.3.dcm"
+    if backend == "aws":
+        blob_store.put(key, DATA)
+        deny = {
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:DeleteObject",
+            "Resource": f"arn:aws:s3:::{BUCKET}/blobs/locked/*",
+        }
+        policy = {"Version": "2012-10-17", "Statement": [deny]}
+        boto3.client("s3", region_name=REGION).put_bucket_policy(
+            Bucket=BUCKET, Policy=json.dumps(policy)
+        )
+    else:
+        blob_store.put(f"{key}/inside", DATA)
+    return key
+
+
+def test_delete_many_reports_the_keys_it_could_not_remove(
+    blob_store: BlobStore, undeletable: str
+) -> None:
+    others = [KEY, "1.2.3/1.2.3.1/1.2.3.1.2/fedcba9876543210.dcm"]
+    for key in others:
+        blob_store.put(key, DATA)
+    failed = blob_store.delete_many([others[0], undeletable, others[1]])
+    assert list(failed) == [undeletable] and failed[undeletable]
+    assert [blob_store.exists(k) for k in others] == [False, False]

@@ -8,11 +8,12 @@ import itertools
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from chalicelib.storage.local.files import PRIVATE_FILE, make_folders
-from chalicelib.storage.ports import BackendError, NotFound, OutOfResources
+from chalicelib.storage.ports import BackendError, NotFound, OutOfResources, StorageError
 from chalicelib.storage.records import validate_key
 
 
@@ -118,6 +119,17 @@ class LocalBlobStore:
         except OSError as e:
             raise BackendError(f"cannot delete blob {key}: {e.strerror}") from e
         self._prune(path)
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, str]:
+        for key in keys:
+            validate_key(key)
+        failed = {}
+        for key in keys:
+            try:
+                self.delete(key)
+            except StorageError as e:
+                failed[key] = str(e)
+        return failed
 
     def _prune(self, path: Path) -> None:
         """Remove the folders of a removed file that are now empty, up to the root."""
