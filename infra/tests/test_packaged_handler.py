@@ -2,11 +2,14 @@
 moto, with IAM enforced: the handlers' AWS calls carry credentials that hold exactly the
 synthesized role policy, so a permission the stack forgot fails a test here.
 
-Two adaptations to moto, and only these: moto authorizes S3 calls against the object's ARN
+Three adaptations to moto, and only these: moto authorizes S3 calls against the object's ARN
 but every other service's against the resource `*`, so only S3 statements are checked for
-their resources too, the others (DynamoDB, Step Functions, Logs) for their actions; and moto
+their resources too, the others (DynamoDB, Step Functions, Logs) for their actions; moto
 checks `dynamodb:TransactWriteItems`, which IAM authorizes through the actions a transaction
-holds, so it is granted when those (Put, Update, Delete) are. The environment is
+holds, so it is granted when those (Put, Update, Delete) are; and moto authorizes
+DeleteObjects as `s3:DeleteObject` on the bucket's ARN, where S3 authorizes each of its keys
+on the object's ARN, so a grant of `s3:DeleteObject` on the bucket's objects is given on the
+bucket too (without it moto reports every key as AccessDenied). The environment is
 the synthesized functions' own, with `InlineLimit` lowered to 1 MB so that a 3.7 MB instance
 takes the 303 path as a 10 MB series would on AWS.
 """
@@ -109,6 +112,9 @@ def role_policy(template: dict[str, Any], role: str, arns: dict[str, str]) -> di
                 actions = set(actions if isinstance(actions, list) else [actions])
                 if all(a.startswith("s3:") for a in actions):
                     resource = _resolve(statement["Resource"], arns)
+                    if "s3:DeleteObject" in actions:  # DeleteObjects (module docstring)
+                        objects = resource if isinstance(resource, list) else [resource]
+                        resource = objects + [r[:-2] for r in objects if r.endswith("/*")]
                 else:
                     resource = "*"  # what moto authorizes against (module docstring)
                 if actions >= TRANSACTION_ACTIONS:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
-import threading
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pydicom
 import pytest
 from chalice.test import Client
@@ -246,22 +247,39 @@ class Stopped(Exception):
 
 
 class StopsAfterDeletes:
-    """A BlobStore that is stopped at its `deletes + 1`-th delete (inject, don't patch)."""
+    """A BlobStore that is stopped at its `calls + 1`-th delete_many (inject, don't patch)."""
 
-    def __init__(self, blobs: ports.BlobStore, deletes: int) -> None:
+    def __init__(self, blobs: ports.BlobStore, calls: int) -> None:
         self._blobs = blobs
-        self._left = deletes
-        self._lock = threading.Lock()
+        self._left = calls
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._blobs, name)
+
+    def delete_many(self, keys: list[str]) -> dict[str, str]:
+        self._left -= 1
+        if self._left < 0:
+            raise Stopped(keys)
+        return self._blobs.delete_many(keys)
+
+
+class CountingDeletes:
+    """A BlobStore that records its delete and delete_many calls (inject, don't patch)."""
+
+    def __init__(self, blobs: ports.BlobStore) -> None:
+        self._blobs = blobs
+        self.calls: list[tuple[str, int]] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._blobs, name)
 
     def delete(self, key: str) -> None:
-        with self._lock:
-            self._left -= 1
-            if self._left < 0:
-                raise Stopped(key)
+        self.calls.append(("delete", 1))
         self._blobs.delete(key)
+
+    def delete_many(self, keys: list[str]) -> dict[str, str]:
+        self.calls.append(("delete_many", len(keys)))
+        return self._blobs.delete_many(keys)
 
 
 def test_finish_pending_deletes_cut_short_keeps_the_chunks_it_confirmed(
@@ -273,10 +291,49 @@ def test_finish_pending_deletes_cut_short_keeps_the_chunks_it_confirmed(
     pending = context.index.pending_blob_deletes()
     assert len(pending) >= 6  # three instances, each its bytes and its metadata
     with pytest.raises(Stopped):
-        finish_pending_deletes(context.index, StopsAfterDeletes(context.blobs, 2), chunk=2)
+        finish_pending_deletes(context.index, StopsAfterDeletes(context.blobs, 1), chunk=2)
     left = context.index.pending_blob_deletes()
     assert len(left) == len(pending) - 2 and set(left) < set(pending)
     assert all(not context.blobs.exists(key) for key in set(pending) - set(left))
     assert finish_pending_deletes(context.index, context.blobs, chunk=2) == len(left)
     assert context.index.pending_blob_deletes() == []
     assert not any(context.blobs.exists(key) for key in pending)
+
+
+def test_delete_removes_the_blobs_together(context: Context, study: list[IngestResult]) -> None:
+    """The blobs of a deleted study go in one `delete_many` (one DeleteObjects on S3), not a
+    call per key."""
+    counting = replace(context)
+    counting.blobs = CountingDeletes(context.blobs)
+    client = Client(create_app(lambda: counting))
+    records = _records(context, study[0])
+    assert client.http.delete(_path(study[0], "study")).status_code == 204
+    assert [name for name, _ in counting.blobs.calls] == ["delete_many"]
+    assert not any(context.blobs.exists(k) for r in records for k in r.blob_keys())
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_finish_pending_deletes_keeps_the_keys_s3_did_not_remove(tmp_path: Path) -> None:
+    """A key DeleteObjects reports an error for (here a bucket policy denies it) stays
+    pending; the others are confirmed, and a later run removes it."""
+    context = make_context("aws", tmp_path)
+    stored = _store(context, testdata(CT).read_bytes())
+    record = context.index.find_instance(stored.sop_instance_uid)
+    context.index.delete_study(stored.study_uid)  # the index commit, then the "kill"
+    s3 = boto3.client("s3", region_name="us-east-1")
+    deny = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:DeleteObject",
+        "Resource": f"arn:aws:s3:::dicomweb-test/{record.blob_key}",
+    }
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [deny]})
+    s3.put_bucket_policy(Bucket="dicomweb-test", Policy=policy)
+    assert finish_pending_deletes(context.index, context.blobs) == 1  # the metadata
+    assert context.index.pending_blob_deletes() == [record.blob_key]
+    assert context.blobs.exists(record.blob_key)
+    assert record.metadata_key and not context.blobs.exists(record.metadata_key)
+    s3.delete_bucket_policy(Bucket="dicomweb-test")
+    assert finish_pending_deletes(context.index, context.blobs) == 1
+    assert context.index.pending_blob_deletes() == []
+    assert not context.blobs.exists(record.blob_key)
