@@ -236,15 +236,25 @@ def native_array(raw: bytes, module: PixelModule) -> np.ndarray:
 
     if module.bits_allocated == 1:
         raise PixelError("bit-packed (BitsAllocated 1) frames cannot be re-encoded")
+    if module.bits_allocated not in (8, 16, 32, 64):
+        raise PixelError(
+            f"BitsAllocated {module.bits_allocated} is not a whole number of bytes (8, 16, 32 "
+            "or 64), so the frame cannot be re-encoded"
+        )
     kind = "i" if module.pixel_representation else "u"
     dtype = np.dtype(f"<{kind}{module.bits_allocated // 8}")
+    spp, rows, columns = module.samples_per_pixel, module.rows, module.columns
+    if len(raw) != rows * columns * spp * dtype.itemsize:
+        raise PixelError(
+            f"the frame has {len(raw)} bytes, not Rows {rows} × Columns {columns} × "
+            f"SamplesPerPixel {spp} × {dtype.itemsize} bytes: it cannot be re-encoded"
+        )
     array = np.frombuffer(raw, dtype=dtype)
-    spp = module.samples_per_pixel
     if spp == 1:
-        return array.reshape(module.rows, module.columns)
+        return array.reshape(rows, columns)
     if module.planar_configuration:
-        return array.reshape(spp, module.rows, module.columns).transpose(1, 2, 0)
-    return array.reshape(module.rows, module.columns, spp)
+        return array.reshape(spp, rows, columns).transpose(1, 2, 0)
+    return array.reshape(rows, columns, spp)
 
 
 def array_bytes(array: np.ndarray) -> bytes:

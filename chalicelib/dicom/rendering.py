@@ -270,7 +270,12 @@ def modality_lut(ds: Dataset, pixels: np.ndarray, frame: int) -> np.ndarray:
     if linear is None:
         from pydicom.pixels import apply_modality_lut
 
-        return np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+        try:
+            return np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+        except Exception as exc:  # a malformed LUT: pydicom raises many types
+            raise RenderError(
+                f"its Modality LUT Sequence (0028,3000) cannot be applied: {exc}"
+            ) from exc
     return _rescaled(pixels, *linear)
 
 
@@ -379,7 +384,12 @@ def to_display(
     if photometric == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
 
-        rgb = apply_color_lut(pixels, ds)
+        try:
+            rgb = apply_color_lut(pixels, ds)
+        except Exception as exc:  # a missing or malformed LUT: pydicom raises many types
+            raise RenderError(
+                f"its Palette Color Lookup Table (0028,1101-1203) cannot be applied: {exc}"
+            ) from exc
         return (rgb >> 8).astype(np.uint8) if rgb.dtype.itemsize > 1 else rgb.astype(np.uint8)
     if pixels.ndim == 3:  # RGB, or YBR already converted to RGB by pydicom
         bits = int(ds.get("BitsStored", 8) or 8)

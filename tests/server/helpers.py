@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
 from chalice.test import Client
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from chalicelib.dicom.multipart import encode_multipart, parse_media_type, split_multipart
 
@@ -50,3 +53,20 @@ def assert_no_route(response: Any) -> None:
     Authentication Token" (infra maps it to 404; the local server answers our JSON 404)."""
     assert response.status_code == 403
     assert json.loads(response.body) == {"message": "Missing Authentication Token"}
+
+
+def tiny_image(**attributes: Any) -> bytes:
+    """A 2 × 2 8-bit MONOCHROME2 instance built from scratch, with `attributes` set on it."""
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = (generate_uid() for _ in "123")
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 2, 2, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = bytes([0, 1, 2, 3])
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()

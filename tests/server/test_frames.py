@@ -25,7 +25,7 @@ from chalicelib.ingest import IngestResult, store_instance
 from chalicelib.server.api import create_app
 from tests.conftest import TESTDATA, make_context
 from tests.corpus import orthanc_files
-from tests.server.helpers import assert_no_route, parts_of
+from tests.server.helpers import assert_no_route, parts_of, tiny_image
 
 HOST = "dicomweb.test"
 RAW = 'multipart/related; type="application/octet-stream"'
@@ -270,6 +270,32 @@ def test_retrieve_frames_rendered_types_only_406(context: Context, accept: str) 
         answer = get(client, f"{instance_path(result)}/frames/1", accept)
     assert answer.status_code == 406
     assert "/rendered" in answer.json_body["Message"]
+
+
+# Each was a 500: numpy's TypeError ('<u0') or ValueError (reshape) unhandled.
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"BitsAllocated": 12, "BitsStored": 12, "HighBit": 11, "PixelData": bytes(6)},
+        {"BitsAllocated": 0, "BitsStored": 0, "HighBit": 0, "PixelData": b""},
+    ],
+    ids=["bits-allocated-12", "bits-allocated-0"],
+)
+def test_retrieve_frames_unusable_native_pixel_module_406(
+    tmp_path: Path, attributes: dict[str, Any]
+) -> None:
+    """Transcoding them is refused; as stored (`RAW`) they are still answered."""
+    context = make_context("local", tmp_path)
+    result = store_instance(context, tiny_image(**attributes))
+    assert result.status == "stored", result.message
+    with Client(create_app(lambda: context)) as client:
+        for path in ("/frames/1", "/bulk/7FE00010"):
+            answer = get(
+                client, instance_path(result) + path, 'multipart/related; type="image/jp2"'
+            )
+            assert answer.status_code == 406, (path, answer.body)
+            assert "transfer-syntax=*" in answer.json_body["Message"]
+            assert get(client, instance_path(result) + path, RAW).status_code == 200
 
 
 def test_retrieve_frames_bare_bitstream_type_is_one_frame_only(context: Context) -> None:

@@ -21,6 +21,7 @@ from chalicelib.server.api import create_app
 from chalicelib.server.rendered import thumbnail_keys
 from tests.conftest import make_context, testdata
 from tests.corpus import undecodable_jpeg
+from tests.server.helpers import tiny_image
 from tests.server.test_frames import CountingBlobs
 
 CT = "2020-08-12-Christopher.dcm"
@@ -183,6 +184,57 @@ def test_rendered_errors(client: Client, context: Context) -> None:
     assert "cannot be rendered" in json.loads(response.body)["Message"]
     twelve_bit = _store(context, "TransferSyntaxes/1.2.840.10008.1.2.4.51.dcm")
     assert np.asarray(_image(_get(client, _path(twelve_bit) + "/rendered"))).std() > 10
+
+
+def _palette(bits: int, data: bytes) -> dict[str, Any]:
+    return {
+        f"{color}PaletteColor{part}": value
+        for color in ("Red", "Green", "Blue")
+        for part, value in (("LookupTableDescriptor", [256, 0, bits]), ("LookupTableData", data))
+    }
+
+
+def _modality_lut_without_descriptor() -> dict[str, Any]:
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    item = Dataset()
+    item.ModalityLUTType = "HU"
+    return {"ModalityLUTSequence": Sequence([item])}
+
+
+# Each was a 500 (pydicom's ValueError, TypeError or AttributeError unhandled).
+@pytest.mark.parametrize(
+    ("attributes", "named"),
+    [
+        ({"PhotometricInterpretation": "PALETTE COLOR"}, "Palette Color Lookup Table"),
+        (
+            {"PhotometricInterpretation": "PALETTE COLOR", **_palette(7, bytes(256))},
+            "Palette Color Lookup Table",
+        ),
+        (
+            {"PhotometricInterpretation": "PALETTE COLOR", **_palette(16, bytes(6))},
+            "Palette Color Lookup Table",
+        ),
+        (_modality_lut_without_descriptor(), "Modality LUT Sequence (0028,3000)"),
+    ],
+    ids=["palette-without-lut", "palette-7-bit-lut", "palette-lut-too-short", "modality-lut-empty"],
+)
+def test_rendered_malformed_lookup_table_406_names_it(
+    tmp_path: Path, attributes: dict[str, Any], named: str
+) -> None:
+    context = make_context("local", tmp_path)
+    r = store_instance(context, tiny_image(**attributes))
+    assert r.status == "stored", r.message
+    client = Client(create_app(lambda: context))
+    wado = (
+        f"/wado?requestType=WADO&studyUID={r.study_uid}&seriesUID={r.series_uid}"
+        f"&objectUID={r.sop_instance_uid}"
+    )
+    for path in (_path(r) + "/rendered", _path(r) + "/frames/1/rendered", wado):
+        response = _get(client, path)
+        assert response.status_code == 406, (path, response.body)
+        assert named in json.loads(response.body)["Message"]
 
 
 def test_rendered_head_has_no_body_and_the_get_length(client: Client, context: Context) -> None:
