@@ -117,7 +117,14 @@ class StreamedMultipart(StreamedBody):
 def deliver(request: WebRequest, response: WebResponse) -> WebResponse:
     """The answer as the transport can send it: a streamed body stays streamed where the
     transport writes it (`WebRequest.streams`), else it is joined; above `InlineLimit` on a
-    store that can presign, a `303 See Other` to a copy under `tmp/`."""
+    store that can presign, a `303 See Other` to a copy under `tmp/`.
+
+    A HEAD answer is left as it is: `http.head_of` gives it the length the body knows and
+    drops the body, so nothing is read, joined or copied to S3 for an answer without content
+    (RFC 9110 §9.3.2). Where the GET would be redirected, the HEAD is a 200 with the
+    representation's Content-Length."""
+    if request.method == "HEAD":
+        return response
     ctx = request.context
     limit = ctx.settings.inline_limit
     body = response.body

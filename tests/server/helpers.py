@@ -70,3 +70,28 @@ def tiny_image(**attributes: Any) -> bytes:
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
+
+
+class CountingBlobs:
+    """A BlobStore that records what is read (injected, not patched)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gets: list[str] = []
+        self.ranges: list[tuple[str, int, int]] = []
+        self.opened: list[tuple[str, int]] = []
+
+    def get(self, key: str) -> bytes:
+        self.gets.append(key)
+        return self.inner.get(key)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        self.ranges.append((key, start, length))
+        return self.inner.get_range(key, start, length)
+
+    def open(self, key: str, start: int = 0) -> Any:
+        self.opened.append((key, start))
+        return self.inner.open(key, start)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

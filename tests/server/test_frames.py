@@ -25,31 +25,11 @@ from chalicelib.ingest import IngestResult, store_instance
 from chalicelib.server.api import create_app
 from tests.conftest import TESTDATA, make_context
 from tests.corpus import orthanc_files
-from tests.server.helpers import assert_no_route, parts_of, tiny_image
+from tests.server.helpers import CountingBlobs, assert_no_route, parts_of, tiny_image
 
 HOST = "dicomweb.test"
 RAW = 'multipart/related; type="application/octet-stream"'
 STORED = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
-
-
-class CountingBlobs:
-    """A BlobStore that records what is read (injected, not patched)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.gets: list[str] = []
-        self.ranges: list[tuple[str, int, int]] = []
-
-    def get(self, key: str) -> bytes:
-        self.gets.append(key)
-        return self.inner.get(key)
-
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        self.ranges.append((key, start, length))
-        return self.inner.get_range(key, start, length)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def store_all(ctx: Context, paths: list[Path]) -> list[tuple[Path, IngestResult]]:

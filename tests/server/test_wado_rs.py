@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import io
 from urllib.parse import quote
 
@@ -14,9 +16,10 @@ from chalicelib.context import Context
 from chalicelib.dicom.encoding import EXPLICIT_VR_LITTLE_ENDIAN, NOT_FOR_WEB
 from chalicelib.ingest import store_instance
 from chalicelib.server.api import create_app
+from tests.apigateway import api_gateway_event
 from tests.conftest import make_context, testdata
 from tests.corpus import CorpusFile, storable, undecodable_jpeg
-from tests.server.helpers import HOST, json_of, parts_of, stow
+from tests.server.helpers import HOST, CountingBlobs, json_of, parts_of, stow
 
 ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 CT = "2020-08-12-Christopher.dcm"
@@ -304,3 +307,46 @@ def test_retrieve_large_answer_303_to_presigned_url(backend: str, tmp_path) -> N
     fetched.body = fetched.content
     ((_, body),) = parts_of(fetched)
     assert body == data
+
+
+@pytest.mark.parametrize("backend", ["aws"], indirect=True)
+@pytest.mark.parametrize("inline_limit", [None, 1000])
+def test_head_of_a_series_on_lambda_reads_no_blob(
+    backend: str, tmp_path, inline_limit: int | None
+) -> None:
+    """Through API Gateway events (bodies joined in `deliver`), a HEAD of a series answers the
+    GET's Content-Length without reading a blob; where the GET is a 303 to a copy under
+    `tmp/` (over `InlineLimit`), the HEAD is a 200 and writes no copy (RFC 9110 §9.3.2)."""
+    import boto3
+    import requests
+
+    options = {"inline_limit": inline_limit} if inline_limit else {}
+    base = make_context(backend, tmp_path, **options)
+    stored = store_instance(base, testdata(CT).read_bytes())
+    counting = CountingBlobs(base.blobs)
+    app = create_app(lambda: dataclasses.replace(base, blobs=counting))
+    path = f"/dicom-web/studies/{stored.study_uid}/series/{stored.series_uid}"
+    resource = "/dicom-web/studies/{study}/series/{series}"
+    params = {"study": stored.study_uid, "series": stored.series_uid}
+    headers = {"Host": HOST, "Accept": ANY}
+    s3 = boto3.client("s3", region_name="us-east-1")
+
+    def copies() -> int:
+        return s3.list_objects_v2(Bucket="dicomweb-test", Prefix="tmp/")["KeyCount"]
+
+    head = app(api_gateway_event("HEAD", path, resource, params, headers, None), None)
+    assert head["statusCode"] == 200
+    assert not head["body"]
+    assert (counting.gets, counting.ranges, counting.opened) == ([], [], [])
+    assert copies() == 0
+
+    get = app(api_gateway_event("GET", path, resource, params, headers, None), None)
+    if inline_limit:
+        assert get["statusCode"] == 303 and copies() == 1
+        body = requests.get(get["headers"]["Location"], timeout=30).content
+    else:
+        assert get["statusCode"] == 200
+        body = base64.b64decode(get["body"])
+    assert counting.ranges  # the counter sees the GET's reads
+    assert head["headers"]["Content-Length"] == str(len(body))
+    assert head["headers"]["Content-Type"].startswith('multipart/related; type="application/dicom"')
