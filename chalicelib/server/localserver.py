@@ -6,8 +6,13 @@ Chalice's `LocalDevServer` takes a request handler class; ours
 - answers unknown paths with the app's JSON 404 instead of API Gateway's 403 "Missing
   Authentication Token";
 - answers a malformed request (chunk size `ZZZ`, `Content-Length: abc`, a non-ASCII
-  `Authorization`) and any failure outside the app with a JSON error, never by closing the
-  connection without an answer;
+  `Authorization`, an HTTP/0.9 request line, an unknown method, a request line or header
+  over http.server's limits) and any failure outside the app with a JSON error, never by
+  closing the connection without an answer or with http.server's HTML page;
+- runs no request whose headers the client did not finish (the connection ended before
+  the blank line): a client that gave up must not have its DELETE carried out;
+- accepts a burst of connections (a listen backlog of `socket.SOMAXCONN`, not
+  http.server's 5, past which connections stalled for seconds or timed out);
 - sets TCP_NODELAY;
 - passes binary bodies through without the base64 round trip that the Lambda event format
   forces on API Gateway (binary_types is emptied for the local app);
@@ -33,6 +38,7 @@ import signal
 import socket
 import sys
 import uuid
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -48,11 +54,19 @@ from chalice.local import (
     LocalGatewayException,
     MatchResult,
     RouteMatcher,
+    ThreadedHTTPServer,
 )
 
 from chalicelib.config import ConfigError, Settings, load_settings
 from chalicelib.context import build_context
-from chalicelib.errors import BadRequest, DicomWebError, NotFound, PayloadTooLarge
+from chalicelib.errors import (
+    BadRequest,
+    DicomWebError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    UriTooLong,
+)
 from chalicelib.server.api import create_app
 from chalicelib.server.delivery import BlobRange, StreamedBody
 from chalicelib.server.http import SECURITY_HEADERS, error_response
@@ -68,12 +82,34 @@ class BodyTooLarge(Exception):
     """A request body over `max_body`: answered 413 without reading the rest."""
 
 
+class DicomWebHTTPServer(ThreadedHTTPServer):
+    """Chalice's threaded server with the system's listen backlog: http.server's 5 overflowed
+    when 200 clients connected at once, and their connections waited for SYN retransmits
+    (1, 3, 7 s) or timed out."""
+
+    request_queue_size = socket.SOMAXCONN
+
+
+class _LastLine:
+    """A read stream that remembers the last line read: b"" when the stream ended."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.last: bytes | None = None
+
+    def readline(self, limit: int = -1) -> bytes:
+        self.last = self.stream.readline(limit)
+        return self.last
+
+
 class DecodingRouteMatcher(RouteMatcher):
     """Path parameters percent-decoded, as API Gateway passes them (Chalice's local matcher
-    passes them as sent: a server "my peer" was unreachable at servers/my%20peer)."""
+    passes them as sent: a server "my peer" was unreachable at servers/my%20peer), and a `;`
+    kept in them (Chalice's `urlparse` cut `;2` off `frames/1;2` and answered frame 1)."""
 
     def match_route(self, url: str) -> MatchResult:
-        match = super().match_route(url)
+        path, mark, query = url.partition("?")
+        match = super().match_route(path.replace(";", "%3B") + mark + query)
         captured = {name: unquote(value) for name, value in match.captured.items()}
         return MatchResult(match.route, captured, match.query_params)
 
@@ -94,6 +130,75 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
             list(app_object.routes)
         )
         BaseHTTPRequestHandler.__init__(self, request, client_address, server)
+
+    # Every method a route of the app may have: a request with another one never reaches it.
+    ALLOWED_METHODS = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"
+
+    def handle(self) -> None:
+        """http.server's, with a client that left before its answer was written logged in a
+        line, not in socketserver's traceback: 800 slowloris connections closing at once
+        printed 800 tracebacks, which held the other clients for seconds."""
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):
+            log.info(
+                "client %s closed the connection before it was answered", self.client_address[0]
+            )
+
+    def parse_request(self) -> bool:
+        """http.server's, except for two requests it would mishandle.
+
+        An HTTP/0.9 request line (no version) made it wait for headers such a client never
+        sends: both sides waited for ever. Headers that end with the connection, before their
+        blank line (RFC 9112 §2.1), made it run the request anyway: a client that gave up
+        halfway, or hundreds of slowloris connections closing at once, had their requests
+        carried out (800 such searches held the server for seconds).
+        """
+        if len(self.raw_requestline.split()) == 2:
+            self.command, self.request_version, self.requestline = "", "HTTP/1.0", ""
+            self.close_connection = True
+            self._send_json_error(
+                BadRequest("the request line has no HTTP version: send HTTP/1.1 requests")
+            )
+            return False
+        rfile = self.rfile
+        self.rfile = lines = _LastLine(rfile)  # type: ignore[assignment]
+        try:
+            if not super().parse_request():
+                return False
+        finally:
+            self.rfile = rfile
+        if lines.last == b"":
+            self.close_connection = True
+            self._send_json_error(
+                BadRequest("the connection ended before the blank line that closes the headers")
+            )
+            return False
+        return True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (a request line over 65,536 bytes, a header line too long,
+        too many headers, bad syntax or version, an unknown method) as JSON errors like the
+        app's, instead of its HTML page; an unknown method is 405 with the methods this server
+        takes (http.server answers 501)."""
+        short, detail = self.responses.get(code, ("Error", ""))
+        if code == HTTPStatus.NOT_IMPLEMENTED:
+            error: DicomWebError = MethodNotAllowed(
+                f"{self.command[:20]!r} is not a method this server takes: "
+                f"it takes {self.ALLOWED_METHODS}",
+                headers={"Allow": self.ALLOWED_METHODS},
+            )
+        elif code == HTTPStatus.REQUEST_URI_TOO_LONG:
+            error = UriTooLong(
+                "the request line is over 65,536 bytes: shorten the URL (split a long UID list)"
+            )
+        else:
+            error = DicomWebError(f"{message or short}: {explain or detail}")
+            error.status = code
+        if self.request_version == "HTTP/0.9":  # a version it refused: answer in HTTP/1.0
+            self.request_version = "HTTP/1.0"
+        self.close_connection = True
+        self._send_json_error(error)
 
     def _generic_handle(self) -> None:
         """Chalice's handler, with every failure answered (its own closes the connection)."""
@@ -355,7 +460,9 @@ def make_server(host: str, port: int, data_dir: Path | None = None) -> LocalDevS
     handler = type(
         "LimitedRequestHandler", (DicomWebRequestHandler,), {"max_body": settings.max_request_body}
     )
-    return LocalDevServer(app, config, host, port, handler_cls=handler)
+    return LocalDevServer(
+        app, config, host, port, handler_cls=handler, server_cls=DicomWebHTTPServer
+    )
 
 
 def _keep_large_buffers() -> None:

@@ -266,6 +266,118 @@ def test_malformed_request_400_json(server: str, request_bytes: bytes, message: 
     assert message in body["Message"]
 
 
+# http.server's own refusals were HTML pages (an unknown method a 501); an HTTP/0.9 request
+# line got no answer at all, the server waiting for headers such a client never sends.
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "message"),
+    [
+        (b"FOO /dicom-web/studies HTTP/1.1\r\nHost: h\r\n\r\n", 405, "'FOO' is not a method"),
+        (
+            b"GET /dicom-web/studies/" + b"1." * 35000 + b" HTTP/1.1\r\nHost: h\r\n\r\n",
+            414,
+            "request line is over 65,536 bytes",
+        ),
+        (
+            b"GET /dicom-web/studies HTTP/1.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n",
+            431,
+            "Line too long",
+        ),
+        (b"GET /dicom-web/studies\r\n", 400, "no HTTP version"),
+    ],
+    ids=["unknown-method", "request-line-70k", "header-line-70k", "http-0.9"],
+)
+def test_refused_request_answered_in_json(
+    server: str, request_bytes: bytes, status: int, message: str
+) -> None:
+    answer_status, body = _raw_exchange(server, request_bytes)
+    assert answer_status == status
+    assert message in body["Message"]
+
+
+def _stow_tiny(url: str) -> str:
+    """A new 2 × 2 instance stored; its path."""
+    from tests.server.helpers import STOW_CONTENT_TYPE, stow_body, tiny_image
+
+    response = requests.post(
+        f"{url}/dicom-web/studies",
+        data=stow_body(tiny_image()),
+        headers={"Content-Type": STOW_CONTENT_TYPE, "Accept": "application/dicom+json"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["00081199"]["Value"][0]["00081190"]["Value"][0].split(url, 1)[1]
+
+
+def test_request_cut_before_the_end_of_its_headers_is_not_run(server: str) -> None:
+    """A client that gave up before the blank line ending its headers (RFC 9112 §2.1) had
+    its request carried out anyway: here a DELETE of the study."""
+    instance = _stow_tiny(server)
+    study = instance.split("/series/")[0]
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(f"DELETE {study} HTTP/1.1\r\nHost: h\r\n".encode())
+        connection.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"the connection ended before the blank line" in answer
+    assert requests.get(server + instance, timeout=30).status_code == 200
+
+
+def test_semicolon_stays_in_path_parameters(server: str) -> None:
+    """Chalice's local matcher cut `;2` off `frames/1;2` and answered frame 1."""
+    instance = _stow_tiny(server)
+    response = requests.get(f"{server}{instance}/frames/1;2", timeout=30)
+    assert response.status_code == 400
+    assert "'1;2' is not a frame number" in response.json()["Message"]
+
+
+def test_listen_backlog_holds_a_burst_of_connections(tmp_path: Path) -> None:
+    """http.server listens with a backlog of 5: of 200 clients connecting at once, the others'
+    SYNs were dropped and they waited 1, 3, 7 s for retransmits, or timed out. The server
+    here is made but not serving, so only the kernel's queue holds the connections."""
+    import select
+
+    from chalicelib.server.localserver import make_server
+
+    server = make_server("127.0.0.1", 0, tmp_path)
+    connections = [socket.socket() for _ in range(64)]
+    try:
+        port = server.server.server_address[1]
+        for connection in connections:
+            connection.setblocking(False)
+            connection.connect_ex(("127.0.0.1", port))
+        pending = list(connections)
+        deadline = time.monotonic() + 10
+        while pending and time.monotonic() < deadline:
+            _, connected, _ = select.select([], pending, [], 0.5)
+            pending = [c for c in pending if c not in connected]
+        assert not pending, f"{len(pending)} of 64 connections not established"
+    finally:
+        for connection in connections:
+            connection.close()
+        server.server.server_close()
+
+
+def test_clients_resetting_mid_request_are_logged_in_a_line(tmp_path: Path) -> None:
+    """Slowloris clients resetting their connections halfway through the headers: a log line
+    each, not socketserver's traceback (800 at once held the server for seconds)."""
+    with local_server(tmp_path) as url:
+        port = int(url.rsplit(":", 1)[1])
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                connection.sendall(b"GET /dicom-web/studies HTTP/1.1\r\nHost: h\r\n")
+        log_path = tmp_path / "server.log"
+        deadline = time.monotonic() + 30
+        while log_path.read_text().count("closed the connection before it was answered") < 3:
+            assert time.monotonic() < deadline, log_path.read_text()[-2000:]
+            time.sleep(0.1)
+        assert requests.get(f"{url}/dicom-web/studies", timeout=30).status_code in (200, 204)
+    assert "Traceback" not in log_path.read_text()
+
+
 @pytest.mark.parametrize("path", ["/dicom-web/nothing-here", "/dicom-web/studies/1.2.3"])
 def test_head_answer_has_no_content(server: str, path: str) -> None:
     """A HEAD answer is the GET's headers without content (RFC 9110 §9.3.2), also where the
