@@ -10,6 +10,8 @@ Media types of the compressed transfer syntaxes are those of PS3.18 Table 8.7.3-
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +58,17 @@ SYNTAX_MEDIA_TYPES = {
 
 ENCODABLE_SYNTAXES = (RLE_LOSSLESS, JPEG_LS_LOSSLESS, JPEG_2000_LOSSLESS)
 """Lossless syntaxes pydicom's encoder plugins write (RLE natively, pyjpegls, openjpeg)."""
+
+
+_OPENJPEG_ENCODER = threading.Lock()
+
+
+def one_encoder_at_a_time(transfer_syntax: str) -> contextlib.AbstractContextManager[Any]:
+    """Held around an encode to `transfer_syntax`: pylibjpeg-openjpeg's JPEG 2000 encoder
+    (2.6.0) crashes the whole process, a segmentation fault, when two threads encode at once
+    (two concurrent series retrieves as JPEG 2000 did), so those encodes run one at a time;
+    RLE and JPEG-LS encoders, and every decoder, run concurrently."""
+    return _OPENJPEG_ENCODER if transfer_syntax == JPEG_2000_LOSSLESS else contextlib.nullcontext()
 
 
 class PixelError(ValueError):
@@ -276,6 +289,7 @@ def encode_frame(
     if transfer_syntax == JPEG_2000_LOSSLESS:
         options["use_mct"] = False
     try:
-        return get_encoder(transfer_syntax).encode(array, **options)
+        with one_encoder_at_a_time(transfer_syntax):
+            return get_encoder(transfer_syntax).encode(array, **options)
     except Exception as exc:
         raise PixelError(f"cannot encode the frame as {transfer_syntax}: {exc}") from exc

@@ -83,7 +83,7 @@ def to_explicit_little_endian(data: bytes, transfer_syntax_uid: str) -> bytes:
 def to_transfer_syntax(data: bytes, transfer_syntax_uid: str, wanted: str) -> bytes:
     """The instance re-encoded losslessly in `wanted` (RLE Lossless, JPEG-LS Lossless or
     JPEG 2000 Lossless), decoding the source with pydicom's plugins first."""
-    from chalicelib.dicom.pixels import ENCODABLE_SYNTAXES
+    from chalicelib.dicom.pixels import ENCODABLE_SYNTAXES, one_encoder_at_a_time
 
     if wanted not in ENCODABLE_SYNTAXES:
         raise TranscodeError(
@@ -96,7 +96,8 @@ def to_transfer_syntax(data: bytes, transfer_syntax_uid: str, wanted: str) -> by
             array = ds.pixel_array
             if int(ds.get("SamplesPerPixel", 1) or 1) > 1:
                 ds.PlanarConfiguration = 0  # the array is interleaved whatever was stored
-            ds.compress(wanted, array)
+            with one_encoder_at_a_time(wanted):
+                ds.compress(wanted, array)
         except Exception as exc:
             raise TranscodeError(f"cannot encode the pixels as {UID(wanted).name}: {exc}") from exc
     else:

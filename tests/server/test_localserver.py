@@ -561,6 +561,28 @@ def _peak_rss(process: subprocess.Popen) -> int:
     pytest.fail(f"no VmHWM in /proc/{process.pid}/status")
 
 
+def test_concurrent_jpeg_2000_retrieves_keep_the_server_up(tmp_path: Path) -> None:
+    """pylibjpeg-openjpeg's encoder is not thread-safe: two series retrieves transcoded to
+    JPEG 2000 at once killed the server process with a segmentation fault."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    instances = [data for _, data in _ct_copies(8)]
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.90'
+    with local_server(tmp_path) as url:
+        series = url + _store(url, instances)
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(
+                pool.map(
+                    lambda _: requests.get(series, headers={"Accept": accept}, timeout=300),
+                    range(3),
+                )
+            )
+        assert [answer.status_code for answer in answers] == [200, 200, 200]
+        for answer in answers:
+            assert answer.content.count(b"transfer-syntax=1.2.840.10008.1.2.4.90") == 8
+        assert url.process.poll() is None
+
+
 def test_series_retrieve_streams_in_flat_memory(tmp_path: Path) -> None:
     """A series goes out part by part from the stored files: retrieving 60 slices (31 MB)
     leaves the server's peak memory where it was (joined in memory it needs the answer
