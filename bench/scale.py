@@ -120,9 +120,11 @@ def instance_bytes(spec: StudySpec, number: int) -> bytes:
 
 class RecordCollector:
     """A TagIndex that only keeps what ingest hands it: the records of the STOW path, for a
-    loader that writes them to the index its own way."""
+    loader that writes them to the index its own way. It keeps metadata documents as that
+    index does (`keeps_metadata`), so that ingest makes the records it would."""
 
-    def __init__(self) -> None:
+    def __init__(self, keeps_metadata: bool) -> None:
+        self.keeps_metadata = keeps_metadata
         self.records: list[Any] = []
 
     def store_instances(self, records: list[Any], overwrite: bool) -> list[Any]:
@@ -153,7 +155,7 @@ def ingest_records(ctx: Any, specs: list[StudySpec], probed: set[str]) -> list[A
     checks), the probed studies' blobs stored; nothing is written to the index."""
     from chalicelib import ingest
 
-    collector = RecordCollector()
+    collector = RecordCollector(ctx.index.keeps_metadata)
     loading = dataclasses.replace(ctx, index=collector, blobs=ProbedBlobs(ctx.blobs, probed))
     for spec in specs:
         for number in range(1, spec.instances + 1):

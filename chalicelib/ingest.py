@@ -66,7 +66,8 @@ def blob_key(study_uid: str, series_uid: str, sop_uid: str, sha256: str) -> str:
 
 
 def metadata_key(key: str) -> str:
-    """Where the precomputed WADO-RS metadata of the blob at `key` lives."""
+    """Where the precomputed WADO-RS metadata of the blob at `key` lives, on an index that
+    does not keep it (`TagIndex.keeps_metadata`)."""
     return key.removesuffix(".dcm") + ".json.gz"
 
 
@@ -142,8 +143,8 @@ class _Prepared:
 
 
 def _prepare(ctx: Context, data: bytes, expected_study_uid: str | None) -> _Prepared:
-    """Parse and check one part, and write its blobs (the original, its metadata document,
-    a large frame table): everything before the index commit."""
+    """Parse and check one part, and write its blobs (the original, its metadata document
+    unless the index keeps it, a large frame table): everything before the index commit."""
     try:
         parsed = parse_instance(data)
     except (UnreadableInstance, MissingAttribute) as exc:
@@ -196,6 +197,7 @@ def _prepare(ctx: Context, data: bytes, expected_study_uid: str | None) -> _Prep
         return _Prepared(result)
     pixel, frame_table = _split_frame_table(parsed.pixel, key)
     patient_id = str(ds.get("PatientID", "") or "")
+    inline = ctx.index.keeps_metadata
     record = InstanceRecord(
         study_uid=parsed.study_uid,
         series_uid=parsed.series_uid,
@@ -212,14 +214,16 @@ def _prepare(ctx: Context, data: bytes, expected_study_uid: str | None) -> _Prep
             patient_id, parsed.study_uid, parsed.series_uid, parsed.sop_instance_uid
         ),
         has_file_meta=parsed.has_file_meta,
-        metadata_key=metadata_key(key),
+        metadata_key=None if inline else metadata_key(key),
         metadata_size=len(document),
         pixel=pixel,
         bulk=bulk,
+        metadata=document if inline else None,
     )
     try:
         ctx.blobs.put(key, data, "application/dicom")
-        ctx.blobs.put(record.metadata_key, document, "application/gzip")
+        if record.metadata_key:
+            ctx.blobs.put(record.metadata_key, document, "application/gzip")
         if frame_table is not None:
             ctx.blobs.put(pixel["frames_key"], frame_table, "application/json")
     except Exception as exc:
@@ -241,7 +245,6 @@ def _settle(
         _forget(ctx, record)
     for old_key in outcome.replaced_blob_keys:
         _delete_quietly(ctx, old_key)
-        _delete_quietly(ctx, metadata_key(old_key))
     result.status, result.outcome = "stored", outcome.outcome
 
 

@@ -30,12 +30,11 @@ syntax of that media type, the stored one first, where Table 8.7.3-5 names one d
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal
+from typing import Literal
 
 from chalicelib.dicom import pixels
 from chalicelib.dicom.encoding import EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, inflate
@@ -52,7 +51,7 @@ from chalicelib.server.negotiate import (
     part_type,
     type_matches,
 )
-from chalicelib.server.resources import find_instances, instance_url
+from chalicelib.server.resources import find_instances, instance_url, metadata_documents
 from chalicelib.storage.ports import InstanceRecord
 
 service = Service("wado-rs-frames")
@@ -157,6 +156,7 @@ class FrameReader:
             raise NotFound(
                 f"instance {record.sop_uid} has no Pixel Data (7FE0,0010), so it has no frames"
             )
+        self._request = request
         self.blobs = request.context.blobs
         self.record = record
         self.pixel = record.pixel
@@ -193,10 +193,10 @@ class FrameReader:
     @property
     def module(self) -> pixels.PixelModule:
         if self._module is None:
-            document: dict[str, Any] = {}
-            if self.record.metadata_key:
-                document = json.loads(gzip.decompress(self.blobs.get(self.record.metadata_key)))
-            self._module = pixels.PixelModule.from_json(self.pixel, document)
+            [document] = metadata_documents(self._request, [self.record])
+            self._module = pixels.PixelModule.from_json(
+                self.pixel, json.loads(document) if document else {}
+            )
         return self._module
 
     def stored(self, number: int) -> bytes:

@@ -5,8 +5,10 @@
 instance (`application/dicom+json`, also as `application/json`), or the Native DICOM Model
 (PS3.19) as `multipart/related; type="application/dicom+xml"`, one part per instance.
 
-Each instance's document is precomputed at ingest (`dicom/metadata.py`). A series' document
-is built on first request from its instances' documents (read in parallel) and kept gzip
+Each instance's document is precomputed at ingest (`dicom/metadata.py`) and kept in the index
+(SQLite) or as a blob (DynamoDB; `resources.metadata_documents` reads either). A series'
+document is built on first request from its instances' documents (one index read, or blob
+reads in parallel) and kept gzip
 compressed in the BlobStore under a key made of the series version, which every store and
 delete in the series bumps, and of the request's DICOMweb root (BulkDataURIs are absolute):
 a warm series is one read. A study's document is the concatenation of its series' documents,
@@ -50,7 +52,13 @@ from chalicelib.server.negotiate import (
     part_type,
     type_matches,
 )
-from chalicelib.server.resources import check_path_uids, find_instances, not_found, parallel_map
+from chalicelib.server.resources import (
+    check_path_uids,
+    find_instances,
+    metadata_documents,
+    not_found,
+    parallel_map,
+)
 from chalicelib.storage import ports
 
 service = Service("wado-rs-metadata")
@@ -101,14 +109,6 @@ def accepts_gzip(request: WebRequest) -> bool:
     return False
 
 
-def _instance_document(request: WebRequest, record: ports.InstanceRecord) -> bytes:
-    """The instance's DICOM JSON object (plain bytes) with BulkDataURIs made absolute."""
-    if not record.metadata_key:
-        raise NotFound(f"instance {record.sop_uid} has no precomputed metadata")
-    document = gzip.decompress(request.context.blobs.get(record.metadata_key))
-    return resolve_base(document, request.dicomweb_root)
-
-
 def _sort_key(record: ports.InstanceRecord) -> tuple[str, int, str]:
     values = record.instance_tags.get(_INSTANCE_NUMBER, {}).get("Value") or [None]
     number = values[0] if isinstance(values[0], int) else 0
@@ -120,18 +120,13 @@ def _json_array(documents: list[bytes]) -> bytes:
 
 
 def _read_documents(request: WebRequest, records: list[ports.InstanceRecord]) -> list[bytes]:
-    """The documents of `records` in series order; those whose blob a concurrent DELETE has
-    removed since the listing are left out (issue 11: 500s in a delete race). The delete
-    bumped the series version first, so a cache entry built from this listing is stale."""
-
-    def read(record: ports.InstanceRecord) -> bytes | None:
-        try:
-            return _instance_document(request, record)
-        except ports.NotFound:
-            return None
-
-    documents = parallel_map(read, sorted(records, key=_sort_key), _READ_THREADS)
-    return [document for document in documents if document is not None]
+    """The documents of `records` in series order, BulkDataURIs made absolute; those a
+    concurrent DELETE has removed since the listing are left out (issue 11: 500s in a delete
+    race). The delete bumped the series version first, so a cache entry built from this
+    listing is stale."""
+    ordered = sorted(records, key=_sort_key)
+    documents = metadata_documents(request, ordered, _READ_THREADS)
+    return [resolve_base(d, request.dicomweb_root) for d in documents if d is not None]
 
 
 def _cache_key(study: str, name: str) -> str:
@@ -258,7 +253,10 @@ def retrieve_instance_metadata(
     etag = f'"{record.sha256[:16]}"'
     if not_modified(request, etag):
         return _not_modified_response(etag)
-    body = _json_array([_instance_document(request, record)])
+    documents = _read_documents(request, [record])
+    if not documents:
+        raise NotFound(f"instance {record.sop_uid} has no precomputed metadata")
+    body = _json_array(documents)
     return _answer(request, body, False, etag, media)
 
 

@@ -8,7 +8,6 @@ multipart/related of DICOM XML. Imports no pydicom, numpy or Pillow (cold start)
 
 from __future__ import annotations
 
-import gzip
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +23,7 @@ from chalicelib.errors import BadRequest, NotAcceptable, PayloadTooLarge
 from chalicelib.server.delivery import deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse, json_response, warning_header
 from chalicelib.server.negotiate import choose, parse_accept
-from chalicelib.server.resources import instance_url, parallel_map, series_url, study_url
+from chalicelib.server.resources import instance_url, metadata_documents, series_url, study_url
 from chalicelib.storage.ports import ScanBudgetExceeded, SearchCandidate
 
 service = Service(__name__)
@@ -260,13 +259,19 @@ def _include_from_metadata(
     include_all: bool,
 ) -> None:
     """Add includefield attributes the index does not keep to a page of instance results,
-    from each instance's precomputed metadata (PS3.18 §10.6.3.3.3, 2025b): one read per
-    result, in parallel, BulkDataURIs made absolute as in Retrieve Metadata. `include_all`
+    from each instance's precomputed metadata (PS3.18 §10.6.3.3.3, 2025b): one index read for
+    the page, or a blob read per result in parallel (`resources.metadata_documents`),
+    BulkDataURIs made absolute as in Retrieve Metadata. `include_all`
     (`includefield=all`) adds every attribute of the instance but its Pixel Data; the
     computed ones and SpecificCharacterSet (the answer is UTF-8) stay as the index gives them."""
-    keys = [c.instance.record.metadata_key if c.instance else None for c in page]
-    documents = parallel_map(lambda key: _metadata(request, key), keys)
-    for dataset, document in zip(datasets, documents, strict=True):
+    from chalicelib.dicom.metadata import resolve_base  # lazy: it imports pydicom
+
+    records = [c.instance.record for c in page if c.instance]
+    documents = metadata_documents(request, records)
+    found = dict(zip((r.sop_uid for r in records), documents, strict=True))
+    for dataset, candidate in zip(datasets, page, strict=True):
+        text = found.get(candidate.instance.sop_uid) if candidate.instance else None
+        document = json.loads(resolve_base(text, request.dicomweb_root)) if text else {}
         dataset.update({tag: document[tag] for tag in tags if tag in document})
         if include_all:
             for tag, attribute in document.items():
@@ -275,16 +280,6 @@ def _include_from_metadata(
         ordered = dict(sorted(dataset.items()))
         dataset.clear()
         dataset.update(ordered)
-
-
-def _metadata(request: WebRequest, key: str | None) -> dict[str, Any]:
-    """An instance's metadata document (DICOM JSON), {} when it has none."""
-    if key is None:
-        return {}
-    from chalicelib.dicom.metadata import resolve_base  # lazy: it imports pydicom
-
-    document = gzip.decompress(request.context.blobs.get(key))
-    return json.loads(resolve_base(document, request.dicomweb_root))
 
 
 def _label(tag: str) -> str:

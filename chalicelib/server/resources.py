@@ -6,7 +6,8 @@ Path UIDs are checked on entry: a malformed UID names no stored resource, so it 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import gzip
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -89,3 +90,29 @@ def parallel_map(
         return [function(item) for item in items]
     with ThreadPoolExecutor(min(threads, len(items))) as pool:
         return list(pool.map(function, items))
+
+
+def metadata_documents(
+    request: WebRequest, records: Sequence[ports.InstanceRecord], threads: int = 8
+) -> list[bytes | None]:
+    """The precomputed metadata documents of `records` (plain DICOM JSON, BulkDataURIs under
+    the placeholder of `dicom.metadata`), in order: those the index keeps in one read, those
+    that are blobs (`metadata_key`: DynamoDB's, SQLite's stored before version 3) read in
+    parallel. None for a record that has none, or whose document a concurrent DELETE removed
+    since the record was listed (issue 11: 500s in a delete race)."""
+    context = request.context
+    kept = [record.sop_uid for record in records if not record.metadata_key]
+    inline = context.index.metadata_documents(kept) if kept else {}
+
+    def read(record: ports.InstanceRecord) -> bytes | None:
+        if not record.metadata_key:
+            found = inline.get(record.sop_uid)
+            return None if found is None else gzip.decompress(found)
+        try:
+            return gzip.decompress(context.blobs.get(record.metadata_key))
+        except ports.NotFound:
+            return None
+
+    if len(kept) == len(records):  # no blob to wait for
+        return [read(record) for record in records]
+    return parallel_map(read, records, threads)

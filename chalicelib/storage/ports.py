@@ -74,7 +74,9 @@ class InstanceRecord:
     """{"patient": ..., "study": ..., "series": ..., "instance": ...}, see dicom/ids.py."""
     has_file_meta: bool = True
     metadata_key: str | None = None
-    """Key of the precomputed WADO-RS metadata (DICOM JSON) of this instance, if any."""
+    """Key of the precomputed WADO-RS metadata blob (gzip DICOM JSON) of this instance, when
+    the index does not keep the document itself (`TagIndex.keeps_metadata`), or when it was
+    stored before the index did."""
     metadata_size: int = 0
     pixel: dict[str, Any] = field(default_factory=dict)
     """Frame access facts recorded at ingest (offsets, fragment table): see dicom/parse.py.
@@ -84,6 +86,11 @@ class InstanceRecord:
     """Bulk element offsets recorded at ingest, keyed by tag path: see dicom/bulk.py."""
     stored_at: str = ""
     """ISO 8601 UTC time of the store, set by the adapter."""
+    metadata: bytes | None = field(default=None, repr=False, compare=False)
+    """At store time, the gzip metadata document for an index that keeps it
+    (`TagIndex.keeps_metadata`): committed with the record, never part of its serialized form
+    (`records.record_to_json`); None in the records an index answers (read the document with
+    `TagIndex.metadata_documents`)."""
 
     def blob_keys(self) -> list[str]:
         """Every BlobStore key this record owns: original bytes, metadata, frame table."""
@@ -234,6 +241,12 @@ class BlobStore(Protocol):
 class TagIndex(Protocol):
     """The index of stored instances, series and studies."""
 
+    keeps_metadata: bool
+    """Whether the index keeps each instance's precomputed metadata document itself, committed
+    with its record (`InstanceRecord.metadata`; SQLite: one file per instance, and nothing to
+    orphan), or the caller writes it as a blob at `metadata_key` (DynamoDB: an item stops at
+    400 KB)."""
+
     def store_instance(self, record: InstanceRecord, overwrite: bool) -> StoreResult:
         """Commit an instance and update its series and study records in one step.
 
@@ -257,6 +270,11 @@ class TagIndex(Protocol):
         in it; an instance stored before, or one a concurrent writer got to first, in a
         transaction of its own.
         """
+
+    def metadata_documents(self, sop_uids: Sequence[str]) -> dict[str, bytes]:
+        """The gzip metadata documents the index keeps of these instances, by SOP Instance
+        UID, in one read; an instance without one here (its document is a blob at
+        `metadata_key`, it is deleted, the index keeps none) is left out."""
 
     def get_instance(self, study_uid: str, series_uid: str | None, sop_uid: str) -> InstanceRecord:
         """Raise NotFound, also when the instance is under another study or series."""

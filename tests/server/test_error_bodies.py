@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from pathlib import Path
 
 from chalice.test import Client
@@ -17,8 +19,8 @@ def test_internal_error_body_names_the_request_not_the_code(tmp_path: Path) -> N
     result = store_instance(context, testdata("2020-08-12-Christopher.dcm").read_bytes())
     assert result.status == "stored"
     # Damage the stored metadata document: reading it fails in a way no handler expects.
-    [document] = list((tmp_path / "data" / "blobs").rglob("*.json.gz"))
-    document.write_bytes(b"not gzip")
+    with contextlib.closing(sqlite3.connect(tmp_path / "data" / "index.sqlite")) as db, db:
+        assert db.execute("UPDATE instances SET metadata = x'00'").rowcount == 1
     client = Client(create_app(lambda: context))
     path = (
         f"/dicom-web/studies/{result.study_uid}/series/{result.series_uid}"

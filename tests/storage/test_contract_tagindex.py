@@ -624,3 +624,37 @@ def test_store_instances_overwrite_replaces_within_batch(
     assert "first.dcm" in results[1].replaced_blob_keys
     assert tag_index.get_instance(STUDY, SERIES, SOP).blob_key == "second.dcm"
     assert _counts(tag_index.get_study(STUDY)) == (1, 1, ["CT"], [CT_IMAGE])
+
+
+def _carrying(record: InstanceRecord, document: bytes) -> InstanceRecord:
+    record.metadata = document
+    return record
+
+
+def test_metadata_documents_follow_their_records(
+    tag_index: TagIndex, make_record: MakeRecord
+) -> None:
+    """An index that keeps the metadata documents commits each with its record, keeps it when
+    the record is kept, replaces it with the record and removes it with the record; one that
+    keeps none answers none (ingest writes them as blobs there)."""
+    other = f"{SERIES}.2"
+    tag_index.store_instances(
+        [_carrying(make_record(), b"first"), _carrying(make_record(sop=other), b"other")],
+        overwrite=False,
+    )
+
+    def kept(documents: dict[str, bytes]) -> dict[str, bytes]:
+        return documents if tag_index.keeps_metadata else {}
+
+    assert tag_index.metadata_documents([SOP, other, "9.9"]) == kept(
+        {SOP: b"first", other: b"other"}
+    )
+    assert tag_index.get_instance(STUDY, SERIES, SOP).metadata is None
+    assert [r.metadata for r in tag_index.list_instances(STUDY)] == [None, None]
+    tag_index.store_instance(_carrying(make_record(), b"again"), overwrite=False)
+    assert tag_index.metadata_documents([SOP]) == kept({SOP: b"first"})
+    tag_index.store_instance(_carrying(make_record(), b"again"), overwrite=True)
+    assert tag_index.metadata_documents([SOP]) == kept({SOP: b"again"})
+    tag_index.delete_instance(STUDY, SERIES, SOP)
+    assert tag_index.metadata_documents([SOP, other]) == kept({other: b"other"})
+    assert tag_index.metadata_documents([]) == {}

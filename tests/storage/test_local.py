@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
+import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -11,10 +14,11 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from chalicelib.context import Context
 from chalicelib.dicom.matching import Narrowing
 from chalicelib.ingest import store_instance
 from chalicelib.storage.local import LocalBlobStore, SqliteTagIndex
-from chalicelib.storage.local.tables import SCHEMA_VERSION
+from chalicelib.storage.local.tables import SCHEMA_VERSION, write_study_keys
 from chalicelib.storage.ports import InstanceRecord, NotFound
 from tests.conftest import make_context, testdata
 from tests.storage.conftest import SERIES, STUDY, build_record
@@ -62,16 +66,21 @@ def test_store_instance_fills_search_columns(tmp_path: Path) -> None:
     assert series == ("CT",)
 
 
-def test_store_instance_writes_its_files_in_the_series_folder(tmp_path: Path) -> None:
+def test_store_instance_writes_one_file_in_the_series_folder(tmp_path: Path) -> None:
     """No folder per instance: creating it cost as much as writing the instance (an inode
-    each, ext4 here), for a folder that only ever held the instance's two files."""
+    each, ext4 here); and no second file: the metadata document is in the index row."""
     context = make_context("local", tmp_path)
     result = store_instance(context, testdata("ColorTestImageJ.dcm").read_bytes())
     assert result.status == "stored"
     series = tmp_path / "data" / "blobs" / result.study_uid / result.series_uid
-    entries = list(series.iterdir())
-    assert sorted(p.suffix for p in entries) == [".dcm", ".gz"]
-    assert all(p.is_file() and p.name.startswith(f"{result.sop_instance_uid}_") for p in entries)
+    [entry] = list(series.iterdir())
+    assert entry.is_file() and entry.name.startswith(f"{result.sop_instance_uid}_")
+    assert entry.suffix == ".dcm"
+    record = context.index.find_instance(result.sop_instance_uid)
+    assert record.metadata_key is None and record.metadata_size > 0
+    [document] = context.index.metadata_documents([result.sop_instance_uid]).values()
+    assert len(document) == record.metadata_size
+    assert json.loads(gzip.decompress(document))["00080018"]["Value"] == [record.sop_uid]
 
 
 def _hammer(*loops: Callable[[int], object], rounds: int) -> list[BaseException]:
@@ -298,3 +307,116 @@ def test_index_of_version_0_migrated_at_start(tmp_path: Path) -> None:
     assert not tables & {"study_terms", "studies_patient_name", "studies_study_date"}
     assert version == SCHEMA_VERSION
     fresh.close()
+
+
+V2_DUMP = Path(__file__).parent / "data" / "index-v2.sql"
+V2_BLOBS = Path(__file__).parent / "data" / "v2-blobs"
+"""An index of version 2 and its metadata blobs (`*.json.gz`, before the index kept the
+documents): the server at 109b834 stored `V2_FILES`, then `iterdump` wrote the index. The
+instances' own files are the corpus files, copied in place by the test."""
+V2_FILES = ("MultiframeWindowing.dcm", "2026-03-16-OD-OF-OL.dcm")
+
+
+def test_index_of_version_2_reads_its_metadata_blobs_then_stores_without_them(
+    tmp_path: Path,
+) -> None:
+    """`make run` keeps its data across upgrades: the instances stored with a metadata blob
+    answer Retrieve Metadata, QIDO-RS includefield=all and rendered frames as the same files
+    stored now (document in the index) do; replacing one removes its blob and keeps the new
+    document in the index; deleting the other removes its files."""
+    from chalice.test import Client
+
+    from chalicelib.server.api import create_app
+
+    data = tmp_path / "upgraded" / "data"
+    data.mkdir(parents=True)
+    with contextlib.closing(sqlite3.connect(data / "index.sqlite")) as db:
+        db.executescript(V2_DUMP.read_text())
+    shutil.copytree(V2_BLOBS, data / "blobs")
+    fresh = make_context("local", tmp_path / "fresh")
+    sources = {}
+    for name in V2_FILES:
+        result = store_instance(fresh, testdata(name).read_bytes())
+        assert result.status == "stored", result.message
+        sources[result.sop_instance_uid] = name
+    upgraded = make_context("local", tmp_path / "upgraded", overwrite_instances=True)
+    old = [upgraded.index.find_instance(sop) for sop in sources]
+    assert all(r.metadata_key and upgraded.blobs.exists(r.metadata_key) for r in old)
+    for record in old:
+        upgraded.blobs.put(record.blob_key, testdata(sources[record.sop_uid]).read_bytes())
+
+    def answers(context: Context, records: list[InstanceRecord]) -> list[object]:
+        """Each record's metadata, its series' metadata and includefield=all, and the first
+        record's first frame rendered (its module is read from the metadata)."""
+        client = Client(create_app(lambda: context))
+        found: list[object] = []
+        for record in records:
+            series = f"/dicom-web/studies/{record.study_uid}/series/{record.series_uid}"
+            instance = f"{series}/instances/{record.sop_uid}"
+            for path in (f"{instance}/metadata", f"{series}/metadata"):
+                response = client.http.get(path, headers={"Accept": "application/dicom+json"})
+                assert response.status_code == 200, path
+                found.append(json.loads(response.body))
+            response = client.http.get(f"{series}/instances?includefield=all")
+            found.append(json.loads(response.body))
+        first = records[0]
+        frame = (
+            f"/dicom-web/studies/{first.study_uid}/series/{first.series_uid}"
+            f"/instances/{first.sop_uid}/frames/1/rendered"
+        )
+        response = client.http.get(frame, headers={"Accept": "image/png"})
+        assert response.status_code == 200
+        return [*found, response.body]
+
+    assert answers(upgraded, old) == answers(fresh, old)
+    replaced, deleted = old
+    result = store_instance(upgraded, testdata(sources[replaced.sop_uid]).read_bytes())
+    assert (result.status, result.outcome) == ("stored", "replaced")
+    assert not any(upgraded.blobs.exists(key) for key in replaced.blob_keys())
+    record = upgraded.index.find_instance(replaced.sop_uid)
+    assert record.metadata_key is None and upgraded.index.metadata_documents([record.sop_uid])
+    upgraded.index.delete_study(deleted.study_uid)
+    from chalicelib.server.delete import finish_pending_deletes
+
+    assert finish_pending_deletes(upgraded.index, upgraded.blobs) == 2  # its bytes, metadata
+    assert not any(upgraded.blobs.exists(key) for key in deleted.blob_keys())
+    assert answers(upgraded, [replaced]) == answers(fresh, [replaced])
+    with contextlib.closing(sqlite3.connect(data / "index.sqlite")) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_study_keys_written_only_on_change_are_those_of_a_full_rewrite(tmp_path: Path) -> None:
+    """A store rewrites a study's `study_keys` only when its tags or modalities change: after
+    each step the rows are those `write_study_keys` writes from scratch."""
+    path = tmp_path / "index.sqlite"
+    index = SqliteTagIndex(path)
+    renamed = build_record(sop=f"{SERIES}.4")
+    renamed.study_tags["00100010"] = {"vr": "PN", "Value": [{"Alphabetic": "Roe^Richard"}]}
+    steps = [
+        lambda: index.store_instances([build_record(sop=f"{SERIES}.{n}") for n in (1, 2)], False),
+        lambda: index.store_instance(build_record(sop=f"{SERIES}.3"), False),  # keys unchanged
+        lambda: index.store_instance(build_record("1.2.9", "1.2.9.1", "1.2.9.1.1"), False),
+        lambda: index.store_instance(
+            build_record(series="1.2.3.2", sop="1.2.3.2.1", modality="MR"), False
+        ),
+        lambda: index.store_instance(renamed, False),
+        lambda: index.store_instance(build_record(series="1.2.3.2", sop="1.2.3.2.1"), True),
+        lambda: index.delete_instance(STUDY, SERIES, f"{SERIES}.4"),
+    ]
+
+    def study_keys(db: sqlite3.Connection) -> list[tuple[str, ...]]:
+        return db.execute("SELECT * FROM study_keys ORDER BY 1, 2, 3, 4, 5").fetchall()
+
+    seen = []
+    for step in steps:
+        step()
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+            stored = study_keys(db)
+            db.execute("BEGIN")
+            write_study_keys(db, [row[0] for row in db.execute("SELECT study_uid FROM studies")])
+            assert stored == study_keys(db)
+            db.execute("ROLLBACK")
+        seen.append({(name, value) for name, value, *_ in stored})
+    assert ("PatientName", "ROE^RICHARD") in seen[4] - seen[3]  # the steps change keys
+    assert ("ModalitiesInStudy", "MR") in seen[3] - seen[5]
+    index.close()

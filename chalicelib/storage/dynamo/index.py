@@ -108,6 +108,9 @@ class DynamoTagIndex:
     consistently: an instance is found as soon as its store returned (GSIs, eventually
     consistent, answer only for instances stored before pointers existed)."""
 
+    keeps_metadata = False
+    """Metadata documents are blobs: with them an item could pass DynamoDB's 400 KB."""
+
     def __init__(self, client: Any, table_name: str) -> None:
         self._table = Table(client, table_name)
         self._reads = DynamoSearchReads(self._table)
@@ -318,6 +321,9 @@ class DynamoTagIndex:
             if pk != study_uid and self._table.get(pk, sk) is not None:
                 return pk
         return None
+
+    def metadata_documents(self, sop_uids: Sequence[str]) -> dict[str, bytes]:
+        return {}
 
     def get_instance(self, study_uid: str, series_uid: str | None, sop_uid: str) -> InstanceRecord:
         if series_uid is None:

@@ -53,6 +53,9 @@ class SqliteTagIndex:
     """TagIndex on SQLite. Listings are ordered by UID (byte order): series by SeriesInstanceUID,
     instances by (SeriesInstanceUID, SOPInstanceUID), studies by StudyInstanceUID."""
 
+    keeps_metadata = True
+    """In the instance's row (`instances.metadata`): committed with it, removed with it."""
+
     def __init__(self, path: Path) -> None:
         self._db = Database(path, INDEX_SCHEMA, migrate)
         self._reads = SqliteSearchReads(self._db)
@@ -126,8 +129,8 @@ class SqliteTagIndex:
     @staticmethod
     def _write_instance(db: sqlite3.Connection, record: InstanceRecord, verb: str) -> None:
         db.execute(
-            f"{verb} instances (sop_uid, study_uid, series_uid, modality, sop_class_uid, record)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            f"{verb} instances (sop_uid, study_uid, series_uid, modality, sop_class_uid, record,"
+            " metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
                 record.sop_uid,
                 record.study_uid,
@@ -135,6 +138,7 @@ class SqliteTagIndex:
                 modality(record),
                 record.sop_class_uid,
                 record_to_json(record),
+                record.metadata,
             ),
         )
 
@@ -142,7 +146,9 @@ class SqliteTagIndex:
         """Create or update the series and study rows a batch touched: tags from its last
         record there, counts + instances added, versions + 1 (a new row starts at
         `first_version()`), the study's modalities and SOP classes merged (or recomputed
-        after a replacement)."""
+        after a replacement). A study's `study_keys` are rewritten only when its tags or its
+        modalities changed, the only things they come from: most stores add an instance to a
+        study whose keys stay as they are."""
         new_series: Counter[str] = Counter()
         for change in touched.series.values():
             record = change.last
@@ -164,8 +170,14 @@ class SqliteTagIndex:
                 ),
             ).fetchone()[0]
             new_series[record.study_uid] += count == change.added  # else it had rows before
+        rekeyed: list[str] = []
         for change in touched.studies.values():
             record = change.last
+            tags = json.dumps(record.study_tags)
+            before = db.execute(
+                "SELECT study_tags, modalities, sop_classes FROM studies WHERE study_uid = ?",
+                (record.study_uid,),
+            ).fetchone()
             search = search_attributes(record.study_tags)
             db.execute(
                 "INSERT INTO studies (study_uid, patient_id, patient_name, study_date,"
@@ -184,47 +196,65 @@ class SqliteTagIndex:
                     search["study_date"],
                     search["accession_number"],
                     record.orthanc_ids.get("study", ""),
-                    json.dumps(record.study_tags),
+                    tags,
                     new_series[record.study_uid],
                     change.added,
                     first_version(),
                 ),
             )
             if change.replaced:
-                self._recompute_sets(db, record.study_uid)
+                modalities = self._recompute_sets(db, record.study_uid)
             else:
-                self._merge_sets(db, record.study_uid, change.modalities, change.sop_classes)
-        write_study_keys(db, touched.studies)
+                stored = before[1:] if before is not None else ("[]", "[]")
+                modalities = self._merge_sets(
+                    db, record.study_uid, stored, change.modalities, change.sop_classes
+                )
+            if before is None or (before[0], before[1]) != (tags, modalities):
+                rekeyed.append(record.study_uid)
+        write_study_keys(db, rekeyed)
 
     @staticmethod
     def _merge_sets(
-        db: sqlite3.Connection, study_uid: str, modalities: set[str], sop_classes: set[str]
-    ) -> None:
-        stored_modalities, stored_sop_classes = db.execute(
-            "SELECT modalities, sop_classes FROM studies WHERE study_uid = ?", (study_uid,)
-        ).fetchone()
-        db.execute(
-            "UPDATE studies SET modalities = ?, sop_classes = ? WHERE study_uid = ?",
-            (
-                json.dumps(sorted(set(json.loads(stored_modalities)) | modalities - {""})),
-                json.dumps(sorted(set(json.loads(stored_sop_classes)) | sop_classes - {""})),
-                study_uid,
-            ),
+        db: sqlite3.Connection,
+        study_uid: str,
+        stored: tuple[str, str],
+        modalities: set[str],
+        sop_classes: set[str],
+    ) -> str:
+        """Add a batch's modalities and SOP classes to the study's `stored` ones (as JSON);
+        the study's modalities after."""
+        merged = (
+            json.dumps(sorted(set(json.loads(stored[0])) | modalities - {""})),
+            json.dumps(sorted(set(json.loads(stored[1])) | sop_classes - {""})),
         )
+        if merged != stored:
+            db.execute(
+                "UPDATE studies SET modalities = ?, sop_classes = ? WHERE study_uid = ?",
+                (*merged, study_uid),
+            )
+        return merged[0]
 
     @staticmethod
-    def _recompute_sets(db: sqlite3.Connection, study_uid: str) -> None:
+    def _recompute_sets(db: sqlite3.Connection, study_uid: str) -> str:
+        """Set the study's modalities and SOP classes from its instances; its modalities."""
         rows = db.execute(
             "SELECT DISTINCT modality, sop_class_uid FROM instances WHERE study_uid = ?",
             (study_uid,),
         ).fetchall()
+        modalities = json.dumps(sorted({m for m, _ in rows} - {""}))
         db.execute(
             "UPDATE studies SET modalities = ?, sop_classes = ? WHERE study_uid = ?",
-            (
-                json.dumps(sorted({m for m, _ in rows} - {""})),
-                json.dumps(sorted({c for _, c in rows} - {""})),
-                study_uid,
-            ),
+            (modalities, json.dumps(sorted({c for _, c in rows} - {""})), study_uid),
+        )
+        return modalities
+
+    def metadata_documents(self, sop_uids: Sequence[str]) -> dict[str, bytes]:
+        return dict(
+            self._db.read_in(
+                "SELECT sop_uid, metadata FROM instances WHERE sop_uid IN ({})"
+                " AND metadata IS NOT NULL",
+                sop_uids,
+            )
         )
 
     def get_instance(self, study_uid: str, series_uid: str | None, sop_uid: str) -> InstanceRecord:

@@ -1,8 +1,10 @@
 """The SQLite index's tables, their migration, and how rows decode into records.
 
 `studies`, `series` and `instances` hold the records (tags as JSON) with the columns searches
-narrow on; `study_keys` the study keys of keyed searches (see `storage/search.py`): a row per
-entry of `records.search_terms` (PatientID, AccessionNumber, PatientName groups), per
+narrow on, and each instance's precomputed metadata document (gzip DICOM JSON, `metadata`:
+NULL for an instance stored before version 3, whose document is a blob at its
+`metadata_key`); `study_keys` the study keys of keyed searches (see `storage/search.py`): a
+row per entry of `records.search_terms` (PatientID, AccessionNumber, PatientName groups), per
 PatientName prefix key and per modality of the study, ordered by date within the key;
 `pending_deletes` the blob keys of deleted instances until their blobs are removed.
 """
@@ -56,7 +58,8 @@ CREATE TABLE IF NOT EXISTS instances (
     series_uid TEXT NOT NULL,
     modality TEXT NOT NULL,
     sop_class_uid TEXT NOT NULL,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    metadata BLOB
 );
 CREATE INDEX IF NOT EXISTS instances_series ON instances (study_uid, series_uid, sop_uid);
 CREATE INDEX IF NOT EXISTS instances_sets ON instances (study_uid, modality, sop_class_uid);
@@ -72,12 +75,13 @@ CREATE TABLE IF NOT EXISTS study_keys (
 CREATE INDEX IF NOT EXISTS study_keys_study ON study_keys (study_uid);
 CREATE TABLE IF NOT EXISTS pending_deletes (blob_key TEXT PRIMARY KEY)
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """`PRAGMA user_version` of a database `migrate` has brought up to date. 0: before
 `study_keys` (a `study_terms` table ordered by value, which made a keyed search sort every
 match); 1: with the indexes of `studies` on patient_id, patient_name, study_date and
 accession_number, which no query reads (`study_keys` and `studies_listing` answer them) and
-every study upsert wrote."""
+every study upsert wrote; 2: without `instances.metadata` (every metadata document a blob, a
+second file per instance)."""
 _UNREAD_INDEXES = (
     "studies_patient_id",
     "studies_patient_name",
@@ -100,7 +104,8 @@ def migrate(db: sqlite3.Connection) -> None:
     """Bring a database written by an earlier version up to `SCHEMA_VERSION`, in the
     transaction that opens it (`make run` keeps its data across upgrades): version 0 gets
     the `study_keys` of every study and loses `study_terms` (4 s for 10,000 studies on the
-    2-core machine under load, once); version 1 loses the indexes no query reads."""
+    2-core machine under load, once); version 1 loses the indexes no query reads; version 2
+    gets the column `instances.metadata`, NULL in its rows (their documents stay blobs)."""
     (version,) = db.execute("PRAGMA user_version").fetchone()
     if version < 1:
         db.execute("DROP TABLE IF EXISTS study_terms")
@@ -117,6 +122,10 @@ def migrate(db: sqlite3.Connection) -> None:
     if version < 2:
         for index in _UNREAD_INDEXES:
             db.execute(f"DROP INDEX IF EXISTS {index}")
+    if version < 3 and "metadata" not in {
+        row[1] for row in db.execute("PRAGMA table_info(instances)")
+    }:
+        db.execute("ALTER TABLE instances ADD COLUMN metadata BLOB")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
