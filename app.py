@@ -32,16 +32,20 @@ def ingest_upload(event: dict[str, Any], context: Any) -> list[dict[str, Any]]:
 @app.lambda_function(name="sweep")
 def sweep(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """EventBridge's scheduled event (`SWEEP_SCHEDULE` in infra/stack.py): remove the blobs of
-    deletes interrupted between their index commit and their blob removal, and fail the jobs
-    whose execution ended without saying so (`jobs.fail_abandoned`). Locally the server
-    finishes deletes and resumes jobs at start-up; on AWS nothing restarts, and DELETE (which
-    also finishes deletes) is off. Its timeout is 15 minutes (.chalice/config.json); a run cut
-    short keeps what it confirmed."""
+    deletes interrupted between their index commit and their blob removal, and the derived
+    documents of deleted resources (`delete.finish_pending_deletes`); the blobs of stores
+    stopped between their blob writes and their index commit (`ingest.
+    remove_interrupted_writes`); and fail the jobs whose execution ended without saying so
+    (`jobs.fail_abandoned`). Locally the server does the same, and resumes jobs, at start-up;
+    on AWS nothing restarts, and DELETE (which also finishes deletes) is off. Its timeout is
+    15 minutes (.chalice/config.json); a run cut short keeps what it confirmed."""
+    from chalicelib.ingest import remove_interrupted_writes
     from chalicelib.jobs import fail_abandoned
     from chalicelib.server.delete import finish_pending_deletes
 
     ctx = default_context()
     return {
         "BlobsDeleted": finish_pending_deletes(ctx.index, ctx.blobs),
+        "InterruptedBlobsDeleted": remove_interrupted_writes(ctx.index, ctx.blobs),
         "JobsFailed": fail_abandoned(ctx),
     }

@@ -133,6 +133,12 @@ class RecordCollector:
         self.records += records
         return [StoreResult("created", record) for record in records]
 
+    def begin_blob_writes(self, records: list[Any]) -> None:
+        """No write intents: the loader writes the records, and no store is interrupted."""
+
+    def end_blob_writes(self, blob_keys: list[str]) -> None:
+        """No write intents to end."""
+
 
 class ProbedBlobs:
     """The blob store of the context, kept to the probed studies: the rows read blobs of those

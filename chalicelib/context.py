@@ -56,6 +56,7 @@ def build_context(settings: Settings) -> Context:
             ServerRegistry(settings.servers, config_store, settings.servers_in_database, secrets),
         )
     from chalicelib import jobs
+    from chalicelib.ingest import remove_interrupted_writes
     from chalicelib.server.delete import finish_pending_deletes
     from chalicelib.storage.jobs_local import SqliteJobStore, ThreadJobRunner
     from chalicelib.storage.local import LocalBlobStore, SqliteConfigStore, SqliteTagIndex
@@ -82,6 +83,7 @@ def build_context(settings: Settings) -> Context:
         ),
     )
     finish_pending_deletes(ctx.index, ctx.blobs)
+    remove_interrupted_writes(ctx.index, ctx.blobs)
     runner.resume(job_store.list())
     return ctx
 

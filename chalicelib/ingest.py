@@ -2,7 +2,9 @@
 
 Used by STOW-RS and by every other way data comes in (retrieve jobs, imports). The index
 write is the commit point: a failure before it leaves no visible instance, and a blob the index
-stops pointing to is deleted only after the commit.
+stops pointing to is deleted only after the commit. A write intent recorded before the blob
+writes (`TagIndex.begin_blob_writes`) lets `remove_interrupted_writes` find the blobs of a
+store stopped before its commit.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import secrets
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from chalicelib.context import Context
@@ -27,7 +30,17 @@ from chalicelib.dicom.parse import (
     check_sequence_depth,
     parse_instance,
 )
-from chalicelib.storage.ports import Conflict, InstanceRecord, OutOfResources, StoreResult
+from chalicelib.storage.ports import (
+    BlobStore,
+    BlobWrite,
+    Conflict,
+    InstanceRecord,
+    NotFound,
+    OutOfResources,
+    StoreResult,
+    TagIndex,
+)
+from chalicelib.storage.records import utc_stamp
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +132,12 @@ def store_instances(
             outcomes = ctx.index.store_instances(records, ctx.settings.overwrite_instances)
         except Exception as exc:  # none of them was committed
             outcomes = [exc] * len(records)
-        for (result, record), outcome in zip(ready, outcomes, strict=True):
-            _settle(ctx, result, record, outcome)
+        forgotten = [
+            record.blob_key
+            for (result, record), outcome in zip(ready, outcomes, strict=True)
+            if _settle(ctx, result, record, outcome)
+        ]
+        _end_writes(ctx, forgotten)
     return [item.result for item in prepared]
 
 
@@ -221,13 +238,15 @@ def _prepare(ctx: Context, data: bytes, expected_study_uid: str | None) -> _Prep
         metadata=document if inline else None,
     )
     try:
+        ctx.index.begin_blob_writes([record])
         ctx.blobs.put(key, data, "application/dicom")
         if record.metadata_key:
             ctx.blobs.put(record.metadata_key, document, "application/gzip")
         if frame_table is not None:
             ctx.blobs.put(pixel["frames_key"], frame_table, "application/json")
     except Exception as exc:
-        _forget(ctx, record)
+        if _forget(ctx, record):
+            _end_writes(ctx, [record.blob_key])
         _fail_on_backend(result, exc)
         return _Prepared(result)
     return _Prepared(result, record)
@@ -235,17 +254,19 @@ def _prepare(ctx: Context, data: bytes, expected_study_uid: str | None) -> _Prep
 
 def _settle(
     ctx: Context, result: IngestResult, record: InstanceRecord, outcome: StoreResult | Exception
-) -> None:
-    """Record what the index commit did with `record`, and remove the blobs left unused."""
+) -> bool:
+    """Record what the index commit did with `record`, and remove the blobs left unused;
+    whether `record`'s blobs were unused and are removed (its write intent may end)."""
+    forgotten = False
     if isinstance(outcome, Exception):
-        _forget(ctx, record)
+        forgotten = _forget(ctx, record)
         _fail_on_backend(result, outcome)
-        return
+        return forgotten
     if outcome.outcome == "kept" and outcome.record.blob_key != record.blob_key:
-        _forget(ctx, record)
-    for old_key in outcome.replaced_blob_keys:
-        _delete_quietly(ctx, old_key)
+        forgotten = _forget(ctx, record)
+    _delete_quietly(ctx, outcome.replaced_blob_keys)
     result.status, result.outcome = "stored", outcome.outcome
+    return forgotten
 
 
 def _fail_on_backend(result: IngestResult, exc: Exception) -> None:
@@ -262,14 +283,74 @@ def _fail_on_backend(result: IngestResult, exc: Exception) -> None:
         result.message = "the storage backend failed; the server log has the details"
 
 
-def _forget(ctx: Context, record: InstanceRecord) -> None:
-    """Remove the blobs of a record the index does not (or no longer) point to."""
-    for key in record.blob_keys():
-        _delete_quietly(ctx, key)
+def _forget(ctx: Context, record: InstanceRecord) -> bool:
+    """Remove the blobs of a record the index does not point to; whether they are all gone
+    (else its write intent stays, and `remove_interrupted_writes` removes the rest)."""
+    return _delete_quietly(ctx, record.blob_keys())
 
 
-def _delete_quietly(ctx: Context, key: str) -> None:
+def _delete_quietly(ctx: Context, keys: list[str]) -> bool:
+    """Remove the blobs at `keys`; whether they are all gone."""
     try:
-        ctx.blobs.delete(key)
+        failed = ctx.blobs.delete_many(keys)
     except Exception:  # an orphan blob wastes space and loses nothing; the answer goes on
-        log.warning("could not delete unreferenced blob %s", key, exc_info=True)
+        log.warning("could not delete unreferenced blobs %s", keys, exc_info=True)
+        return False
+    for key, reason in failed.items():
+        log.warning("could not delete unreferenced blob %s: %s", key, reason)
+    return not failed
+
+
+def _end_writes(ctx: Context, blob_keys: list[str]) -> None:
+    """End the write intents of records whose blobs are removed (`TagIndex.store_instances`
+    ends those of the records it commits)."""
+    if not blob_keys:
+        return
+    try:
+        ctx.index.end_blob_writes(blob_keys)
+    except Exception:  # the sweep ends it later, finding nothing left to remove
+        log.warning("could not end the write intents of %s", blob_keys, exc_info=True)
+
+
+INTERRUPTED_WRITE_AGE = timedelta(minutes=20)
+"""When a write intent's store has surely stopped: longer than any Lambda may run (15
+minutes: the upload ingest's timeout is 5) and than a local request's parts take."""
+
+
+def remove_interrupted_writes(
+    index: TagIndex, blobs: BlobStore, now: datetime | None = None, chunk: int = 1000
+) -> int:
+    """Remove the blobs of stores stopped between their blob writes and their index commit (a
+    killed process, a Lambda's timeout), or whose unused blobs could not be removed then;
+    how many blob keys were removed. Run by the AWS sweep (app.py) and at local start-up.
+
+    A write intent older than INTERRUPTED_WRITE_AGE (before `now`) belongs to a store that no
+    longer runs, so only what it wrote can be left: its keys that the index does not point
+    to (blob keys are never reused, so no other store can come to point there). They are
+    removed, then the intent ends; an intent with a key that could not be removed stays for
+    the next run. `chunk` intents at a time: a run cut short keeps what it ended."""
+    before = utc_stamp((now or datetime.now(UTC)) - INTERRUPTED_WRITE_AGE)
+    writes = index.stale_blob_writes(before)
+    removed = 0
+    for start in range(0, len(writes), chunk):
+        batch = writes[start : start + chunk]
+        orphans = {write.blob_key: _unreferenced(index, write) for write in batch}
+        failed = blobs.delete_many([key for keys in orphans.values() for key in keys])
+        for key, reason in failed.items():
+            log.warning("could not delete blob %s of an interrupted store: %s", key, reason)
+        ended = [name for name, keys in orphans.items() if failed.keys().isdisjoint(keys)]
+        index.end_blob_writes(ended)
+        removed += sum(len(orphans[name]) for name in ended)
+    if removed:
+        log.info("removed %d blobs of interrupted stores", removed)
+    return removed
+
+
+def _unreferenced(index: TagIndex, write: BlobWrite) -> list[str]:
+    """The keys of `write` that the index does not point to."""
+    try:
+        record = index.get_instance(write.study_uid, write.series_uid, write.sop_uid)
+    except NotFound:
+        return list(write.keys)
+    referenced = set(record.blob_keys())
+    return [key for key in write.keys if key not in referenced]

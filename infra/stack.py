@@ -11,7 +11,9 @@ Resources, by construct id:
   sweep;
 - `Jobs`: the state machine of `infra/jobs.asl.json`, its task the jobs worker;
 - `SweepSchedule`: the EventBridge rule that runs the sweep every `SWEEP_SCHEDULE` (the blobs
-  of deletes interrupted after their index commit, jobs whose execution ended unrecorded);
+  of deletes interrupted after their index commit and the derived documents of deleted
+  resources, the blobs of stores interrupted before their index commit, jobs whose execution
+  ended unrecorded);
 - one role per Lambda with exactly the S3, DynamoDB, Step Functions and Secrets Manager actions
   its code calls, on this stack's resources only; log groups with a retention;
 - API Gateway's own answers mapped to ours: unknown path 404, body too large 413, JSON + CORS.
@@ -65,6 +67,7 @@ S3_BUCKET_ACTIONS = ["s3:ListBucket"]
 DYNAMODB_ACTIONS = [
     "dynamodb:GetItem",
     "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",
     "dynamodb:Query",
     "dynamodb:Scan",
     "dynamodb:PutItem",
@@ -88,16 +91,20 @@ SECRETS_API_ACTIONS = [
 SECRETS_WORKER_ACTIONS = ["secretsmanager:GetSecretValue"]
 
 # app.sweep: server/delete.finish_pending_deletes Queries the pending deletes, deletes their
-# blobs, takes the removed keys out of the pending items (UpdateItem) and drops emptied ones;
-# jobs.fail_abandoned Queries the jobs, asks for the status of a Running job's execution and
-# saves the job (PutItem, GetItem on a conflict).
+# blobs and folders (list_objects_v2 is s3:ListBucket), takes the removed keys out of the
+# pending items (UpdateItem) and drops emptied ones; ingest.remove_interrupted_writes Queries
+# the write intents, reads each one's instance item (GetItem), deletes the blobs it does not
+# point to and the intents (BatchWriteItem); jobs.fail_abandoned Queries the jobs, asks for
+# the status of a Running job's execution and saves the job (PutItem, GetItem on a conflict).
 SWEEP_S3_OBJECT_ACTIONS = ["s3:DeleteObject"]
+SWEEP_S3_BUCKET_ACTIONS = ["s3:ListBucket"]
 SWEEP_DYNAMODB_ACTIONS = [
     "dynamodb:Query",
     "dynamodb:GetItem",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
 ]
 SWEEP_STATES_EXECUTION_ACTIONS = ["states:DescribeExecution"]
 
@@ -315,11 +322,15 @@ class DicomWebStack(cdk.Stack):
         )
 
     def _grant_sweep(self, role: iam.Role) -> None:
-        """What finishing pending deletes calls: no read of a blob, no GSI."""
+        """What finishing pending deletes and interrupted stores calls: no read of a blob, no
+        GSI."""
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=SWEEP_S3_OBJECT_ACTIONS, resources=[self.blobs.arn_for_objects("*")]
             )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(actions=SWEEP_S3_BUCKET_ACTIONS, resources=[self.blobs.bucket_arn])
         )
         role.add_to_policy(
             iam.PolicyStatement(actions=SWEEP_DYNAMODB_ACTIONS, resources=[self.index.table_arn])

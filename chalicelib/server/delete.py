@@ -5,9 +5,10 @@ follows the Orthanc plugin and dicomweb-client's `delete_*` (which note the same
 when `DicomWeb.EnableDelete` is true (the default locally; the AWS stage's configuration turns
 it off); when off, DELETE is answered 405. It needs the `admin` scope.
 
-Order: the index delete is the commit point (the resource disappears from QIDO, WADO and the
-counts at once, and the versions are bumped); then the original bytes, the precomputed
-metadata, the cached series and study metadata and the cached thumbnails go. Blob keys are
+Order: the cached series and study metadata and the cached thumbnails are recorded as
+pending deletes; the index delete is the commit point (the resource disappears from QIDO, WADO
+and the counts at once, the versions are bumped, and the original bytes and precomputed
+metadata are recorded as pending deletes); then everything pending goes. Blob keys are
 never reused (`ingest.blob_key` adds a nonce), so a delete racing a re-store of the same
 instance cannot remove the new blob. Answers 204, or 404 when nothing is stored under the
 path; `DELETE /studies` stays 405.
@@ -19,7 +20,7 @@ import logging
 
 from chalicelib.server.cache import METADATA_PREFIX
 from chalicelib.server.http import Service, WebRequest, WebResponse
-from chalicelib.server.rendered import thumbnail_keys
+from chalicelib.server.rendered import thumbnail_folder, thumbnail_keys
 from chalicelib.server.resources import check_path_uids, not_found
 from chalicelib.storage import ports
 
@@ -31,25 +32,32 @@ PENDING_CHUNK = 1000
 """Pending blob deletes removed, then confirmed, at a time (`finish_pending_deletes`)."""
 
 
-def derived_keys(result: ports.DeleteResult) -> list[str]:
-    """Every BlobStore key of the deleted instances and of their series' and study's caches."""
-    keys: list[str] = []
-    parents: set[tuple[str, ...]] = set()
-    for record in result.instances:
-        keys += record.blob_keys()
-        keys += thumbnail_keys(record.study_uid, record.series_uid, record.sop_uid)
-        parents |= {(record.study_uid,), (record.study_uid, record.series_uid)}
-    for parent in sorted(parents):
-        keys += thumbnail_keys(*parent)
-    return keys
+def derived_entries(
+    study: str, series: str | None = None, instance: str | None = None
+) -> list[str]:
+    """The BlobStore keys and folders (ending with '/') of the documents derived from a
+    resource: the study's cached metadata, the thumbnails of the resource, of what it holds
+    and of its parents. Each is rebuilt on demand, so removing one loses nothing."""
+    entries = [f"{METADATA_PREFIX}{study}/", *thumbnail_keys(study)]
+    if series is None:
+        return [*entries, thumbnail_folder(study)]
+    entries += thumbnail_keys(study, series)
+    if instance is None:
+        return [*entries, thumbnail_folder(study, series)]
+    return entries + thumbnail_keys(study, series, instance)
 
 
 def delete_resource(
     request: WebRequest, study: str, series: str | None = None, instance: str | None = None
 ) -> ports.DeleteResult:
-    """Delete from the index (the commit point), then the blobs nothing points to any more."""
-    index = request.context.index
+    """Delete from the index (the commit point, which records the instances' blobs as pending
+    deletes), then the blobs nothing points to any more. The derived documents are recorded
+    as pending deletes before, so that a DELETE stopped anywhere leaves none of them behind
+    for good. Blob keys are never reused (ingest adds a nonce), so a concurrent re-store of
+    the same instance writes other keys and nothing it needs is removed here."""
+    index, blobs = request.context.index, request.context.blobs
     check_path_uids(study, series, instance)
+    index.add_pending_deletes(derived_entries(study, series, instance))
     try:
         if instance is not None and series is not None:
             result = index.delete_instance(study, series, instance)
@@ -58,18 +66,10 @@ def delete_resource(
         else:
             result = index.delete_study(study)
     except ports.NotFound:
+        finish_pending_deletes(index, blobs)
         raise not_found(study, series, instance) from None
-    _delete_blobs(request, result, study)
-    return result
-
-
-def _delete_blobs(request: WebRequest, result: ports.DeleteResult, study: str) -> None:
-    """Blob keys are never reused (ingest adds a nonce), so a concurrent re-store of the same
-    instance writes other keys and nothing it needs is removed here."""
-    index, blobs = request.context.index, request.context.blobs
-    blobs.delete_prefix(f"{METADATA_PREFIX}{study}/")
-    index.blobs_deleted(_remove_blobs(blobs, derived_keys(result)))
     finish_pending_deletes(index, blobs)
+    return result
 
 
 def finish_pending_deletes(
@@ -93,15 +93,21 @@ def finish_pending_deletes(
     return removed
 
 
-def _remove_blobs(blobs: ports.BlobStore, keys: list[str]) -> list[str]:
-    """Delete `keys` together (`BlobStore.delete_many`: on S3 one call per 1,000); the keys
-    removed."""
+def _remove_blobs(blobs: ports.BlobStore, entries: list[str]) -> list[str]:
+    """Delete the keys together (`BlobStore.delete_many`: on S3 one call per 1,000) and the
+    folders (entries ending with '/') each; the entries removed."""
+    keys = [entry for entry in entries if not entry.endswith("/")]
     failed = blobs.delete_many(keys)
-    for key, reason in failed.items():
+    for folder in set(entries) - set(keys):
+        try:
+            blobs.delete_prefix(folder)
+        except ports.StorageError as e:
+            failed[folder] = str(e)
+    for entry, reason in failed.items():
         # The index no longer points here: an orphan blob wastes space, loses nothing; its
         # delete stays pending, finished by a later DELETE, start or sweep.
-        log.warning("could not delete blob %s after its index delete: %s", key, reason)
-    return [key for key in keys if key not in failed]
+        log.warning("could not delete blob %s after its index delete: %s", entry, reason)
+    return [entry for entry in entries if entry not in failed]
 
 
 @service.route("/studies/{study}", "DELETE", scope="admin")

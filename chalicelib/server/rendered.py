@@ -299,6 +299,11 @@ def thumbnail_keys(study: str, series: str | None = None, instance: str | None =
     return [f"{THUMBNAIL_PREFIX}{path}{ext}" for ext in _EXTENSIONS.values()]
 
 
+def thumbnail_folder(study: str, series: str | None = None) -> str:
+    """The BlobStore folder of the cached thumbnails of what a study or series holds."""
+    return f"{THUMBNAIL_PREFIX}{'/'.join(p for p in (study, series) if p)}/"
+
+
 def _version(request: WebRequest, study: str, series: str | None = None) -> int:
     """The study or series version, read before the records so a cache entry is never
     tagged newer than what it was made from; -1 when unknown (find_instances answers 404)."""

@@ -191,6 +191,25 @@ class StoreResult:
     """Blob keys the index no longer points to; the caller deletes them after the commit."""
 
 
+@dataclass(frozen=True)
+class BlobWrite:
+    """A write intent (`TagIndex.begin_blob_writes`): the blobs of one instance, recorded
+    before they are written, so that a store stopped before its index commit (a killed
+    process, a Lambda's timeout) leaves blobs that can be found."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    keys: tuple[str, ...]
+    """The record's `blob_keys()`; the first, its `blob_key`, names the intent."""
+    at: str
+    """ISO 8601 UTC time of the intent, to the microsecond (`records.utc_stamp`)."""
+
+    @property
+    def blob_key(self) -> str:
+        return self.keys[0]
+
+
 @dataclass
 class DeleteResult:
     instances: list[InstanceRecord]
@@ -269,6 +288,10 @@ class TagIndex(Protocol):
         series, the study's and its search entries'), each series and the study updated once
         in it; an instance stored before, or one a concurrent writer got to first, in a
         transaction of its own.
+
+        The write intents (`begin_blob_writes`) of the records it commits (created or
+        replaced) end: SQLite in the same transaction, DynamoDB after it (an intent a crash
+        leaves is then one whose blobs the index points to, which `stale_blob_writes` tells).
         """
 
     def metadata_documents(self, sop_uids: Sequence[str]) -> dict[str, bytes]:
@@ -338,11 +361,30 @@ class TagIndex(Protocol):
 
     def pending_blob_deletes(self) -> list[str]:
         """Blob keys (`InstanceRecord.blob_keys`) of deleted instances, recorded in the index
-        delete's own commit, not yet confirmed removed by `blobs_deleted`: what a crash
-        between an index delete and its blob removal left."""
+        delete's own commit, and the entries of `add_pending_deletes`, not yet confirmed
+        removed by `blobs_deleted`: what a crash between an index delete and its blob removal
+        left."""
 
     def blobs_deleted(self, keys: Sequence[str]) -> None:
         """The blobs at `keys` are removed: forget their pending delete."""
+
+    def add_pending_deletes(self, keys: Sequence[str]) -> None:
+        """Record blob keys to remove, or folders (a key ending with '/': every blob under
+        it), as pending deletes that `pending_blob_deletes` lists until `blobs_deleted`: the
+        documents derived from a resource (cached metadata, thumbnails), which a DELETE
+        records before its index delete (removing a cache entry loses nothing)."""
+
+    def begin_blob_writes(self, records: Sequence[InstanceRecord]) -> None:
+        """Record a write intent (`BlobWrite`, stamped now) for each record, before its blobs
+        are written. `store_instances` ends those of the records it commits; what a store
+        interrupted before its commit leaves is found by `stale_blob_writes`."""
+
+    def stale_blob_writes(self, before: str) -> list[BlobWrite]:
+        """The write intents recorded before `before` (ISO 8601 UTC, `records.utc_stamp`),
+        oldest first."""
+
+    def end_blob_writes(self, blob_keys: Sequence[str]) -> None:
+        """Forget the write intents named by these blob keys (missing ones are no error)."""
 
 
 class ConfigStore(Protocol):

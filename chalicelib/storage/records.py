@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 
 from chalicelib.dicom.matching import PN_GROUPS, Narrowing, index_text, normalize_bound
-from chalicelib.storage.ports import Conflict, DicomJson, InstanceRecord
+from chalicelib.storage.ports import BlobWrite, Conflict, DicomJson, InstanceRecord
 
 _KEY_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
 
@@ -130,6 +130,29 @@ def first_version() -> int:
     a version never reaches the start of a later lifetime.
     """
     return time.time_ns() // 1000
+
+
+def utc_stamp(moment: datetime | None = None) -> str:
+    """`moment` (default now) as ISO 8601 UTC to the microsecond: stamps that sort as the
+    times they name (write intents, `ports.BlobWrite`)."""
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def blob_write(record: InstanceRecord, at: str) -> BlobWrite:
+    """The write intent of `record`'s blobs, recorded at `at`."""
+    return BlobWrite(
+        record.study_uid, record.series_uid, record.sop_uid, tuple(record.blob_keys()), at
+    )
+
+
+def blob_write_to_json(write: BlobWrite) -> str:
+    return json.dumps(dataclasses.asdict(write), separators=(",", ":"))
+
+
+def blob_write_from_json(text: str) -> BlobWrite:
+    fields = json.loads(text)
+    return BlobWrite(**{**fields, "keys": tuple(fields["keys"])})
 
 
 def stamped(record: InstanceRecord) -> InstanceRecord:

@@ -28,6 +28,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -613,6 +614,47 @@ def test_packaged_sweep_finishes_a_delete_interrupted_after_its_commit(
     assert outcome["BlobsDeleted"] == len(owned)
     assert stored_keys() == before - owned
     assert default_context().index.pending_blob_deletes() == []
+
+
+def test_packaged_sweep_removes_what_stopped_stores_and_deletes_leave(
+    lambda_task: LambdaTask,
+) -> None:
+    """Under the sweep role's policy, the sweep Lambda removes the blobs of a store stopped
+    before its index commit once its write intent is old (an intent recorded that long ago
+    is put as the adapter would have), and a pending folder of derived documents. A STOW
+    under the API role ends its own intents (BatchWriteItem)."""
+    from chalicelib.context import default_context
+    from chalicelib.ingest import INTERRUPTED_WRITE_AGE
+    from chalicelib.storage.dynamo.items import write_item
+    from chalicelib.storage.ports import BlobWrite
+    from chalicelib.storage.records import utc_stamp
+    from tests.conftest import testdata
+
+    status, answer = stow(lambda_task, testdata("ColorTestImageJ.dcm").read_bytes())
+    assert status == 200, answer
+    context = default_context()
+    assert context.index.stale_blob_writes(utc_stamp(datetime.now(UTC) + timedelta(1))) == []
+
+    keys = ("1.2.3/1.2.3.4/1.2.3.4.5_0123456789abcdef-00000000.dcm", "1.2.3/1.2.3.4/m.json.gz")
+    old = datetime.now(UTC) - INTERRUPTED_WRITE_AGE - timedelta(minutes=1)
+    stopped = BlobWrite("1.2.3", "1.2.3.4", "1.2.3.4.5", keys, utc_stamp(old))
+    dynamodb = boto3.client("dynamodb", **lambda_task.credentials["admin"])
+    dynamodb.put_item(TableName=os.environ["TABLE"], Item=write_item(stopped))
+    thumbnail = "thumbnails/1.2.3/1.2.3.4.jpg"
+    for key in (*keys, thumbnail):
+        context.blobs.put(key, b"x")
+    context.index.add_pending_deletes(["thumbnails/1.2.3/"])
+
+    lambda_task.as_role("SweepRole")
+    try:
+        outcome = lambda_task.app.sweep(SCHEDULED_EVENT, None)
+    finally:
+        lambda_task.as_role("ApiHandlerRole")
+    assert (outcome["InterruptedBlobsDeleted"], outcome["BlobsDeleted"]) == (2, 1)
+    context = default_context()
+    assert not any(context.blobs.exists(key) for key in (*keys, thumbnail))
+    assert context.index.stale_blob_writes(utc_stamp()) == []
+    assert context.index.pending_blob_deletes() == []
 
 
 def test_packaged_sweep_fails_a_running_job_whose_execution_ended(

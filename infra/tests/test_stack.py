@@ -24,6 +24,7 @@ STORAGE_ACTIONS = {
     # chalicelib/storage/dynamo/ (transact_write_items is authorized per action it holds).
     "dynamodb:GetItem",
     "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",
     "dynamodb:Query",
     "dynamodb:Scan",
     "dynamodb:PutItem",
@@ -45,15 +46,18 @@ EXPECTED_ACTIONS = {
     },
     "UploadIngestRole": STORAGE_ACTIONS,
     "JobsWorkerRole": STORAGE_ACTIONS | {"secretsmanager:GetSecretValue"},
-    # app.sweep: server/delete.finish_pending_deletes (no blob read, no GSI) and
-    # jobs.fail_abandoned (the job items, the status of their executions).
+    # app.sweep: server/delete.finish_pending_deletes and ingest.remove_interrupted_writes
+    # (no blob read, no GSI) and jobs.fail_abandoned (the job items, the status of their
+    # executions).
     "SweepRole": {
         "s3:DeleteObject",
+        "s3:ListBucket",
         "dynamodb:Query",
         "dynamodb:GetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "dynamodb:DeleteItem",
+        "dynamodb:BatchWriteItem",
         "states:DescribeExecution",
         "logs:CreateLogStream",
         "logs:PutLogEvents",
@@ -322,3 +326,15 @@ def test_prod_stack_signs_in_with_cognito(tmp_path: Path) -> None:
     handler = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
     assert handler["AUTHORIZER"] == "cognito"
     assert {"WEBAPP_OIDC_AUTHORITY", "WEBAPP_OIDC_CLIENT_ID"} <= set(handler)
+
+
+def test_every_function_ends_before_its_write_intents_count_as_interrupted(
+    template: dict[str, Any],
+) -> None:
+    """The sweep removes the blobs of write intents older than INTERRUPTED_WRITE_AGE: by then
+    no function that stores (or any other) may still run."""
+    from chalicelib.ingest import INTERRUPTED_WRITE_AGE
+
+    for name in APP_FUNCTIONS:
+        timeout = template["Resources"][name]["Properties"]["Timeout"]
+        assert timeout < INTERRUPTED_WRITE_AGE.total_seconds(), name

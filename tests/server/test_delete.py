@@ -17,8 +17,8 @@ from pydicom.uid import generate_uid
 from chalicelib.context import Context
 from chalicelib.ingest import IngestResult, store_instance
 from chalicelib.server.api import create_app
-from chalicelib.server.delete import derived_keys, finish_pending_deletes
-from chalicelib.server.rendered import thumbnail_keys
+from chalicelib.server.delete import derived_entries, finish_pending_deletes
+from chalicelib.server.rendered import thumbnail_folder, thumbnail_keys
 from chalicelib.storage import ports
 from tests.conftest import make_context, testdata
 
@@ -197,15 +197,48 @@ def test_delete_racing_a_store_keeps_the_blob(context: Context) -> None:
     assert _get(client, _path(r)).status_code == 200
 
 
-def test_derived_keys_cover_every_level() -> None:
-    record = ports.InstanceRecord(
-        "1.1", "1.2", "1.3", "1.4", "1.2.840.10008.1.2.1", "1.1/1.2/1.3/ab.dcm", 1, "ab",
-        {}, {}, {}, {}, metadata_key="1.1/1.2/1.3/ab.json.gz",
-    )  # fmt: skip
-    keys = derived_keys(ports.DeleteResult([record]))
-    assert {"1.1/1.2/1.3/ab.dcm", "1.1/1.2/1.3/ab.json.gz"} <= set(keys)
-    for parts in (("1.1",), ("1.1", "1.2"), ("1.1", "1.2", "1.3")):
-        assert set(thumbnail_keys(*parts)) <= set(keys)
+def test_derived_entries_cover_the_resource_what_it_holds_and_its_parents() -> None:
+    study, series, instance = (
+        set(derived_entries("1.1")),
+        set(derived_entries("1.1", "1.2")),
+        set(derived_entries("1.1", "1.2", "1.3")),
+    )
+    assert {"cache/metadata/1.1/", *thumbnail_keys("1.1")} <= study & series & instance
+    assert thumbnail_folder("1.1") in study and thumbnail_folder("1.1") not in series
+    assert {thumbnail_folder("1.1", "1.2"), *thumbnail_keys("1.1", "1.2")} <= series
+    assert set(thumbnail_keys("1.1", "1.2", "1.3")) <= instance
+    assert thumbnail_folder("1.1", "1.2") not in instance
+
+
+def test_delete_stopped_after_its_index_commit_leaves_no_derived_document(
+    context: Context, study: list[IngestResult]
+) -> None:
+    """The cached metadata and thumbnails of a deleted series are recorded as pending deletes
+    before the index delete: a DELETE stopped right after its commit (a Lambda's timeout)
+    leaves them to the next DELETE, start or sweep instead of for good."""
+    first = study[0]
+    client = Client(create_app(lambda: context))
+    for path, accept in (
+        (f"{_path(first, 'series')}/thumbnail", "image/jpeg"),
+        (f"{_path(first)}/thumbnail", "image/jpeg"),
+        (f"{_path(first, 'series')}/metadata", "application/dicom+json"),
+    ):
+        assert _get(client, path, accept).status_code == 200
+    uids = (first.study_uid, first.series_uid)
+    cached = [
+        thumbnail_keys(*uids)[0],
+        thumbnail_keys(*uids, first.sop_instance_uid)[0],
+        f"cache/metadata/{first.study_uid}/{first.series_uid}.json.gz",
+    ]
+    assert all(context.blobs.exists(key) for key in cached)
+    stopping = replace(context)
+    stopping.blobs = StopsAfterDeletes(context.blobs, 0)
+    stopped = Client(create_app(lambda: stopping))
+    assert stopped.http.delete(_path(first, "series")).status_code == 500  # stopped
+    assert all(context.blobs.exists(key) for key in cached)
+    assert finish_pending_deletes(context.index, context.blobs) > 0
+    assert not [key for key in cached if context.blobs.exists(key)]
+    assert context.index.pending_blob_deletes() == []
 
 
 def test_delete_interrupted_before_blob_removal_finishes_at_start(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from chalicelib.storage.ports import (
     StudyRecord,
     TagIndex,
 )
-from chalicelib.storage.records import first_version
+from chalicelib.storage.records import first_version, utc_stamp
 from tests.storage.conftest import (
     CT_IMAGE,
     MR_IMAGE,
@@ -535,6 +536,71 @@ def test_delete_records_pending_blob_deletes(tag_index: TagIndex, make_record: M
     assert sorted(tag_index.pending_blob_deletes()) == sorted(keys[3:])
     tag_index.blobs_deleted(keys[3:])
     assert tag_index.pending_blob_deletes() == []
+
+
+def test_add_pending_deletes_lists_keys_and_folders_until_deleted(tag_index: TagIndex) -> None:
+    entries = ["thumbnails/1.2.3/", "thumbnails/1.2.3.jpg", "cache/metadata/1.2.3/"]
+    tag_index.add_pending_deletes(entries)
+    tag_index.add_pending_deletes([])
+    assert sorted(tag_index.pending_blob_deletes()) == sorted(entries)
+    tag_index.blobs_deleted(entries[:1])
+    assert sorted(tag_index.pending_blob_deletes()) == sorted(entries[1:])
+    tag_index.blobs_deleted(entries[1:])
+    assert tag_index.pending_blob_deletes() == []
+
+
+def _moment() -> str:
+    """A stamp between what was recorded before and what is recorded after."""
+    before = utc_stamp()
+    while utc_stamp() == before:
+        pass
+    return utc_stamp()
+
+
+def test_blob_writes_begun_are_listed_once_stale(
+    tag_index: TagIndex, make_record: MakeRecord
+) -> None:
+    records = [
+        make_record(sop=f"{SERIES}.{n}", metadata_key=f"{STUDY}/{SERIES}/{n}.json.gz")
+        for n in range(30)  # more than a DynamoDB BatchWriteItem takes
+    ]
+    tag_index.begin_blob_writes(records[:1])
+    between = _moment()
+    tag_index.begin_blob_writes(records[1:])
+    assert tag_index.stale_blob_writes(utc_stamp(datetime(2000, 1, 1, tzinfo=UTC))) == []
+    (first,) = tag_index.stale_blob_writes(between)
+    assert (first.study_uid, first.series_uid, first.sop_uid) == (STUDY, SERIES, f"{SERIES}.0")
+    assert first.keys == tuple(records[0].blob_keys()) and first.blob_key == records[0].blob_key
+    assert first.at < between
+    stale = tag_index.stale_blob_writes(_moment())
+    assert stale[0].blob_key == first.blob_key
+    assert sorted(w.blob_key for w in stale) == sorted(r.blob_key for r in records)
+    tag_index.end_blob_writes([r.blob_key for r in records[:10]] + ["not/begun.dcm"])
+    left = tag_index.stale_blob_writes(_moment())
+    assert sorted(w.blob_key for w in left) == sorted(r.blob_key for r in records[10:])
+
+
+def test_store_instances_ends_the_blob_writes_it_commits(
+    tag_index: TagIndex, make_record: MakeRecord
+) -> None:
+    """Created and replaced records' intents end with the commit; a kept record's (its blobs
+    unused) and a refused one's stay."""
+    stored = make_record(sop=f"{SERIES}.1", blob_key="a/stored.dcm")
+    tag_index.store_instance(stored, overwrite=False)
+    created = make_record(sop=f"{SERIES}.2", blob_key="a/created.dcm")
+    kept = make_record(sop=f"{SERIES}.1", blob_key="a/kept.dcm")
+    refused = make_record(study=OTHER_STUDY, sop=f"{SERIES}.2", blob_key="a/refused.dcm")
+    tag_index.begin_blob_writes([created, kept, refused])
+    results = tag_index.store_instances([created, kept, refused], overwrite=False)
+    assert [getattr(r, "outcome", None) for r in results] == ["created", "kept", None]
+    left = tag_index.stale_blob_writes(_moment())
+    assert sorted(w.blob_key for w in left) == ["a/kept.dcm", "a/refused.dcm"]
+    replacing = make_record(sop=f"{SERIES}.1", blob_key="a/replacing.dcm")
+    tag_index.begin_blob_writes([replacing])
+    (result,) = tag_index.store_instances([replacing], overwrite=True)
+    assert result.outcome == "replaced"
+    left = tag_index.stale_blob_writes(_moment())
+    assert sorted(w.blob_key for w in left) == ["a/kept.dcm", "a/refused.dcm"]
 
 
 def test_store_instances_batch_counts_each_once(

@@ -25,6 +25,7 @@ from chalicelib.storage.aws import error_code
 from chalicelib.storage.dynamo.items import (
     FILE_ATTRIBUTES,
     PENDING_PK,
+    WRITE_SHARDS,
     Terms,
     file_of,
     instance_item,
@@ -42,6 +43,9 @@ from chalicelib.storage.dynamo.items import (
     term_actions,
     terms_condition,
     terms_of,
+    write_item,
+    write_key,
+    write_of,
 )
 from chalicelib.storage.dynamo.search import DynamoSearchReads
 from chalicelib.storage.dynamo.table import (
@@ -65,6 +69,7 @@ from chalicelib.storage.dynamo.table import (
     translated,
 )
 from chalicelib.storage.ports import (
+    BlobWrite,
     Conflict,
     DeleteResult,
     InstanceFile,
@@ -72,16 +77,19 @@ from chalicelib.storage.ports import (
     NotFound,
     SearchCandidate,
     SeriesRecord,
+    StorageError,
     StoreResult,
     StudyRecord,
 )
 from chalicelib.storage.records import (
+    blob_write,
     modality,
     record_to_json,
     released_keys,
     series_conflict,
     sop_conflict,
     stamped,
+    utc_stamp,
 )
 from chalicelib.storage.search import run_search
 
@@ -96,6 +104,8 @@ deleted (5 + 3 × 3)."""
 _CHUNK = _TRANSACTION_ACTIONS - _TERM_ACTIONS - 3
 """Instances deleted per transaction (83): beside them the series and study items, the
 pending blob deletes and the study's search index items, within TransactWriteItems' limit."""
+_PENDING_KEYS = 1000
+"""Keys per pending delete item of `add_pending_deletes` (~150 bytes each; 400 KB an item)."""
 _KEYS_EMPTIED: Condition = ("attribute_not_exists(#k)", {"#k": "keys"}, {})
 
 
@@ -175,6 +185,13 @@ class DynamoTagIndex:
                 except Exception as exc:  # reported in its record's place; the others go on
                     result = exc
             final.append(result)
+        committed = [
+            r.record.blob_key for r in final if isinstance(r, StoreResult) and r.outcome != "kept"
+        ]
+        try:
+            self.end_blob_writes(committed)
+        except StorageError:  # committed all the same: the sweep finds the index points there
+            log.warning("could not end the write intents of %d instances", len(committed))
         return final
 
     def _create_together(
@@ -478,6 +495,47 @@ class DynamoTagIndex:
     def _pending_items(self) -> Iterator[dict[str, Value]]:
         return self._table.query(PENDING_PK, "DEL#")
 
+    def add_pending_deletes(self, keys: Sequence[str]) -> None:
+        for start in range(0, len(keys), _PENDING_KEYS):
+            if (item := pending_item(keys[start : start + _PENDING_KEYS])) is not None:
+                with translated():
+                    self._table.client.put_item(**self._table.put_action(item, ABSENT))
+
+    def begin_blob_writes(self, records: Sequence[InstanceRecord]) -> None:
+        at = utc_stamp()
+        items = [write_item(blob_write(record, at)) for record in records]
+        if len(items) == 1:
+            with translated():
+                self._table.client.put_item(**self._table.put_action(items[0]))
+        else:
+            self._table.batch_write([{"PutRequest": {"Item": item}} for item in items])
+
+    def stale_blob_writes(self, before: str) -> list[BlobWrite]:
+        writes = [
+            write_of(item)
+            for shard in range(WRITE_SHARDS)
+            for item in self._table.pages(
+                KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+                FilterExpression="#at < :before",
+                ExpressionAttributeNames={"#at": "at"},
+                ExpressionAttributeValues={
+                    ":pk": string(f"WRITES#{shard}"),
+                    ":prefix": string("PUT#"),
+                    ":before": string(before),
+                },
+                ConsistentRead=True,
+            )
+        ]
+        return sorted(writes, key=lambda write: (write.at, write.blob_key))
+
+    def end_blob_writes(self, blob_keys: Sequence[str]) -> None:
+        self._table.batch_write(
+            [
+                {"DeleteRequest": {"Key": Table.key(*write_key(key))}}
+                for key in dict.fromkeys(blob_keys)
+            ]
+        )
+
     def _remove_series_items(
         self, study_uid: str, series_uid: str, items: list[dict[str, Value]]
     ) -> list[InstanceRecord]:
@@ -547,7 +605,7 @@ class DynamoTagIndex:
             records = [record_of(item) for item in items]
             # The intent to remove their blobs, committed with the delete (issue 11: a kill
             # between the two left files nothing pointed to).
-            if (pending := pending_item(records)) is not None:
+            if (pending := pending_item(k for r in records for k in r.blob_keys())) is not None:
                 actions.append(("Put", self._table.put_action(pending, ABSENT)))
             codes = self._table.transact(actions)
             if codes is None:

@@ -32,8 +32,12 @@ Items, keyed by partition key `pk` and sort key `sk`:
   table consistently (the `sop_uid` GSI may lag a store: a client that stores, then
   retrieves, got 404); removed after a delete; a stale one leads to no item (not found);
 - pending blob deletes `pk`="PENDING", `sk`="DEL#{random}": keys (string set), the blob keys
-  of the instances one delete transaction removed, put in that transaction; keys leave the set
-  as `blobs_deleted` confirms them, and the item goes when the set is empty;
+  of the instances one delete transaction removed, put in that transaction, or the derived
+  documents' keys and folders a DELETE records before it (`add_pending_deletes`); keys leave
+  the set as `blobs_deleted` confirms them, and the item goes when the set is empty;
+- write intents `pk`="WRITES#{n}" (n = CRC-32 of the blob key modulo `WRITE_SHARDS`),
+  `sk`="PUT#{blob key}": `at` (ISO 8601 UTC) and `write` (`ports.BlobWrite` as JSON), put
+  before an instance's blobs are written, deleted after its store commits;
 - config `pk`="CONFIG#{namespace}", `sk`="CF#{name}": value (JSON string).
 """
 
@@ -42,7 +46,7 @@ from __future__ import annotations
 import json
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import partial
 from typing import Any
 
@@ -60,6 +64,7 @@ from chalicelib.storage.dynamo.table import (
     string_set,
 )
 from chalicelib.storage.ports import (
+    BlobWrite,
     InstanceFile,
     InstanceRecord,
     SearchInstance,
@@ -67,6 +72,8 @@ from chalicelib.storage.ports import (
     StudyRecord,
 )
 from chalicelib.storage.records import (
+    blob_write_from_json,
+    blob_write_to_json,
     first_version,
     modality,
     prefix_keys,
@@ -163,13 +170,38 @@ def sop_pointer(record: InstanceRecord) -> dict[str, Value]:
 PENDING_PK = "PENDING"
 
 
-def pending_item(records: list[InstanceRecord]) -> dict[str, Value] | None:
-    """The intent to remove the blobs of deleted `records` (None when they own none)."""
-    keys = {key for record in records for key in record.blob_keys()}
-    if not keys:
+def pending_item(keys: Iterable[str]) -> dict[str, Value] | None:
+    """The intent to remove the blobs at `keys` (None when there is none)."""
+    unique = set(keys)
+    if not unique:
         return None
     sk = f"DEL#{uuid.uuid4().hex}"
-    return {"pk": string(PENDING_PK), "sk": string(sk), "keys": {"SS": sorted(keys)}}
+    return {"pk": string(PENDING_PK), "sk": string(sk), "keys": {"SS": sorted(unique)}}
+
+
+WRITE_SHARDS = 8
+"""Partitions the write intents are spread over: every stored instance puts and deletes
+one, and a partition takes about 1,000 writes a second."""
+
+
+def write_key(blob_key: str) -> tuple[str, str]:
+    """(pk, sk) of the write intent named by `blob_key`."""
+    shard = zlib.crc32(blob_key.encode("ascii", "replace")) % WRITE_SHARDS
+    return f"WRITES#{shard}", f"PUT#{blob_key}"
+
+
+def write_item(write: BlobWrite) -> dict[str, Value]:
+    pk, sk = write_key(write.blob_key)
+    return {
+        "pk": string(pk),
+        "sk": string(sk),
+        "at": string(write.at),
+        "write": string(blob_write_to_json(write)),
+    }
+
+
+def write_of(item: dict[str, Value]) -> BlobWrite:
+    return blob_write_from_json(item["write"]["S"])
 
 
 def series_values(record: InstanceRecord) -> dict[str, Value | None]:

@@ -196,6 +196,22 @@ class Table:
                 raise OutOfResources("DynamoDB left keys unprocessed in BatchGetItem")
         return items
 
+    def batch_write(self, requests: Sequence[dict[str, Any]]) -> None:
+        """BatchWriteItem of `requests` ({"PutRequest": ...} or {"DeleteRequest": ...}), 25 a
+        call, what DynamoDB leaves unprocessed sent again with backoff."""
+        for start in range(0, len(requests), 25):
+            pending = {self.name: list(requests[start : start + 25])}
+            for attempt in range(ATTEMPTS * 2):
+                if attempt:
+                    backoff(min(attempt, ATTEMPTS))
+                with translated():
+                    response = self.client.batch_write_item(RequestItems=pending)
+                pending = response.get("UnprocessedItems") or {}
+                if not pending:
+                    break
+            else:
+                raise OutOfResources("DynamoDB left items unprocessed in BatchWriteItem")
+
     def query(self, pk: str, prefix: str, **options: Any) -> Iterator[dict[str, Value]]:
         """Items of partition `pk` whose sort key starts with `prefix`, page after page."""
         yield from self.pages(

@@ -25,6 +25,7 @@ from chalicelib.storage.local.tables import (
     write_study_keys,
 )
 from chalicelib.storage.ports import (
+    BlobWrite,
     Conflict,
     DeleteResult,
     InstanceFile,
@@ -36,6 +37,9 @@ from chalicelib.storage.ports import (
     StudyRecord,
 )
 from chalicelib.storage.records import (
+    blob_write,
+    blob_write_from_json,
+    blob_write_to_json,
     first_version,
     modality,
     record_from_json,
@@ -45,6 +49,7 @@ from chalicelib.storage.records import (
     series_conflict,
     sop_conflict,
     stamped,
+    utc_stamp,
 )
 from chalicelib.storage.search import run_search
 
@@ -90,6 +95,10 @@ class SqliteTagIndex:
                     results.append(result)
                 db.execute("RELEASE instance")
             self._update_parents(db, touched)
+            db.executemany(
+                "DELETE FROM blob_writes WHERE blob_key = ?",
+                [(r.record.blob_key,) for r in results if isinstance(r, StoreResult)],
+            )
         return results
 
     def _store(
@@ -412,6 +421,34 @@ class SqliteTagIndex:
         with self._db.write() as db:
             db.executemany(
                 "DELETE FROM pending_deletes WHERE blob_key = ?", [(key,) for key in keys]
+            )
+
+    def add_pending_deletes(self, keys: Sequence[str]) -> None:
+        with self._db.write() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO pending_deletes (blob_key) VALUES (?)",
+                [(key,) for key in keys],
+            )
+
+    def begin_blob_writes(self, records: Sequence[InstanceRecord]) -> None:
+        at = utc_stamp()
+        writes = [blob_write(record, at) for record in records]
+        with self._db.write() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO blob_writes (blob_key, at, write) VALUES (?, ?, ?)",
+                [(w.blob_key, w.at, blob_write_to_json(w)) for w in writes],
+            )
+
+    def stale_blob_writes(self, before: str) -> list[BlobWrite]:
+        rows = self._db.read(
+            "SELECT write FROM blob_writes WHERE at < ? ORDER BY at, blob_key", (before,)
+        )
+        return [blob_write_from_json(row[0]) for row in rows]
+
+    def end_blob_writes(self, blob_keys: Sequence[str]) -> None:
+        with self._db.write() as db:
+            db.executemany(
+                "DELETE FROM blob_writes WHERE blob_key = ?", [(key,) for key in blob_keys]
             )
 
 

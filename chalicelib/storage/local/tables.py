@@ -6,7 +6,8 @@ NULL for an instance stored before version 3, whose document is a blob at its
 `metadata_key`); `study_keys` the study keys of keyed searches (see `storage/search.py`): a
 row per entry of `records.search_terms` (PatientID, AccessionNumber, PatientName groups), per
 PatientName prefix key and per modality of the study, ordered by date within the key;
-`pending_deletes` the blob keys of deleted instances until their blobs are removed.
+`pending_deletes` the blob keys of deleted instances until their blobs are removed;
+`blob_writes` the write intents of stores under way (`ports.BlobWrite` as JSON).
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ CREATE TABLE IF NOT EXISTS study_keys (
     PRIMARY KEY (name, value, study_date, study_uid, term)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS study_keys_study ON study_keys (study_uid);
-CREATE TABLE IF NOT EXISTS pending_deletes (blob_key TEXT PRIMARY KEY)
+CREATE TABLE IF NOT EXISTS pending_deletes (blob_key TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS blob_writes (blob_key TEXT PRIMARY KEY, at TEXT NOT NULL, write TEXT)
 """
 SCHEMA_VERSION = 3
 """`PRAGMA user_version` of a database `migrate` has brought up to date. 0: before

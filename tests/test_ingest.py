@@ -1,0 +1,161 @@
+"""Write intents of chalicelib/ingest.py on both backends: what a store stopped between its
+blob writes and its index commit leaves is removed by `remove_interrupted_writes`, which
+never removes a blob the index points to, also while the same SOP Instance UID is stored
+again."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from chalicelib.context import Context
+from chalicelib.ingest import INTERRUPTED_WRITE_AGE, remove_interrupted_writes, store_instance
+from chalicelib.storage import ports
+from chalicelib.storage.records import utc_stamp
+from tests.conftest import testdata
+
+CT = "2020-08-12-Christopher.dcm"
+
+
+class Killed(BaseException):
+    """What a Lambda's timeout or a kill -9 is to the code it stops: nothing runs after it,
+    no `except Exception` catches it."""
+
+
+class KilledAtCommit:
+    """A TagIndex whose process is killed when it is asked to commit (inject, don't patch)."""
+
+    def __init__(self, index: ports.TagIndex) -> None:
+        self._index = index
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._index, name)
+
+    def store_instances(self, records: Any, overwrite: bool) -> Any:
+        raise Killed
+
+
+class RunsFirst:
+    """A port wrapper that runs `race` once before its first `method` call."""
+
+    def __init__(self, inner: Any, method: str, race: Any) -> None:
+        self._inner = inner
+        self._method = method
+        self._race = race
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if name != self._method or self._race is None:
+            return attribute
+        race, self._race = self._race, None
+
+        def raced(*args: Any, **kwargs: Any) -> Any:
+            race()
+            return attribute(*args, **kwargs)
+
+        return raced
+
+
+def _now() -> datetime:
+    """A moment after everything recorded so far (stamps are to the microsecond)."""
+    before = utc_stamp()
+    while utc_stamp() == before:
+        pass
+    return datetime.now(UTC)
+
+
+def _aged(moment: datetime) -> datetime:
+    """The sweep's `now` at which what was recorded before `moment` is old enough."""
+    return moment + INTERRUPTED_WRITE_AGE
+
+
+def _interrupted_store(context: Context, data: bytes) -> ports.BlobWrite:
+    """Store `data` in a process killed at its index commit; its write intent."""
+    killed = replace(context, index=KilledAtCommit(context.index))
+    with pytest.raises(Killed):
+        store_instance(killed, data)
+    (write,) = context.index.stale_blob_writes(utc_stamp(_now()))
+    return write
+
+
+def _stored_keys(context: Context, sop_uid: str) -> list[str]:
+    return context.index.find_instance(sop_uid).blob_keys()
+
+
+def test_store_leaves_no_write_intent(context: Context) -> None:
+    data = testdata(CT).read_bytes()
+    first = store_instance(context, data)
+    again = store_instance(context, data)  # kept: its own blobs removed
+    assert (first.outcome, again.outcome) == ("created", "kept")
+    assert context.index.stale_blob_writes(utc_stamp(_now())) == []
+    assert remove_interrupted_writes(context.index, context.blobs, _aged(_now())) == 0
+    assert all(context.blobs.exists(k) for k in _stored_keys(context, first.sop_instance_uid))
+
+
+def test_remove_interrupted_writes_removes_a_stopped_store_once_old(context: Context) -> None:
+    write = _interrupted_store(context, testdata(CT).read_bytes())
+    assert write.keys and all(context.blobs.exists(k) for k in write.keys)
+    with pytest.raises(ports.NotFound):
+        context.index.find_instance(write.sop_uid)
+    assert remove_interrupted_writes(context.index, context.blobs, _now()) == 0  # too young
+    assert all(context.blobs.exists(k) for k in write.keys)
+    assert remove_interrupted_writes(context.index, context.blobs, _aged(_now())) == len(write.keys)
+    assert not any(context.blobs.exists(k) for k in write.keys)
+    assert context.index.stale_blob_writes(utc_stamp(_now())) == []
+
+
+def test_remove_interrupted_writes_keeps_what_the_index_points_to(context: Context) -> None:
+    """A store stopped after its commit, before its intent ended: the blobs stay."""
+    stored = store_instance(context, testdata(CT).read_bytes())
+    record = context.index.find_instance(stored.sop_instance_uid)
+    context.index.begin_blob_writes([record])  # as if its end had been lost
+    assert remove_interrupted_writes(context.index, context.blobs, _aged(_now())) == 0
+    assert all(context.blobs.exists(k) for k in record.blob_keys())
+    assert context.index.stale_blob_writes(utc_stamp(_now())) == []
+
+
+def test_sweep_during_a_restore_between_its_blob_writes_and_its_commit(
+    context: Context,
+) -> None:
+    """The same SOP Instance UID, stopped once before its commit, is stored again; the sweep
+    runs after the new blobs are written and before their commit. It removes the stopped
+    store's blobs, not the new ones (their intent is young), and the store commits."""
+    data = testdata(CT).read_bytes()
+    stopped = _interrupted_store(context, data)
+    between = _now()
+    swept: list[int] = []
+    racing = replace(context)
+    racing.index = RunsFirst(
+        context.index,
+        "store_instances",
+        lambda: swept.append(
+            remove_interrupted_writes(context.index, context.blobs, _aged(between))
+        ),
+    )
+    result = store_instance(racing, data)
+    assert (result.status, swept) == ("stored", [len(stopped.keys)])
+    assert not any(context.blobs.exists(k) for k in stopped.keys)
+    keys = _stored_keys(context, result.sop_instance_uid)
+    assert set(keys).isdisjoint(stopped.keys) and all(context.blobs.exists(k) for k in keys)
+    assert context.index.stale_blob_writes(utc_stamp(_now())) == []
+
+
+def test_restore_committed_while_the_sweep_runs_keeps_its_blobs(context: Context) -> None:
+    """The sweep reads the index (the instance is not stored), then the same SOP Instance UID
+    is stored again and committed before the sweep deletes: the new blobs stay."""
+    data = testdata(CT).read_bytes()
+    stopped = _interrupted_store(context, data)
+    restored: list[str] = []
+    blobs = RunsFirst(
+        context.blobs,
+        "delete_many",
+        lambda: restored.append(store_instance(context, data).sop_instance_uid),
+    )
+    assert remove_interrupted_writes(context.index, blobs, _aged(_now())) == len(stopped.keys)
+    keys = _stored_keys(context, restored[0])
+    assert set(keys).isdisjoint(stopped.keys) and all(context.blobs.exists(k) for k in keys)
+    assert not any(context.blobs.exists(k) for k in stopped.keys)
+    assert context.index.stale_blob_writes(utc_stamp(_now())) == []
