@@ -17,7 +17,6 @@ Pending, Running, Paused, Success, Failure.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -119,27 +118,35 @@ def advance(ctx: Context, job_id: str) -> bool:
     return done
 
 
-def _finish_failed(ctx: Context, job: JobRecord, message: str, code: int) -> bool:
+def _failed(job: JobRecord, message: str, code: int) -> JobRecord:
+    """`job` marked Failure with `message` and Orthanc's ErrorCode `code`."""
     job.state, job.completion_time = "Failure", _now()
     job.error_code, job.error_description = code, message
-    with contextlib.suppress(Conflict):
-        ctx.jobs.save(job)
+    return job
+
+
+def _save_failure(ctx: Context, job: JobRecord, message: str, code: int) -> bool:
+    """Mark `job` Failure and save it; False when it was saved or removed meanwhile (a pause,
+    a cancel, another step: that state stands, and this failure is dropped)."""
+    try:
+        ctx.jobs.save(_failed(job, message, code))
+    except (Conflict, NotFound):
+        return False
+    return True
+
+
+def _finish_failed(ctx: Context, job: JobRecord, message: str, code: int) -> bool:
+    _save_failure(ctx, job, message, code)
     return True
 
 
 def fail(ctx: Context, job_id: str, message: str, code: int = NETWORK_PROTOCOL) -> None:
-    """Mark the job Failure with `message` (after the runner gave up on transient errors)."""
+    """Mark the job Failure with `message` (after the runner gave up on transient errors, or
+    could not start it), unless it is Paused or ended."""
     for _ in range(5):
         job = ctx.jobs.get(job_id)
-        if job.state in TERMINAL or job.state == "Paused":
+        if job.state in TERMINAL or job.state == "Paused" or _save_failure(ctx, job, message, code):
             return
-        job.state, job.completion_time = "Failure", _now()
-        job.error_code, job.error_description = code, message
-        try:
-            ctx.jobs.save(job)
-            return
-        except Conflict:
-            continue
 
 
 def fail_abandoned(ctx: Context) -> list[str]:
@@ -155,19 +162,15 @@ def fail_abandoned(ctx: Context) -> list[str]:
     for job in ctx.jobs.list():
         if job.state != "Running" or ctx.job_runner.is_running(job):
             continue
-        job.state, job.completion_time = "Failure", _now()
-        job.error_code = INTERNAL_ERROR
-        job.error_description = (
-            "the job's runner stopped without recording its end; resubmit it to go on from "
-            "where it was"
-        )
-        try:
-            ctx.jobs.save(job)
-        except (Conflict, NotFound):
-            continue
-        log.warning("job %s: Running with no runner, marked Failure", job.id)
-        failed.append(job.id)
+        if _save_failure(ctx, job, _ABANDONED, INTERNAL_ERROR):
+            log.warning("job %s: Running with no runner, marked Failure", job.id)
+            failed.append(job.id)
     return failed
+
+
+_ABANDONED = (
+    "the job's runner stopped without recording its end; resubmit it to go on from where it was"
+)
 
 
 def run_step_with_retries(ctx: Context, job_id: str) -> bool:
@@ -199,12 +202,23 @@ def submit(ctx: Context, job: JobRecord) -> JobRecord:
 
 
 def _start(ctx: Context, job: JobRecord) -> JobRecord:
-    handle = ctx.job_runner.start(job)
-    if handle:
-        job = ctx.jobs.get(job.id)
+    """Hand the job to the runner and record the runner's handle of it, if any (against the
+    saves of the steps it may already run). A runner that cannot start it (StartExecution
+    refused) leaves it Failure with the reason, which the caller gets too: Pending, it would
+    wait for nothing."""
+    try:
+        handle = ctx.job_runner.start(job)
+    except Exception as exc:
+        fail(ctx, job.id, f"the job could not be started: {exc}", INTERNAL_ERROR)
+        raise
+    if not handle:
+        return job
+
+    def started(job: JobRecord) -> JobRecord:
         job.execution = handle
-        job = ctx.jobs.save(job)
-    return job
+        return job
+
+    return _save_change(ctx, job.id, started)
 
 
 def _change(ctx: Context, job_id: str, allowed: tuple[str, ...], action: str) -> JobRecord:
@@ -232,8 +246,7 @@ def cancel(ctx: Context, job_id: str) -> None:
 
     def canceled(job: JobRecord) -> JobRecord:
         if job.state not in TERMINAL:
-            job.state, job.completion_time = "Failure", _now()
-            job.error_code, job.error_description = CANCELED_JOB, "Job has been canceled"
+            _failed(job, "Job has been canceled", CANCELED_JOB)
         return job
 
     ctx.job_runner.stop(_save_change(ctx, job_id, canceled))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from chalicelib import jobs
 from chalicelib.ingest import store_instance
@@ -90,3 +91,24 @@ def test_fail_abandoned_fails_running_jobs_whose_execution_ended(
     assert jobs.fail_abandoned(ctx) == []
     jobs.resubmit(ctx, abandoned.id)
     assert ctx.jobs.get(abandoned.id).state == "Pending"
+
+
+def test_job_whose_execution_cannot_start_is_failure_with_the_reason(
+    aws_env: None, tmp_path: Path
+) -> None:
+    """StartExecution refused (here no such state machine): the caller gets the error, and
+    the job says Failure with the reason instead of staying Pending for ever; resubmitting
+    it gets the same."""
+    missing = "arn:aws:states:us-east-1:123456789012:stateMachine:missing"
+    ctx = make_context("aws", tmp_path, jobs_state_machine_arn=missing)
+    job = jobs.new_job(jobs.STOW, "remote", {"Resources": []}, {}, 0)
+    with pytest.raises(ClientError, match="StateMachineDoesNotExist"):
+        jobs.submit(ctx, job)
+    failed = ctx.jobs.get(job.id)
+    assert (failed.state, failed.error_code) == ("Failure", jobs.INTERNAL_ERROR)
+    assert "could not be started" in failed.error_description
+    assert "StateMachineDoesNotExist" in failed.error_description
+    assert failed.completion_time and not failed.execution
+    with pytest.raises(ClientError, match="StateMachineDoesNotExist"):
+        jobs.resubmit(ctx, job.id)
+    assert ctx.jobs.get(job.id).state == "Failure"
