@@ -14,11 +14,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.dicom.encoding import DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+from chalicelib.dicom.parse import UNDEFINED_LENGTH
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-_UNDEFINED_LENGTH = 0xFFFFFFFF
 _PIXEL_DATA = 0x7FE00010
 MAX_RECORDED = 256
 """Beyond this many bulk values the index item would grow too large (DynamoDB items are at
@@ -53,10 +53,10 @@ def _walk(
         length = getattr(elem, "length", None)
         path = f"{prefix}{tag:08X}"
         vr = elem.VR or _dictionary_vr(tag)
-        if vr == "SQ" or (vr in ("UN", None) and length == _UNDEFINED_LENGTH):
+        if vr == "SQ" or (vr in ("UN", None) and length == UNDEFINED_LENGTH):
             _walk_sequence(ds, tag, elem, data, threshold, base, path, found)
             continue
-        if tell is None or length is None or length == _UNDEFINED_LENGTH or length <= threshold:
+        if tell is None or length is None or length == UNDEFINED_LENGTH or length <= threshold:
             continue
         offset = base + tell
         value = elem.value if elem.is_raw else None
@@ -80,14 +80,14 @@ def _walk_sequence(
     """Items of a defined-length sequence are parsed from its value bytes, so their offsets
     count from the value's start; undefined-length items are read from the file itself."""
     tell = getattr(raw, "value_tell", None)
-    length = getattr(raw, "length", _UNDEFINED_LENGTH)
+    length = getattr(raw, "length", UNDEFINED_LENGTH)
     try:
         items = ds[tag].value
     except Exception:  # an unreadable sequence has no bulk values we could serve
         return
     if not isinstance(items, list | tuple) and not hasattr(items, "__iter__"):
         return
-    inner = base if length == _UNDEFINED_LENGTH or tell is None else base + tell
+    inner = base if length == UNDEFINED_LENGTH or tell is None else base + tell
     for number, item in enumerate(items, 1):
         if hasattr(item, "_dict"):
             _walk(item, data, threshold, inner, f"{path}/{number}/", found)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +72,15 @@ def one_encoder_at_a_time(transfer_syntax: str) -> contextlib.AbstractContextMan
     return _OPENJPEG_ENCODER if transfer_syntax == JPEG_2000_LOSSLESS else contextlib.nullcontext()
 
 
+_MODULE_TAGS = {
+    "BitsStored": "00280101",
+    "PixelRepresentation": "00280103",
+    "PhotometricInterpretation": "00280004",
+    "PlanarConfiguration": "00280006",
+}
+"""Tags of the Image Pixel Module attributes that ingest's Pixel Data facts leave out."""
+
+
 class PixelError(ValueError):
     """A frame cannot be cut, decoded or encoded as asked; the message says why."""
 
@@ -93,19 +103,16 @@ class PixelModule:
     def from_json(cls, pixel: dict[str, Any], document: dict[str, Any]) -> PixelModule:
         """From ingest's Pixel Data facts and the instance's DICOM JSON metadata."""
 
-        def value(tag: str, default: Any) -> Any:
-            values = document.get(tag, {}).get("Value") or [default]
+        def value(keyword: str, default: Any) -> Any:
+            values = document.get(_MODULE_TAGS[keyword], {}).get("Value") or [default]
             return values[0] if values[0] is not None else default
 
-        return cls(
+        return cls._with(
+            value,
             rows=pixel["rows"],
             columns=pixel["columns"],
             samples_per_pixel=pixel["samples_per_pixel"],
             bits_allocated=pixel["bits_allocated"],
-            bits_stored=int(value("00280101", pixel["bits_allocated"])),
-            pixel_representation=int(value("00280103", 0)),
-            photometric_interpretation=str(value("00280004", "MONOCHROME2")),
-            planar_configuration=int(value("00280006", 0)),
             number_of_frames=pixel["number_of_frames"],
         )
 
@@ -117,17 +124,24 @@ class PixelModule:
             found = ds.get(keyword)
             return default if found is None or found == "" else found
 
-        bits_allocated = int(value("BitsAllocated", 8))
-        return cls(
+        return cls._with(
+            value,
             rows=int(value("Rows", 0)),
             columns=int(value("Columns", 0)),
             samples_per_pixel=int(value("SamplesPerPixel", 1)),
-            bits_allocated=bits_allocated,
-            bits_stored=int(value("BitsStored", bits_allocated)),
+            bits_allocated=int(value("BitsAllocated", 8)),
+            number_of_frames=1,
+        )
+
+    @classmethod
+    def _with(cls, value: Callable[[str, Any], Any], **facts: int) -> PixelModule:
+        """The module of `facts`, its other attributes read by `value(keyword, default)`."""
+        return cls(
+            **facts,
+            bits_stored=int(value("BitsStored", facts["bits_allocated"])),
             pixel_representation=int(value("PixelRepresentation", 0)),
             photometric_interpretation=str(value("PhotometricInterpretation", "MONOCHROME2")),
             planar_configuration=int(value("PlanarConfiguration", 0)),
-            number_of_frames=1,
         )
 
     def options(self) -> dict[str, Any]:
@@ -193,6 +207,22 @@ def native_frame(chunk: bytes, pixel: dict[str, Any], number: int, big_endian: b
     unpacked = np.unpackbits(np.frombuffer(chunk, np.uint8), bitorder="little")
     offset = skip * 8 + first_bit % 8
     return np.packbits(unpacked[offset : offset + bits], bitorder="little").tobytes()
+
+
+def stored_frame(
+    pixel: dict[str, Any],
+    number: int,
+    big_endian: bool,
+    fragments: list[list[int]] | None,
+    read: Callable[[int, int], bytes],
+) -> bytes:
+    """Frame `number` as stored, from `read(start, length)` of the stored file: its native
+    pixels in little endian, or the bitstream of its `fragments` (when encapsulated)."""
+    if fragments is not None:
+        start, length = fragments_span(fragments)
+        return join_fragments(read(start, length), fragments)
+    start, length = native_frame_span(pixel, number, big_endian)
+    return native_frame(read(start, length), pixel, number, big_endian)
 
 
 def fragments_span(fragments: list[list[int]]) -> tuple[int, int]:

@@ -114,34 +114,30 @@ def render_frame(
     `header` is the file up to the Pixel Data value; `frame_bytes` the frame's native pixels in
     little endian or, when `encapsulated`, its bitstream (fragments joined, PS3.5 §A.4, 2025b).
     """
-    import numpy as np
-
     try:
         ds = read_header(header, transfer_syntax_uid)
     except Exception as exc:  # pydicom raises many types on corrupt input
         raise RenderError(f"the stored instance cannot be read: {exc}") from exc
-    if encapsulated:
-        pixels = _decode_bitstream(ds, frame_bytes, transfer_syntax_uid, frame)
-    else:
-        bits_allocated = int(ds.get("BitsAllocated", 16) or 16)
-        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-        dtype = np.dtype(f"<{'i' if signed else 'u'}{bits_allocated // 8}")
-        # A view of the read bytes, not a copy; the bits above High Bit are dropped by the
-        # lookup table of `to_display`.
-        pixels = np.frombuffer(frame_bytes, dtype=dtype).reshape(int(ds.Rows), int(ds.Columns))
+    pixels = _frame_pixels(ds, frame_bytes, transfer_syntax_uid, frame, encapsulated)
     image = to_display(ds, pixels, frame, options.window)
     return encode(image, options)
 
 
-def _decode_bitstream(ds: Dataset, bitstream: bytes, transfer_syntax_uid: str, frame: int) -> Any:
-    """One compressed frame decoded (YBR as RGB, as `decode_frame` gives it)."""
-    from chalicelib.dicom.pixels import PixelError, PixelModule, decode_frame
+def _frame_pixels(
+    ds: Dataset, frame_bytes: bytes, transfer_syntax_uid: str, frame: int, encapsulated: bool
+) -> Any:
+    """One frame's pixels: its bitstream decoded (YBR as RGB, as `decode_frame` gives it), or
+    its native pixels viewed as an array, not copied (the bits above High Bit are dropped by
+    the lookup table of `to_display`)."""
+    from chalicelib.dicom.pixels import PixelError, PixelModule, decode_frame, native_array
 
     try:
-        array, _ = decode_frame(bitstream, transfer_syntax_uid, PixelModule.from_dataset(ds))
+        module = PixelModule.from_dataset(ds)
+        if encapsulated:
+            return decode_frame(frame_bytes, transfer_syntax_uid, module)[0]
+        return native_array(frame_bytes, module)
     except (PixelError, TypeError, ValueError) as exc:
         raise RenderError(f"frame {frame} cannot be decoded: {exc}") from exc
-    return array
 
 
 def renders_from_ranges(pixel: dict[str, Any], transfer_syntax_uid: str) -> bool:

@@ -201,13 +201,9 @@ class FrameReader:
 
     def stored(self, number: int) -> bytes:
         """The frame as stored: native pixels in little endian, or the fragments' bitstream."""
-        if self.pixel.get("encapsulated"):
-            fragments = self._frame_table()[number - 1]
-            start, length = pixels.fragments_span(fragments)
-            return pixels.join_fragments(self._read(start, length), fragments)
+        fragments = self._frame_table()[number - 1] if self.pixel.get("encapsulated") else None
         big = self.record.transfer_syntax_uid == EXPLICIT_VR_BIG_ENDIAN
-        start, length = pixels.native_frame_span(self.pixel, number, big)
-        return pixels.native_frame(self._read(start, length), self.pixel, number, big)
+        return pixels.stored_frame(self.pixel, number, big, fragments, self._read)
 
     def as_stored(self, choice: PixelChoice) -> bool:
         """The frames go out as `stored` reads them: bitstreams, or native little endian."""

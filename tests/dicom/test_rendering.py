@@ -288,17 +288,14 @@ def test_render_matches_dcmj2pnm(
 
 
 def _frame_bytes(data: bytes, pixel: dict[str, Any], syntax: str, frame: int) -> bytes:
-    """Frame `frame` as the server's FrameReader reads it: native little-endian pixel bytes, or
-    the joined fragments of a compressed frame."""
+    """Frame `frame` as the server's FrameReader reads it (`pixels.stored_frame`)."""
     from chalicelib.dicom import pixels
 
-    if pixel["encapsulated"]:
-        fragments = pixel["frames"][frame - 1]
-        start, length = pixels.fragments_span(fragments)
-        return pixels.join_fragments(data[start : start + length], fragments)
+    fragments = pixel["frames"][frame - 1] if pixel["encapsulated"] else None
     big = syntax == "1.2.840.10008.1.2.2"
-    start, length = pixels.native_frame_span(pixel, frame, big)
-    return pixels.native_frame(data[start : start + length], pixel, frame, big)
+    return pixels.stored_frame(
+        pixel, frame, big, fragments, lambda start, length: data[start : start + length]
+    )
 
 
 def test_render_frame_equals_full_decode() -> None:
