@@ -160,9 +160,17 @@ class Settings:
     http_proxy: str = ""
     jobs_synchronous_deadline: int = 25
     """Seconds a synchronous job call waits on AWS before answering 202 (API Gateway: 29 s)."""
+    jobs_steps_per_execution: int = 1000
+    """Steps a job's Step Functions execution runs before the job goes on in a fresh one
+    (`DicomWeb.JobsStepsPerExecution`): a Standard workflow's history stops at 25,000 events,
+    about 7 a step (more with retries)."""
     jobs_state_machine_arn: str = ""
     """The Step Functions state machine that runs jobs on AWS (env `JOBS_STATE_MACHINE_ARN`)."""
 
+
+MAX_STEPS_PER_EXECUTION = 2500
+"""Of a job's steps in one execution: 25,000 history events at about 7 a step, with room for
+retries (each adds about 4)."""
 
 # Orthanc-style key → Settings field.
 _DICOMWEB_KEYS = {
@@ -212,6 +220,7 @@ _DICOMWEB_KEYS = {
     "StowMaxInstances": "stow_max_instances",
     "StowMaxSize": "stow_max_size",
     "JobsSynchronousDeadline": "jobs_synchronous_deadline",
+    "JobsStepsPerExecution": "jobs_steps_per_execution",
 }
 _TOP_LEVEL_KEYS = {
     "OverwriteInstances": "overwrite_instances",
@@ -251,6 +260,7 @@ _AT_LEAST_ONE = frozenset(
         "max_ranges",
         "stow_max_instances",
         "http_timeout",
+        "jobs_steps_per_execution",
     }
 )
 """Integer options where 0 would refuse everything; the others take 0 (none, or no limit)."""
@@ -418,6 +428,12 @@ def _validate_servers(settings: Settings) -> None:
         raise ConfigError(
             f"DicomWeb.JobsSynchronousDeadline must be 0 to 28 seconds (API Gateway answers "
             f"504 after 29 s), not {settings.jobs_synchronous_deadline}"
+        )
+    if settings.jobs_steps_per_execution > MAX_STEPS_PER_EXECUTION:
+        raise ConfigError(
+            f"DicomWeb.JobsStepsPerExecution must be 1 to {MAX_STEPS_PER_EXECUTION} (a Step "
+            f"Functions execution stops at 25,000 history events, about 7 a step), not "
+            f"{settings.jobs_steps_per_execution}"
         )
     from chalicelib.client.registry import InvalidServer, parse_server
 

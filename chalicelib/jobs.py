@@ -107,7 +107,7 @@ def advance(ctx: Context, job_id: str) -> bool:
     except Exception as exc:  # a defect must end the job, not loop on it
         log.exception("job %s: step failed", job_id)
         return _finish_failed(ctx, job, f"internal error: {exc}", INTERNAL_ERROR)
-    job.cursor = cursor
+    job.cursor, job.execution_steps = cursor, job.execution_steps + 1
     job.runtime = round(job.runtime + time.monotonic() - began, 3)
     if done:
         job.state, job.progress, job.completion_time = "Success", 100, _now()
@@ -215,7 +215,7 @@ def _start(ctx: Context, job: JobRecord) -> JobRecord:
         return job
 
     def started(job: JobRecord) -> JobRecord:
-        job.execution = handle
+        job.execution, job.execution_steps = handle, 0
         return job
 
     return _save_change(ctx, job.id, started)
@@ -321,15 +321,33 @@ def run_synchronously(ctx: Context, job: JobRecord) -> JobRecord:
 def handle_worker_event(ctx: Context, event: dict[str, Any]) -> dict[str, Any]:
     """The worker Lambda (`app.jobs_worker`) of `infra/jobs.asl.json`.
 
-    `{"JobId"}`: run one step and answer `{"JobId", "Done"}`; a TransientJobError propagates
-    (the state machine retries it with backoff). `{"JobId", "Error", "Cause"}`: the state
-    machine gave up (Catch): mark the job Failure with the cause's message.
+    `{"JobId", "Execution"}`: run one step and answer `{"JobId", "Done", "Continued"}`; a
+    TransientJobError propagates (the state machine retries it with backoff). Continued: the
+    job's steps in this execution reached `JobsStepsPerExecution`, so a fresh execution now
+    runs it (Step Functions ends a Standard execution at 25,000 history events) and this one
+    ends. `{"JobId", "Error", "Cause"}`: the state machine gave up (Catch): mark the job
+    Failure with the cause's message.
     """
     job_id = str(event["JobId"])
     if "Error" in event:
         fail(ctx, job_id, _cause_message(str(event["Error"]), str(event.get("Cause", ""))))
-        return {"JobId": job_id, "Done": True}
-    return {"JobId": job_id, "Done": advance(ctx, job_id)}
+        return {"JobId": job_id, "Done": True, "Continued": False}
+    done = advance(ctx, job_id)
+    continued = not done and _continue_as_new(ctx, job_id, str(event.get("Execution", "")))
+    return {"JobId": job_id, "Done": done, "Continued": continued}
+
+
+def _continue_as_new(ctx: Context, job_id: str, execution: str) -> bool:
+    """Start a fresh execution of the job once this one (`execution`) has run
+    `JobsStepsPerExecution` of its steps, and record it (the sweep's `is_running` asks about
+    the recorded one, which runs until this step returns); whether it did."""
+    job = ctx.jobs.get(job_id)
+    if job.state != "Running" or job.execution_steps < ctx.settings.jobs_steps_per_execution:
+        return False
+    job.execution = execution or job.execution  # the runner starts the same state machine
+    _start(ctx, job)
+    log.info("job %s: went on in a new execution after %d steps", job_id, job.execution_steps)
+    return True
 
 
 def _cause_message(error: str, cause: str) -> str:

@@ -75,7 +75,8 @@ DYNAMODB_ACTIONS = [
     "dynamodb:DeleteItem",
 ]
 
-# chalicelib/storage/jobs_aws.py: start_execution on the state machine, stop_execution on its
+# chalicelib/storage/jobs_aws.py: start_execution on the state machine (the API handler, and
+# the jobs worker when a long job goes on in a new execution), stop_execution on its
 # executions.
 STATES_MACHINE_ACTIONS = ["states:StartExecution"]
 STATES_EXECUTION_ACTIONS = ["states:StopExecution"]
@@ -376,9 +377,10 @@ class DicomWebStack(cdk.Stack):
 
     def _jobs_state_machine(self) -> sfn.StateMachine:
         """`infra/jobs.asl.json` with the jobs worker as its task; the API handler starts
-        and stops its executions and the sweep asks for their status (JOBS_STATE_MACHINE_ARN,
-        not on the worker: it would make the worker depend on the state machine that invokes
-        it)."""
+        and stops its executions, the worker starts the next one of a long job, and the sweep
+        asks for their status (JOBS_STATE_MACHINE_ARN, not on the worker: it would make the
+        worker depend on the state machine that invokes it; the worker starts the machine of
+        the execution that invoked it)."""
         worker = self._imported_function("JobsWorker")
         machine = sfn.StateMachine(
             self,
@@ -409,6 +411,19 @@ class DicomWebStack(cdk.Stack):
             role.add_to_policy(
                 iam.PolicyStatement(actions=execution_actions, resources=[executions])
             )
+        # The worker starts a fresh execution of a long job (chalicelib/jobs.py,
+        # _continue_as_new): a policy of its own, since in the role's policy the machine's
+        # ARN would make the worker depend on the state machine that invokes it.
+        iam.Policy(
+            self,
+            "JobsWorkerContinues",
+            roles=[self.worker_role],
+            statements=[
+                iam.PolicyStatement(
+                    actions=STATES_MACHINE_ACTIONS, resources=[machine.state_machine_arn]
+                )
+            ],
+        )
         return machine
 
     def _imported_function(self, logical_id: str) -> lambda_.IFunction:

@@ -80,6 +80,14 @@ def test_load_settings_aws_defaults_stow_limit() -> None:
         ({"DICOMWEB_CONFIG": '{"DicomWeb": []}'}, "DicomWeb must be an object"),
         ({"DICOMWEB_CONFIG": "/no/such/config.json"}, "config.json cannot be read"),
         ({"DICOMWEB_CONFIG": '{"HttpTimeout": "-5"}'}, "HttpTimeout must be an integer"),
+        (
+            {"DICOMWEB_CONFIG": '{"DicomWeb": {"JobsStepsPerExecution": 0}}'},
+            "DicomWeb.JobsStepsPerExecution must be 1 or more, not 0",
+        ),
+        (
+            {"DICOMWEB_CONFIG": '{"DicomWeb": {"JobsStepsPerExecution": 3000}}'},
+            "DicomWeb.JobsStepsPerExecution must be 1 to 2500 .* not 3000",
+        ),
     ],
 )
 def test_load_settings_rejects_bad_values(env: dict[str, str], message: str) -> None:

@@ -7,7 +7,9 @@ list of stored instance ids grows by ~45 bytes per instance, so about 8,000 inst
 400 KB item limit). `list` is one Query on that partition.
 
 The runner starts one execution of the state machine (`infra/jobs.asl.json`, ARN from env
-`JOBS_STATE_MACHINE_ARN`) per start, resume and resubmit, with input `{"JobId": ...}` only;
+`JOBS_STATE_MACHINE_ARN`, or on the jobs worker, which has no such variable, the machine of
+the job's current execution) per start, resume, resubmit and continuation after
+`JobsStepsPerExecution` steps, with input `{"JobId": ...}` only;
 stop ends it (`StopExecution`); `is_running` asks for the status of the job's execution
 (`DescribeExecution`).
 """
@@ -118,10 +120,11 @@ class StepFunctionsJobRunner:
         return self._client
 
     def start(self, job: JobRecord) -> str:
-        if not self._arn:
+        machine = self._arn or _state_machine_of(job.execution)
+        if not machine:
             raise RuntimeError("JOBS_STATE_MACHINE_ARN is not set: jobs cannot run on AWS")
         response = self.client.start_execution(
-            stateMachineArn=self._arn,
+            stateMachineArn=machine,
             name=f"{job.id}-{uuid.uuid4().hex[:8]}",
             input=json.dumps({"JobId": job.id}),
         )
@@ -147,3 +150,13 @@ class StepFunctionsJobRunner:
         except ClientError as e:
             if error_code(e) not in ("ExecutionDoesNotExist", "ExecutionAlreadyFinished"):
                 raise
+
+
+def _state_machine_of(execution_arn: str) -> str:
+    """The state machine of a Standard execution: arn:aws:states:{region}:{account}:
+    execution:{machine}:{name} → arn:aws:states:{region}:{account}:stateMachine:{machine};
+    "" for anything else."""
+    parts = execution_arn.split(":")
+    if len(parts) != 8 or parts[5] != "execution":
+        return ""
+    return ":".join([*parts[:5], "stateMachine", parts[6]])

@@ -442,6 +442,9 @@ class JobRecord:
     error_description: str = "Success"
     execution: str = ""
     """The runner's handle of the running job (the Step Functions execution ARN on AWS)."""
+    execution_steps: int = 0
+    """Steps run since the runner last started it: on AWS, after `JobsStepsPerExecution` of
+    them the worker starts a fresh execution (`jobs.handle_worker_event`)."""
     version: int = 0
     """Bumped by every save; a save from a stale copy raises Conflict."""
 
@@ -468,7 +471,9 @@ class JobRunner(Protocol):
     holds no job logic: it calls `chalicelib.jobs` to advance a job, which reads the state."""
 
     def start(self, job: JobRecord) -> str:
-        """Schedule the job's next steps; return the runner's handle of it (or "")."""
+        """Schedule the job's next steps; return the runner's handle of it (or ""). A runner
+        may start it where its current `execution` runs (Step Functions: that execution's
+        state machine, where none is configured, as on the jobs worker)."""
 
     def stop(self, job: JobRecord) -> None:
         """Stop running the job (its state already says Paused or Failure)."""

@@ -45,7 +45,8 @@ EXPECTED_ACTIONS = {
         "secretsmanager:DeleteSecret",
     },
     "UploadIngestRole": STORAGE_ACTIONS,
-    "JobsWorkerRole": STORAGE_ACTIONS | {"secretsmanager:GetSecretValue"},
+    # jobs.handle_worker_event: a long job goes on in a new execution (start_execution).
+    "JobsWorkerRole": STORAGE_ACTIONS | {"secretsmanager:GetSecretValue", "states:StartExecution"},
     # app.sweep: server/delete.finish_pending_deletes and ingest.remove_interrupted_writes
     # (no blob read, no GSI) and jobs.fail_abandoned (the job items, the status of their
     # executions).

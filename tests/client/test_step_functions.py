@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from chalicelib import jobs
-from chalicelib.context import Context
+from chalicelib.context import Context, build_context
 from chalicelib.ingest import store_instance
 from tests.client.test_two_servers import Instance, instance_count, large_study
 from tests.conftest import REPO, fake_aws_credentials, make_context
@@ -143,7 +144,8 @@ def test_execution_runs_the_job_in_batches(
     assert execution["status"] == "SUCCEEDED"
     assert (job.state, job.progress, job.content["InstancesCount"]) == ("Success", 100, "7")
     assert len(dispatch.events) == 3  # batches of 3: one invocation each, no per-instance state
-    assert all(set(event) == {"JobId"} for event in dispatch.events)
+    assert all(set(event) == {"JobId", "Execution"} for event in dispatch.events)
+    assert {event["Execution"] for event in dispatch.events} == {job.execution}
     assert instance_count(remote, study[0].study) == 7
 
 
@@ -214,3 +216,39 @@ def test_pause_stops_the_execution_and_resume_goes_on_from_the_cursor(
     assert job.state == "Success" and job.content["InstancesCount"] == "5"
     assert instance_count(remote, study[0].study) == 5
     assert len(dispatch.events) == 3  # batch 1, the held invocation (paused: no step), batch 2
+
+
+def test_long_job_goes_on_in_a_new_execution(
+    tmp_path: Path, remote: str, dispatch: WorkerDispatch
+) -> None:
+    """After JobsStepsPerExecution steps (2 here) the worker starts a fresh execution of the
+    same job and its own ends; the job record follows the new execution, so the sweep's
+    `is_running` asks about the one that runs. The worker has no JOBS_STATE_MACHINE_ARN, as
+    on AWS: it starts the machine of the execution that invoked it."""
+    ctx = aws_context(tmp_path, remote, dispatch)
+    worker_settings = replace(ctx.settings, jobs_steps_per_execution=2, jobs_state_machine_arn="")
+    dispatch.ctx = build_context(worker_settings)
+    study = large_study(7)  # batches of 3: three steps
+    job_id = start_stow(ctx, study)
+    first = None
+    client = boto3.client("stepfunctions", region_name="us-east-1")
+    deadline = time.monotonic() + 120
+    while True:  # the first execution ends when the second has been recorded
+        job = ctx.jobs.get(job_id)
+        first = first or job.execution
+        if job.execution != first:
+            break
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    job, second = finished(ctx, job_id)
+    assert (job.state, job.content["InstancesCount"]) == ("Success", "7")
+    assert instance_count(remote, study[0].study) == 7
+    ended = client.describe_execution(executionArn=first)
+    assert (ended["status"], json.loads(ended["output"])["Continued"]) == ("SUCCEEDED", True)
+    assert second["status"] == "SUCCEEDED" and second["executionArn"] != first
+    machine = ended["stateMachineArn"]
+    assert second["stateMachineArn"] == machine
+    executions = client.list_executions(stateMachineArn=machine)["executions"]
+    assert {e["executionArn"] for e in executions} == {first, second["executionArn"]}
+    assert [e["Execution"] for e in dispatch.events] == [first, first, second["executionArn"]]
+    assert job.execution == second["executionArn"] and job.execution_steps == 1
