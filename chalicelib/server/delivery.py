@@ -92,12 +92,17 @@ class StreamedMultipart(StreamedBody):
         if first_lazy is not None:
             self.parts[first_lazy] = self.parts[first_lazy]()  # type: ignore[operator]
         self.length = None  # from the stored objects' sizes, unless a part is lazy
+        self.laid_out: list[bytes | BlobRange] | None = None
         if not any(callable(part) for part in self.parts):
-            pieces = multipart_pieces(self.parts, self.boundary)  # type: ignore[arg-type]
-            self.length = sum(p.length if isinstance(p, BlobRange) else len(p) for p in pieces)
+            self.laid_out = list(multipart_pieces(self.parts, self.boundary))  # type: ignore[arg-type]
+            self.length = sum(
+                p.length if isinstance(p, BlobRange) else len(p) for p in self.laid_out
+            )
 
     def pieces(self) -> Iterator[bytes | BlobRange]:
         """The body in order; a lazy part is built when the writer reaches it, one at a time."""
+        if self.laid_out is not None:
+            return iter(self.laid_out)
         parts = (part() if callable(part) else part for part in self.parts)
         return multipart_pieces(parts, self.boundary)
 

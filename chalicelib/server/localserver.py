@@ -13,7 +13,7 @@ Chalice's `LocalDevServer` takes a request handler class; ours
   the blank line): a client that gave up must not have its DELETE carried out;
 - accepts a burst of connections (a listen backlog of `socket.SOMAXCONN`, not
   http.server's 5, past which connections stalled for seconds or timed out);
-- sets TCP_NODELAY;
+- sets TCP_NODELAY, and a send buffer of 4 MB (`SEND_BUFFER`);
 - passes binary bodies through without the base64 round trip that the Lambda event format
   forces on API Gateway (binary_types is emptied for the local app);
 - refuses a body over `DicomWeb.MaxRequestBody` with 413 before reading it.
@@ -76,6 +76,14 @@ log = logging.getLogger(__name__)
 
 _BLOCK = 1024 * 1024
 """Bytes per write when a stored object is copied from a stream rather than sent from a file."""
+
+
+SEND_BUFFER = 4 * 1024 * 1024
+"""SO_SNDBUF of every connection (Linux doubles it, up to twice net.core.wmem_max): a streamed
+series goes out in fewer, fuller segments and `sendfile` waits less often for the client
+than under the kernel's autotuning, which starts at 16 KB (server CPU per 52.6 MB series
+13.3-15.0 -> 10.8-13.3 ms, side by side). The memory it allows is mostly references to
+page-cache pages, since `sendfile` does not copy."""
 
 
 class BodyTooLarge(Exception):
@@ -200,6 +208,10 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
         self.close_connection = True
         self._send_json_error(error)
 
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+
     def _generic_handle(self) -> None:
         """Chalice's handler, with every failure answered (its own closes the connection)."""
         try:
@@ -247,7 +259,8 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
         Content-Length, else chunked (RFC 9112 §7.1). A failure once the status line is out
         cannot change the answer: the connection is closed, so that the client sees a
         truncated answer, never a complete-looking one. (TCP_CORK around the answer was
-        measured: 1.5-2 ms more server CPU for a 100-slice series, no faster.)"""
+        measured: 1.5-2 ms more server CPU for a 100-slice series, no faster; MSG_MORE on
+        each part's framing, `_send_more`, saves 0.4-0.8 ms of it.)"""
         length = body.length
         chunked = length is None and self.request_version != "HTTP/1.0"
         self.send_response(code)
@@ -259,15 +272,24 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
             self.send_header("Content-Length", str(length))
         self._send_headers(headers)
         try:
+            held = b""  # the last bytes given: they leave with what follows, or at the end
             for piece in body.pieces():
                 if isinstance(piece, BlobRange):
-                    self._send_blob_range(body.blobs, piece, chunked)
-                elif chunked:
-                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-                else:
-                    self.wfile.write(piece)
+                    if not piece.length:
+                        continue
+                    self._send_more(held)
+                    if chunked:
+                        self._send_more(b"%x\r\n" % piece.length)
+                    self._send_blob_range(body.blobs, piece)
+                    held = b"\r\n" if chunked else b""
+                elif piece:  # an empty chunk would end a chunked body
+                    self._send_more(held)
+                    held = b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece
             if chunked:
-                self.wfile.write(b"0\r\n\r\n")
+                self._send_more(held)
+                held = b"0\r\n\r\n"
+            if held:
+                self.connection.sendall(held)
         except (BrokenPipeError, ConnectionResetError):  # the client went away: nothing to fix
             log.info("client closed the connection during %s %s", self.command, self.path)
             self.close_connection = True
@@ -275,10 +297,16 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
             log.exception("streamed answer to %s %s broken off", self.command, self.path)
             self.close_connection = True
 
-    def _send_blob_range(self, blobs: BlobStore, piece: BlobRange, chunked: bool) -> None:
+    def _send_more(self, data: bytes) -> None:
+        """Send with MSG_MORE: a part's framing then leaves in the first segment of the stored
+        bytes that follow, not in a segment of its own that the client is woken for (a
+        hundred per 100-instance series). The answer's last bytes are sent without it, and
+        `sendfile` pushes the end of each file."""
+        if data:
+            self.connection.sendall(data, socket.MSG_MORE)
+
+    def _send_blob_range(self, blobs: BlobStore, piece: BlobRange) -> None:
         """The range with `sendfile` from a local file, or in blocks from another stream."""
-        if chunked:
-            self.wfile.write(b"%x\r\n" % piece.length)
         with blobs.open(piece.key, piece.start) as source:
             try:
                 descriptor = source.fileno()
@@ -288,8 +316,6 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
                 sent = self._sendfile(descriptor, piece.start, piece.length)
         if sent != piece.length:
             raise OSError(f"blob {piece.key} gave {sent} of {piece.length} bytes")
-        if chunked:
-            self.wfile.write(b"\r\n")
 
     def _sendfile(self, descriptor: int, offset: int, length: int) -> int:
         """`os.sendfile` until `length` bytes are sent or the file ends, on the connection's

@@ -109,7 +109,8 @@ class LocalBlobStore:
             raise NotFound(f"blob {key} not found") from e
         except OSError as e:
             raise BackendError(f"cannot read blob {key}: {e.strerror}") from e
-        source.seek(start)
+        if start:
+            source.seek(start)
         return source
 
     def delete(self, key: str) -> None:
