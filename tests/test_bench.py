@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -118,3 +122,55 @@ def test_generate_is_deterministic(tmp_path: Path) -> None:
 def test_main_unknown_server(capsys: pytest.CaptureFixture[str]) -> None:
     assert run.main(["--servers", "dcm4chee"]) == 2
     assert "unknown server 'dcm4chee'" in capsys.readouterr().err
+
+
+class _Answers(BaseHTTPRequestHandler):
+    """`/items`: a JSON list; `/short`: announces 100 bytes, sends 50 and closes; `/hang-up`:
+    answers, then closes the keep-alive connection without saying so."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = b"[1, 2]" if self.path != "/short" else b"x" * 50
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "100" if self.path == "/short" else str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = self.path in ("/short", "/hang-up")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _Running:
+    name = "stub"
+
+    def running(self) -> bool:
+        return True
+
+
+@pytest.fixture
+def answers() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_send_checks_the_body_and_reuses_or_reopens_the_connection(answers: str) -> None:
+    """The client reads answers into its buffer: a body shorter than its Content-Length is an
+    error (no status), and a connection the server closed, said or not, is opened anew."""
+    bench = run.Bench(None, {"stub": _Running()}, run.Settings())  # type: ignore[arg-type]
+
+    first = bench.send("stub", "GET", f"{answers}/items", {}, count_items=True)
+    assert (first.status, first.nbytes, first.items) == (200, 6, 2)
+    short = bench.send("stub", "GET", f"{answers}/short", {})
+    assert short.status is None and "50 bytes short, after 50" in short.error
+    assert bench.send("stub", "GET", f"{answers}/hang-up", {}).status == 200
+    hung_up = bench.connections["stub"].sock
+    assert hung_up is not None and select.select([hung_up], [], [], 30)[0]  # closed by now
+    again = bench.send("stub", "GET", f"{answers}/items?x=1", {}, count_items=True)
+    assert (again.status, again.items) == (200, 2)
