@@ -335,3 +335,40 @@ def test_store_instances_index_commit_failure_fails_every_part(tmp_path, caplog)
     assert "/secret" not in response.headers["Warning"]
     assert not [p for p in (tmp_path / "data" / "blobs").rglob("*") if p.is_file()]
     assert list(base.index.iter_studies()) == []
+
+
+def _oversized() -> bytes:
+    """A 2 × 2 instance whose indexed values pass their VR's length (PS3.5 Table 6.2-1) many
+    times over, as non-conforming files do: 3,000 characters each."""
+    import warnings
+
+    from tests.server.helpers import tiny_image
+
+    with warnings.catch_warnings():  # pydicom warns of the lengths it is told to write
+        warnings.simplefilter("ignore")
+        return tiny_image(
+            PatientID="P" * 3000,
+            PatientName="A" * 3000,
+            AccessionNumber="9" * 3000,
+            Modality="M" * 3000,
+        )
+
+
+# On DynamoDB their index keys passed its limits (1,024 bytes for a sort key, 2,048 for a
+# partition key): ValidationException, and the store answered 503.
+def test_store_instances_oversized_indexed_values_stored_and_found(client: Client) -> None:
+    response = stow(client, _oversized())
+    assert response.status_code == 200, response.body
+    study = values(json_of(response), "00081190")[0].rsplit("/", 1)[1]
+    queries = {
+        f"studies?PatientID={'P' * 3000}": [study],
+        f"studies?PatientID={'P' * 2999}": [],
+        f"studies?PatientName={'A' * 3000}": [study],
+        f"studies?PatientName={'A' * 2000}*": [study],
+        f"studies?AccessionNumber={'9' * 3000}": [study],
+        f"studies?ModalitiesInStudy={'M' * 3000}": [study],
+        f"series?Modality={'M' * 3000}": [study],
+    }
+    for query, expected in queries.items():
+        answer = json_of(client.http.get(f"/dicom-web/{query}")) or []
+        assert [values(item, "0020000D")[0] for item in answer] == expected, query[:40]

@@ -85,6 +85,21 @@ from chalicelib.storage.records import (
     term_name,
 )
 
+KEY_VALUE_BYTES = 512
+"""The longest attribute value a GSI key (`sxs`, `kx`) holds, in UTF-8 bytes. DynamoDB refuses
+sort keys over 1,024 bytes and partition keys over 2,048, and non-conforming files carry values
+far over their VR's length (a 3,000-character PatientID made the store fail with a
+ValidationException). Stored and searched values are cut alike (`key_value`): the candidates
+are a superset of the matches, which `dicom/matching.py` checks on the full values."""
+
+
+def key_value(value: str) -> str:
+    """`value` cut to `KEY_VALUE_BYTES` on a character boundary."""
+    data = value.encode("utf-8")
+    if len(data) <= KEY_VALUE_BYTES:
+        return value
+    return data[:KEY_VALUE_BYTES].decode("utf-8", "ignore")
+
 
 def instance_sk(series_uid: str, sop_uid: str) -> str:
     return f"IN#{series_uid}#{sop_uid}"
@@ -211,7 +226,9 @@ def series_values(record: InstanceRecord) -> dict[str, Value | None]:
         "orthanc_id": string(record.orthanc_ids.get("series", "")),
         "modality": optional_string(value),
         "sx": optional_string(value and f"Modality#{value[:1]}"),
-        "sxs": optional_string(value and f"{value}#{record.study_uid}#{record.series_uid}"),
+        "sxs": optional_string(
+            value and f"{key_value(value)}#{record.study_uid}#{record.series_uid}"
+        ),
         **modality_key(record.study_uid, record.study_tags, value),
     }
 
@@ -219,7 +236,7 @@ def series_values(record: InstanceRecord) -> dict[str, Value | None]:
 def modality_key(study_uid: str, study_tags: dict[str, Any], value: str) -> dict[str, Value | None]:
     """The study key of a series item: ModalitiesInStudy = its modality, at the study's date."""
     return {
-        "kx": optional_string(value and f"ModalitiesInStudy={value}"),
+        "kx": optional_string(value and f"ModalitiesInStudy={key_value(value)}"),
         "kd": optional_string(value and _date_key(study_uid, study_tags)),
     }
 
@@ -297,8 +314,8 @@ def _entry_items(study_uid: str, entry: str, value: str, date_key: str) -> list[
             "pk": string(study_uid),
             "sk": string(f"IX#{entry}"),
             "sx": string(f"{name}#{value[:1]}"),
-            "sxs": string(f"{value}#{study_uid}"),
-            "kx": string(f"{name}={value}"),
+            "sxs": string(f"{key_value(value)}#{study_uid}"),
+            "kx": string(f"{name}={key_value(value)}"),
         }
     ]
     items += [

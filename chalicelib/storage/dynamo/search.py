@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from itertools import islice
 
 from chalicelib.dicom.matching import Narrowing
-from chalicelib.storage.dynamo.items import search_instance_of, series_of, study_of
+from chalicelib.storage.dynamo.items import key_value, search_instance_of, series_of, study_of
 from chalicelib.storage.dynamo.table import (
     DATE_INDEX,
     DATE_SHARDS,
@@ -50,7 +50,7 @@ class DynamoSearchReads:
     def studies_by_key(self, run: KeyRun) -> Iterator[tuple[str, StudyRecord]]:
         """A page of the key's items from `study_keys`, then their studies in one batch
         read, page after page (a study deleted meanwhile is left out)."""
-        values = {":kx": string(f"{run.name}={run.value}")}
+        values = {":kx": string(f"{run.name}={key_value(run.value)}")}
         options = {}
         if run.prefix is not None:
             values[":term"] = string(run.prefix)
@@ -167,7 +167,7 @@ class DynamoSearchReads:
         """(pk, sk) of the items of the shared GSI `search` whose `keyword` value equals one of
         the hint's values (`exact`) or starts with one (`prefix`)."""
         keys = []
-        for value in hint.values:
+        for value in map(key_value, hint.values):
             items = self._table.pages(
                 IndexName=SEARCH_INDEX,
                 KeyConditionExpression="sx = :sx AND begins_with(sxs, :v)",
