@@ -58,9 +58,38 @@ class ParsedInstance:
     pixel: dict[str, Any] = field(default_factory=dict)
 
 
-def _uid(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, None)
-    return str(value).strip("\0 ") if value is not None else ""
+_SOP_CLASS_UID = 0x00080016
+_SOP_INSTANCE_UID = 0x00080018
+_STUDY_INSTANCE_UID = 0x0020000D
+_SERIES_INSTANCE_UID = 0x0020000E
+_SAMPLES_PER_PIXEL = 0x00280002
+_PHOTOMETRIC_INTERPRETATION = 0x00280004
+_NUMBER_OF_FRAMES = 0x00280008
+_ROWS = 0x00280010
+_COLUMNS = 0x00280011
+_BITS_ALLOCATED = 0x00280100
+
+
+def _raw_bytes(ds: Dataset, tag: int, vr: str) -> bytes | None:
+    """The encoded value of `tag` (a standard attribute whose VR is `vr`) when pydicom left
+    it raw with that VR or none (implicit VR), else None (not there, read already, deferred,
+    another VR). Reading the few attributes ingest needs from their bytes skips pydicom's
+    conversion (a UID object and its validation, ~40 µs an attribute: a third of a CT
+    header's parse) and leaves them raw for the metadata walk's fast path
+    (`jsonmodel._Walker.raw_element`)."""
+    elem = ds.get_item(tag, keep_deferred=True)
+    if elem is None or not elem.is_raw or elem.VR not in (vr, None):
+        return None
+    return elem.value
+
+
+def _text(ds: Dataset, tag: int, vr: str) -> str:
+    """The value of a UI or CS attribute without its padding ('' when absent)."""
+    raw = _raw_bytes(ds, tag, vr)
+    if raw is not None:
+        return raw.decode("latin-1").strip("\0 ")
+    value = ds.get(tag)
+    return str(value.value).strip("\0 ") if value is not None and value.value is not None else ""
 
 
 def read_dataset(data: bytes) -> tuple[Dataset, bool]:
@@ -121,10 +150,10 @@ def parse_instance(data: bytes) -> ParsedInstance:
         _check_complete(ds, data)
     try:
         # Type 1 in the dataset itself: File Meta's copies do not make a storable instance.
-        sop_class = _uid(ds, "SOPClassUID")
-        sop_instance = _uid(ds, "SOPInstanceUID")
-        study = _uid(ds, "StudyInstanceUID")
-        series = _uid(ds, "SeriesInstanceUID")
+        sop_class = _text(ds, _SOP_CLASS_UID, "UI")
+        sop_instance = _text(ds, _SOP_INSTANCE_UID, "UI")
+        study = _text(ds, _STUDY_INSTANCE_UID, "UI")
+        series = _text(ds, _SERIES_INSTANCE_UID, "UI")
     except Exception as exc:
         raise UnreadableInstance(f"cannot read the UIDs: {exc}") from exc
     for keyword, value, tag in (
@@ -290,9 +319,15 @@ class ElementWalker:
                 position = self.skip_element(position, implicit=implicit)
 
 
-def _int(ds: Dataset, keyword: str, default: int = 0) -> int:
+def _int(ds: Dataset, tag: int, default: int = 0) -> int:
+    """An integer attribute's value; `default` when absent, empty or not one integer."""
+    raw = _raw_bytes(ds, tag, "US")
+    if raw is not None and len(raw) == 2:
+        little = ds.original_encoding[1] is not False
+        return int.from_bytes(raw, "little" if little else "big")
     try:
-        value = ds.get(keyword, default)
+        elem = ds.get(tag)
+        value = default if elem is None else elem.value
         return int(value) if value not in (None, "") else default
     except (TypeError, ValueError):
         return default
@@ -315,16 +350,16 @@ def locate_pixel_data(ds: Dataset, data: bytes) -> dict[str, Any]:
         "offset": offset,
         "length": length,
         "vr": raw.VR,
-        "rows": _int(ds, "Rows"),
-        "columns": _int(ds, "Columns"),
-        "samples_per_pixel": _int(ds, "SamplesPerPixel", 1),
-        "bits_allocated": _int(ds, "BitsAllocated", 8),
-        "number_of_frames": max(_int(ds, "NumberOfFrames", 1), 1),
+        "rows": _int(ds, _ROWS),
+        "columns": _int(ds, _COLUMNS),
+        "samples_per_pixel": _int(ds, _SAMPLES_PER_PIXEL, 1),
+        "bits_allocated": _int(ds, _BITS_ALLOCATED, 8),
+        "number_of_frames": max(_int(ds, _NUMBER_OF_FRAMES, 1), 1),
     }
     if length != UNDEFINED_LENGTH:
         # Native YBR_FULL_422 stores two samples per pixel, PS3.3 §C.7.6.3.1.2 (2025b).
         samples = facts["samples_per_pixel"]
-        if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
+        if _text(ds, _PHOTOMETRIC_INTERPRETATION, "CS") == "YBR_FULL_422":
             samples = 2
         frame_bits = facts["rows"] * facts["columns"] * samples * facts["bits_allocated"]
         needed = (frame_bits * facts["number_of_frames"] + 7) // 8

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.data import get_testdata_files
+from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 
 from chalicelib.dicom.parse import (
@@ -15,6 +18,7 @@ from chalicelib.dicom.parse import (
     parse_instance,
 )
 from tests.conftest import testdata
+from tests.corpus import orthanc_files
 
 
 def test_parse_instance_native_frame_location() -> None:
@@ -146,3 +150,52 @@ def test_parse_instance_ybr_full_422_frame_length() -> None:
 
     data = open(get_testdata_file("SC_ybr_full_422_uncompressed.dcm"), "rb").read()  # noqa: SIM115
     assert parse_instance(data).pixel["frame_length"] == 100 * 100 * 2
+
+
+def _pydicom_int(ds: Dataset, keyword: str, default: int) -> int:
+    try:
+        value = ds.get(keyword, default)
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def test_parse_instance_reads_uids_and_pixel_attributes_as_pydicom_does() -> None:
+    """The UIDs and pixel attributes that parsing reads from the raw bytes (explicit and
+    implicit VR, little and big endian, deflated) are pydicom's values, over the corpus."""
+    compared = set()
+    for path in [*orthanc_files(), *map(Path, get_testdata_files("*.dcm"))]:
+        data = path.read_bytes()
+        try:
+            parsed = parse_instance(data)
+        except (UnreadableInstance, MissingAttribute):
+            continue
+        ds = dcmread(io.BytesIO(data), force=True)
+        uids = [
+            str(ds.get(k, "")).strip("\0 ")
+            for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+        ]
+        assert [
+            parsed.sop_class_uid,
+            parsed.sop_instance_uid,
+            parsed.study_uid,
+            parsed.series_uid,
+        ] == uids, path
+        if parsed.pixel:
+            pixel = parsed.pixel
+            expected = [
+                _pydicom_int(ds, "Rows", 0),
+                _pydicom_int(ds, "Columns", 0),
+                _pydicom_int(ds, "SamplesPerPixel", 1),
+                _pydicom_int(ds, "BitsAllocated", 8),
+                max(_pydicom_int(ds, "NumberOfFrames", 1), 1),
+            ]
+            assert [
+                pixel["rows"],
+                pixel["columns"],
+                pixel["samples_per_pixel"],
+                pixel["bits_allocated"],
+                pixel["number_of_frames"],
+            ] == expected, path
+        compared.add(parsed.transfer_syntax_uid)
+    assert {IMPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"} <= compared
