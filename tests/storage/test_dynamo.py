@@ -8,9 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from chalicelib.storage.dynamo import DynamoTagIndex
-from chalicelib.storage.ports import InstanceFile, InstanceRecord, NotFound
+from chalicelib.storage.dynamo.table import ATTEMPTS
+from chalicelib.storage.ports import InstanceFile, InstanceRecord, NotFound, OutOfResources
 from tests.storage.conftest import SERIES, SOP, STUDY, TABLE, build_record
 
 
@@ -90,6 +92,45 @@ class CountingClient:
     def transact_write_items(self, **kwargs: Any) -> Any:
         self.transactions.append(len(kwargs["TransactItems"]))
         return self._client.transact_write_items(**kwargs)
+
+
+class ThrottlingClient(CountingClient):
+    """A counting DynamoDB client whose first `throttled` TransactWriteItems calls DynamoDB
+    answers with ThrottlingException (what moto never does)."""
+
+    def __init__(self, client: Any, throttled: int) -> None:
+        super().__init__(client)
+        self._throttled = throttled
+
+    def transact_write_items(self, **kwargs: Any) -> Any:
+        if self._throttled:
+            self._throttled -= 1
+            self.transactions.append(0)
+            error = {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}}
+            raise ClientError(error, "TransactWriteItems")
+        return super().transact_write_items(**kwargs)
+
+
+def test_store_instances_throttled_keeps_batching(dynamodb: Any) -> None:
+    """Throttled twice, the batch is sent again as a batch: one transaction for 20 new
+    instances, not one each (which throttling refuses all the more)."""
+    client = ThrottlingClient(dynamodb, throttled=2)
+    index = DynamoTagIndex(client, TABLE)
+    results = index.store_instances(_series_records(20), overwrite=False)
+    assert [getattr(r, "outcome", r) for r in results] == ["created"] * 20
+    assert client.transactions[:2] == [0, 0] and len(client.transactions) == 3
+    assert client.transactions[2] >= 2 * 20  # every instance's item and SOP pointer
+    assert index.get_study(STUDY).num_instances == 20
+
+
+def test_store_instances_still_throttled_fails_the_batch(dynamodb: Any) -> None:
+    client = ThrottlingClient(dynamodb, throttled=1000)
+    index = DynamoTagIndex(client, TABLE)
+    results = index.store_instances(_series_records(20), overwrite=False)
+    assert all(isinstance(r, OutOfResources) for r in results)
+    assert len(client.transactions) == ATTEMPTS  # the batch's attempts, none per record
+    with pytest.raises(NotFound):
+        index.get_study(STUDY)
 
 
 def _series_records(count: int, series: str = SERIES) -> list[InstanceRecord]:

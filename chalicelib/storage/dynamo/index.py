@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
@@ -75,6 +76,7 @@ from chalicelib.storage.ports import (
     InstanceFile,
     InstanceRecord,
     NotFound,
+    OutOfResources,
     SearchCandidate,
     SeriesRecord,
     StorageError,
@@ -84,7 +86,6 @@ from chalicelib.storage.ports import (
 from chalicelib.storage.records import (
     blob_write,
     modality,
-    record_to_json,
     released_keys,
     series_conflict,
     sop_conflict,
@@ -128,6 +129,7 @@ class DynamoTagIndex:
     def store_instance(self, record: InstanceRecord, overwrite: bool) -> StoreResult:
         new = stamped(record)
         sk = instance_sk(new.series_uid, new.sop_uid)
+        created: list[_NewInstance] = []
         for attempt in range(ATTEMPTS):
             if attempt:
                 backoff(attempt)
@@ -144,12 +146,13 @@ class DynamoTagIndex:
                 continue
             self._check_sop_elsewhere(new)
             terms = terms_of(self._table.get(new.study_uid, STUDY_SK, "sk", "ix"))
+            created = created or [_NewInstance.of(new)]
             # Most stores go to an existing series: try that first; on a new series the
             # series condition fails and the variant that creates it follows.
-            codes = self._create([new], terms, {new.series_uid})
+            codes = self._create(created, terms, {new.series_uid})
             if codes is not None and codes[1] == "ConditionalCheckFailed":
                 self._check_series_elsewhere(new)
-                codes = self._create([new], terms, set())
+                codes = self._create(created, terms, set())
             if codes is None:
                 return StoreResult("created", new)
         raise contention(f"storing instance {new.sop_uid}")
@@ -158,8 +161,12 @@ class DynamoTagIndex:
         self, records: Sequence[InstanceRecord], overwrite: bool
     ) -> list[StoreResult | Exception]:
         """The new instances of each study committed together: after one BatchGetItem of the
-        items they touch, one transaction per chunk of them (`_chunks`: their items and SOP
-        pointers, each series and the study updated once). An instance stored before (kept or
+        study, series and instance items they touch, one `series_uid` GSI query per new
+        series and one `sop_uid` GSI query per new instance (the SOP Instance UID stored under
+        another study or series), one transaction per chunk of them (`_chunks`: their items
+        and SOP pointers, each series and the study updated once). Throttled, the batch is
+        tried again with backoff (what it committed stays), and what DynamoDB still refuses
+        after ATTEMPTS fails with OutOfResources. An instance stored before (kept or
         replaced), a SOP Instance UID's later parts, and the instances of a transaction a
         concurrent writer cancelled then go through `store_instance`, a transaction each;
         whatever refuses one record leaves the others."""
@@ -170,13 +177,8 @@ class DynamoTagIndex:
         by_study: dict[str, list[int]] = {}
         for position in first.values():
             by_study.setdefault(records[position].study_uid, []).append(position)
-        for study_uid, positions in by_study.items():
-            try:
-                self._create_together(records, positions, results)
-            except Exception:  # what did not commit is stored one by one below
-                log.warning(
-                    "storing instances of study %s together failed", study_uid, exc_info=True
-                )
+        for positions in by_study.values():
+            self._create_study_together(records, positions, results)
         final: list[StoreResult | Exception] = []
         for record, result in zip(records, results, strict=True):
             if result is None:
@@ -193,6 +195,34 @@ class DynamoTagIndex:
         except StorageError:  # committed all the same: the sweep finds the index points there
             log.warning("could not end the write intents of %d instances", len(committed))
         return final
+
+    def _create_study_together(
+        self,
+        records: Sequence[InstanceRecord],
+        positions: list[int],
+        results: list[StoreResult | Exception | None],
+    ) -> None:
+        """`_create_together`, again with backoff while DynamoDB throttles it (issue 14's
+        review: each record then went on its own, a transaction each, which throttling
+        refuses all the more); still throttled, the records left fail with that error. Any
+        other failure leaves them to `store_instance`."""
+        for attempt in range(ATTEMPTS):
+            if attempt:
+                backoff(attempt)
+            left = [p for p in positions if results[p] is None]
+            if not left:
+                return
+            try:
+                self._create_together(records, left, results)
+                return
+            except OutOfResources as exc:
+                throttled = exc
+            except Exception:  # what did not commit is stored one by one
+                log.warning("storing instances of a study together failed", exc_info=True)
+                return
+        for p in positions:
+            if results[p] is None:
+                results[p] = throttled
 
     def _create_together(
         self,
@@ -228,16 +258,16 @@ class DynamoTagIndex:
                 continue
             new[record.sop_uid] = p
         terms = terms_of(found.get(STUDY_SK))
-        for chunk in _chunks([stamped(records[p]) for p in new.values()]):
+        for chunk in _chunks([_NewInstance.of(stamped(records[p])) for p in new.values()]):
             if self._create(chunk, terms, existing_series) is not None:
                 return  # a concurrent writer came first: store_instance reads again
-            for record in chunk:
-                results[new[record.sop_uid]] = StoreResult("created", record)
-            existing_series |= {record.series_uid for record in chunk}
-            terms = study_terms(study_uid, chunk[-1].study_tags)
+            for created in chunk:
+                results[new[created.record.sop_uid]] = StoreResult("created", created.record)
+            existing_series |= {created.record.series_uid for created in chunk}
+            terms = study_terms(study_uid, chunk[-1].record.study_tags)
 
     def _create(
-        self, records: list[InstanceRecord], terms: Terms | None, existing_series: set[str]
+        self, instances: list[_NewInstance], terms: Terms | None, existing_series: set[str]
     ) -> list[str] | None:
         """Put the instances (each only if absent) of one study and count them in their
         series and study, in one transaction. A series in `existing_series` must exist, any
@@ -245,6 +275,7 @@ class DynamoTagIndex:
         instance, the study those of the last one. `terms` are the study's search index
         entries as read: they are brought up to date in the same transaction. The first two
         actions are the first instance's and its series' (`store_instance` reads codes[1])."""
+        records = [instance.record for instance in instances]
         pk, last = records[0].study_uid, records[-1]
         by_series: dict[str, list[InstanceRecord]] = {}
         for record in records:
@@ -264,9 +295,9 @@ class DynamoTagIndex:
         additions = study_additions(last, len(records), created, also=records[:-1])
         return self._table.transact(
             [
-                ("Put", self._table.put_action(instance_item(records[0]), ABSENT)),
+                ("Put", self._table.put_action(instances[0].item, ABSENT)),
                 *series_actions,
-                *(("Put", self._table.put_action(instance_item(r), ABSENT)) for r in records[1:]),
+                *(("Put", self._table.put_action(i.item, ABSENT)) for i in instances[1:]),
                 self._study_update(last, terms, additions),
                 *term_actions(self._table, pk, terms, study_terms(pk, last.study_tags)),
                 *(("Put", self._table.put_action(sop_pointer(r))) for r in records),
@@ -676,21 +707,34 @@ class DynamoTagIndex:
         raise contention(f"updating the modalities of study {study_uid}")
 
 
-def _chunks(records: list[InstanceRecord]) -> Iterator[list[InstanceRecord]]:
-    """`records` in order, cut where a store transaction (`DynamoTagIndex._create`) would
+@dataclass(frozen=True)
+class _NewInstance:
+    """A record to create with its item, serialized once (`_chunks` sizes it, `_create` puts
+    it)."""
+
+    record: InstanceRecord
+    item: dict[str, Value]
+
+    @classmethod
+    def of(cls, record: InstanceRecord) -> _NewInstance:
+        return cls(record, instance_item(record))
+
+
+def _chunks(created: list[_NewInstance]) -> Iterator[list[_NewInstance]]:
+    """`created` in order, cut where a store transaction (`DynamoTagIndex._create`) would
     pass DynamoDB's limits: two actions per instance (item, SOP pointer), one per series, the
     study's and its search entries' (100 actions); the instances' records (4 MB)."""
-    chunk: list[InstanceRecord] = []
+    chunk: list[_NewInstance] = []
     series: set[str] = set()
     size = 0
-    for record in records:
-        record_size = len(record_to_json(record))
-        grown = series | {record.series_uid}
+    for instance in created:
+        record_size = len(instance.item["record"]["S"])
+        grown = series | {instance.record.series_uid}
         actions = 2 * (len(chunk) + 1) + len(grown) + 1 + _TERM_ACTIONS
         if chunk and (actions > _TRANSACTION_ACTIONS or size + record_size > _TRANSACTION_BYTES):
             yield chunk
-            chunk, grown, size = [], {record.series_uid}, 0
-        chunk.append(record)
+            chunk, grown, size = [], {instance.record.series_uid}, 0
+        chunk.append(instance)
         series = grown
         size += record_size
     if chunk:
