@@ -431,13 +431,15 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
         total = 0
         while True:
             line = self.rfile.readline(65537)
-            try:
-                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-            except ValueError:
-                size = -1
-            if size < 0 or not line.endswith(b"\n"):
+            if not line:
+                raise BadRequest("chunked body: the connection ended before its last chunk (0)")
+            # Hexadecimal digits only (RFC 9112 §7.1: 1*HEXDIG); Python's int() would also
+            # take '0x10', '1_0', '+5' or nothing at all.
+            digits = line.split(b";", 1)[0].strip()
+            if not digits or digits.strip(b"0123456789abcdefABCDEF") or not line.endswith(b"\n"):
                 shown = line.strip()[:40].decode("latin-1")
                 raise BadRequest(f"chunked body: the chunk size line '{shown}' is not hexadecimal")
+            size = int(digits, 16)
             total += size
             if total > self.max_body:
                 raise BodyTooLarge(f"the chunked request body passed {total} bytes")

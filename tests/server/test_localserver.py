@@ -257,8 +257,25 @@ def _raw_exchange(server: str, request: bytes) -> tuple[int, dict]:
             "GET /nothing HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer é€\r\n\r\n".encode(),
             "Authorization header holds non-ASCII characters",
         ),
+        # Python's int() took these: a wait for 16 bytes never sent, a body ended early.
+        (
+            b"POST /dicom-web/studies HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/related; boundary=b\r\n\r\n0x10\r\n",
+            "chunk size line '0x10' is not hexadecimal",
+        ),
+        (
+            b"POST /dicom-web/studies HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/related; boundary=b\r\n\r\n\r\n",
+            "chunk size line '' is not hexadecimal",
+        ),
     ],
-    ids=["chunk-size-ZZZ", "content-length-abc", "non-ascii-authorization"],
+    ids=[
+        "chunk-size-ZZZ",
+        "content-length-abc",
+        "non-ascii-authorization",
+        "chunk-size-0x10",
+        "chunk-size-blank",
+    ],
 )
 def test_malformed_request_400_json(server: str, request_bytes: bytes, message: str) -> None:
     status, body = _raw_exchange(server, request_bytes)
@@ -323,6 +340,23 @@ def test_request_cut_before_the_end_of_its_headers_is_not_run(server: str) -> No
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert b"the connection ended before the blank line" in answer
     assert requests.get(server + instance, timeout=30).status_code == 200
+
+
+def test_chunked_body_cut_before_its_last_chunk_400(server: str) -> None:
+    """The connection ended where a chunk size was due: the answer says so (it said that an
+    empty chunk size line is not hexadecimal)."""
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(
+            b"POST /dicom-web/studies HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/related; boundary=b\r\n\r\n3\r\nabc\r\n"
+        )
+        connection.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert b"the connection ended before its last chunk" in answer
 
 
 def test_semicolon_stays_in_path_parameters(server: str) -> None:
