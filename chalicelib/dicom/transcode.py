@@ -51,6 +51,11 @@ def to_explicit_little_endian(data: bytes, transfer_syntax_uid: str) -> bytes:
     except Exception as exc:
         raise UnreadableInstance(f"cannot read the stored instance: {exc}") from exc
     syntax = UID(transfer_syntax_uid)
+    if not syntax.is_transfer_syntax:
+        raise TranscodeError(
+            f"its transfer syntax {syntax} is not one this server knows, so it cannot be "
+            "converted to Explicit VR Little Endian"
+        )
     if syntax.is_compressed:
         gdcm_plugin.register()
         if "TransferSyntaxUID" not in ds.file_meta:

@@ -121,7 +121,8 @@ def transcode_part(
         except TranscodeError as exc:
             from pydicom.uid import UID
 
-            if wanted == ANY_SYNTAX or (web_ready and UID(stored).is_compressed):
+            compressed = UID(stored).is_transfer_syntax and UID(stored).is_compressed
+            if wanted == ANY_SYNTAX or (web_ready and compressed):
                 # A lossy (or undecodable) source as stored: §8.7.3.4 Note 2.
                 syntax = stored
             else:

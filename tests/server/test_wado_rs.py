@@ -114,6 +114,29 @@ def test_retrieve_instance_lossy_source_as_stored_when_undecodable(
     assert headers["content-type"].endswith("1.2.840.10008.1.2.4.50")
 
 
+def test_retrieve_instance_stored_in_an_unknown_syntax(client: Client, context: Context) -> None:
+    """A file whose Transfer Syntax UID names no transfer syntax (here 1.2.840.10008.9.9.9,
+    the same length as Explicit VR Little Endian's): pydicom raised ValueError on it and the
+    retrieve answered 500. It is 406 unless asked as stored, and then the stored bytes."""
+    from tests.server.helpers import tiny_image
+
+    data = tiny_image().replace(b"1.2.840.10008.1.2.1\0", b"1.2.840.10008.9.9.9\0")
+    result = store_instance(context, data)
+    assert result.status == "stored", result.message
+    path = (
+        f"/dicom-web/studies/{result.study_uid}/series/{result.series_uid}"
+        f"/instances/{result.sop_instance_uid}"
+    )
+    response = client.http.get(
+        path, headers={"Accept": 'multipart/related; type="application/dicom"'}
+    )
+    assert response.status_code == 406
+    assert "1.2.840.10008.9.9.9 is not one this server knows" in json_of(response)["Message"]
+    as_stored = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    ((_, body),) = parts_of(client.http.get(path, headers={"Accept": as_stored}))
+    assert body == data
+
+
 def test_retrieve_instance_12_bit_jpeg_extended_decoded(client: Client, context: Context) -> None:
     """JPEG Extended 12-bit, which pylibjpeg rejects, decodes through GDCM to Explicit VR
     Little Endian (the default transfer syntax)."""
