@@ -412,6 +412,29 @@ def test_packaged_wado_rs_inline_and_303(
     assert testdata(LARGE).read_bytes() in fetched.content
 
 
+def test_packaged_head_over_the_inline_limit_copies_nothing(
+    lambda_task: LambdaTask, stored: dict[str, dict[str, str]]
+) -> None:
+    """A HEAD of a retrieve whose GET is a 303 through a copy under `tmp/`: a 200 with the
+    GET body's Content-Length, and no copy made (RFC 9110 §9.3.2)."""
+    accept = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+    path = _instance_path(stored[LARGE])
+    s3 = boto3.client("s3", **lambda_task.credentials["admin"])
+
+    def copies() -> int:
+        return s3.list_objects_v2(Bucket=lambda_task.bucket, Prefix="tmp/")["KeyCount"]
+
+    before = copies()
+    status, head, body = invoke(lambda_task, "HEAD", path, headers=accept)
+    assert (status, body) == (200, b"")
+    assert copies() == before
+    status, headers, body = invoke(lambda_task, "GET", path, headers=accept)
+    assert status == 303, body
+    assert copies() == before + 1
+    fetched = presigned("GET", headers["location"])
+    assert head["content-length"] == str(len(fetched.content))
+
+
 def test_packaged_metadata_frame_and_rendered(
     lambda_task: LambdaTask, stored: dict[str, dict[str, str]]
 ) -> None:
