@@ -14,11 +14,11 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, TypeVar
 
 from chalicelib.context import Context
 from chalicelib.dicom import metadata
@@ -43,6 +43,8 @@ from chalicelib.storage.ports import (
 from chalicelib.storage.records import utc_stamp
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 # FailureReason (0008,1197) values, PS3.4 Annex I Table I.2-2 and PS3.18 Annex I (2025b).
 PROCESSING_FAILURE = 0x0110
@@ -117,14 +119,13 @@ def store_instances(
     """Store the instances of one request, each on its own, and say what happened to each
     (in the order of `parts`): one failure does not fail the others.
 
-    Parts are parsed, checked and written as blobs in parallel threads (hashing, file and
+    Parts are parsed and checked in parallel threads (hashing releases the GIL), their write
+    intents recorded in one index write, their blobs written in parallel threads (file and
     network writes release the GIL), then committed to the index together (one SQLite
     transaction); the answer is given only after that commit.
     """
-    if len(parts) == 1:
-        prepared = [_prepare(ctx, parts[0], expected_study_uid)]
-    else:
-        prepared = list(_workers().map(lambda data: _prepare(ctx, data, expected_study_uid), parts))
+    prepared = _in_parallel(lambda data: _prepare(ctx, data, expected_study_uid), parts)
+    _write_blobs(ctx, [item for item in prepared if item.record is not None])
     ready = [(item.result, item.record) for item in prepared if item.record is not None]
     if ready:
         records = [record for _, record in ready]
@@ -152,16 +153,26 @@ def _workers() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(PARALLEL_PARTS, thread_name_prefix="ingest")
 
 
+def _in_parallel(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """`function` of each item, on the workers unless there is only one."""
+    if len(items) == 1:
+        return [function(items[0])]
+    return list(_workers().map(function, items))
+
+
 @dataclass
 class _Prepared:
     result: IngestResult
     record: InstanceRecord | None = None
-    """Set when the blobs are written and the index commit is next."""
+    """Set when the part is checked and its blobs are next; None again if they fail."""
+    data: bytes = b""
+    document: bytes = b""
+    """The metadata document, written as a blob when the index does not keep it."""
+    frame_table: bytes | None = None
 
 
 def _prepare(ctx: Context, data: bytes, expected_study_uid: str | None) -> _Prepared:
-    """Parse and check one part, and write its blobs (the original, its metadata document
-    unless the index keeps it, a large frame table): everything before the index commit."""
+    """Parse and check one part, and make its record."""
     try:
         parsed = parse_instance(data)
     except (UnreadableInstance, MissingAttribute) as exc:
@@ -237,19 +248,40 @@ def _prepare(ctx: Context, data: bytes, expected_study_uid: str | None) -> _Prep
         bulk=bulk,
         metadata=document if inline else None,
     )
+    return _Prepared(result, record, data, document, frame_table)
+
+
+def _write_blobs(ctx: Context, prepared: list[_Prepared]) -> None:
+    """Record the write intents of the checked parts (`TagIndex.begin_blob_writes`: one index
+    write for the request), then write each part's blobs in parallel: the original, its
+    metadata document unless the index keeps it, a large frame table. A part whose blobs
+    fail loses its record, so it is not committed."""
+    if not prepared:
+        return
     try:
-        ctx.index.begin_blob_writes([record])
-        ctx.blobs.put(key, data, "application/dicom")
+        ctx.index.begin_blob_writes([item.record for item in prepared if item.record])
+    except Exception as exc:  # no blob is written without its intent
+        for item in prepared:
+            _fail_on_backend(item.result, exc)
+            item.record = None
+        return
+    _in_parallel(lambda item: _write_part(ctx, item), prepared)
+
+
+def _write_part(ctx: Context, item: _Prepared) -> None:
+    record = item.record
+    assert record is not None
+    try:
+        ctx.blobs.put(record.blob_key, item.data, "application/dicom")
         if record.metadata_key:
-            ctx.blobs.put(record.metadata_key, document, "application/gzip")
-        if frame_table is not None:
-            ctx.blobs.put(pixel["frames_key"], frame_table, "application/json")
+            ctx.blobs.put(record.metadata_key, item.document, "application/gzip")
+        if item.frame_table is not None:
+            ctx.blobs.put(record.pixel["frames_key"], item.frame_table, "application/json")
     except Exception as exc:
         if _forget(ctx, record):
             _end_writes(ctx, [record.blob_key])
-        _fail_on_backend(result, exc)
-        return _Prepared(result)
-    return _Prepared(result, record)
+        _fail_on_backend(item.result, exc)
+        item.record = None
 
 
 def _settle(

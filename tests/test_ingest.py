@@ -12,10 +12,16 @@ from typing import Any
 import pytest
 
 from chalicelib.context import Context
-from chalicelib.ingest import INTERRUPTED_WRITE_AGE, remove_interrupted_writes, store_instance
+from chalicelib.ingest import (
+    INTERRUPTED_WRITE_AGE,
+    remove_interrupted_writes,
+    store_instance,
+    store_instances,
+)
 from chalicelib.storage import ports
 from chalicelib.storage.records import utc_stamp
 from tests.conftest import testdata
+from tests.corpus import storable
 
 CT = "2020-08-12-Christopher.dcm"
 
@@ -159,3 +165,50 @@ def test_restore_committed_while_the_sweep_runs_keeps_its_blobs(context: Context
     assert set(keys).isdisjoint(stopped.keys) and all(context.blobs.exists(k) for k in keys)
     assert not any(context.blobs.exists(k) for k in stopped.keys)
     assert context.index.stale_blob_writes(utc_stamp(_now())) == []
+
+
+class RecordsIntentWrites:
+    """A TagIndex that keeps the blob keys of each `begin_blob_writes` call."""
+
+    def __init__(self, index: ports.TagIndex) -> None:
+        self._index = index
+        self.calls: list[set[str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._index, name)
+
+    def begin_blob_writes(self, records: Any) -> None:
+        self.calls.append({key for record in records for key in record.blob_keys()})
+        self._index.begin_blob_writes(records)
+
+
+class ChecksIntent:
+    """A BlobStore that fails a put whose key no write intent names yet."""
+
+    def __init__(self, blobs: ports.BlobStore, index: RecordsIntentWrites) -> None:
+        self._blobs = blobs
+        self._index = index
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._blobs, name)
+
+    def put(self, key: str, data: bytes, content_type: str = "") -> None:
+        assert any(key in keys for keys in self._index.calls), f"{key} written before its intent"
+        self._blobs.put(key, data, content_type)
+
+
+def test_a_request_records_its_write_intents_in_one_index_write_before_its_blobs(
+    context: Context,
+) -> None:
+    """One index write for all the parts of a request, not one per part (a SQLite transaction
+    or a DynamoDB write each), and every blob written after it."""
+    parts = [file.data for file in storable()[:6]]
+    index = RecordsIntentWrites(context.index)
+    watched = replace(context, index=index)
+    watched.blobs = ChecksIntent(context.blobs, index)
+    results = store_instances(watched, parts)
+    assert [r.status for r in results] == ["stored"] * len(parts)
+    assert len(index.calls) == 1
+    assert index.calls[0] == {
+        key for r in results for key in context.index.find_instance(r.sop_instance_uid).blob_keys()
+    }
