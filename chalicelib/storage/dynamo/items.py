@@ -226,16 +226,17 @@ def series_values(record: InstanceRecord) -> dict[str, Value | None]:
         "orthanc_id": string(record.orthanc_ids.get("series", "")),
         "modality": optional_string(value),
         "sx": optional_string(value and f"Modality#{value[:1]}"),
-        "sxs": optional_string(
-            value and f"{key_value(value)}#{record.study_uid}#{record.series_uid}"
-        ),
-        **modality_key(record.study_uid, record.study_tags, value),
+        **modality_keys(record.study_uid, record.series_uid, record.study_tags, value),
     }
 
 
-def modality_key(study_uid: str, study_tags: dict[str, Any], value: str) -> dict[str, Value | None]:
-    """The study key of a series item: ModalitiesInStudy = its modality, at the study's date."""
+def modality_keys(
+    study_uid: str, series_uid: str, study_tags: dict[str, Any], value: str
+) -> dict[str, Value | None]:
+    """The keys of a series item by its modality: `sxs` (series searches) and its study key,
+    ModalitiesInStudy = its modality at the study's date."""
     return {
+        "sxs": optional_string(value and f"{key_value(value)}#{study_uid}#{series_uid}"),
         "kx": optional_string(value and f"ModalitiesInStudy={key_value(value)}"),
         "kd": optional_string(value and _date_key(study_uid, study_tags)),
     }
@@ -275,6 +276,16 @@ def study_terms(study_uid: str, study_tags: dict[str, Any]) -> Terms:
 def has_study_keys(terms: Terms | None) -> bool:
     """Whether the study's entries were written with their study keys (`ix` has the date)."""
     return terms is not None and _DATE in terms
+
+
+def long_terms(terms: Terms | None) -> set[str]:
+    """The entries whose value is longer than `KEY_VALUE_BYTES` (an earlier version wrote such
+    values whole in the keys)."""
+    return {
+        entry
+        for entry, value in (terms or {}).items()
+        if entry != _DATE and len(value.encode("utf-8")) > KEY_VALUE_BYTES
+    }
 
 
 def terms_of(item: dict[str, Value] | None) -> Terms | None:
