@@ -23,6 +23,7 @@ from chalicelib.dicom.encoding import (
 from chalicelib.dicom.ids import is_valid_uid
 
 if TYPE_CHECKING:
+    from pydicom.dataelem import RawDataElement
     from pydicom.dataset import Dataset
 
 _DEFER_SIZE = 1024
@@ -70,24 +71,25 @@ _COLUMNS = 0x00280011
 _BITS_ALLOCATED = 0x00280100
 
 
-def _raw_bytes(ds: Dataset, tag: int, vr: str) -> bytes | None:
-    """The encoded value of `tag` (a standard attribute whose VR is `vr`) when pydicom left
-    it raw with that VR or none (implicit VR), else None (not there, read already, deferred,
-    another VR). Reading the few attributes ingest needs from their bytes skips pydicom's
-    conversion (a UID object and its validation, ~40 µs an attribute: a third of a CT
-    header's parse) and leaves them raw for the metadata walk's fast path
-    (`jsonmodel._Walker.raw_element`)."""
+def _raw_element(ds: Dataset, tag: int, vr: str) -> RawDataElement | None:
+    """`tag` (a standard attribute whose VR is `vr`) when pydicom left it raw with that VR
+    or none (implicit VR), else None (not there, read already, deferred, another VR).
+    Reading the few attributes ingest needs from their bytes skips pydicom's conversion (a
+    UID object and its validation, ~40 µs an attribute: a third of a CT header's parse) and
+    leaves them raw for the metadata walk's fast path (`jsonmodel._Walker.raw_element`).
+    Only for VRs whose implicit VR encoding is the explicit one's: `vr` must be the
+    attribute's VR in the data dictionary, PS3.6 §6 (2025b)."""
     elem = ds.get_item(tag, keep_deferred=True)
-    if elem is None or not elem.is_raw or elem.VR not in (vr, None):
+    if elem is None or not elem.is_raw or elem.VR not in (vr, None) or elem.value is None:
         return None
-    return elem.value
+    return elem
 
 
 def _text(ds: Dataset, tag: int, vr: str) -> str:
     """The value of a UI or CS attribute without its padding ('' when absent)."""
-    raw = _raw_bytes(ds, tag, vr)
+    raw = _raw_element(ds, tag, vr)
     if raw is not None:
-        return raw.decode("latin-1").strip("\0 ")
+        return raw.value.decode("latin-1").strip("\0 ")
     value = ds.get(tag)
     return str(value.value).strip("\0 ") if value is not None and value.value is not None else ""
 
@@ -321,16 +323,20 @@ class ElementWalker:
 
 def _int(ds: Dataset, tag: int, default: int = 0) -> int:
     """An integer attribute's value; `default` when absent, empty or not one integer."""
-    raw = _raw_bytes(ds, tag, "US")
-    if raw is not None and len(raw) == 2:
-        little = ds.original_encoding[1] is not False
-        return int.from_bytes(raw, "little" if little else "big")
     try:
         elem = ds.get(tag)
         value = default if elem is None else elem.value
         return int(value) if value not in (None, "") else default
     except (TypeError, ValueError):
         return default
+
+
+def _unsigned_short(ds: Dataset, tag: int, default: int = 0) -> int:
+    """A US attribute's value (Rows, BitsAllocated...), read from its bytes when raw."""
+    raw = _raw_element(ds, tag, "US")
+    if raw is not None and len(raw.value) == 2:
+        return int.from_bytes(raw.value, "little" if raw.is_little_endian else "big")
+    return _int(ds, tag, default)
 
 
 def locate_pixel_data(ds: Dataset, data: bytes) -> dict[str, Any]:
@@ -350,10 +356,11 @@ def locate_pixel_data(ds: Dataset, data: bytes) -> dict[str, Any]:
         "offset": offset,
         "length": length,
         "vr": raw.VR,
-        "rows": _int(ds, _ROWS),
-        "columns": _int(ds, _COLUMNS),
-        "samples_per_pixel": _int(ds, _SAMPLES_PER_PIXEL, 1),
-        "bits_allocated": _int(ds, _BITS_ALLOCATED, 8),
+        "rows": _unsigned_short(ds, _ROWS),
+        "columns": _unsigned_short(ds, _COLUMNS),
+        "samples_per_pixel": _unsigned_short(ds, _SAMPLES_PER_PIXEL, 1),
+        "bits_allocated": _unsigned_short(ds, _BITS_ALLOCATED, 8),
+        # IS: text, in implicit VR too, PS3.5 §6.2 (2025b).
         "number_of_frames": max(_int(ds, _NUMBER_OF_FRAMES, 1), 1),
     }
     if length != UNDEFINED_LENGTH:

@@ -6,8 +6,9 @@ import io
 from pathlib import Path
 
 import pytest
+from chalice.test import Client
 from pydicom import dcmread
-from pydicom.data import get_testdata_files
+from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 
@@ -19,6 +20,7 @@ from chalicelib.dicom.parse import (
 )
 from tests.conftest import testdata
 from tests.corpus import orthanc_files
+from tests.server.helpers import json_of, stow, values
 
 
 def test_parse_instance_native_frame_location() -> None:
@@ -146,8 +148,6 @@ def test_parse_instance_more_frames_than_fragments() -> None:
 
 
 def test_parse_instance_ybr_full_422_frame_length() -> None:
-    from pydicom.data import get_testdata_file
-
     data = open(get_testdata_file("SC_ybr_full_422_uncompressed.dcm"), "rb").read()  # noqa: SIM115
     assert parse_instance(data).pixel["frame_length"] == 100 * 100 * 2
 
@@ -160,17 +160,27 @@ def _pydicom_int(ds: Dataset, keyword: str, default: int) -> int:
         return default
 
 
+# pydicom's truncated files, which it reads leniently and parsing refuses.
+_TRUNCATED = {"MR_truncated.dcm", "rtplan_truncated.dcm"}
+
+
 def test_parse_instance_reads_uids_and_pixel_attributes_as_pydicom_does() -> None:
     """The UIDs and pixel attributes that parsing reads from the raw bytes (explicit and
-    implicit VR, little and big endian, deflated) are pydicom's values, over the corpus."""
+    implicit VR, little and big endian, deflated) are pydicom's values, over the corpus.
+    Only files pydicom gives no SOP UIDs for, and the named truncated ones, are refused."""
     compared = set()
     for path in [*orthanc_files(), *map(Path, get_testdata_files("*.dcm"))]:
         data = path.read_bytes()
-        try:
-            parsed = parse_instance(data)
-        except (UnreadableInstance, MissingAttribute):
-            continue
         ds = dcmread(io.BytesIO(data), force=True)
+        if path.name in _TRUNCATED:
+            with pytest.raises(UnreadableInstance, match="truncated"):
+                parse_instance(data)
+            continue
+        if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
+            with pytest.raises((UnreadableInstance, MissingAttribute)):
+                parse_instance(data)
+            continue
+        parsed = parse_instance(data)
         uids = [
             str(ds.get(k, "")).strip("\0 ")
             for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
@@ -199,3 +209,33 @@ def test_parse_instance_reads_uids_and_pixel_attributes_as_pydicom_does() -> Non
             ] == expected, path
         compared.add(parsed.transfer_syntax_uid)
     assert {IMPLICIT_VR_LITTLE_ENDIAN, "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"} <= compared
+
+
+def test_parse_instance_reads_number_of_frames_of_implicit_vr_as_text() -> None:
+    """NumberOfFrames (0028,0008) is IS, text even in implicit VR: pydicom's rtdose.dcm
+    (implicit VR little endian) has "15" frames of 10 × 10 × 32 bits."""
+    data = Path(get_testdata_file("rtdose.dcm")).read_bytes()
+    pixel = parse_instance(data).pixel
+    assert pixel["number_of_frames"] == 15
+    assert pixel["frame_length"] * 15 == pixel["length"] == 6000
+
+
+def test_parse_instance_reads_one_frame_of_implicit_vr() -> None:
+    ds = dcmread(get_testdata_file("MR_small_implicit.dcm"))
+    ds.NumberOfFrames = 1
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    assert dcmread(io.BytesIO(out.getvalue())).file_meta.TransferSyntaxUID == (
+        IMPLICIT_VR_LITTLE_ENDIAN
+    )
+    assert parse_instance(out.getvalue()).pixel["number_of_frames"] == 1
+
+
+def test_store_instances_of_implicit_vr_multi_frame(client: Client) -> None:
+    data = Path(get_testdata_file("rtdose.dcm")).read_bytes()
+    response = stow(client, data)
+    assert response.status_code == 200, response.body
+    body = json_of(response)
+    (item,) = values(body, "00081199")
+    assert values(item, "00081155") == [dcmread(io.BytesIO(data)).SOPInstanceUID]
+    assert "00081198" not in body
