@@ -21,6 +21,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,10 +104,12 @@ def advance(ctx: Context, job_id: str) -> bool:
     except RemoteError as exc:
         if exc.transient:
             raise TransientJobError(exc.message) from exc
-        return _finish_failed(ctx, job, exc.message, NETWORK_PROTOCOL)
+        _save_failure(ctx, job, exc.message, NETWORK_PROTOCOL)
+        return True
     except Exception as exc:  # a defect must end the job, not loop on it
         log.exception("job %s: step failed", job_id)
-        return _finish_failed(ctx, job, f"internal error: {exc}", INTERNAL_ERROR)
+        _save_failure(ctx, job, f"internal error: {exc}", INTERNAL_ERROR)
+        return True
     job.cursor, job.execution_steps = cursor, job.execution_steps + 1
     job.runtime = round(job.runtime + time.monotonic() - began, 3)
     if done:
@@ -114,7 +117,10 @@ def advance(ctx: Context, job_id: str) -> bool:
     try:
         ctx.jobs.save(job)
     except Conflict:
-        return True  # paused or canceled meanwhile: this step's result is dropped
+        # This step's result is dropped. Paused or canceled meanwhile: the execution ends. Still
+        # Running: a bookkeeping save (a new execution recorded by `_start` after this step
+        # read the job): the step runs again.
+        return ctx.jobs.get(job_id).state != "Running"
     return done
 
 
@@ -132,11 +138,6 @@ def _save_failure(ctx: Context, job: JobRecord, message: str, code: int) -> bool
         ctx.jobs.save(_failed(job, message, code))
     except (Conflict, NotFound):
         return False
-    return True
-
-
-def _finish_failed(ctx: Context, job: JobRecord, message: str, code: int) -> bool:
-    _save_failure(ctx, job, message, code)
     return True
 
 
@@ -213,12 +214,17 @@ def _start(ctx: Context, job: JobRecord) -> JobRecord:
         raise
     if not handle:
         return job
+    return _save_change(ctx, job.id, _started(handle))
+
+
+def _started(handle: str) -> Callable[[JobRecord], JobRecord]:
+    """The change recording `handle`, the job's new execution, which has run no step yet."""
 
     def started(job: JobRecord) -> JobRecord:
         job.execution, job.execution_steps = handle, 0
         return job
 
-    return _save_change(ctx, job.id, started)
+    return started
 
 
 def _change(ctx: Context, job_id: str, allowed: tuple[str, ...], action: str) -> JobRecord:
@@ -340,12 +346,24 @@ def handle_worker_event(ctx: Context, event: dict[str, Any]) -> dict[str, Any]:
 def _continue_as_new(ctx: Context, job_id: str, execution: str) -> bool:
     """Start a fresh execution of the job once this one (`execution`) has run
     `JobsStepsPerExecution` of its steps, and record it (the sweep's `is_running` asks about
-    the recorded one, which runs until this step returns); whether it did."""
+    the recorded one, which runs until this step returns); whether it did.
+
+    No `execution`: the invoking execution runs a definition from before continuations (one
+    started before the deploy that brought them), which would not stop on Continued: the job
+    goes on in it. A refused StartExecution leaves the job going on in this execution too,
+    trying again after its next step (`_start`'s failing the job is for the API's calls)."""
+    if not execution:
+        return False
     job = ctx.jobs.get(job_id)
     if job.state != "Running" or job.execution_steps < ctx.settings.jobs_steps_per_execution:
         return False
-    job.execution = execution or job.execution  # the runner starts the same state machine
-    _start(ctx, job)
+    job.execution = execution  # the runner starts the state machine of this execution
+    try:
+        handle = ctx.job_runner.start(job)
+    except Exception as exc:
+        log.warning("job %s: no new execution (%s); going on in this one", job_id, exc)
+        return False
+    _save_change(ctx, job_id, _started(handle))
     log.info("job %s: went on in a new execution after %d steps", job_id, job.execution_steps)
     return True
 

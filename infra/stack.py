@@ -98,7 +98,6 @@ SECRETS_WORKER_ACTIONS = ["secretsmanager:GetSecretValue"]
 # point to and the intents (BatchWriteItem); jobs.fail_abandoned Queries the jobs, asks for
 # the status of a Running job's execution and saves the job (PutItem, GetItem on a conflict).
 SWEEP_S3_OBJECT_ACTIONS = ["s3:DeleteObject"]
-SWEEP_S3_BUCKET_ACTIONS = ["s3:ListBucket"]
 SWEEP_DYNAMODB_ACTIONS = [
     "dynamodb:Query",
     "dynamodb:GetItem",
@@ -331,7 +330,7 @@ class DicomWebStack(cdk.Stack):
             )
         )
         role.add_to_policy(
-            iam.PolicyStatement(actions=SWEEP_S3_BUCKET_ACTIONS, resources=[self.blobs.bucket_arn])
+            iam.PolicyStatement(actions=S3_BUCKET_ACTIONS, resources=[self.blobs.bucket_arn])
         )
         role.add_to_policy(
             iam.PolicyStatement(actions=SWEEP_DYNAMODB_ACTIONS, resources=[self.index.table_arn])

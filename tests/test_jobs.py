@@ -112,3 +112,38 @@ def test_job_whose_execution_cannot_start_is_failure_with_the_reason(
     with pytest.raises(ClientError, match="StateMachineDoesNotExist"):
         jobs.resubmit(ctx, job.id)
     assert ctx.jobs.get(job.id).state == "Failure"
+
+
+def test_step_racing_the_record_of_its_execution_runs_again(
+    tmp_path: Path, remote: HeldStowRemote
+) -> None:
+    """A continuation's first step can read the job before `_start` records the execution
+    that runs it: that step's save then conflicts with a job still Running. Its result is
+    dropped and the execution runs the step again, instead of ending with the job Running and
+    nothing running it (it did before: `advance` answered done)."""
+    servers = {"held": {"Url": remote.url, "ChunkedTransfers": False}}
+    ctx = make_context("local", tmp_path, servers=servers, stow_max_instances=2)
+    study = large_study(3)
+    for instance in study:
+        assert store_instance(ctx, instance.data).status == "stored"
+    job = jobs.new_job(jobs.STOW, "held", {"Resources": [[study[0].study]]}, {}, 0)
+    ctx.jobs.create(job)
+
+    answers: list[bool] = []
+    step = threading.Thread(target=lambda: answers.append(jobs.advance(ctx, job.id)))
+    step.start()
+    assert remote.held_arrived.wait(30)
+    recorded = ctx.jobs.get(job.id)  # what `_start` saves once StartExecution answered
+    recorded.execution, recorded.execution_steps = "second-execution", 0
+    ctx.jobs.save(recorded)
+    remote.release.set()
+    step.join(30)
+    assert answers == [False]
+    again = ctx.jobs.get(job.id)
+    assert (again.state, again.cursor, again.execution) == ("Running", {}, "second-execution")
+
+    done = jobs.run_inline(ctx, job.id)
+    assert (done.state, done.content["InstancesCount"]) == ("Success", "3")
+    first, *rest = remote.received
+    assert rest[0] == first  # the dropped batch, sent again
+    assert sorted(u for batch in rest for u in batch) == sorted(i.sop for i in study)

@@ -86,10 +86,10 @@ def remote(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def state_machine() -> str:
-    definition = (REPO / "infra" / "jobs.asl.json").read_text()
+def state_machine(definition: str = "", name: str = "dicomweb-jobs") -> str:
+    definition = definition or (REPO / "infra" / "jobs.asl.json").read_text()
     response = boto3.client("stepfunctions", region_name="us-east-1").create_state_machine(
-        name="dicomweb-jobs",
+        name=name,
         definition=definition.replace("${JobsWorkerArn}", WORKER_ARN),
         roleArn="arn:aws:iam::123456789012:role/jobs",
     )
@@ -252,3 +252,60 @@ def test_long_job_goes_on_in_a_new_execution(
     assert {e["executionArn"] for e in executions} == {first, second["executionArn"]}
     assert [e["Execution"] for e in dispatch.events] == [first, first, second["executionArn"]]
     assert job.execution == second["executionArn"] and job.execution_steps == 1
+
+
+def definition_before_continuations() -> str:
+    """`infra/jobs.asl.json` as it was before jobs continued as new (61dc56d): RunStep passes
+    the job id only and keeps Done only of the worker's answer, looping back on not Done."""
+    asl = json.loads((REPO / "infra" / "jobs.asl.json").read_text())
+    run_step, is_done = asl["States"]["RunStep"], asl["States"]["IsDone"]
+    del run_step["Parameters"]["Execution.$"], run_step["ResultSelector"]["Continued.$"]
+    is_done["Choices"] = [c for c in is_done["Choices"] if c["Variable"] == "$.Done"]
+    del asl["States"]["ContinuedAsNew"]
+    return json.dumps(asl)
+
+
+def test_execution_started_before_continuations_runs_the_job_alone(
+    tmp_path: Path, remote: str, dispatch: WorkerDispatch
+) -> None:
+    """An execution started before the deploy that brought continuations keeps its old
+    definition, which would not end on Continued: the new worker runs the job in it to the
+    end, past JobsStepsPerExecution, and starts no second execution stepping the same job
+    beside it (it did before: the job's recorded execution stood in for the missing one)."""
+    ctx = aws_context(tmp_path, remote, dispatch)
+    before = state_machine(definition_before_continuations(), "dicomweb-jobs-before")
+    settings = replace(ctx.settings, jobs_state_machine_arn=before, jobs_steps_per_execution=2)
+    dispatch.ctx = build_context(settings)
+    study = large_study(7)  # batches of 3: three steps
+    job_id = start_stow(dispatch.ctx, study)
+    job, execution = finished(ctx, job_id)
+    assert (job.state, job.content["InstancesCount"]) == ("Success", "7")
+    assert execution["status"] == "SUCCEEDED" and job.execution_steps == 3
+    assert [set(event) for event in dispatch.events] == [{"JobId"}] * 3
+    client = boto3.client("stepfunctions", region_name="us-east-1")
+    executions = client.list_executions(stateMachineArn=before)["executions"]
+    assert [e["executionArn"] for e in executions] == [job.execution]
+    assert instance_count(remote, study[0].study) == 7
+
+
+def test_refused_new_execution_leaves_the_job_going_on_in_its_own(
+    tmp_path: Path, remote: str, dispatch: WorkerDispatch
+) -> None:
+    """StartExecution refused when the job is due to go on in a new execution (here the
+    worker's state machine does not exist): the job goes on in the execution it has, trying
+    again after each step, and ends Success (before: it was marked Failure, and the worker's
+    error went to MarkFailed)."""
+    ctx = aws_context(tmp_path, remote, dispatch)
+    missing = "arn:aws:states:us-east-1:123456789012:stateMachine:missing"
+    settings = replace(ctx.settings, jobs_state_machine_arn=missing, jobs_steps_per_execution=1)
+    dispatch.ctx = build_context(settings)
+    study = large_study(7)  # batches of 3: three steps
+    job_id = start_stow(ctx, study)
+    first = ctx.jobs.get(job_id).execution
+    job, execution = finished(ctx, job_id)
+    assert (job.state, job.content["InstancesCount"]) == ("Success", "7")
+    assert (job.execution, job.execution_steps) == (first, 3)
+    assert execution["status"] == "SUCCEEDED"
+    assert json.loads(execution["output"])["Continued"] is False
+    assert [set(event) for event in dispatch.events] == [{"JobId", "Execution"}] * 3
+    assert instance_count(remote, study[0].study) == 7
