@@ -11,6 +11,9 @@ Chalice's `LocalDevServer` takes a request handler class; ours
   closing the connection without an answer or with http.server's HTML page;
 - runs no request whose headers the client did not finish (the connection ended before
   the blank line): a client that gave up must not have its DELETE carried out;
+- closes a connection that makes no progress for `CONNECTION_TIMEOUT` (http.server waits
+  for ever): an idle keep-alive connection, headers or a body that stall (a body answered
+  408 first, its request not run), a client that stops reading its answer;
 - accepts a burst of connections (a listen backlog of `socket.SOMAXCONN`, not
   http.server's 5, past which connections stalled for seconds or timed out);
 - sets TCP_NODELAY, and a send buffer of 4 MB (`SEND_BUFFER`);
@@ -34,6 +37,7 @@ import errno
 import ipaddress
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -86,6 +90,13 @@ than under the kernel's autotuning, which starts at 16 KB (server CPU per 52.6 M
 page-cache pages, since `sendfile` does not copy."""
 
 
+CONNECTION_TIMEOUT = 60.0
+"""Seconds a connection may go without progress: no byte of a request arriving (an idle
+keep-alive connection, stalled headers or body) or none of an answer taken by the client.
+Then it is closed: http.server had no timeout, so each such connection held a thread for
+ever (4,000 slowloris connections closing at once stalled the other clients 25-30 s)."""
+
+
 class BodyTooLarge(Exception):
     """A request body over `max_body`: answered 413 without reading the rest."""
 
@@ -127,6 +138,7 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
     # the client's delayed ACK add ~40 ms to every small answer.
     disable_nagle_algorithm = True
     max_body = Settings.max_request_body
+    timeout = CONNECTION_TIMEOUT  # socketserver.StreamRequestHandler sets it on the socket
 
     def __init__(
         self, request: Any, client_address: Any, server: Any, app_object: Chalice, config: Config
@@ -217,6 +229,12 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
         try:
             self._check_headers()
             headers, body = self._parse_payload()
+        except TimeoutError:  # the headers are complete: say why, and run nothing
+            self.send_error(
+                HTTPStatus.REQUEST_TIMEOUT,
+                explain=f"no byte of the request body came for {self.timeout:g} s",
+            )
+            return
         except BodyTooLarge as exc:
             self.close_connection = True
             message = f"{exc}; the limit is {self.max_body} (DicomWeb.MaxRequestBody)"
@@ -293,6 +311,14 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
         except (BrokenPipeError, ConnectionResetError):  # the client went away: nothing to fix
             log.info("client closed the connection during %s %s", self.command, self.path)
             self.close_connection = True
+        except TimeoutError:
+            log.info(
+                "client took nothing for %g s during %s %s: connection closed",
+                self.timeout,
+                self.command,
+                self.path,
+            )
+            self.close_connection = True
         except Exception:
             log.exception("streamed answer to %s %s broken off", self.command, self.path)
             self.close_connection = True
@@ -318,13 +344,23 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
             raise OSError(f"blob {piece.key} gave {sent} of {piece.length} bytes")
 
     def _sendfile(self, descriptor: int, offset: int, length: int) -> int:
-        """`os.sendfile` until `length` bytes are sent or the file ends, on the connection's
-        blocking socket (`socket.sendfile` adds a poll selector, an fstat and a seek to every
-        call: about 10 µs for each of a series' hundred parts)."""
+        """`os.sendfile` until `length` bytes are sent or the file ends (`socket.sendfile` adds
+        a poll selector, an fstat and a seek to every call: about 10 µs for each of a series'
+        hundred parts). The socket has a timeout, so it is non-blocking underneath: when the
+        send buffer is full, wait for the client to take some, `timeout` seconds at most."""
         sent = 0
         connection = self.connection.fileno()
+        writable = None
         while sent < length:
-            count = os.sendfile(connection, descriptor, offset + sent, length - sent)
+            try:
+                count = os.sendfile(connection, descriptor, offset + sent, length - sent)
+            except BlockingIOError:
+                if writable is None:
+                    writable = select.poll()  # not select.select: descriptors pass 1024
+                    writable.register(connection, select.POLLOUT)
+                if not writable.poll(self.timeout * 1000):
+                    raise TimeoutError(f"the client took nothing for {self.timeout:g} s") from None
+                continue
             if not count:
                 break
             sent += count
@@ -470,7 +506,10 @@ class ExposedWithoutAuthentication(Exception):
     """The server would listen beyond loopback while anyone may call it."""
 
 
-def make_server(host: str, port: int, data_dir: Path | None = None) -> LocalDevServer:
+def make_server(
+    host: str, port: int, data_dir: Path | None = None, timeout: float = CONNECTION_TIMEOUT
+) -> LocalDevServer:
+    """The server, not yet serving; `timeout` is the handler's `CONNECTION_TIMEOUT`."""
     settings = load_settings()
     if not settings.authentication_enabled and not is_loopback(host):
         raise ExposedWithoutAuthentication(
@@ -486,7 +525,9 @@ def make_server(host: str, port: int, data_dir: Path | None = None) -> LocalDevS
     app.api.binary_types = []
     config = Config(chalice_stage="dev", user_provided_params={}, config_from_disk={})
     handler = type(
-        "LimitedRequestHandler", (DicomWebRequestHandler,), {"max_body": settings.max_request_body}
+        "LimitedRequestHandler",
+        (DicomWebRequestHandler,),
+        {"max_body": settings.max_request_body, "timeout": timeout},
     )
     return LocalDevServer(
         app, config, host, port, handler_cls=handler, server_cls=DicomWebHTTPServer

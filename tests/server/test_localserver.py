@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import signal
 import socket
@@ -757,17 +758,23 @@ def test_client_leaving_mid_answer_is_logged_in_a_line(tmp_path: Path) -> None:
     assert "Traceback" not in log
 
 
-def test_wado_uri_dicom_streams_the_stored_file(tmp_path: Path) -> None:
-    """WADO-URI contentType=application/dicom of an instance stored in Explicit VR Little
-    Endian is the stored file, sent from it: its length up front, the same bytes, and the
-    server's peak memory where it was for a 34 MB instance (read into memory it grows by
-    the instance at least). HEAD gives the GET's length."""
+def _ct_of_64_frames() -> bytes:
+    """The CT slice as an instance of 64 frames (34 MB) in Explicit VR Little Endian."""
     ds = dcmread(testdata(CT))
     ds.NumberOfFrames = 64
     ds.PixelData = ds.PixelData * 64
     out = io.BytesIO()
     ds.save_as(out)
-    data = out.getvalue()
+    return out.getvalue()
+
+
+def test_wado_uri_dicom_streams_the_stored_file(tmp_path: Path) -> None:
+    """WADO-URI contentType=application/dicom of an instance stored in Explicit VR Little
+    Endian is the stored file, sent from it: its length up front, the same bytes, and the
+    server's peak memory where it was for a 34 MB instance (read into memory it grows by
+    the instance at least). HEAD gives the GET's length."""
+    data = _ct_of_64_frames()
+    ds = dcmread(io.BytesIO(data))
     with local_server(tmp_path) as url:
         _store(url, [data])
     query = (
@@ -787,3 +794,139 @@ def test_wado_uri_dicom_streams_the_stored_file(tmp_path: Path) -> None:
     assert body == data and len(data) > 33_000_000
     assert response.headers["Content-Length"] == head.headers["Content-Length"] == str(len(data))
     assert grown < len(data) / 4, f"peak memory grew by {grown} bytes for a {len(data)}-byte answer"
+
+
+QUICK_TIMEOUT = 1.0
+"""The connection timeout of `quick_server`, in seconds (60 in `make run`)."""
+
+
+@contextmanager
+def in_process_server(data_dir: Path, timeout: float) -> Iterator[str]:
+    """`make_server`'s server with a connection timeout of `timeout` s, serving from a thread
+    of the test; yields its root URL."""
+    from chalicelib.server.localserver import make_server
+
+    server = make_server("127.0.0.1", 0, data_dir, timeout=timeout)
+    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server.server_address[1]}"
+    finally:
+        server.server.shutdown()
+        server.server.server_close()
+        thread.join()
+
+
+@pytest.fixture(scope="module")
+def quick_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with in_process_server(tmp_path_factory.mktemp("quick"), QUICK_TIMEOUT) as url:
+        yield url
+
+
+def _connect(url: str) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=20)
+
+
+def _read_to_the_end(connection: socket.socket) -> bytes:
+    """All the server sends until it closes the connection."""
+    answer = b""
+    with suppress(ConnectionResetError):
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_idle_keep_alive_connection_is_closed_after_the_timeout(quick_server: str) -> None:
+    """http.server had no timeout: a connection left open after its answer held a thread
+    for ever. (The client waits 20 s; the server closes after 1.)"""
+    import http.client
+
+    with _connect(quick_server) as connection:
+        connection.sendall(b"GET /dicom-web/studies HTTP/1.1\r\nHost: h\r\n\r\n")
+        answer = http.client.HTTPResponse(connection)
+        answer.begin()
+        answer.read()
+        assert answer.status in (200, 204) and not answer.will_close
+        assert _read_to_the_end(connection) == b""
+
+
+def test_stalled_headers_are_cut_off_and_not_run(quick_server: str) -> None:
+    """A client whose headers stop midway (slowloris) is cut off: what it sends after the
+    timeout reaches no request, so this DELETE is never carried out."""
+    instance = _stow_tiny(quick_server)
+    study = instance.split("/series/")[0]
+    with _connect(quick_server) as connection:
+        connection.sendall(f"DELETE {study} HTTP/1.1\r\nHost: h\r\n".encode())
+        time.sleep(2 * QUICK_TIMEOUT)
+        with suppress(OSError):
+            connection.sendall(b"\r\n")
+        assert _read_to_the_end(connection) == b""
+    assert requests.get(quick_server + instance, timeout=30).status_code == 200
+
+
+def test_stalled_body_is_answered_408_and_not_run(quick_server: str) -> None:
+    """Complete headers, then a body that stops: 408 Request Timeout (RFC 9110 §15.5.9) and
+    the connection closed; the request is not run."""
+    instance = _stow_tiny(quick_server)
+    study = instance.split("/series/")[0]
+    with _connect(quick_server) as connection:
+        connection.sendall(
+            f"DELETE {study} HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nab".encode()
+        )
+        answer = _read_to_the_end(connection)
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"no byte of the request body came for 1 s" in answer
+    assert requests.get(quick_server + instance, timeout=30).status_code == 200
+
+
+def _receive_small(url: str) -> socket.socket:
+    """A connection to `url` with a 32 KB receive buffer: the server's sends soon wait for it."""
+    connection = socket.socket()
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    connection.settimeout(20)
+    connection.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+    return connection
+
+
+def test_big_series_to_slow_and_stalled_readers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The socket's timeout makes it non-blocking underneath: `sendfile` to a client that reads
+    slower than the server sends must wait for it, not break the answer off. A series of one
+    34 MB instance (one `sendfile`) to a client with a small receive buffer, pausing (under
+    the timeout) after each of its first MBs, arrives whole while a stalled client is open
+    and others are answered. A client that stops reading is cut off after the timeout: it
+    finds the answer truncated."""
+    import http.client
+
+    from chalicelib.dicom.multipart import parse_media_type, split_multipart
+
+    caplog.set_level(logging.INFO, logger="chalicelib.server.localserver")
+    instances = [_ct_of_64_frames()]
+    with in_process_server(tmp_path, QUICK_TIMEOUT) as url:
+        path = _store(url, instances)
+        request = f"GET {path} HTTP/1.1\r\nHost: h\r\nAccept: {ANY_SYNTAX}\r\n\r\n".encode()
+        with _connect(url) as stalled, _receive_small(url) as reader:
+            stalled.sendall(b"GET /dicom-web/studies HTTP/1.1\r\nHost: h\r\n")
+            reader.sendall(request)
+            answer = http.client.HTTPResponse(reader)
+            answer.begin()
+            assert answer.status == 200
+            body = b""
+            for _ in range(8):
+                body += answer.read(1 << 20)
+                time.sleep(QUICK_TIMEOUT / 4)
+                assert requests.get(f"{url}/dicom-web/studies", timeout=20).status_code == 200
+            body += answer.read()
+        assert "took nothing" not in caplog.text
+        with _receive_small(url) as idle:
+            idle.sendall(request)
+            deadline = time.monotonic() + 30
+            while f"took nothing for 1 s during GET {path}" not in caplog.text:
+                assert time.monotonic() < deadline, caplog.text[-2000:]
+                time.sleep(0.1)
+            truncated = _read_to_the_end(idle)
+    assert len(body) == int(answer.headers["Content-Length"]) > 30_000_000
+    boundary = parse_media_type(answer.headers["Content-Type"]).params["boundary"]
+    assert [part.body for part in split_multipart(body, boundary)] == _sop_order(instances)
+    assert truncated.startswith(b"HTTP/1.1 200 ") and len(truncated) < len(body)
