@@ -3,10 +3,10 @@
     .venv/bin/python -m bench.run --servers orthanc,ours --repeats 10 --warmup 2
 
 Both servers get the same bytes: STOW-RS bodies are built once per batch and sent to each, every
-request carries `Accept-Encoding: identity`, and the servers alternate in time (per batch for
-ingest, per round for the other rows). A row a server does not support is recorded as n/a with
-its status code. The result goes to `bench/results/<UTC timestamp>.json`, its chart beside it
-(`.png`, bench/chart.py), and the table to stdout (Markdown).
+request carries `Accept-Encoding: identity` (http.client's default), and the servers alternate
+in time (per batch for ingest, per round for the other rows). A row a server does not support
+is recorded as n/a with its status code. The result goes to `bench/results/<UTC timestamp>.json`,
+its chart beside it (`.png`, bench/chart.py), and the table to stdout (Markdown).
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class Bench:
         target = f"{parts.path}?{parts.query}" if parts.query else parts.path
         connection = self.connection(name, url)
         try:
-            connection.request(method, target, body, {**headers, "Accept-Encoding": "identity"})
+            connection.request(method, target, body, headers)
             response = connection.getresponse()
             keep = count_items or response.status != 200
             size, kept = 0, []
@@ -179,8 +179,6 @@ class Bench:
             if response.length:  # readinto ends quietly where a body is shorter than announced
                 missing = f"the body ended {response.length} bytes short, after {size}"
                 raise http.client.HTTPException(missing)
-            if response.will_close:
-                connection.close()
         except (OSError, http.client.HTTPException) as error:
             connection.close()
             alive = "" if self.servers[name].running() else " (server exited)"

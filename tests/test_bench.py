@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from PIL import Image
@@ -126,11 +127,14 @@ def test_main_unknown_server(capsys: pytest.CaptureFixture[str]) -> None:
 
 class _Answers(BaseHTTPRequestHandler):
     """`/items`: a JSON list; `/short`: announces 100 bytes, sends 50 and closes; `/hang-up`:
-    answers, then closes the keep-alive connection without saying so."""
+    answers, then closes the keep-alive connection without saying so. `encodings` holds each
+    request's Accept-Encoding."""
 
     protocol_version = "HTTP/1.1"
+    encodings: ClassVar[list[str | None]] = []
 
     def do_GET(self) -> None:
+        self.encodings.append(self.headers["Accept-Encoding"])
         body = b"[1, 2]" if self.path != "/short" else b"x" * 50
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -162,11 +166,17 @@ def answers() -> Iterator[str]:
 
 def test_send_checks_the_body_and_reuses_or_reopens_the_connection(answers: str) -> None:
     """The client reads answers into its buffer: a body shorter than its Content-Length is an
-    error (no status), and a connection the server closed, said or not, is opened anew."""
+    error (no status), a keep-alive connection serves the next request, and a connection the
+    server closed, said or not, is opened anew. Every request asks for no content coding."""
     bench = run.Bench(None, {"stub": _Running()}, run.Settings())  # type: ignore[arg-type]
+    _Answers.encodings.clear()
 
     first = bench.send("stub", "GET", f"{answers}/items", {}, count_items=True)
     assert (first.status, first.nbytes, first.items) == (200, 6, 2)
+    kept_alive = bench.connections["stub"].sock
+    assert kept_alive is not None
+    assert bench.send("stub", "GET", f"{answers}/items", {}).status == 200
+    assert bench.connections["stub"].sock is kept_alive
     short = bench.send("stub", "GET", f"{answers}/short", {})
     assert short.status is None and "50 bytes short, after 50" in short.error
     assert bench.send("stub", "GET", f"{answers}/hang-up", {}).status == 200
@@ -174,3 +184,5 @@ def test_send_checks_the_body_and_reuses_or_reopens_the_connection(answers: str)
     assert hung_up is not None and select.select([hung_up], [], [], 30)[0]  # closed by now
     again = bench.send("stub", "GET", f"{answers}/items?x=1", {}, count_items=True)
     assert (again.status, again.items) == (200, 2)
+    assert bench.connections["stub"].sock not in (None, hung_up)
+    assert _Answers.encodings == ["identity"] * 5

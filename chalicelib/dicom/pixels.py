@@ -278,11 +278,11 @@ def native_array(raw: bytes, module: PixelModule) -> np.ndarray:
     import numpy as np
 
     if module.bits_allocated == 1:
-        raise PixelError("bit-packed (BitsAllocated 1) frames cannot be re-encoded")
+        raise PixelError("bit-packed (BitsAllocated 1) frames cannot be read as an array")
     if module.bits_allocated not in (8, 16, 32, 64):
         raise PixelError(
             f"BitsAllocated {module.bits_allocated} is not a whole number of bytes (8, 16, 32 "
-            "or 64), so the frame cannot be re-encoded"
+            "or 64), so the frame cannot be read as an array"
         )
     kind = "i" if module.pixel_representation else "u"
     dtype = np.dtype(f"<{kind}{module.bits_allocated // 8}")
@@ -290,7 +290,7 @@ def native_array(raw: bytes, module: PixelModule) -> np.ndarray:
     if len(raw) != rows * columns * spp * dtype.itemsize:
         raise PixelError(
             f"the frame has {len(raw)} bytes, not Rows {rows} × Columns {columns} × "
-            f"SamplesPerPixel {spp} × {dtype.itemsize} bytes: it cannot be re-encoded"
+            f"SamplesPerPixel {spp} × {dtype.itemsize} bytes, so it cannot be read as an array"
         )
     array = np.frombuffer(raw, dtype=dtype)
     if spp == 1:

@@ -125,10 +125,22 @@ def test_decode_frame_garbage_raises_pixel_error() -> None:
         pixels.decode_frame(b"\xff\xd8garbage", "1.2.840.10008.1.2.4.50", module)
 
 
-def test_native_array_rejects_bit_packed() -> None:
-    module = pixels.PixelModule(8, 8, 1, 1, 1, 0, "MONOCHROME2", 0, 1)
-    with pytest.raises(pixels.PixelError, match="BitsAllocated 1"):
-        pixels.native_array(b"\0" * 8, module)
+@pytest.mark.parametrize(
+    ("bits_allocated", "size", "message"),
+    [
+        (1, 8, r"^bit-packed \(BitsAllocated 1\) frames cannot be read as an array$"),
+        (12, 96, r"^BitsAllocated 12 is not a whole number .* cannot be read as an array$"),
+        (8, 63, r"^the frame has 63 bytes, not Rows 8 × Columns 8 .* cannot be read as an array$"),
+    ],
+    ids=["bit-packed", "bits-allocated-12", "short"],
+)
+def test_native_array_refusals_name_the_attribute(
+    bits_allocated: int, size: int, message: str
+) -> None:
+    """The messages say what fails (reading the bytes), true for a render and a transcode."""
+    module = pixels.PixelModule(8, 8, 1, bits_allocated, bits_allocated, 0, "MONOCHROME2", 0, 1)
+    with pytest.raises(pixels.PixelError, match=message):
+        pixels.native_array(b"\0" * size, module)
 
 
 def test_decode_frame_12_bit_jpeg_extended_through_gdcm() -> None:

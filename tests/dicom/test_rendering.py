@@ -28,6 +28,7 @@ from chalicelib.dicom.rendering import (
     apply_window,
     fitted_size,
     render,
+    render_frame,
 )
 from tests.conftest import testdata
 from tests.corpus import undecodable_jpeg
@@ -104,6 +105,25 @@ def test_render_frame_voi_from_functional_groups() -> None:
 def test_render_frame_out_of_range() -> None:
     with pytest.raises(FrameOutOfRange, match="NumberOfFrames is 4"):
         _render(MULTIFRAME, 5)
+
+
+def test_render_frame_native_bytes_short_of_the_frame_says_so() -> None:
+    """A native frame whose bytes do not fill Rows × Columns is refused as unreadable."""
+    data = testdata(CT).read_bytes()
+    parsed = parse_instance(data)
+    offset = parsed.pixel["offset"]
+    with pytest.raises(RenderError) as refused:
+        render_frame(
+            data[:offset],
+            data[offset : offset + 100],
+            parsed.transfer_syntax_uid,
+            1,
+            RenderOptions("image/png"),
+            encapsulated=False,
+        )
+    message = str(refused.value)
+    assert message.startswith("frame 1 cannot be decoded: the frame has 100 bytes, not Rows 512")
+    assert message.endswith("so it cannot be read as an array"), message
 
 
 def test_render_window_changes_pixels() -> None:

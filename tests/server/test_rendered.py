@@ -21,8 +21,7 @@ from chalicelib.server.api import create_app
 from chalicelib.server.rendered import thumbnail_keys
 from tests.conftest import make_context, testdata
 from tests.corpus import undecodable_jpeg
-from tests.server.helpers import tiny_image
-from tests.server.test_frames import CountingBlobs
+from tests.server.helpers import CountingBlobs, tiny_image
 
 CT = "2020-08-12-Christopher.dcm"
 MULTIFRAME = "MultiframeWindowing.dcm"
