@@ -296,7 +296,13 @@ def _settle(
         return forgotten
     if outcome.outcome == "kept" and outcome.record.blob_key != record.blob_key:
         forgotten = _forget(ctx, record)
-    _delete_quietly(ctx, outcome.replaced_blob_keys)
+    if not _delete_quietly(ctx, outcome.replaced_blob_keys):
+        try:  # the index no longer points to them: the pending delete sweep removes them
+            ctx.index.add_pending_deletes(outcome.replaced_blob_keys)
+        except Exception:
+            log.warning(
+                "could not record blobs %s to delete", outcome.replaced_blob_keys, exc_info=True
+            )
     result.status, result.outcome = "stored", outcome.outcome
     return forgotten
 

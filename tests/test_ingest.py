@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +19,10 @@ from chalicelib.ingest import (
     store_instance,
     store_instances,
 )
+from chalicelib.server.delete import finish_pending_deletes
 from chalicelib.storage import ports
 from chalicelib.storage.records import utc_stamp
-from tests.conftest import testdata
+from tests.conftest import make_context, testdata
 from tests.corpus import storable
 
 CT = "2020-08-12-Christopher.dcm"
@@ -212,3 +214,34 @@ def test_a_request_records_its_write_intents_in_one_index_write_before_its_blobs
     assert index.calls[0] == {
         key for r in results for key in context.index.find_instance(r.sop_instance_uid).blob_keys()
     }
+
+
+class RefusesDeletes:
+    """A BlobStore that removes nothing: `delete_many` reports every key as failed, as S3
+    does for the keys of a DeleteObjects it could not remove (inject, don't patch)."""
+
+    def __init__(self, blobs: ports.BlobStore) -> None:
+        self._blobs = blobs
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._blobs, name)
+
+    def delete_many(self, keys: Any) -> dict[str, str]:
+        return {key: "AccessDenied" for key in keys}
+
+
+def test_replaced_blobs_whose_delete_fails_are_left_to_the_pending_delete_sweep(
+    backend: str, tmp_path: Path
+) -> None:
+    context = make_context(backend, tmp_path, overwrite_instances=True)
+    data = testdata(CT).read_bytes()
+    first = store_instance(context, data)
+    old = _stored_keys(context, first.sop_instance_uid)
+    again = store_instance(replace(context, blobs=RefusesDeletes(context.blobs)), data)
+    assert (first.outcome, again.outcome) == ("created", "replaced")
+    assert old and all(context.blobs.exists(k) for k in old)
+    assert sorted(context.index.pending_blob_deletes()) == sorted(old)
+    assert finish_pending_deletes(context.index, context.blobs) == len(old)
+    assert not any(context.blobs.exists(k) for k in old)
+    new = _stored_keys(context, again.sop_instance_uid)
+    assert set(new).isdisjoint(old) and all(context.blobs.exists(k) for k in new)

@@ -584,23 +584,24 @@ def test_store_instances_ends_the_blob_writes_it_commits(
     tag_index: TagIndex, make_record: MakeRecord
 ) -> None:
     """Created and replaced records' intents end with the commit; a kept record's (its blobs
-    unused) and a refused one's stay."""
+    unused) and a refused one's stay, and so does another request's intent for the blob of the
+    stored record a kept result names."""
     stored = make_record(sop=f"{SERIES}.1", blob_key="a/stored.dcm")
     tag_index.store_instance(stored, overwrite=False)
     created = make_record(sop=f"{SERIES}.2", blob_key="a/created.dcm")
     kept = make_record(sop=f"{SERIES}.1", blob_key="a/kept.dcm")
     refused = make_record(study=OTHER_STUDY, sop=f"{SERIES}.2", blob_key="a/refused.dcm")
-    tag_index.begin_blob_writes([created, kept, refused])
+    tag_index.begin_blob_writes([created, kept, refused, stored])
     results = tag_index.store_instances([created, kept, refused], overwrite=False)
     assert [getattr(r, "outcome", None) for r in results] == ["created", "kept", None]
     left = tag_index.stale_blob_writes(_moment())
-    assert sorted(w.blob_key for w in left) == ["a/kept.dcm", "a/refused.dcm"]
+    assert sorted(w.blob_key for w in left) == ["a/kept.dcm", "a/refused.dcm", "a/stored.dcm"]
     replacing = make_record(sop=f"{SERIES}.1", blob_key="a/replacing.dcm")
     tag_index.begin_blob_writes([replacing])
     (result,) = tag_index.store_instances([replacing], overwrite=True)
     assert result.outcome == "replaced"
     left = tag_index.stale_blob_writes(_moment())
-    assert sorted(w.blob_key for w in left) == ["a/kept.dcm", "a/refused.dcm"]
+    assert sorted(w.blob_key for w in left) == ["a/kept.dcm", "a/refused.dcm", "a/stored.dcm"]
 
 
 def test_store_instances_batch_counts_each_once(

@@ -534,12 +534,9 @@ class DynamoTagIndex:
 
     def begin_blob_writes(self, records: Sequence[InstanceRecord]) -> None:
         at = utc_stamp()
-        items = [write_item(blob_write(record, at)) for record in records]
-        if len(items) == 1:
-            with translated():
-                self._table.client.put_item(**self._table.put_action(items[0]))
-        else:
-            self._table.batch_write([{"PutRequest": {"Item": item}} for item in items])
+        self._table.batch_write(
+            [{"PutRequest": {"Item": write_item(blob_write(record, at))}} for record in records]
+        )
 
     def stale_blob_writes(self, before: str) -> list[BlobWrite]:
         writes = [

@@ -183,34 +183,33 @@ class Table:
                     "ConsistentRead": True,
                 }
             }
-            for attempt in range(ATTEMPTS * 2):
-                if attempt:
-                    backoff(min(attempt, ATTEMPTS))
-                with translated():
-                    response = self.client.batch_get_item(RequestItems=request)
+            for response in self._batch("batch_get_item", request, "UnprocessedKeys"):
                 items += response.get("Responses", {}).get(self.name, [])
-                request = response.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-            else:
-                raise OutOfResources("DynamoDB left keys unprocessed in BatchGetItem")
         return items
 
     def batch_write(self, requests: Sequence[dict[str, Any]]) -> None:
         """BatchWriteItem of `requests` ({"PutRequest": ...} or {"DeleteRequest": ...}), 25 a
-        call, what DynamoDB leaves unprocessed sent again with backoff."""
+        call."""
         for start in range(0, len(requests), 25):
-            pending = {self.name: list(requests[start : start + 25])}
-            for attempt in range(ATTEMPTS * 2):
-                if attempt:
-                    backoff(min(attempt, ATTEMPTS))
-                with translated():
-                    response = self.client.batch_write_item(RequestItems=pending)
-                pending = response.get("UnprocessedItems") or {}
-                if not pending:
-                    break
-            else:
-                raise OutOfResources("DynamoDB left items unprocessed in BatchWriteItem")
+            request = {self.name: list(requests[start : start + 25])}
+            self._batch("batch_write_item", request, "UnprocessedItems")
+
+    def _batch(
+        self, operation: str, request: dict[str, Any], unprocessed: str
+    ) -> list[dict[str, Any]]:
+        """The responses of the batch `operation` of `request`, what DynamoDB leaves
+        `unprocessed` sent again with backoff; OutOfResources when some is still left after
+        2 × ATTEMPTS calls."""
+        responses = []
+        for attempt in range(ATTEMPTS * 2):
+            if attempt:
+                backoff(min(attempt, ATTEMPTS))
+            with translated():
+                responses.append(getattr(self.client, operation)(RequestItems=request))
+            request = responses[-1].get(unprocessed) or {}
+            if not request:
+                return responses
+        raise OutOfResources(f"DynamoDB left requests unprocessed in {operation}")
 
     def query(self, pk: str, prefix: str, **options: Any) -> Iterator[dict[str, Value]]:
         """Items of partition `pk` whose sort key starts with `prefix`, page after page."""

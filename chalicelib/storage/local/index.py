@@ -97,7 +97,11 @@ class SqliteTagIndex:
             self._update_parents(db, touched)
             db.executemany(
                 "DELETE FROM blob_writes WHERE blob_key = ?",
-                [(r.record.blob_key,) for r in results if isinstance(r, StoreResult)],
+                [
+                    (r.record.blob_key,)
+                    for r in results
+                    if isinstance(r, StoreResult) and r.outcome != "kept"
+                ],
             )
         return results
 
