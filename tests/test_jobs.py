@@ -8,12 +8,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
 
 from chalicelib import jobs
+from chalicelib.context import Context
 from chalicelib.ingest import store_instance
 from chalicelib.storage.ports import JobRecord
 from tests.client.test_two_servers import large_study
@@ -27,9 +29,10 @@ def remote() -> Iterator[HeldStowRemote]:
         yield server
 
 
-def test_pause_during_a_step_drops_its_result_and_resume_resends_the_batch(
+def _stow_job_to_held_remote(
     tmp_path: Path, remote: HeldStowRemote
-) -> None:
+) -> tuple[Context, list[Any], JobRecord]:
+    """A stored 3-instance study and a STOW job sending it to `remote`, 2 instances a batch."""
     servers = {"held": {"Url": remote.url, "ChunkedTransfers": False}}
     ctx = make_context("local", tmp_path, servers=servers, stow_max_instances=2)
     study = large_study(3)
@@ -37,6 +40,13 @@ def test_pause_during_a_step_drops_its_result_and_resume_resends_the_batch(
         assert store_instance(ctx, instance.data).status == "stored"
     job = jobs.new_job(jobs.STOW, "held", {"Resources": [[study[0].study]]}, {}, 0)
     ctx.jobs.create(job)
+    return ctx, study, job
+
+
+def test_pause_during_a_step_drops_its_result_and_resume_resends_the_batch(
+    tmp_path: Path, remote: HeldStowRemote
+) -> None:
+    ctx, study, job = _stow_job_to_held_remote(tmp_path, remote)
 
     step = threading.Thread(target=jobs.advance, args=(ctx, job.id))
     step.start()
@@ -121,13 +131,7 @@ def test_step_racing_the_record_of_its_execution_runs_again(
     that runs it: that step's save then conflicts with a job still Running. Its result is
     dropped and the execution runs the step again, instead of ending with the job Running and
     nothing running it (it did before: `advance` answered done)."""
-    servers = {"held": {"Url": remote.url, "ChunkedTransfers": False}}
-    ctx = make_context("local", tmp_path, servers=servers, stow_max_instances=2)
-    study = large_study(3)
-    for instance in study:
-        assert store_instance(ctx, instance.data).status == "stored"
-    job = jobs.new_job(jobs.STOW, "held", {"Resources": [[study[0].study]]}, {}, 0)
-    ctx.jobs.create(job)
+    ctx, study, job = _stow_job_to_held_remote(tmp_path, remote)
 
     answers: list[bool] = []
     step = threading.Thread(target=lambda: answers.append(jobs.advance(ctx, job.id)))

@@ -241,6 +241,19 @@ def _raw_exchange(server: str, request: bytes) -> tuple[int, dict]:
         return answer.status, json.loads(answer.read())
 
 
+def _half_closed_exchange(server: str, request: bytes) -> bytes:
+    """Send `request` as written, end the sending side (the client gives up), and read
+    everything the server answers until it closes."""
+    port = int(server.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(request)
+        connection.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
 # Issue 11: each of these closed the connection without an answer.
 @pytest.mark.parametrize(
     ("request_bytes", "message"),
@@ -331,13 +344,7 @@ def test_request_cut_before_the_end_of_its_headers_is_not_run(server: str) -> No
     its request carried out anyway: here a DELETE of the study."""
     instance = _stow_tiny(server)
     study = instance.split("/series/")[0]
-    port = int(server.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
-        connection.sendall(f"DELETE {study} HTTP/1.1\r\nHost: h\r\n".encode())
-        connection.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := connection.recv(65536):
-            answer += chunk
+    answer = _half_closed_exchange(server, f"DELETE {study} HTTP/1.1\r\nHost: h\r\n".encode())
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert b"the connection ended before the blank line" in answer
     assert requests.get(server + instance, timeout=30).status_code == 200
@@ -346,16 +353,11 @@ def test_request_cut_before_the_end_of_its_headers_is_not_run(server: str) -> No
 def test_chunked_body_cut_before_its_last_chunk_400(server: str) -> None:
     """The connection ended where a chunk size was due: the answer says so (it said that an
     empty chunk size line is not hexadecimal)."""
-    port = int(server.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
-        connection.sendall(
-            b"POST /dicom-web/studies HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
-            b"Content-Type: multipart/related; boundary=b\r\n\r\n3\r\nabc\r\n"
-        )
-        connection.shutdown(socket.SHUT_WR)
-        answer = b""
-        while chunk := connection.recv(65536):
-            answer += chunk
+    answer = _half_closed_exchange(
+        server,
+        b"POST /dicom-web/studies HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: multipart/related; boundary=b\r\n\r\n3\r\nabc\r\n",
+    )
     assert answer.startswith(b"HTTP/1.1 400 ")
     assert b"the connection ended before its last chunk" in answer
 
