@@ -165,6 +165,20 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
                 "client %s closed the connection before it was answered", self.client_address[0]
             )
 
+    def handle_one_request(self) -> None:
+        """http.server's, with an idle keep-alive connection closed after `timeout` logged at
+        debug level: http.server wrote "Request timed out" to stderr for each, as for a
+        request cut off midway (which it still does)."""
+        try:
+            self.rfile.peek(1)  # type: ignore[attr-defined]  # the request's first byte
+        except TimeoutError:
+            log.debug(
+                "idle connection from %s closed after %g s", self.client_address[0], self.timeout
+            )
+            self.close_connection = True
+            return
+        super().handle_one_request()
+
     def parse_request(self) -> bool:
         """http.server's, except for two requests it would mishandle.
 
@@ -435,7 +449,7 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
             headers = {k: v for k, v in self.headers.items() if k.lower() != "transfer-encoding"}
             headers["Content-Length"] = str(len(body))
             return self._host_with_port(headers), body
-        length = self.headers.get("content-length", "0").strip()
+        length = self._content_length()
         if not (length.isascii() and length.isdigit()):
             raise BadRequest(f"Content-Length '{length[:40]}' is not a number of bytes")
         if int(length) > self.max_body:
@@ -443,7 +457,24 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
         body = self.rfile.read(int(length)) if int(length) else None
         if body is not None and len(body) < int(length):
             raise BadRequest(f"the body ended after {len(body)} of {length} bytes")
-        return self._host_with_port(dict(self.headers)), body
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "content-length"}
+        if "content-length" in self.headers:
+            headers["Content-Length"] = length
+        return self._host_with_port(headers), body
+
+    def _content_length(self) -> str:
+        """The one Content-Length of the request, "0" when it has none. Headers or a list that
+        give different values leave the body's end unknown: "the recipient MUST treat it as an
+        unrecoverable error", RFC 9112 §6.3 (item 5); the same value repeated is that value."""
+        values = {
+            value.strip()
+            for header in self.headers.get_all("content-length", [])
+            for value in header.split(",")
+        }
+        if len(values) > 1:
+            shown = ", ".join(sorted(value[:20] for value in values))
+            raise BadRequest(f"the request has different Content-Length values ({shown[:80]})")
+        return values.pop() if values else "0"
 
     def _host_with_port(self, headers: dict[str, str]) -> dict[str, str]:
         """Add this server's port to a Host header that lacks it.
