@@ -70,10 +70,15 @@ def _split_members(header: str) -> list[str]:
 
 
 def parse_accept(header: str) -> list[AcceptEntry]:
-    """The Accept members with their q-values; an empty header means `*/*`."""
+    """The Accept members with their q-values; an empty header means `*/*`. A `multipart/*`
+    member is read as `multipart/related` with its parameters (a service's default `type` when
+    it has none): the range includes multipart/related (RFC 9110 §12.5.1, Accept), the one
+    multipart type DICOMweb answers (PS3.18 §8.7.3, 2025b)."""
     entries = []
     for position, member in enumerate(_split_members(header or "*/*")):
         media = parse_media_type(member)
+        if media.type == "multipart/*":
+            media.type = "multipart/related"
         q_text = media.params.pop("q", "1")
         try:
             q = float(q_text)

@@ -165,6 +165,7 @@ def test_bulkdata_compressed_pixel_data_single_part_range(context: Context, acce
         (J50, f"{OCTETS}; transfer-syntax=*"),
         ("LenaTwiceWithFragments.dcm", f"{OCTETS}; transfer-syntax=*"),
         ("LenaTwiceWithFragments.dcm", "*/*"),
+        ("LenaTwiceWithFragments.dcm", "multipart/*"),  # RFC 9110 §12.5.1: it was 406
     ],
 )
 def test_bulkdata_compressed_pixel_data_multipart_ignores_range(

@@ -166,6 +166,9 @@ J50 = "TransferSyntaxes/1.2.840.10008.1.2.4.50.dcm"
             "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50",
         ),
         ('multipart/related; type="*/*"', "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50"),
+        # multipart/* is multipart/related (RFC 9110 §12.5.1), type and all: it was 406.
+        ("multipart/*", "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"),
+        ('multipart/*; type="image/jpeg"', "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50"),
         (RAW, "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"),
         (STORED, "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.50"),
         (

@@ -23,6 +23,7 @@ from tests.server.helpers import HOST, CountingBlobs, json_of, parts_of, stow
 
 ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 CT = "2020-08-12-Christopher.dcm"
+J70 = "1.2.840.10008.1.2.4.70"
 
 
 @pytest.fixture
@@ -256,6 +257,32 @@ def test_retrieve_rendered_type_excluded_or_with_wildcard_200(
     response = client.http.get(_instance_path(item), headers={"Accept": accept})
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("multipart/related")
+
+
+@pytest.mark.parametrize(
+    ("accept", "syntax"),
+    [
+        ("multipart/*", EXPLICIT_VR_LITTLE_ENDIAN),
+        ('multipart/*; type="application/dicom"; transfer-syntax=*', J70),
+        ('multipart/*; type="application/dicom"; transfer-syntax=1.2.3.4.5', None),
+    ],
+)
+def test_retrieve_multipart_wildcard_is_multipart_related(
+    client: Client, context: Context, accept: str, syntax: str | None
+) -> None:
+    """`multipart/*` includes multipart/related (RFC 9110 §12.5.1): the default type, as for
+    `*/*`, and its parameters as on multipart/related (a transfer syntax not offered is 406).
+    It was 406 on a study, series and instance."""
+    item = next(f for f in storable() if f.name == f"TransferSyntaxes/{J70}.dcm")
+    store_instance(context, item.data)
+    for path in _resource_paths(item):
+        response = client.http.get(path, headers={"Accept": accept})
+        if syntax is None:
+            assert response.status_code == 406, path
+            continue
+        assert response.status_code == 200, (path, response.body[:200])
+        ((headers, _),) = parts_of(response)
+        assert headers["content-type"] == f"application/dicom; transfer-syntax={syntax}", path
 
 
 def test_retrieve_highest_q_wins(client: Client, context: Context) -> None:
