@@ -243,7 +243,9 @@ class BlobStore(Protocol):
         removing any."""
 
     def delete_prefix(self, prefix: str) -> None:
-        """Remove every object whose key starts with `prefix` (a folder: ends with '/')."""
+        """Remove every object whose key starts with `prefix` (a folder: ends with '/'); a
+        missing folder is not an error. Raise BackendError naming the objects that could not
+        be removed, after removing the others (a caller keeps the folder pending)."""
 
     def exists(self, key: str) -> bool: ...
 

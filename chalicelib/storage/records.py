@@ -35,6 +35,14 @@ def validate_key(key: str) -> str:
     return key
 
 
+def not_removed(prefix: str, failed: dict[str, str]) -> str:
+    """The message of a `BlobStore.delete_prefix` that left blobs: how many, and the first
+    few keys with their reasons."""
+    shown = "; ".join(f"{key}: {reason}" for key, reason in list(failed.items())[:3])
+    more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
+    return f"could not delete {len(failed)} blobs under {prefix}: {shown}{more}"
+
+
 def first_value(tags: DicomJson, tag: str) -> str:
     """The first value of `tag` as a string ('' when absent); a PN gives its Alphabetic group."""
     values = tags.get(tag, {}).get("Value") or [""]

@@ -15,7 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.storage.aws import error_code
 from chalicelib.storage.ports import BackendError, NotFound, OutOfResources, StorageError
-from chalicelib.storage.records import validate_key
+from chalicelib.storage.records import not_removed, validate_key
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 _FORBIDDEN = {"403", "Forbidden", "AccessDenied"}
@@ -107,31 +107,41 @@ class S3BlobStore:
         objects = list(names)
         failed: dict[str, str] = {}
         for start in range(0, len(objects), DELETE_BATCH):
-            batch = objects[start : start + DELETE_BATCH]
-            try:
-                with _translated(f"DeleteObjects of {len(batch)} keys"):
-                    response = self._client.delete_objects(
-                        Bucket=self._bucket,
-                        Delete={"Objects": [{"Key": name} for name in batch], "Quiet": True},
-                    )
-            except StorageError as e:
-                failed |= {names[name]: str(e) for name in batch}
-                continue
-            for error in response.get("Errors", []):
-                reason = f"S3 did not delete it: {error.get('Code')} {error.get('Message', '')}"
-                failed[names.get(error["Key"], error["Key"])] = reason.rstrip()
+            for name, reason in self._delete_objects(objects[start : start + DELETE_BATCH]).items():
+                failed[names.get(name, name)] = reason
         return failed
 
     def delete_prefix(self, prefix: str) -> None:
+        """One DeleteObjects per listed page (at most `DELETE_BATCH` keys); every page is
+        tried, then the keys S3 did not delete are reported (it answers 200 with per-key
+        errors: a denied or failed key is only in the answer's Errors)."""
         paginator = self._client.get_paginator("list_objects_v2")
+        failed: dict[str, str] = {}
         with _translated(prefix):
             folder = self._key(prefix.rstrip("/")) + "/"
             for page in paginator.paginate(Bucket=self._bucket, Prefix=folder):
-                keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-                if keys:  # at most 1000 per page, DELETE_BATCH
-                    self._client.delete_objects(
-                        Bucket=self._bucket, Delete={"Objects": keys, "Quiet": True}
-                    )
+                if names := [item["Key"] for item in page.get("Contents", [])]:
+                    failed |= self._delete_objects(names)
+        if failed:
+            left = {name.removeprefix(self._prefix): reason for name, reason in failed.items()}
+            raise BackendError(not_removed(prefix, left))
+
+    def _delete_objects(self, names: list[str]) -> dict[str, str]:
+        """DeleteObjects of the S3 keys `names` (at most `DELETE_BATCH`): the names S3 did not
+        delete, each with the reason (all of them when the call failed)."""
+        try:
+            with _translated(f"DeleteObjects of {len(names)} keys"):
+                response = self._client.delete_objects(
+                    Bucket=self._bucket,
+                    Delete={"Objects": [{"Key": name} for name in names], "Quiet": True},
+                )
+        except StorageError as e:
+            return dict.fromkeys(names, str(e))
+        failed = {}
+        for error in response.get("Errors", []):
+            reason = f"S3 did not delete it: {error.get('Code')} {error.get('Message', '')}"
+            failed[error["Key"]] = reason.rstrip()
+        return failed
 
     def exists(self, key: str) -> bool:
         try:

@@ -17,6 +17,7 @@ from pydicom.uid import generate_uid
 from chalicelib.context import Context
 from chalicelib.ingest import IngestResult, store_instance
 from chalicelib.server.api import create_app
+from chalicelib.server.cache import METADATA_PREFIX
 from chalicelib.server.delete import derived_entries, finish_pending_deletes
 from chalicelib.server.rendered import thumbnail_folder, thumbnail_keys
 from chalicelib.storage import ports
@@ -374,3 +375,30 @@ def test_finish_pending_deletes_keeps_the_keys_s3_did_not_remove(tmp_path: Path)
     assert finish_pending_deletes(context.index, context.blobs) == 1
     assert context.index.pending_blob_deletes() == []
     assert not context.blobs.exists(record.blob_key)
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_delete_keeps_a_cache_folder_pending_while_s3_leaves_some_of_it(tmp_path: Path) -> None:
+    """A cached document DeleteObjects reports an error for keeps its folder pending (it was
+    confirmed removed, the document left for good); a later run removes it."""
+    context = make_context("aws", tmp_path)
+    stored = _store(context, testdata(CT).read_bytes())
+    folder = f"{METADATA_PREFIX}{stored.study_uid}/"
+    context.blobs.put(f"{folder}{stored.series_uid}.json.gz", b"cached")
+    s3 = boto3.client("s3", region_name="us-east-1")
+    deny = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:DeleteObject",
+        "Resource": f"arn:aws:s3:::dicomweb-test/{folder}*",
+    }
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [deny]})
+    s3.put_bucket_policy(Bucket="dicomweb-test", Policy=policy)
+    client = Client(create_app(lambda: context))
+    assert client.http.delete(_path(stored, "study")).status_code == 204
+    assert folder in context.index.pending_blob_deletes()
+    assert context.blobs.exists(f"{folder}{stored.series_uid}.json.gz")
+    s3.delete_bucket_policy(Bucket="dicomweb-test")
+    finish_pending_deletes(context.index, context.blobs)
+    assert context.index.pending_blob_deletes() == []
+    assert not context.blobs.exists(f"{folder}{stored.series_uid}.json.gz")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import pytest
 
-from chalicelib.storage.ports import BlobStore, NotFound
+from chalicelib.storage.ports import BackendError, BlobStore, NotFound
 from tests.storage.conftest import BUCKET, REGION
 
 KEY = "1.2.3/1.2.3.1/1.2.3.1.1/0123456789abcdef.dcm"
@@ -197,3 +201,54 @@ def test_delete_many_reports_the_keys_it_could_not_remove(
     failed = blob_store.delete_many([others[0], undeletable, others[1]])
     assert list(failed) == [undeletable] and failed[undeletable]
     assert [blob_store.exists(k) for k in others] == [False, False]
+
+
+@pytest.fixture
+def undeletable_in_folder(
+    backend: str, blob_store: BlobStore, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[str]:
+    """A stored key under `cache/1.2/` the store refuses to delete: on S3 a bucket policy
+    denies it (DeleteObjects answers 200 and names it in Errors); in a folder its own folder
+    is immutable (chattr +i, as root) or read-only (as another user)."""
+    key = "cache/1.2/locked/a.json"
+    blob_store.put(key, DATA)
+    if backend == "aws":
+        deny = {
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:DeleteObject",
+            "Resource": f"arn:aws:s3:::{BUCKET}/blobs/cache/1.2/locked/*",
+        }
+        policy = {"Version": "2012-10-17", "Statement": [deny]}
+        boto3.client("s3", region_name=REGION).put_bucket_policy(
+            Bucket=BUCKET, Policy=json.dumps(policy)
+        )
+        yield key
+        return
+    folder = tmp_path / "blobs" / "cache" / "1.2" / "locked"
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        yield key
+        folder.chmod(0o700)
+        return
+    if subprocess.run(["chattr", "+i", str(folder)], check=False).returncode:
+        pytest.skip("root without CAP_LINUX_IMMUTABLE: no folder here refuses a delete")
+    try:
+        yield key
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_delete_prefix_reports_what_it_could_not_remove(
+    blob_store: BlobStore, undeletable_in_folder: str
+) -> None:
+    """Every other blob of the folder goes, and the error names the one left (S3's per-key
+    errors were ignored: a study DELETE claimed done with objects left)."""
+    others = ["cache/1.2/b.json", "cache/1.2/sub/c.json"]
+    for key in others:
+        blob_store.put(key, DATA)
+    with pytest.raises(BackendError, match=r"could not delete 1 blobs under cache/1\.2/: ") as e:
+        blob_store.delete_prefix("cache/1.2/")
+    assert undeletable_in_folder in str(e.value)
+    assert [blob_store.exists(k) for k in others] == [False, False]
+    assert blob_store.exists(undeletable_in_folder)

@@ -7,14 +7,13 @@ import errno
 import itertools
 import os
 import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from chalicelib.storage.local.files import PRIVATE_FILE, make_folders
 from chalicelib.storage.ports import BackendError, NotFound, OutOfResources, StorageError
-from chalicelib.storage.records import validate_key
+from chalicelib.storage.records import not_removed, validate_key
 
 
 class LocalBlobStore:
@@ -143,9 +142,29 @@ class LocalBlobStore:
                 break
 
     def delete_prefix(self, prefix: str) -> None:
+        """Remove the folder's files, then its folders, deepest first; every file is tried,
+        then those left are reported. What a concurrent put adds meanwhile may stay: a
+        folder that is not empty then is kept, without an error, as on S3."""
         folder = self._path(prefix.rstrip("/"))
-        if folder.is_dir():
-            shutil.rmtree(folder, ignore_errors=True)
+        if not folder.is_dir():
+            return
+        failed: dict[str, str] = {}
+
+        def fail(error: OSError) -> None:
+            if error.errno != errno.ENOENT:  # removed meanwhile is removed
+                key = os.path.relpath(error.filename or folder, self.root)
+                failed[key] = error.strerror or type(error).__name__
+
+        for parent, _, names in os.walk(folder, topdown=False, onerror=fail):
+            for name in names:
+                try:
+                    os.unlink(os.path.join(parent, name))
+                except OSError as e:
+                    fail(e)
+            with contextlib.suppress(OSError):  # it holds what failed, or a newer put's file
+                os.rmdir(parent)
+        if failed:
+            raise BackendError(not_removed(prefix, failed))
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
