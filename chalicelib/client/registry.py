@@ -52,6 +52,13 @@ SECRET_REF = "SecretRef"
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 """A field name is a token (RFC 9110 §5.1)."""
 
+MAX_TIMEOUT = 86_400
+"""Seconds; a larger `Timeout` is a mistake (and past ~10**11 the socket cannot take it)."""
+_SERVER_NAME = re.compile(r"[A-Za-z0-9_.@+=-]{1,128}")
+"""What `PUT /servers/{name}` accepts: the characters an AWS Secrets Manager name takes
+(`{TABLE}/servers/{name}` holds a server's secrets) but '/', at most 128 of them (the
+ConfigStore's DynamoDB sort key stops at 1,024 bytes)."""
+
 
 def header_problem(name: str, value: str) -> str | None:
     """Why `name: value` cannot be sent as an HTTP header field, or None; the value (maybe a
@@ -107,19 +114,7 @@ def parse_server(name: str, value: Any) -> RemoteServer:
             f"server {name!r}: Pkcs11 client authentication is not supported (no hardware "
             f"token reaches this server); use CertificateFile and CertificateKeyFile"
         )
-    url = value.get("Url")
-    if not isinstance(url, str) or not url:
-        raise InvalidServer(f"server {name!r}: Url is required")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise InvalidServer(
-            f"server {name!r}: Url {url!r} must be an absolute http:// or https:// URL "
-            f"without query or fragment"
-        )
-    if parts.username or parts.password:
-        raise InvalidServer(
-            f"server {name!r}: Url must not hold credentials; give Username and Password"
-        )
+    url = _url(name, value.get("Url"))
     options: dict[str, Any] = {}
     for key, attr in _TEXT_KEYS.items():
         if value.get(key) is not None:
@@ -129,7 +124,8 @@ def parse_server(name: str, value: Any) -> RemoteServer:
     for key, attr in _BOOL_KEYS.items():
         if key in value:
             options[attr] = _boolean(name, key, value[key])
-    headers = value.get("HttpHeaders") or {}
+    headers = value.get("HttpHeaders")
+    headers = {} if headers is None else headers
     if not isinstance(headers, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     ):
@@ -137,8 +133,10 @@ def parse_server(name: str, value: Any) -> RemoteServer:
     for problem in filter(None, (header_problem(k, v) for k, v in headers.items())):
         raise InvalidServer(f"server {name!r}: {problem}")
     timeout = value.get("Timeout", 0)
-    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
-        raise InvalidServer(f"server {name!r}: Timeout must be a whole number of seconds >= 0")
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 <= timeout <= MAX_TIMEOUT:
+        raise InvalidServer(
+            f"server {name!r}: Timeout must be a whole number of seconds from 0 to {MAX_TIMEOUT}"
+        )
     if bool(options.get("certificate_file")) != bool(options.get("certificate_key_file")):
         raise InvalidServer(f"server {name!r}: CertificateFile and CertificateKeyFile go together")
     known = {"Url", "HttpHeaders", "Timeout", "Pkcs11", *_TEXT_KEYS, *_BOOL_KEYS}
@@ -149,6 +147,40 @@ def parse_server(name: str, value: Any) -> RemoteServer:
         timeout=timeout,
         user_properties={k: v for k, v in value.items() if k not in known},
         **options,
+    )
+
+
+def _url(name: str, url: Any) -> str:
+    """`url` checked as a server's DICOMweb root; raise InvalidServer naming the problem."""
+    if not isinstance(url, str) or not url:
+        raise InvalidServer(f"server {name!r}: Url is required")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise InvalidServer(
+            f"server {name!r}: Url {url!r} holds a space or a control character (percent-encode it)"
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not 0 to 65535)
+    except ValueError as exc:  # an unclosed '[' of an IPv6 host, a port out of range
+        raise InvalidServer(f"server {name!r}: Url {url!r} is not a URL ({exc})") from None
+    if parts.username or parts.password:
+        raise InvalidServer(
+            f"server {name!r}: Url must not hold credentials; give Username and Password"
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise InvalidServer(
+            f"server {name!r}: Url {url!r} must be an absolute http:// or https:// URL "
+            f"with a host, without query or fragment"
+        )
+    return url
+
+
+def server_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a new server (`PUT /servers/{name}`), or None."""
+    if _SERVER_NAME.fullmatch(name) and name not in (".", ".."):
+        return None
+    return (
+        f"server name {name[:140]!r} must be 1 to 128 letters, digits and _.@+=- (not '.' or '..')"
     )
 
 
@@ -258,6 +290,9 @@ class ServerRegistry:
 
     def put(self, name: str, value: Any) -> RemoteServer:
         """Add or replace a server; raise BadRequest naming what is wrong."""
+        problem = server_name_problem(name)
+        if problem:
+            raise BadRequest(problem)
         try:
             server = parse_server(name, value)
         except InvalidServer as exc:

@@ -53,6 +53,15 @@ def test_parse_server_object_form_keeps_user_properties() -> None:
         ({"Url": "http://h/", "HttpHeaders": {"X": "a\r\nInjected: 1"}}, "HttpHeaders 'X'"),
         ({"Url": "http://h/", "HttpHeaders": {"Bad Name": "v"}}, "HttpHeaders 'Bad Name'"),
         ("http://h/", "list or an object"),
+        ({"Url": "http://[::1/"}, "not a URL"),
+        ({"Url": "http://h:99999/"}, "not a URL"),
+        ({"Url": "http://h:port/"}, "not a URL"),
+        ({"Url": "http://:80/"}, "with a host"),
+        ({"Url": "http://h/a b"}, "space or a control character"),
+        ({"Url": "http://h/\r\nX: 1"}, "space or a control character"),
+        ({"Url": "http://h/\x00"}, "space or a control character"),
+        ({"Url": "http://h/", "Timeout": 10**20}, "from 0 to 86400"),
+        ({"Url": "http://h/", "HttpHeaders": []}, "HttpHeaders"),
     ],
 )
 def test_parse_server_refuses(value: object, message: str) -> None:

@@ -195,17 +195,18 @@ def test_port_in_use_is_named(tmp_path: Path) -> None:
 
 
 def test_path_parameters_are_percent_decoded_as_api_gateway_does(tmp_path: Path) -> None:
-    """A configured server named "my peer" is reached at servers/my%20peer, as on AWS."""
+    """A configured server named "my peer" is reached at servers/my%20peer, as on AWS (a
+    name given to PUT takes no space: servers/other%40one)."""
     config = {"DicomWeb": {"Servers": {"my peer": ["http://127.0.0.1:9/dicom-web/"]}}}
     with local_server(tmp_path, config=config) as url:
         response = requests.get(f"{url}/dicom-web/servers/my%20peer", timeout=30)
         assert response.status_code == 200, response.text
         response = requests.put(
-            f"{url}/dicom-web/servers/other%20one", json={"Url": "http://h/"}, timeout=30
+            f"{url}/dicom-web/servers/other%40one", json={"Url": "http://h/"}, timeout=30
         )
         assert response.status_code == 200, response.text
         names = requests.get(f"{url}/dicom-web/servers", timeout=30).json()
-        assert names == ["my peer", "other one"]
+        assert names == ["my peer", "other@one"]
 
 
 def test_bad_option_stops_with_one_line_naming_it(tmp_path: Path) -> None:

@@ -110,6 +110,9 @@ def test_put_then_delete_server(servers_client: Client) -> None:
         ({"Url": "http://h/", "HasDelete": "maybe"}, "HasDelete"),
         ({"Url": "http://h/", "Timeout": -1}, "Timeout"),
         (["http://h/", "a", "b", "c"], "list form"),
+        ({"Url": "http://[::1/"}, "is not a URL"),
+        ({"Url": "http://h:99999/"}, "is not a URL"),
+        ({"Url": "http://h/\r\n"}, "control character"),
     ],
 )
 def test_put_server_rejects_bad_definitions(
@@ -118,6 +121,28 @@ def test_put_server_rejects_bad_definitions(
     response = call(servers_client, "PUT", "/dicom-web/servers/bad", body)
     assert response.status_code == 400
     assert message in json.loads(response.body)["Message"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["a%20b", "%C3%A9t%C3%A9", "a%00b", "a%0Ab", "%2E%2E", "x" * 129, "y" * 1500],
+    ids=lambda name: name[:12] + (f"...{len(name)}" if len(name) > 12 else ""),
+)
+def test_put_server_refuses_names_secrets_manager_cannot_take(
+    servers_client: Client, name: str
+) -> None:
+    body = {"Url": "http://127.0.0.1:9/", "Password": PASSWORD}
+    response = call(servers_client, "PUT", f"/dicom-web/servers/{name}", body)
+    assert response.status_code == 400, name
+    assert "1 to 128 letters, digits and _.@+=-" in json.loads(response.body)["Message"]
+    assert json.loads(call(servers_client, "GET", "/dicom-web/servers").body) == list(SERVERS)
+
+
+def test_put_server_takes_every_allowed_character(servers_client: Client) -> None:
+    name = "Site_2.north@pacs+a=b-" + "x" * 106
+    body = {"Url": "http://127.0.0.1:9/", "Password": PASSWORD}
+    assert call(servers_client, "PUT", f"/dicom-web/servers/{name}", body).status_code == 200
+    assert name in json.loads(call(servers_client, "GET", "/dicom-web/servers").body)
 
 
 def test_get_on_post_routes_is_405_with_allow(servers_client: Client) -> None:
