@@ -28,7 +28,8 @@ class Unauthorized(DicomWebError):
 
 
 class Forbidden(DicomWebError):
-    """Valid credentials without the scope the route needs."""
+    """A call the caller may not make: credentials without the scope the route needs, or a
+    cross-origin form POST (`http.refuse_cross_origin_form`)."""
 
     status = 403
 

@@ -13,9 +13,16 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from chalicelib.config import SCOPES as SETTINGS_SCOPES
-from chalicelib.errors import DicomWebError, MethodNotAllowed, PayloadTooLarge, UriTooLong
+from chalicelib.errors import (
+    DicomWebError,
+    Forbidden,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    UriTooLong,
+)
 from chalicelib.server.auth import ANONYMOUS, Principal, authenticate, require_scope
 
 if TYPE_CHECKING:
@@ -169,6 +176,38 @@ def request_cors_headers(request: WebRequest) -> dict[str, str]:
     return cors_headers(request.header("origin"), getattr(settings, "cors_allowed_origins", ()))
 
 
+FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
+"""The Content-Types a browser sends cross-origin without a CORS preflight (Fetch standard,
+"CORS-safelisted request-header")."""
+
+
+def refuse_cross_origin_form(request: WebRequest) -> None:
+    """Raise Forbidden for a POST that a page of another origin made a browser send without
+    a CORS preflight: a form's Content-Type, or none, and an `Origin` that is neither this
+    server's nor listed in `DicomWeb.CorsAllowedOrigins`.
+
+    Such a request carries the browser's Basic credentials of this server (or needs none on
+    a loopback server without authentication): a page anywhere could otherwise make a
+    signed-in user's browser POST `servers/{name}/delete`, `/stow` or `jobs/{id}/cancel`
+    (cross-site request forgery). Every other cross-origin call has a preflight first, which
+    CorsAllowedOrigins answers; clients that are not browsers send no Origin."""
+    origin = request.header("origin")
+    if request.method != "POST" or not origin:
+        return
+    content_type = request.header("content-type").split(";")[0].strip().lower()
+    if content_type and content_type not in FORM_CONTENT_TYPES:
+        return
+    allowed = getattr(request.context.settings, "cors_allowed_origins", ())
+    own = {request.header("host").lower(), urlsplit(request.base_url).netloc.lower()}
+    if origin in allowed or urlsplit(origin).netloc.lower() in own - {""}:
+        return
+    raise Forbidden(
+        f"a POST from the page of {origin!r} without a CORS preflight (Content-Type "
+        f"{content_type or 'none'}) is refused: send it from this server's own pages, with "
+        f"Content-Type application/json, or list the origin in DicomWeb.CorsAllowedOrigins"
+    )
+
+
 def not_modified(request: WebRequest, etag: str) -> bool:
     """`If-None-Match` names `etag` (or `*`): the answer is 304 (RFC 9110 §13.1.2)."""
     header = request.header("if-none-match")
@@ -288,6 +327,7 @@ class RouteTable:
         """Authenticate the caller (not on a `public` route), check the route's scope and the
         request's size limits."""
         settings = request.context.settings
+        refuse_cross_origin_form(request)
         method = "GET" if request.method == "HEAD" else request.method
         scope = self.scopes[path].get(method)
         if scope != PUBLIC:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,39 @@ def test_cors_on_strict_accept_error(backend: str, tmp_path: Path) -> None:
     response = client.http.get(RENDERED, headers={"Origin": OHIF})
     assert response.status_code == 406
     assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+JOB_CANCEL = "/dicom-web/jobs/no-such-job/cancel"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded"],
+)
+def test_cross_origin_form_post_is_refused(client: Client, content_type: str | None) -> None:
+    """A page of another origin may make a browser POST a form (no preflight) with its Basic
+    credentials: refused before the handler runs (here it would answer 404)."""
+    headers = {"Origin": "https://evil.example", "Host": "pacs.example"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    response = client.http.request("POST", JOB_CANCEL, headers=headers, body=b"{}")
+    assert response.status_code == 403
+    assert "'https://evil.example'" in json.loads(response.body)["Message"]
+    assert "CorsAllowedOrigins" in json.loads(response.body)["Message"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "http://pacs.example:8042", "Content-Type": "text/plain"},  # the server's page
+        {"Origin": OHIF, "Content-Type": "text/plain"},  # listed in CorsAllowedOrigins
+        {"Origin": "https://evil.example", "Content-Type": "application/json"},  # preflighted
+        {"Content-Type": "text/plain"},  # not a browser
+    ],
+)
+def test_post_that_is_not_a_cross_origin_form_is_answered(
+    client: Client, headers: dict[str, str]
+) -> None:
+    headers = {"Host": "pacs.example:8042", **headers}
+    response = client.http.request("POST", JOB_CANCEL, headers=headers, body=b"{}")
+    assert response.status_code == 404
