@@ -2,8 +2,10 @@
 
 Every call has explicit connect and read timeouts (the server's `Timeout`, else the global
 `HttpTimeout`). Idempotent GETs are retried by urllib3 with backoff on connection errors and
-502/503/504; a STOW-RS POST is never retried here: the job step retries the batch, knowing
-what the remote acknowledged (STYLE.md rule 23).
+502/503/504, not after a read timeout: the server's Timeout bounds the call (four attempts
+made a 60 s Timeout four minutes, past API Gateway's 29 s many times over); a job step that
+timed out is tried again by its runner. A STOW-RS POST is never retried here: the job step
+retries the batch, knowing what the remote acknowledged (STYLE.md rule 23).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ReadTimeoutError
 from urllib3.util.retry import Retry
 
 from chalicelib.client.http import RemoteError, remote_url
@@ -26,7 +29,19 @@ from chalicelib.config import Settings
 from chalicelib.errors import BadGateway
 
 CONNECT_TIMEOUT = 10.0
-GET_RETRY = Retry(
+
+
+class _GetRetry(Retry):
+    """urllib3's Retry, except that a read timeout ends the call (requests' ReadTimeout)."""
+
+    def increment(self, *args: Any, **kwargs: Any) -> Retry:
+        error = kwargs.get("error", args[3] if len(args) > 3 else None)
+        if isinstance(error, ReadTimeoutError):
+            raise error
+        return super().increment(*args, **kwargs)
+
+
+GET_RETRY = _GetRetry(
     total=3,
     backoff_factor=0.2,
     status_forcelist=(502, 503, 504),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from chalicelib.client.http import remote_url
+from chalicelib.client.http import RemoteError, remote_url
 from chalicelib.client.registry import parse_server
 from chalicelib.client.session import remote_client
 from chalicelib.config import Settings
@@ -87,14 +88,18 @@ def test_session_carries_auth_headers_proxy_and_timeouts() -> None:
 
 
 @contextmanager
-def _loopback(location: str | None = None) -> Iterator[tuple[str, list[dict[str, str]]]]:
-    """A loopback server that records each request's headers and answers `[]`, or a 302 to
-    `location` (kept relative when it starts with '/'); yields its origin and the records."""
+def _loopback(
+    location: str | None = None, delay: float = 0
+) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A loopback server that records each request's headers and answers `[]` after `delay`
+    seconds, or a 302 to `location` (kept relative when it starts with '/'); yields its origin
+    and the records."""
     received: list[dict[str, str]] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             received.append({k.lower(): v for k, v in self.headers.items()})
+            time.sleep(delay)
             if location and not self.path.endswith("/moved"):
                 self.send_response(302)
                 self.send_header("Location", location)
@@ -150,3 +155,15 @@ def test_redirect_within_the_origin_keeps_credentials_and_headers() -> None:
         )
         remote_client(server, Settings()).get("/studies")
     assert [request["x-api-key"] for request in seen] == ["k3y", "k3y"]
+
+
+def test_get_that_times_out_is_not_sent_again() -> None:
+    """The server's Timeout bounds a call: urllib3 tried a timed-out GET three times more
+    (a 60 s Timeout took four minutes), and said "cannot connect" of a server that answered
+    the connection."""
+    with _loopback(delay=3) as (origin, seen):
+        server = parse_server("slow", {"Url": f"{origin}/dicom-web/", "Timeout": 1})
+        with pytest.raises(RemoteError, match="'slow': no answer within 1 s") as failure:
+            remote_client(server, Settings()).get("/studies")
+    assert len(seen) == 1
+    assert failure.value.transient
