@@ -91,7 +91,8 @@ def _remote_failed(exc: RemoteError) -> DicomWebError:
 
 @service.route("/servers/{name}/get", "POST", scope="admin")
 def proxy_get(request: WebRequest, name: str) -> WebResponse:
-    """The remote's answer as it is: status, body and Content-Type."""
+    """The remote's answer as it is: status, body and Content-Type, in a CSP sandbox: a
+    remote's text/html or SVG shown by a browser must not run scripts in this origin."""
     client, body = _client(request, name), _body(request)
     try:
         response = client.request(
@@ -103,7 +104,8 @@ def proxy_get(request: WebRequest, name: str) -> WebResponse:
     except RemoteError as exc:
         raise _remote_failed(exc) from None
     content_type = response.headers.get("content-type", "application/octet-stream")
-    return WebResponse(response.status_code, response.content, {}, content_type)
+    headers = {"Content-Security-Policy": "sandbox"}
+    return WebResponse(response.status_code, response.content, headers, content_type)
 
 
 @service.route("/servers/{name}/qido", "POST", scope="admin")

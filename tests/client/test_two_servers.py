@@ -140,6 +140,7 @@ def test_stow_job_then_retrieve_job_byte_identical(servers: dict[str, str]) -> N
     got = post(a, "/servers/B/get", {"Uri": "/studies", "Arguments": {"StudyInstanceUID": uid}})
     assert got.status_code == 200
     assert got.headers["Content-Type"].startswith("application/dicom+json")
+    assert got.headers["Content-Security-Policy"] == "sandbox"
     assert got.json()[0]["0020000D"]["Value"] == [uid]
     assert post(a, "/servers/B/get", {"Uri": "/studies/1.2.3.4.5"}).status_code == 404
     found = post(a, "/servers/B/qido", {"Uri": "/series", "Arguments": {"StudyInstanceUID": uid}})
