@@ -312,3 +312,114 @@ def test_list_instance_files_of_items_stored_before_file_attributes(
     expected = [InstanceFile.of(r) for r in records]
     assert index.list_instance_files(STUDY) == expected
     assert index.list_instance_files(STUDY, SERIES, f"{SERIES}.1") == expected[1:]
+
+
+class UnprocessingClient:
+    """A DynamoDB client whose BatchWriteItem and BatchGetItem calls get only part of their
+    requests done, `calls` calls long (what moto never does): the first `done` requests of
+    each go to moto, the others come back as UnprocessedItems / UnprocessedKeys."""
+
+    def __init__(self, client: Any, done: int, calls: int) -> None:
+        self._client = client
+        self._done = done
+        self._calls = calls
+        self.sent: list[int] = []
+        """The requests of each batch call."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def _split(self, requests: list[Any]) -> tuple[list[Any], list[Any]]:
+        self.sent.append(len(requests))
+        if not self._calls:
+            return requests, []
+        self._calls -= 1
+        return requests[: self._done], requests[self._done :]
+
+    def batch_write_item(self, RequestItems: dict[str, Any]) -> Any:
+        ((table, requests),) = RequestItems.items()
+        done, left = self._split(requests)
+        if done:
+            self._client.batch_write_item(RequestItems={table: done})
+        return {"UnprocessedItems": {table: left} if left else {}}
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> Any:
+        ((table, request),) = RequestItems.items()
+        done, left = self._split(request["Keys"])
+        response = {"Responses": {table: []}, "UnprocessedKeys": {}}
+        if done:
+            response = self._client.batch_get_item(RequestItems={table: {**request, "Keys": done}})
+        if left:
+            response["UnprocessedKeys"] = {table: {**request, "Keys": left}}
+        return response
+
+
+class StalledWrites(UnprocessingClient):
+    """A DynamoDB client whose BatchWriteItem calls never get anything done."""
+
+    def __init__(self, client: Any) -> None:
+        super().__init__(client, done=0, calls=1000)
+
+    def batch_get_item(self, **kwargs: Any) -> Any:
+        return self._client.batch_get_item(**kwargs)
+
+
+FUTURE = "9999-12-31T00:00:00.000000Z"
+"""A `stale_blob_writes` bound after every intent."""
+
+
+def test_blob_writes_send_again_what_dynamodb_left_unprocessed(dynamodb: Any) -> None:
+    """BatchWriteItem leaves items unprocessed under load: each is sent again until written
+    or deleted, none dropped."""
+    records = _series_records(30)
+    client = UnprocessingClient(dynamodb, done=4, calls=3)
+    index = DynamoTagIndex(client, TABLE)
+    index.begin_blob_writes(records)
+    assert client.sent == [25, 21, 17, 13, 5]
+    written = index.stale_blob_writes(FUTURE)
+    assert sorted(w.blob_key for w in written) == sorted(r.blob_key for r in records)
+    client = UnprocessingClient(dynamodb, done=4, calls=3)
+    DynamoTagIndex(client, TABLE).end_blob_writes([r.blob_key for r in records])
+    assert client.sent == [25, 21, 17, 13, 5]
+    assert index.stale_blob_writes(FUTURE) == []
+
+
+def test_blob_writes_done_slowly_are_all_written(dynamodb: Any) -> None:
+    """A batch DynamoDB gets done one item a call is sent again as long as that goes on (it
+    gave up after 16 calls, with items left)."""
+    records = _series_records(25)
+    client = UnprocessingClient(dynamodb, done=1, calls=100)
+    index = DynamoTagIndex(client, TABLE)
+    index.begin_blob_writes(records)
+    assert client.sent == list(range(25, 0, -1))
+    assert len(index.stale_blob_writes(FUTURE)) == 25
+
+
+def test_batch_get_sends_again_what_dynamodb_left_unprocessed(dynamodb: Any) -> None:
+    """BatchGetItem (a batch store's first read) leaves keys unprocessed: an item missed
+    there would be created again, counted twice."""
+    index = DynamoTagIndex(dynamodb, TABLE)
+    records = _series_records(20)
+    index.store_instances(records[:10], overwrite=False)
+    client = UnprocessingClient(dynamodb, done=7, calls=2)
+    results = DynamoTagIndex(client, TABLE).store_instances(records, overwrite=False)
+    assert [getattr(r, "outcome", r) for r in results] == ["kept"] * 10 + ["created"] * 10
+    assert client.sent[:3] == [22, 15, 8]
+    assert index.get_series(STUDY, SERIES).num_instances == 20
+
+
+def test_blob_writes_never_processed_fail_and_the_store_goes_on(dynamodb: Any) -> None:
+    """Batch calls that get nothing done give up after ATTEMPTS of them with OutOfResources
+    (a store then fails before writing a blob); write intents that cannot end stay listed
+    for the sweep, and the instances are stored all the same."""
+    records = _series_records(5)
+    client = StalledWrites(dynamodb)
+    stalled = DynamoTagIndex(client, TABLE)
+    with pytest.raises(OutOfResources, match="unprocessed"):
+        stalled.begin_blob_writes(records)
+    assert client.sent == [5] * ATTEMPTS
+    index = DynamoTagIndex(dynamodb, TABLE)
+    index.begin_blob_writes(records)
+    results = stalled.store_instances(records, overwrite=False)
+    assert [getattr(r, "outcome", r) for r in results] == ["created"] * 5
+    assert len(index.stale_blob_writes(FUTURE)) == 5

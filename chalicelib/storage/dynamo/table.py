@@ -141,6 +141,11 @@ def translated() -> Iterator[None]:
         raise BackendError(f"DynamoDB could not be reached: {type(e).__name__}") from e
 
 
+def _requests(request: dict[str, Any]) -> int:
+    """How many requests (BatchWriteItem) or keys (BatchGetItem) a batch request holds."""
+    return sum(len(v) if isinstance(v, list) else len(v["Keys"]) for v in request.values())
+
+
 def _with_condition(op: dict[str, Any], condition: Condition | None) -> dict[str, Any]:
     if condition is not None:
         expression, names, values = condition
@@ -198,18 +203,25 @@ class Table:
         self, operation: str, request: dict[str, Any], unprocessed: str
     ) -> list[dict[str, Any]]:
         """The responses of the batch `operation` of `request`, what DynamoDB leaves
-        `unprocessed` sent again with backoff; OutOfResources when some is still left after
-        2 × ATTEMPTS calls."""
+        `unprocessed` sent again with backoff for as long as the calls get some of it done;
+        OutOfResources after ATTEMPTS calls in a row that got none of it done (what the
+        earlier calls did stays done)."""
         responses = []
-        for attempt in range(ATTEMPTS * 2):
-            if attempt:
-                backoff(min(attempt, ATTEMPTS))
+        stalled = 0
+        while True:
             with translated():
                 responses.append(getattr(self.client, operation)(RequestItems=request))
-            request = responses[-1].get(unprocessed) or {}
-            if not request:
+            left = responses[-1].get(unprocessed) or {}
+            if not left:
                 return responses
-        raise OutOfResources(f"DynamoDB left requests unprocessed in {operation}")
+            stalled = stalled + 1 if _requests(left) >= _requests(request) else 0
+            if stalled == ATTEMPTS:
+                raise OutOfResources(
+                    f"DynamoDB left all {_requests(left)} requests unprocessed in {ATTEMPTS} "
+                    f"{operation} calls in a row; retry later"
+                )
+            backoff(max(stalled, 1))
+            request = left
 
     def query(self, pk: str, prefix: str, **options: Any) -> Iterator[dict[str, Value]]:
         """Items of partition `pk` whose sort key starts with `prefix`, page after page."""
