@@ -14,11 +14,25 @@ from typing import Any
 
 from chalicelib.dicom.ids import is_valid_uid, orthanc_ids
 from chalicelib.dicom.jsonmodel import json_value
-from chalicelib.errors import BadRequest, NotFound
+from chalicelib.errors import BadRequest, NotFound, PayloadTooLarge
 from chalicelib.storage import ports
 
 ResolvedResource = list[str]
 """[study], [study, series] or [study, series, sop]."""
+
+MAX_JOB_RESOURCES = 500
+"""Resources one STOW or retrieve job may hold. Its record keeps them twice (the job's
+parameters and its Content), and on AWS the record is one DynamoDB item, which stops at
+400 KB: 500 resources of three 64-character UIDs take ~240 KB, leaving room for a
+retrieve's list of stored instances; 3,000 made the call a 500."""
+
+
+def limit_job_resources(count: int, what: str = "Resources lists") -> None:
+    """Raise PayloadTooLarge (413) when `count` resources are more than a job may hold."""
+    if count > MAX_JOB_RESOURCES:
+        raise PayloadTooLarge(
+            f"{what} {count} resources; a job holds at most {MAX_JOB_RESOURCES}: split the request"
+        )
 
 
 def resolve_resources(index: ports.TagIndex, resources: Any) -> list[ResolvedResource]:
@@ -29,6 +43,7 @@ def resolve_resources(index: ports.TagIndex, resources: Any) -> list[ResolvedRes
             "Resources must be a non-empty list of Orthanc identifiers or "
             '{"Study", "Series", "Instance"} UIDs'
         )
+    limit_job_resources(len(resources))
     resolved: list[list[ResolvedResource]] = []
     wanted: dict[str, list[int]] = {}
     for position, resource in enumerate(resources):
@@ -45,7 +60,9 @@ def resolve_resources(index: ports.TagIndex, resources: Any) -> list[ResolvedRes
                 resolved[position] = paths
     if wanted:
         raise NotFound(f"unknown resource(s): {', '.join(sorted(wanted))} (no such Orthanc id)")
-    return [path for paths in resolved for path in paths]
+    paths = [path for paths in resolved for path in paths]
+    limit_job_resources(len(paths), "the Resources resolve to")
+    return paths
 
 
 def uid_path(resource: dict[str, Any], position: int = 0) -> ResolvedResource:

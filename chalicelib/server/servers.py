@@ -16,7 +16,7 @@ from chalicelib import jobs
 from chalicelib.client import proxy
 from chalicelib.client.http import RemoteError, remote_url
 from chalicelib.client.registry import public_view
-from chalicelib.client.resources import resolve_resources, uid_path
+from chalicelib.client.resources import limit_job_resources, resolve_resources, uid_path
 from chalicelib.errors import BadGateway, BadRequest, DicomWebError
 from chalicelib.server.http import Service, WebRequest, WebResponse, json_response, warning_header
 from chalicelib.storage.ports import JobRecord
@@ -172,6 +172,7 @@ def retrieve(request: WebRequest, name: str) -> WebResponse:
     resources = body.get("Resources")
     if not isinstance(resources, list) or not resources:
         raise BadRequest('Resources must be a non-empty list of {"Study", "Series", "Instance"}')
+    limit_job_resources(len(resources))
     for position, resource in enumerate(resources):
         if not isinstance(resource, dict):
             raise BadRequest(f'Resources[{position}] must be {{"Study", "Series", "Instance"}}')

@@ -168,3 +168,34 @@ def test_synchronous_deadline_is_bounded(deadline: int) -> None:
     document = json.dumps({"DicomWeb": {"JobsSynchronousDeadline": deadline}})
     with pytest.raises(ConfigError, match="JobsSynchronousDeadline"):
         load_settings({"DICOMWEB_CONFIG": document})
+
+
+def _longest_uids(count: int) -> list[dict[str, str]]:
+    """`count` resources, each three UIDs of the most characters (64)."""
+    prefix = "1.2.3." + "9" * 50
+
+    def uid(level: int, n: int) -> str:
+        return f"{prefix}.{level}{n:06d}"
+
+    return [{"Study": uid(1, n), "Series": uid(2, n), "Instance": uid(3, n)} for n in range(count)]
+
+
+def test_job_holds_at_most_max_job_resources(backend: str, tmp_path: Path) -> None:
+    """On AWS a job record is one DynamoDB item (400 KB): 3,000 resources made the call a 500.
+    The most a job holds fits; one more is a 413 on both backends."""
+    from chalicelib.client.resources import MAX_JOB_RESOURCES
+
+    ctx = jobs_context(backend, tmp_path)
+    client = Client(create_app(lambda: ctx))
+    resources = _longest_uids(MAX_JOB_RESOURCES + 1)
+    assert all(len(uid) == 64 for uid in resources[-1].values())
+    for operation in ("retrieve", "stow"):
+        body = {"Resources": resources, "Synchronous": False}
+        response = call(client, "POST", f"/dicom-web/servers/down/{operation}", body)
+        assert response.status_code == 413, (operation, response.body)
+        message = json.loads(response.body)["Message"]
+        assert f"{MAX_JOB_RESOURCES + 1} resources" in message, message
+    body = {"Resources": resources[:MAX_JOB_RESOURCES], "Synchronous": False}
+    response = call(client, "POST", "/dicom-web/servers/down/retrieve", body)
+    assert response.status_code == 200, response.body
+    assert ctx.jobs.get(json.loads(response.body)["ID"]).params["Resources"][-1]["Study"]
