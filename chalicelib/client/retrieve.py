@@ -67,7 +67,9 @@ def retrieve_step(
 
 
 def _series_of(client: RemoteClient, job: JobRecord, study_path: str) -> list[str]:
-    """The study's series UIDs by QIDO-RS, or [] when the remote cannot list them."""
+    """The study's series UIDs by QIDO-RS, or [] when the remote cannot list them (an error
+    that is not transient, or an answer that is not a DICOM JSON array: `42` made the job
+    fail with "internal error: 'int' object is not iterable")."""
     headers = {**job.params.get("HttpHeaders", {}), "Accept": "application/dicom+json"}
     try:
         answer = client.get(study_path + "/series", headers=headers).json()
@@ -77,7 +79,10 @@ def _series_of(client: RemoteClient, job: JobRecord, study_path: str) -> list[st
         return []
     except ValueError:
         return []
-    uids = [json_value(item.get("0020000E", {})) for item in answer if isinstance(item, dict)]
+    if not isinstance(answer, list):  # not a QIDO-RS answer: fetch the study whole
+        return []
+    attributes = [item.get("0020000E") for item in answer if isinstance(item, dict)]
+    uids = [json_value(a) for a in attributes if isinstance(a, dict)]
     return sorted(uid for uid in uids if isinstance(uid, str))
 
 
