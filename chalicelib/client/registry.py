@@ -18,7 +18,7 @@ AWS, a 0600 file locally).
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import re
 import threading
 from collections.abc import Mapping
@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 
 from chalicelib.errors import BadRequest, NotFound
 from chalicelib.storage import ports
+
+log = logging.getLogger(__name__)
 
 NAMESPACE = "servers"
 _BOOL_KEYS = {
@@ -266,16 +268,22 @@ class ServerRegistry:
         return parse_server(name, form)
 
     def servers(self) -> dict[str, RemoteServer]:
+        """The servers, without those stored that no longer pass `parse_server` (saved under
+        an earlier version's rules), which are logged: one of them made every listing a 500."""
         if self._store is None:
             with self._lock:
                 return dict(sorted(self._servers.items()))
-        return {
-            name: self._load(name, value)
-            for name, value in self._store.list_items(NAMESPACE).items()
-        }
+        servers = {}
+        for name, value in self._store.list_items(NAMESPACE).items():
+            try:
+                servers[name] = self._load(name, value)
+            except InvalidServer as exc:
+                log.warning("stored %s; left out of the list (PUT it again or DELETE it)", exc)
+        return servers
 
     def get(self, name: str) -> RemoteServer:
-        """Raise NotFound (404) naming the server."""
+        """Raise NotFound (404) naming the server, BadRequest (400) for a stored definition that
+        is no longer valid."""
         if self._store is None:
             with self._lock:
                 server = self._servers.get(name)
@@ -284,6 +292,10 @@ class ServerRegistry:
                 server = self._load(name, self._store.get_item(NAMESPACE, name))
             except ports.NotFound:
                 server = None
+            except InvalidServer as exc:
+                raise BadRequest(
+                    f"the stored definition of {exc}: PUT a new one or DELETE it"
+                ) from None
         if server is None:
             raise NotFound(f"no remote DICOMweb server named {name!r} (see GET servers/)")
         return server
@@ -305,12 +317,16 @@ class ServerRegistry:
         return server
 
     def delete(self, name: str) -> None:
-        """Raise NotFound (404)."""
-        self.get(name)
+        """Raise NotFound (404). A stored definition is removed without being read, so that
+        one that is no longer valid can be."""
+        missing = NotFound(f"no remote DICOMweb server named {name!r} (see GET servers/)")
         if self._store is None:
             with self._lock:
-                self._servers.pop(name, None)
-        else:
-            with contextlib.suppress(ports.NotFound):
-                self._store.delete_item(NAMESPACE, name)
-            self._secrets.delete_secret(f"{NAMESPACE}/{name}")
+                if self._servers.pop(name, None) is None:
+                    raise missing
+            return
+        try:
+            self._store.delete_item(NAMESPACE, name)
+        except ports.NotFound:
+            raise missing from None
+        self._secrets.delete_secret(f"{NAMESPACE}/{name}")

@@ -252,3 +252,24 @@ def test_jobs_empty_and_unknown_job_404(servers_client: Client) -> None:
     assert call(servers_client, "GET", "/dicom-web/jobs/nope").status_code == 404
     for action in ("cancel", "pause", "resume", "resubmit"):
         assert call(servers_client, "POST", f"/dicom-web/jobs/nope/{action}").status_code == 404
+
+
+def test_stored_server_no_longer_valid_is_left_out_and_can_be_removed(
+    backend: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server stored under an earlier version's rules (a port out of range was accepted)
+    made every listing a 500: the listing leaves it out and logs it, a call on it is a 400
+    naming the problem, and DELETE removes it."""
+    ctx = make_context(backend, tmp_path, servers=SERVERS, servers_in_database=True)
+    ctx.config_store.put_item("servers", "old", {"Url": "http://h:99999/", "Timeout": 0})
+    client = Client(create_app(lambda: ctx))
+    listing = call(client, "GET", "/dicom-web/servers?expand")
+    assert listing.status_code == 200, listing.body
+    assert sorted(json.loads(listing.body)) == sorted(SERVERS)
+    assert "server 'old'" in caplog.text and "left out of the list" in caplog.text
+    response = call(client, "POST", "/dicom-web/servers/old/get", {"Uri": "/studies"})
+    assert response.status_code == 400
+    assert "stored definition of server 'old'" in json.loads(response.body)["Message"]
+    assert call(client, "DELETE", "/dicom-web/servers/old").status_code == 200
+    assert call(client, "DELETE", "/dicom-web/servers/old").status_code == 404
+    assert call(client, "GET", "/dicom-web/servers/old").status_code == 404
