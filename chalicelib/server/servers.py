@@ -17,11 +17,17 @@ from chalicelib.client import proxy
 from chalicelib.client.http import RemoteError, remote_url
 from chalicelib.client.registry import public_view
 from chalicelib.client.resources import limit_job_resources, resolve_resources, uid_path
-from chalicelib.errors import BadGateway, BadRequest, DicomWebError
+from chalicelib.errors import BadGateway, BadRequest, DicomWebError, PayloadTooLarge
 from chalicelib.server.http import Service, WebRequest, WebResponse, json_response, warning_header
 from chalicelib.storage.ports import JobRecord
 
 service = Service("servers")
+
+MAX_JOB_REQUEST_BYTES = 256 * 1024
+"""What the request of a job may take as JSON (its Uri, Arguments, HttpHeaders and
+Resources, kept in the job's parameters and Content): on AWS the job record is one DynamoDB
+item (400 KB), which also holds a retrieve's list of stored instances; a 500 KB Uri made the
+call a 500. `client.resources.MAX_JOB_RESOURCES` of the longest UIDs fit."""
 
 
 def _body(request: WebRequest) -> dict[str, Any]:
@@ -217,6 +223,12 @@ def job_path(job: JobRecord) -> dict[str, str]:
 
 def _run(request: WebRequest, job: JobRecord, synchronous: bool) -> WebResponse:
     ctx = request.context
+    size = len(json.dumps([job.params, job.content]))
+    if size > MAX_JOB_REQUEST_BYTES:
+        raise PayloadTooLarge(
+            f"the job's Uri, Arguments, HttpHeaders and Resources take {size} bytes as JSON; "
+            f"a job takes at most {MAX_JOB_REQUEST_BYTES}"
+        )
     if not synchronous:
         return json_response(job_path(jobs.submit(ctx, job)))
     job = jobs.run_synchronously(ctx, job)

@@ -199,3 +199,26 @@ def test_job_holds_at_most_max_job_resources(backend: str, tmp_path: Path) -> No
     response = call(client, "POST", "/dicom-web/servers/down/retrieve", body)
     assert response.status_code == 200, response.body
     assert ctx.jobs.get(json.loads(response.body)["ID"]).params["Resources"][-1]["Study"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"Uri": "/studies/" + "1" * 300_000},
+        {"Uri": "/studies", "HttpHeaders": {"X-Big": "v" * 300_000}},
+        {"Uri": "/studies", "Arguments": {"PatientID": "v" * 300_000}},
+    ],
+    ids=["Uri", "HttpHeaders", "Arguments"],
+)
+def test_job_request_over_max_job_request_bytes_is_413(
+    backend: str, tmp_path: Path, body: dict[str, Any]
+) -> None:
+    """A 500 KB Uri made the job record larger than a DynamoDB item: a 500 on AWS."""
+    from chalicelib.server.servers import MAX_JOB_REQUEST_BYTES
+
+    ctx = jobs_context(backend, tmp_path)
+    client = Client(create_app(lambda: ctx))
+    response = call(client, "POST", "/dicom-web/servers/down/wado", {**body, "Synchronous": False})
+    assert response.status_code == 413, response.body
+    assert f"at most {MAX_JOB_REQUEST_BYTES}" in json.loads(response.body)["Message"]
+    assert ctx.jobs.list() == []
