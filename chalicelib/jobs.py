@@ -27,7 +27,7 @@ from typing import Any
 
 from chalicelib.client.http import RemoteError
 from chalicelib.context import Context
-from chalicelib.errors import BadRequest
+from chalicelib.errors import BadRequest, DicomWebError
 from chalicelib.storage.ports import Conflict, JobRecord, NotFound
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ TERMINAL = ("Success", "Failure")
 # Orthanc's ErrorCode values (OrthancFramework/Sources/Enumerations.h, 1.10).
 SUCCESS = 0
 INTERNAL_ERROR = -1
+INEXISTENT_ITEM = 7
 NETWORK_PROTOCOL = 9
 CANCELED_JOB = 37
 
@@ -105,6 +106,10 @@ def advance(ctx: Context, job_id: str) -> bool:
         if exc.transient:
             raise TransientJobError(exc.message) from exc
         _save_failure(ctx, job, exc.message, NETWORK_PROTOCOL)
+        return True
+    except DicomWebError as exc:  # its server removed, or unusable (a certificate unreadable)
+        code = INEXISTENT_ITEM if exc.status == 404 else NETWORK_PROTOCOL
+        _save_failure(ctx, job, exc.message, code)
         return True
     except Exception as exc:  # a defect must end the job, not loop on it
         log.exception("job %s: step failed", job_id)

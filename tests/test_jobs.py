@@ -151,3 +151,18 @@ def test_step_racing_the_record_of_its_execution_runs_again(
     first, *rest = remote.received
     assert rest[0] == first  # the dropped batch, sent again
     assert sorted(u for batch in rest for u in batch) == sorted(i.sop for i in study)
+
+
+def test_job_whose_server_was_removed_fails_naming_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job whose server was removed while it waited (paused, queued) ended Failure with
+    'internal error: ...' and a traceback in the log, as a defect does."""
+    ctx = make_context("local", tmp_path)
+    job = jobs.new_job(jobs.RETRIEVE, "removed", {"Uri": "/studies"}, {}, 0)
+    ctx.jobs.create(job)
+    ended = jobs.run_inline(ctx, job.id)
+    assert ended.state == "Failure"
+    assert ended.error_description.startswith("no remote DICOMweb server named 'removed'")
+    assert ended.error_code == jobs.INEXISTENT_ITEM
+    assert "step failed" not in caplog.text
