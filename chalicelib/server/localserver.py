@@ -46,7 +46,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from chalice.app import Chalice
 from chalice.config import Config
@@ -66,6 +66,7 @@ from chalicelib.context import build_context
 from chalicelib.errors import (
     BadRequest,
     DicomWebError,
+    Forbidden,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -139,6 +140,9 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
     disable_nagle_algorithm = True
     max_body = Settings.max_request_body
     timeout = CONNECTION_TIMEOUT  # socketserver.StreamRequestHandler sets it on the socket
+    anonymous_hosts: frozenset[str] | None = None
+    """With authentication off, the host names a request may name besides loopback ones
+    (`DicomWeb.Host`, `PublicRoot`); None with authentication on."""
 
     def __init__(
         self, request: Any, client_address: Any, server: Any, app_object: Chalice, config: Config
@@ -240,6 +244,11 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
 
     def _generic_handle(self) -> None:
         """Chalice's handler, with every failure answered (its own closes the connection)."""
+        refused = self._unexpected_host()
+        if refused:
+            self.close_connection = True
+            self._send_json_error(Forbidden(refused))
+            return
         try:
             self._check_headers()
             headers, body = self._parse_payload()
@@ -415,6 +424,29 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
         }
         self._send_http_response(response.status, headers, response.body)
 
+    def _unexpected_host(self) -> str:
+        """Why the request's Host is refused, or "". Without authentication a domain name
+        is answered only when it is localhost's (or `DicomWeb.Host`'s, `PublicRoot`'s): a web
+        page whose domain an attacker's DNS turns into 127.0.0.1 (DNS rebinding) is
+        same-origin with this server for the browser, and could read and store as it likes.
+        Addresses and names without a dot (`Host: h`) cannot be an attacker's domain."""
+        host = self.headers.get("host", "")
+        if self.anonymous_hosts is None or not host:
+            return ""
+        try:
+            name = (urlsplit(f"//{host}").hostname or "").rstrip(".")
+        except ValueError:
+            name = host
+        if "." not in name or name.endswith(".localhost") or name in self.anonymous_hosts:
+            return ""
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(name)
+            return ""
+        return (
+            f"Host {host[:100]!r}: with AuthenticationEnabled off this server answers no "
+            f"domain name but localhost's (or the host of DicomWeb.Host or PublicRoot)"
+        )
+
     def _check_headers(self) -> None:
         """Credentials are ASCII (RFC 9110 §11.4, token68 and auth-param); Chalice's local
         gateway fails on others when it builds its 403 for an unknown path."""
@@ -555,10 +587,18 @@ def make_server(
     app = create_app(lambda: ctx, streams=True)
     app.api.binary_types = []
     config = Config(chalice_stage="dev", user_provided_params={}, config_from_disk={})
+    anonymous_hosts = None
+    if not settings.authentication_enabled:
+        named = (urlsplit(f"//{settings.host}").hostname, urlsplit(settings.public_root).hostname)
+        anonymous_hosts = frozenset(filter(None, named))
     handler = type(
         "LimitedRequestHandler",
         (DicomWebRequestHandler,),
-        {"max_body": settings.max_request_body, "timeout": timeout},
+        {
+            "max_body": settings.max_request_body,
+            "timeout": timeout,
+            "anonymous_hosts": anonymous_hosts,
+        },
     )
     return LocalDevServer(
         app, config, host, port, handler_cls=handler, server_cls=DicomWebHTTPServer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import http.client
 import io
 import json
 import logging
@@ -967,3 +969,37 @@ def test_big_series_to_slow_and_stalled_readers(
     boundary = parse_media_type(answer.headers["Content-Type"]).params["boundary"]
     assert [part.body for part in split_multipart(body, boundary)] == _sop_order(instances)
     assert truncated.startswith(b"HTTP/1.1 200 ") and len(truncated) < len(body)
+
+
+def _status_with_host(url: str, host: str, auth: str = "") -> int:
+    """The status of GET /dicom-web/servers sent with `Host: host`."""
+    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+    try:
+        connection.putrequest("GET", "/dicom-web/servers", skip_host=True)
+        connection.putheader("Host", host)
+        if auth:
+            connection.putheader("Authorization", auth)
+        connection.endheaders()
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_without_authentication_no_foreign_domain_is_answered(tmp_path: Path) -> None:
+    """DNS rebinding: a page of evil.example whose name the attacker's DNS turns into
+    127.0.0.1 is same-origin with this server for the browser. Without authentication, a Host
+    that is a domain name but localhost's (or DicomWeb.Host's) is refused; with it, the
+    credentials decide."""
+    config = {"DicomWeb": {"Host": "pacs.example:8042"}}
+    with local_server(tmp_path / "open", config=config) as url:
+        port = url.rsplit(":", 1)[1]
+        assert _status_with_host(url, f"evil.example:{port}") == 403
+        assert _status_with_host(url, "evil.example") == 403
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "a.localhost", "h"):
+            assert _status_with_host(url, host) == 200, host
+        assert _status_with_host(url, "pacs.example:8042") == 200
+    users = {"AuthenticationEnabled": True, "RegisteredUsers": {"u": "p"}}
+    with local_server(tmp_path / "closed", config=users) as url:
+        assert _status_with_host(url, "evil.example") == 401
+        basic = "Basic " + base64.b64encode(b"u:p").decode()
+        assert _status_with_host(url, "evil.example", basic) == 200
