@@ -18,6 +18,7 @@ from chalicelib.client.http import RemoteError, remote_url
 from chalicelib.client.registry import public_view
 from chalicelib.client.resources import limit_job_resources, resolve_resources, uid_path
 from chalicelib.errors import BadGateway, BadRequest, DicomWebError, PayloadTooLarge
+from chalicelib.server.delivery import deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse, json_response, warning_header
 from chalicelib.storage.ports import JobRecord
 
@@ -98,7 +99,9 @@ def _remote_failed(exc: RemoteError) -> DicomWebError:
 @service.route("/servers/{name}/get", "POST", scope="admin")
 def proxy_get(request: WebRequest, name: str) -> WebResponse:
     """The remote's answer as it is: status, body and Content-Type, in a CSP sandbox: a
-    remote's text/html or SVG shown by a browser must not run scripts in this origin."""
+    remote's text/html or SVG shown by a browser must not run scripts in this origin. Over
+    `InlineLimit` on AWS it is a 303 to a copy in S3, as our own retrieves are: a remote's
+    series (WADO-RS) is larger than a Lambda answer (6 MB), which API Gateway made a 502."""
     client, body = _client(request, name), _body(request)
     try:
         response = client.request(
@@ -111,7 +114,9 @@ def proxy_get(request: WebRequest, name: str) -> WebResponse:
         raise _remote_failed(exc) from None
     content_type = response.headers.get("content-type", "application/octet-stream")
     headers = {"Content-Security-Policy": "sandbox"}
-    return WebResponse(response.status_code, response.content, headers, content_type)
+    return deliver(
+        request, WebResponse(response.status_code, response.content, headers, content_type)
+    )
 
 
 @service.route("/servers/{name}/qido", "POST", scope="admin")

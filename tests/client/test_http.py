@@ -7,15 +7,20 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from chalice.test import Client
 
 from chalicelib.client.http import RemoteError, remote_url
 from chalicelib.client.registry import parse_server
 from chalicelib.client.session import remote_client
 from chalicelib.config import Settings
 from chalicelib.errors import BadRequest
+from chalicelib.server.api import create_app
+from tests.conftest import make_context
 
 SERVER = parse_server("peer", ["http://h:8042/dicom-web/", "alice", "pw"])
 
@@ -167,3 +172,20 @@ def test_get_that_times_out_is_not_sent_again() -> None:
             remote_client(server, Settings()).get("/studies")
     assert len(seen) == 1
     assert failure.value.transient
+
+
+def test_proxy_get_answer_over_inline_limit_is_a_303_to_s3(aws_env: None, tmp_path: Path) -> None:
+    """On AWS a remote's answer larger than a Lambda answer (6 MB: a series by WADO-RS) made
+    API Gateway answer 502; over InlineLimit it goes to S3 as our own retrieves do."""
+    with _loopback() as (origin, _):
+        servers = {"peer": [f"{origin}/dicom-web/"]}
+        ctx = make_context("aws", tmp_path, servers=servers, inline_limit=1)
+        response = Client(create_app(lambda: ctx)).http.post(
+            "/dicom-web/servers/peer/get",
+            body=b'{"Uri": "/studies"}',
+            headers={"Content-Type": "application/json"},
+        )
+    assert response.status_code == 303, response.body
+    path = urlsplit(response.headers["Location"]).path
+    assert "/tmp/" in path
+    assert ctx.blobs.get(path[path.index("tmp/") :]) == b"[]"
