@@ -69,6 +69,15 @@ def header_problem(name: str, value: str) -> str | None:
         return f"HttpHeaders {name!r}: a header name is letters, digits and !#$%&'*+-.^_`|~"
     if any(c in value for c in "\r\n\0"):
         return f"HttpHeaders {name!r}: a header value cannot hold a line break or NUL"
+    if value != value.strip(" \t"):
+        # requests refuses it with the value in its message, which an error answer repeated
+        return f"HttpHeaders {name!r}: a header value cannot start or end with a space or tab"
+    if any(ord(c) > 255 or (ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+        # http.client sends values in ISO-8859-1: any other character failed the call (500)
+        return (
+            f"HttpHeaders {name!r}: a header value is ISO-8859-1 text without control "
+            f"characters (RFC 9110 §5.5)"
+        )
     return None
 
 

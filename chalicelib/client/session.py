@@ -171,7 +171,9 @@ def _new_session(server: RemoteServer, settings: Settings) -> requests.Session:
     session.trust_env = False  # HttpProxy, never the environment, decides the proxy
     session.headers.update(server.http_headers)
     if server.username:
-        session.auth = (server.username, server.password)
+        # In UTF-8 (RFC 7617 §2.1, charset="UTF-8"): requests' own ISO-8859-1 failed the call
+        # with a 500 on any other character.
+        session.auth = (server.username.encode(), server.password.encode())
     if settings.http_proxy:
         session.proxies = {"http": settings.http_proxy, "https": settings.http_proxy}
     session.verify = (

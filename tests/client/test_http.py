@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Iterator
@@ -82,7 +83,7 @@ def test_session_carries_auth_headers_proxy_and_timeouts() -> None:
     )
     settings = Settings(http_proxy="http://proxy:3128", https_verify_peers=False)
     client = remote_client(server, settings)
-    assert client.session.auth == ("u", "p")
+    assert client.session.auth == (b"u", b"p")
     assert client.session.headers["X-Token"] == "t"
     assert client.session.proxies == {"http": "http://proxy:3128", "https": "http://proxy:3128"}
     assert client.session.verify is False and client.session.trust_env is False
@@ -189,3 +190,13 @@ def test_proxy_get_answer_over_inline_limit_is_a_303_to_s3(aws_env: None, tmp_pa
     path = urlsplit(response.headers["Location"]).path
     assert "/tmp/" in path
     assert ctx.blobs.get(path[path.index("tmp/") :]) == b"[]"
+
+
+def test_basic_credentials_are_sent_in_utf8() -> None:
+    """RFC 7617 §2.1: requests encodes them in ISO-8859-1, and a password with any other
+    character failed every call with a UnicodeEncodeError (500)."""
+    with _loopback() as (origin, seen):
+        server = parse_server("peer", [f"{origin}/dicom-web/", "jürgen", "pa☃ss"])
+        remote_client(server, Settings()).get("/studies")
+    expected = base64.b64encode("jürgen:pa☃ss".encode()).decode()
+    assert seen[0]["authorization"] == f"Basic {expected}"

@@ -273,3 +273,15 @@ def test_stored_server_no_longer_valid_is_left_out_and_can_be_removed(
     assert call(client, "DELETE", "/dicom-web/servers/old").status_code == 200
     assert call(client, "DELETE", "/dicom-web/servers/old").status_code == 404
     assert call(client, "GET", "/dicom-web/servers/old").status_code == 404
+
+
+@pytest.mark.parametrize("value", [" t0k3n-value", "t0k3n-value ", "t0k3n-value☃"])
+def test_proxy_header_value_that_cannot_be_sent_is_400_without_the_value(
+    servers_client: Client, value: str
+) -> None:
+    """requests refused a value with a leading space with the value in its message, which
+    the 502 answer repeated; a character beyond ISO-8859-1 was a 500."""
+    body = {"Uri": "/studies", "HttpHeaders": {"X-Token": value}}
+    response = call(servers_client, "POST", "/dicom-web/servers/list-form/get", body)
+    assert response.status_code == 400
+    assert "HttpHeaders 'X-Token'" in json.loads(response.body)["Message"]
