@@ -147,6 +147,19 @@ class Settings:
     max_ranges: int = 16
     """Most ranges in one Range header (only the first is served)."""
 
+    # The local server's connections (`make run`; chalicelib/server/localconnections.py).
+    http_threads_count: int = 256
+    """Most requests the local server serves at once; more wait their turn (Orthanc's
+    `HttpThreadsCount`). A connection waiting for its request takes none."""
+    request_head_timeout: int = 30
+    """Seconds a request line and headers may take, from their first byte (local server)."""
+    request_body_min_rate: int = 1000
+    """Bytes per second a request body must average after its first `request_head_timeout`
+    seconds, else 408 (local server); 0: none."""
+    sweep_interval: int = 300
+    """Seconds between the local server's sweeps for the blobs of interrupted stores and
+    deletes (also run at start-up); 0: at start-up only."""
+
     # DICOMweb client (remote servers and jobs), Orthanc's names.
     stow_max_instances: int = 10
     """Most instances in one STOW-RS request a job sends (`DicomWeb.StowMaxInstances`)."""
@@ -213,6 +226,9 @@ _DICOMWEB_KEYS = {
     "MaxCropPixels": "max_crop_pixels",
     "MaxSequenceDepth": "max_sequence_depth",
     "MaxRanges": "max_ranges",
+    "RequestHeadTimeout": "request_head_timeout",
+    "RequestBodyMinRate": "request_body_min_rate",
+    "SweepInterval": "sweep_interval",
     "ViewerUrlTemplate": "viewer_url_template",
     "WebAppOidcAuthority": "webapp_oidc_authority",
     "WebAppOidcClientId": "webapp_oidc_client_id",
@@ -227,6 +243,7 @@ _TOP_LEVEL_KEYS = {
     "AuthenticationEnabled": "authentication_enabled",
     "RegisteredUsers": "registered_users",
     "HttpTimeout": "http_timeout",
+    "HttpThreadsCount": "http_threads_count",
     "HttpsVerifyPeers": "https_verify_peers",
     "HttpsCACertificates": "https_ca_certificates",
     "HttpProxy": "http_proxy",
@@ -261,6 +278,8 @@ _AT_LEAST_ONE = frozenset(
         "stow_max_instances",
         "http_timeout",
         "jobs_steps_per_execution",
+        "http_threads_count",
+        "request_head_timeout",
     }
 )
 """Integer options where 0 would refuse everything; the others take 0 (none, or no limit)."""

@@ -11,15 +11,22 @@ Chalice's `LocalDevServer` takes a request handler class; ours
   closing the connection without an answer or with http.server's HTML page;
 - runs no request whose headers the client did not finish (the connection ended before
   the blank line): a client that gave up must not have its DELETE carried out;
+- gives a connection a thread only once its request head has arrived, and serves at most
+  `HttpThreadsCount` requests at once (`localconnections`: 4,000 slowloris connections took
+  4,000 threads); a connection waiting for its head costs a socket and a few KB;
 - closes a connection that makes no progress for `CONNECTION_TIMEOUT` (http.server waits
   for ever): an idle keep-alive connection, headers or a body that stall (a body answered
-  408 first, its request not run), a client that stops reading its answer;
+  408 first, its request not run), a client that stops reading its answer; and one whose
+  request head is not complete `DicomWeb.RequestHeadTimeout` seconds after its first byte, or
+  whose body comes slower than `DicomWeb.RequestBodyMinRate` (408), however steadily it trickles;
 - accepts a burst of connections (a listen backlog of `socket.SOMAXCONN`, not
   http.server's 5, past which connections stalled for seconds or timed out);
 - sets TCP_NODELAY, and a send buffer of 4 MB (`SEND_BUFFER`);
 - passes binary bodies through without the base64 round trip that the Lambda event format
   forces on API Gateway (binary_types is emptied for the local app);
-- refuses a body over `DicomWeb.MaxRequestBody` with 413 before reading it.
+- refuses a body over `DicomWeb.MaxRequestBody` with 413 before reading it;
+- removes, every `DicomWeb.SweepInterval` seconds as at start-up, the blobs of stores and
+  deletes that were interrupted (`PeriodicSweep`).
 
 It refuses to start on an address other than loopback while `AuthenticationEnabled` is off:
 that would publish every stored image to the network.
@@ -34,6 +41,7 @@ import contextlib
 import ctypes
 import dataclasses
 import errno
+import io
 import ipaddress
 import logging
 import os
@@ -41,6 +49,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import uuid
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -62,7 +71,7 @@ from chalice.local import (
 )
 
 from chalicelib.config import ConfigError, Settings, load_settings
-from chalicelib.context import build_context
+from chalicelib.context import Context, build_context
 from chalicelib.errors import (
     BadRequest,
     DicomWebError,
@@ -75,6 +84,7 @@ from chalicelib.errors import (
 from chalicelib.server.api import create_app
 from chalicelib.server.delivery import BlobRange, StreamedBody
 from chalicelib.server.http import SECURITY_HEADERS, error_response
+from chalicelib.server.localconnections import DeadlineReader, HeadReader, WorkerPool
 from chalicelib.storage.ports import BlobStore
 
 log = logging.getLogger(__name__)
@@ -95,19 +105,93 @@ CONNECTION_TIMEOUT = 60.0
 """Seconds a connection may go without progress: no byte of a request arriving (an idle
 keep-alive connection, stalled headers or body) or none of an answer taken by the client.
 Then it is closed: http.server had no timeout, so each such connection held a thread for
-ever (4,000 slowloris connections closing at once stalled the other clients 25-30 s)."""
+ever (4,000 slowloris connections closing at once stalled the other clients 25-30 s). A
+request head or body that trickles in under it has its own deadline
+(`DicomWeb.RequestHeadTimeout`, `DicomWeb.RequestBodyMinRate`)."""
 
 
 class BodyTooLarge(Exception):
     """A request body over `max_body`: answered 413 without reading the rest."""
 
 
+class PeriodicSweep:
+    """What the start-up does once, every `interval` seconds in a daemon thread: remove the
+    blobs of deletes interrupted after their index commit (`delete.finish_pending_deletes`)
+    and of stores interrupted before it (`ingest.remove_interrupted_writes`, once their
+    intent is 20 minutes old). A server restarted after a kill -9 found the intents of the
+    killed stores too young to remove, and never looked again while it ran; a store whose
+    worker failed, or a blob whose removal failed, waited for the next restart."""
+
+    def __init__(self, ctx: Context, interval: float) -> None:
+        self._ctx = ctx
+        self._interval = interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="local-sweep", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread, after the sweep it may be running."""
+        self._stopped.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        from chalicelib.ingest import remove_interrupted_writes
+        from chalicelib.server.delete import finish_pending_deletes
+
+        while not self._stopped.wait(self._interval):
+            try:
+                finish_pending_deletes(self._ctx.index, self._ctx.blobs)
+                remove_interrupted_writes(self._ctx.index, self._ctx.blobs)
+            except Exception:
+                log.exception("the periodic sweep failed; the next one is in %g s", self._interval)
+
+
 class DicomWebHTTPServer(ThreadedHTTPServer):
-    """Chalice's threaded server with the system's listen backlog: http.server's 5 overflowed
-    when 200 clients connected at once, and their connections waited for SYN retransmits
-    (1, 3, 7 s) or timed out."""
+    """Chalice's threaded server with
+    - the system's listen backlog: http.server's 5 overflowed when 200 clients connected at
+      once, and their connections waited for SYN retransmits (1, 3, 7 s) or timed out;
+    - a thread only for a request whose head has arrived, at most `workers` at once
+      (`localconnections`), instead of one per connection from its accept to its close;
+    - the `sweep` of its context, stopped with it."""
 
     request_queue_size = socket.SOMAXCONN
+    connection_timeout: float = CONNECTION_TIMEOUT
+    head_timeout: float = Settings.request_head_timeout
+    body_min_rate: int = Settings.request_body_min_rate
+    workers: int = Settings.http_threads_count
+    sweep: PeriodicSweep | None = None
+
+    def __init__(self, server_address: Any, handler: Any) -> None:
+        # Before the socket is bound: TCPServer calls server_close when that fails.
+        self.pool = WorkerPool(self.workers, self._answer)
+        self.heads = HeadReader(self.pool.submit, self.connection_timeout, self.head_timeout)
+        super().__init__(server_address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A new connection waits for its request head in the head reader, not in a thread."""
+        self.heads.add(request, client_address)
+
+    def _answer(self, connection: socket.socket, address: Any, received: bytes) -> None:
+        """Handle the request whose head (`received`) has arrived, and those pipelined after
+        it; then close the connection, or wait for its next request in the head reader."""
+        try:
+            handler = self.RequestHandlerClass(connection, address, self, received=received)
+        except Exception:
+            self.handle_error(connection, address)
+            self.shutdown_request(connection)
+            return
+        if handler.close_connection:
+            self.shutdown_request(connection)
+        else:
+            self.heads.add(connection, address)
+
+    def server_close(self) -> None:
+        if self.sweep is not None:
+            self.sweep.stop()
+        self.heads.stop()
+        for connection, *_ in self.pool.close():
+            connection.close()
+        super().server_close()
 
 
 class _LastLine:
@@ -139,49 +223,83 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
     # the client's delayed ACK add ~40 ms to every small answer.
     disable_nagle_algorithm = True
     max_body = Settings.max_request_body
-    timeout = CONNECTION_TIMEOUT  # socketserver.StreamRequestHandler sets it on the socket
     anonymous_hosts: frozenset[str] | None = None
     """With authentication off, the host names a request may name besides loopback ones
     (`DicomWeb.Host`, `PublicRoot`); None with authentication on."""
+    server: DicomWebHTTPServer
 
     def __init__(
-        self, request: Any, client_address: Any, server: Any, app_object: Chalice, config: Config
+        self,
+        request: Any,
+        client_address: Any,
+        server: Any,
+        app_object: Chalice,
+        config: Config,
+        received: bytes = b"",
     ) -> None:
+        """Handle the request whose first bytes, `received`, the server's head reader read;
+        and those pipelined after it."""
         # ChaliceRequestHandler.__init__ with the decoding matcher; the base class handles
         # the request inside its __init__, so the gateway is complete before that.
         self.local_gateway = LocalGateway(app_object, config)
         self.local_gateway.event_converter._route_matcher = DecodingRouteMatcher(
             list(app_object.routes)
         )
+        self.received = received
         BaseHTTPRequestHandler.__init__(self, request, client_address, server)
+
+    @property
+    def timeout(self) -> float:  # type: ignore[override]
+        """The server's CONNECTION_TIMEOUT: StreamRequestHandler sets it on the socket."""
+        return self.server.connection_timeout
 
     # Every method a route of the app may have: a request with another one never reaches it.
     ALLOWED_METHODS = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"
 
+    def setup(self) -> None:
+        """StreamRequestHandler's, with the request read through a `DeadlineReader` that gives
+        the bytes the head reader took first, and a send buffer of SEND_BUFFER."""
+        super().setup()
+        self.rfile.close()
+        self.reader = DeadlineReader(self.connection, self.timeout, self.received)
+        self.rfile = io.BufferedReader(self.reader)
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+
     def handle(self) -> None:
-        """http.server's, with a client that left before its answer was written logged in a
-        line, not in socketserver's traceback: 800 slowloris connections closing at once
-        printed 800 tracebacks, which held the other clients for seconds."""
+        """The request, and the next ones while they have already arrived (pipelined): a
+        connection then waits for its next request in the server's head reader, not here.
+        A client that left before its answer was written is logged in a line, not in
+        socketserver's traceback: 800 slowloris connections closing at once printed 800
+        tracebacks, which held the other clients for seconds."""
         try:
-            super().handle()
+            self.handle_one_request()
+            while not self.close_connection and self._next_request_arrived():
+                self.handle_one_request()
         except (BrokenPipeError, ConnectionResetError):
             log.info(
                 "client %s closed the connection before it was answered", self.client_address[0]
             )
+            self.close_connection = True
+
+    def _next_request_arrived(self) -> bool:
+        self.reader.probing = True
+        try:
+            return bool(self.rfile.peek(1))  # type: ignore[attr-defined]
+        finally:
+            self.reader.probing = False
 
     def handle_one_request(self) -> None:
-        """http.server's, with an idle keep-alive connection closed after `timeout` logged at
-        debug level: http.server wrote "Request timed out" to stderr for each, as for a
-        request cut off midway (which it still does)."""
-        try:
-            self.rfile.peek(1)  # type: ignore[attr-defined]  # the request's first byte
-        except TimeoutError:
-            log.debug(
-                "idle connection from %s closed after %g s", self.client_address[0], self.timeout
-            )
-            self.close_connection = True
-            return
+        """http.server's, the request line and headers read within
+        `DicomWeb.RequestHeadTimeout` (the head reader had them whole, unless they were
+        pipelined or longer than it holds)."""
+        self.reader.limit("request head", self.server.head_timeout)
         super().handle_one_request()
+
+    def log_error(self, format: str, *args: Any) -> None:
+        """http.server's line for a request whose head was cut off by a timeout ("Request
+        timed out", its one use here: `send_error` is ours), in the server's log like the
+        other connection events, not on stderr."""
+        log.info("%s - %s", self.client_address[0], format % args)
 
     def parse_request(self) -> bool:
         """http.server's, except for two requests it would mishandle.
@@ -238,10 +356,6 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
         self.close_connection = True
         self._send_json_error(error)
 
-    def setup(self) -> None:
-        super().setup()
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-
     def _generic_handle(self) -> None:
         """Chalice's handler, with every failure answered (its own closes the connection)."""
         refused = self._unexpected_host()
@@ -251,12 +365,10 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
             return
         try:
             self._check_headers()
+            self.reader.limit("request body", self.server.head_timeout, self.server.body_min_rate)
             headers, body = self._parse_payload()
-        except TimeoutError:  # the headers are complete: say why, and run nothing
-            self.send_error(
-                HTTPStatus.REQUEST_TIMEOUT,
-                explain=f"no byte of the request body came for {self.timeout:g} s",
-            )
+        except TimeoutError as late:  # the headers are complete: say why, and run nothing
+            self.send_error(HTTPStatus.REQUEST_TIMEOUT, explain=str(late))
             return
         except BodyTooLarge as exc:
             self.close_connection = True
@@ -570,10 +682,15 @@ class ExposedWithoutAuthentication(Exception):
 
 
 def make_server(
-    host: str, port: int, data_dir: Path | None = None, timeout: float = CONNECTION_TIMEOUT
+    host: str,
+    port: int,
+    data_dir: Path | None = None,
+    timeout: float = CONNECTION_TIMEOUT,
+    **changes: Any,
 ) -> LocalDevServer:
-    """The server, not yet serving; `timeout` is the handler's `CONNECTION_TIMEOUT`."""
-    settings = load_settings()
+    """The server, not yet serving; `timeout` is its `CONNECTION_TIMEOUT`, `changes` replace
+    settings (e.g. `request_head_timeout=2`)."""
+    settings = dataclasses.replace(load_settings(), **changes)
     if not settings.authentication_enabled and not is_loopback(host):
         raise ExposedWithoutAuthentication(
             f"refusing to listen on {host} with authentication off: anyone on the network "
@@ -594,15 +711,22 @@ def make_server(
     handler = type(
         "LimitedRequestHandler",
         (DicomWebRequestHandler,),
+        {"max_body": settings.max_request_body, "anonymous_hosts": anonymous_hosts},
+    )
+    server_class = type(
+        "ConfiguredHTTPServer",
+        (DicomWebHTTPServer,),
         {
-            "max_body": settings.max_request_body,
-            "timeout": timeout,
-            "anonymous_hosts": anonymous_hosts,
+            "connection_timeout": timeout,
+            "head_timeout": settings.request_head_timeout,
+            "body_min_rate": settings.request_body_min_rate,
+            "workers": settings.http_threads_count,
         },
     )
-    return LocalDevServer(
-        app, config, host, port, handler_cls=handler, server_cls=DicomWebHTTPServer
-    )
+    server = LocalDevServer(app, config, host, port, handler_cls=handler, server_cls=server_class)
+    if settings.sweep_interval:
+        server.server.sweep = PeriodicSweep(ctx, settings.sweep_interval)
+    return server
 
 
 def _keep_large_buffers() -> None:

@@ -836,12 +836,12 @@ QUICK_TIMEOUT = 1.0
 
 
 @contextmanager
-def in_process_server(data_dir: Path, timeout: float) -> Iterator[str]:
-    """`make_server`'s server with a connection timeout of `timeout` s, serving from a thread
-    of the test; yields its root URL."""
+def in_process_server(data_dir: Path, timeout: float, **changes: Any) -> Iterator[str]:
+    """`make_server`'s server with a connection timeout of `timeout` s and the settings
+    `changes`, serving from a thread of the test; yields its root URL."""
     from chalicelib.server.localserver import make_server
 
-    server = make_server("127.0.0.1", 0, data_dir, timeout=timeout)
+    server = make_server("127.0.0.1", 0, data_dir, timeout=timeout, **changes)
     thread = threading.Thread(target=server.server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -1003,3 +1003,30 @@ def test_without_authentication_no_foreign_domain_is_answered(tmp_path: Path) ->
         assert _status_with_host(url, "evil.example") == 401
         basic = "Basic " + base64.b64encode(b"u:p").decode()
         assert _status_with_host(url, "evil.example", basic) == 200
+
+
+def test_periodic_sweep_removes_blobs_of_an_interrupted_delete(tmp_path: Path) -> None:
+    """A delete interrupted after its index commit leaves its blobs pending. The server swept
+    them only at start-up; now also every SweepInterval seconds while it runs (0.2 here,
+    passed in), and the sweep's thread ends with the server."""
+    from dataclasses import replace
+
+    from chalicelib.config import load_settings
+    from chalicelib.context import build_context
+
+    def sweeps() -> int:
+        return [thread.name for thread in threading.enumerate()].count("local-sweep")
+
+    others = sweeps()  # of the module's servers
+    with in_process_server(tmp_path, 10, sweep_interval=0.2):
+        assert sweeps() == others + 1
+        ctx = build_context(replace(load_settings(), data_dir=tmp_path))
+        ctx.blobs.put("instances/left-by-a-delete.dcm", b"DICM")
+        ctx.index.add_pending_deletes(["instances/left-by-a-delete.dcm"])
+        deadline = time.monotonic() + 30
+        # The blob goes first, then its pending entry.
+        while ctx.index.pending_blob_deletes():
+            assert time.monotonic() < deadline, "the pending delete was not swept"
+            time.sleep(0.1)
+        assert not ctx.blobs.exists("instances/left-by-a-delete.dcm")
+    assert sweeps() == others

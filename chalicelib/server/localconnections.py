@@ -1,0 +1,296 @@
+"""The local server's connections: a thread only for a request whose head has arrived.
+
+http.server gives every connection a thread from its accept to its close and waits for its
+bytes without end: 4,000 slowloris connections (a header byte every few seconds, under any
+timeout between bytes) held 4,000 threads, and would for ever. Here (`localserver.py` uses it)
+- one thread, `HeadReader`, waits with a selector for the next request head of every
+  connection, new or kept alive: a connection that is idle or sends its head slowly costs a
+  socket and a few KB, no thread. One that sends nothing for `timeout` seconds, or whose head
+  is not complete `head_timeout` seconds after its first byte, is closed, its request not run;
+- a complete head (or one too large to hold, or a request line the handler refuses at once)
+  goes to `WorkerPool`: at most `workers` requests are served at once, the others wait their
+  turn in arrival order. After its answer a kept-alive connection goes back to the head
+  reader, unless its next request has already arrived (pipelined);
+- `DeadlineReader` is the handler's socket reader: each read within the connection timeout,
+  and a whole request head, or a body at a minimum average rate, before a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("chalicelib.server.localserver")
+
+HEAD_BUFFER = 16384
+"""Bytes of a request head the head reader holds; a longer head goes to a worker, which reads
+the rest (under the same deadline) and answers it, or refuses it past http.server's limits."""
+
+DEADLINE_CHECK = 0.25
+"""Seconds between the head reader's looks for connections past their time."""
+
+
+class DeadlineReader(io.RawIOBase):
+    """A connection's reads for `io.BufferedReader`: first the bytes `received` before (by the
+    head reader), then each read from the socket within `timeout` seconds, and all of them
+    before the deadline that `limit` sets. While `probing`, a read takes only what has
+    already arrived (None when nothing has)."""
+
+    def __init__(self, connection: socket.socket, timeout: float, received: bytes = b"") -> None:
+        self.connection = connection
+        self.timeout = timeout
+        self._received = memoryview(received)
+        self.probing = False
+        self._part = "request"
+        self._deadline = float("inf")
+        self._seconds = 0.0
+        self._rate = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def limit(self, part: str, seconds: float, rate: int = 0) -> None:
+        """Reads of `part` ("request head", "request body") end `seconds` from now, one second
+        later per `rate` bytes read (0: no later)."""
+        self._part, self._seconds, self._rate = part, seconds, rate
+        self._deadline = time.monotonic() + seconds
+
+    def readinto(self, buffer: Any) -> int | None:
+        if self._received:
+            count = min(len(buffer), len(self._received))
+            buffer[:count] = self._received[:count]
+            self._received = self._received[count:]
+            return count
+        wait = 0.0 if self.probing else min(self.timeout, self._deadline - time.monotonic())
+        if wait <= 0 and not self.probing:
+            raise TimeoutError(self._late())
+        if wait != self.timeout:
+            self.connection.settimeout(wait)
+        try:
+            count = self.connection.recv_into(buffer)
+        except BlockingIOError:  # probing: nothing has arrived
+            return None
+        except TimeoutError:
+            if wait < self.timeout:
+                raise TimeoutError(self._late()) from None
+            raise TimeoutError(f"no byte of the {self._part} came for {self.timeout:g} s") from None
+        finally:
+            if wait != self.timeout:
+                self.connection.settimeout(self.timeout)
+        if self._rate:
+            self._deadline += count / self._rate
+        return count
+
+    def _late(self) -> str:
+        if self._rate:
+            return (
+                f"the {self._part} came slower than {self._rate} bytes/s after its first "
+                f"{self._seconds:g} s (DicomWeb.RequestBodyMinRate)"
+            )
+        return (
+            f"the {self._part} was not complete within {self._seconds:g} s "
+            "(DicomWeb.RequestHeadTimeout)"
+        )
+
+
+def head_is_complete(received: bytes | bytearray) -> bool:
+    """Whether a worker can take the request: its head ends (a blank line, RFC 9112 §2.1), or
+    its request line is not the three words the handler reads on from (an HTTP/0.9 line, a
+    blank or malformed one: answered at once), or it is longer than HEAD_BUFFER."""
+    if len(received) >= HEAD_BUFFER:
+        return True
+    line_end = received.find(b"\n")
+    if line_end < 0:
+        return False
+    if len(received[:line_end].split()) != 3:
+        return True
+    return received.find(b"\n\r\n", line_end) >= 0 or received.find(b"\n\n", line_end) >= 0
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """A connection waiting for its request head."""
+
+    connection: socket.socket
+    address: Any
+    last_byte: float
+    """When its last byte came (or it began to wait)."""
+    head_deadline: float = float("inf")
+    """When its head must be complete: set by its first byte."""
+    received: bytearray = field(default_factory=bytearray)
+
+
+class HeadReader:
+    """One thread that reads every waiting connection's request head, then gives the
+    connection and the bytes read to `ready` (see the module docstring)."""
+
+    def __init__(
+        self,
+        ready: Callable[[socket.socket, Any, bytes], None],
+        timeout: float,
+        head_timeout: float,
+    ) -> None:
+        self._ready = ready
+        self.timeout = timeout
+        self.head_timeout = head_timeout
+        self._arrivals: deque[tuple[socket.socket, Any]] = deque()
+        self._selector = selectors.DefaultSelector()
+        self._wake_in, self._wake_out = socket.socketpair()
+        self._wake_in.setblocking(False)
+        self._wake_out.setblocking(False)
+        self._selector.register(self._wake_in, selectors.EVENT_READ)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="head-reader", daemon=True)
+        self._thread.start()
+
+    def add(self, connection: socket.socket, address: Any) -> None:
+        """Wait for the next request on `connection` (from any thread)."""
+        if self._stopping:
+            connection.close()
+            return
+        self._arrivals.append((connection, address))
+        with contextlib.suppress(OSError):  # a full pipe already wakes it
+            self._wake_out.send(b"\0")
+
+    def stop(self) -> None:
+        """Close every waiting connection and end the thread."""
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self._wake_out.send(b"\0")
+        self._thread.join()
+
+    def _run(self) -> None:
+        next_check = 0.0
+        while not self._stopping:
+            for key, _ in self._selector.select(DEADLINE_CHECK):
+                if key.data is None:
+                    with contextlib.suppress(OSError):
+                        self._wake_in.recv(4096)
+                else:
+                    self._receive(key.data)
+            now = time.monotonic()
+            while self._arrivals:
+                connection, address = self._arrivals.popleft()
+                connection.setblocking(False)
+                self._selector.register(
+                    connection, selectors.EVENT_READ, _Waiting(connection, address, now)
+                )
+            if now >= next_check:
+                self._close_late(now)
+                next_check = now + DEADLINE_CHECK
+        while self._arrivals:
+            self._arrivals.popleft()[0].close()
+        for key in list(self._selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        self._selector.close()
+        self._wake_out.close()
+
+    def _receive(self, waiting: _Waiting) -> None:
+        try:
+            data = waiting.connection.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:  # reset by the client
+            log.info("client %s closed the connection before it was answered", waiting.address[0])
+            self._drop(waiting)
+            return
+        if not data:
+            if waiting.received:  # the handler answers it: the head ended with the connection
+                self._dispatch(waiting)
+            else:
+                log.debug("client %s closed its idle connection", waiting.address[0])
+                self._drop(waiting)
+            return
+        now = time.monotonic()
+        if not waiting.received:
+            waiting.head_deadline = now + self.head_timeout
+        waiting.last_byte = now
+        waiting.received += data
+        if head_is_complete(waiting.received):
+            self._dispatch(waiting)
+
+    def _close_late(self, now: float) -> None:
+        for key in list(self._selector.get_map().values()):
+            waiting = key.data
+            if waiting is None:
+                continue
+            if now >= waiting.head_deadline:
+                log.info(
+                    "request head from %s not complete within %g s "
+                    "(DicomWeb.RequestHeadTimeout): connection closed, request not run",
+                    waiting.address[0],
+                    self.head_timeout,
+                )
+            elif now - waiting.last_byte >= self.timeout:
+                # An idle keep-alive connection is normal (a browser's); stalled headers are not.
+                level = logging.INFO if waiting.received else logging.DEBUG
+                log.log(
+                    level,
+                    "connection from %s sent nothing for %g s: closed",
+                    waiting.address[0],
+                    self.timeout,
+                )
+            else:
+                continue
+            self._drop(waiting)
+
+    def _dispatch(self, waiting: _Waiting) -> None:
+        self._selector.unregister(waiting.connection)
+        self._ready(waiting.connection, waiting.address, bytes(waiting.received))
+
+    def _drop(self, waiting: _Waiting) -> None:
+        self._selector.unregister(waiting.connection)
+        waiting.connection.close()
+
+
+class WorkerPool:
+    """At most `size` threads, started as needed, that each run `work` on one ready request
+    at a time, oldest first; a request that finds them all busy waits for one."""
+
+    def __init__(self, size: int, work: Callable[..., None]) -> None:
+        self.size = size
+        self._work = work
+        self._ready: deque[tuple[Any, ...]] = deque()
+        self._changed = threading.Condition()
+        self._threads = 0
+        self._idle = 0
+        self._closing = False
+
+    def submit(self, *job: Any) -> None:
+        with self._changed:
+            self._ready.append(job)
+            if self._idle >= len(self._ready):
+                self._changed.notify()
+            elif self._threads < self.size:
+                self._threads += 1
+                threading.Thread(target=self._run, name="request-worker", daemon=True).start()
+
+    def close(self) -> list[tuple[Any, ...]]:
+        """End the idle threads (busy ones end after their request); the jobs left undone."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+            left, self._ready = list(self._ready), deque()
+        return left
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._idle += 1
+                while not self._ready and not self._closing:
+                    self._changed.wait()
+                self._idle -= 1
+                if self._closing:
+                    self._threads -= 1
+                    return
+                job = self._ready.popleft()
+            self._work(*job)

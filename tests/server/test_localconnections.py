@@ -1,0 +1,152 @@
+"""The local server's connections (chalicelib/server/localconnections.py), for real: a server
+serving from a thread of the test, driven over loopback sockets by slow, stalled and
+pipelining clients."""
+
+from __future__ import annotations
+
+import logging
+import re
+import select
+import socket
+import threading
+import time
+from contextlib import suppress
+from pathlib import Path
+
+import pytest
+import requests
+
+from chalicelib.server.localconnections import HEAD_BUFFER, head_is_complete
+from tests.server.test_localserver import (
+    _connect,
+    _read_to_the_end,
+    _stow_tiny,
+    in_process_server,
+)
+
+LOGGER = "chalicelib.server.localserver"
+
+
+def _trickle(connection: socket.socket, data: bytes, pause: float) -> None:
+    """Send `data` a byte every `pause` s until it is all sent or the server answers or
+    closes the connection."""
+    for byte in data:
+        if select.select([connection], [], [], pause)[0]:
+            return
+        try:
+            connection.sendall(bytes([byte]))
+        except OSError:
+            return
+
+
+@pytest.mark.parametrize(
+    ("received", "complete"),
+    [
+        (b"GET /a HTTP/1.1\r\nHost: h\r\n", False),
+        (b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n", True),
+        (b"GET /a HTTP/1.1\nHost: h\n\n", True),
+        (b"GET /a HTTP/1.1\r\n\r\n", True),
+        (b"GET /a HTTP/1.1", False),
+        (b"GET /a\r\n", True),  # HTTP/0.9: the handler answers 400 at once
+        (b"\r\n", True),
+        (b"GET /a HTTP/1.1\r\nX: " + b"a" * HEAD_BUFFER, True),
+    ],
+)
+def test_head_is_complete(received: bytes, complete: bool) -> None:
+    assert head_is_complete(received) is complete
+
+
+def test_slow_request_heads_take_no_thread_and_others_are_answered(tmp_path: Path) -> None:
+    """Slowloris: 300 connections each with half a request head took 300 threads (4,000 took
+    4,000), for as long as they trickled. Now they wait in the head reader: requests of other
+    clients are answered meanwhile, with no more threads than HttpThreadsCount (4 here), and
+    each slow request is answered once its head is complete."""
+    with in_process_server(tmp_path, 30, http_threads_count=4) as url:
+        before = threading.active_count()
+        slow = [_connect(url) for _ in range(300)]
+        try:
+            for connection in slow:
+                connection.sendall(b"GET /dicom-web/studies HTTP/1.1\r\nHost: h\r\nX-Slow: ")
+            # Accepted after every slow connection (the listen queue is in order).
+            for _ in range(8):
+                response = requests.get(f"{url}/dicom-web/studies", timeout=30)
+                assert response.status_code in (200, 204)
+            threads = threading.active_count() - before
+            for connection in slow:
+                connection.sendall(b"1\r\n\r\n")
+            answers = [connection.recv(12) for connection in slow]
+        finally:
+            for connection in slow:
+                connection.close()
+    assert threads <= 4, f"{threads} threads more with 300 slow connections open"
+    assert set(answers) <= {b"HTTP/1.1 200", b"HTTP/1.1 204"}, set(answers)
+
+
+def test_request_head_trickling_in_is_cut_off_at_its_deadline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A head byte every 0.2 s never trips the 10 s between bytes: http.server waited for it
+    for ever. Its head must be whole within RequestHeadTimeout (1 s here) of its first byte,
+    else the connection is closed, its request (a DELETE) not run, and the server's log
+    says why."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    with in_process_server(tmp_path, 10, request_head_timeout=1) as url:
+        instance = _stow_tiny(url)
+        study = instance.split("/series/")[0]
+        with _connect(url) as connection:
+            head = f"DELETE {study} HTTP/1.1\r\nHost: h\r\nX-Pad: {'a' * 40}\r\n\r\n".encode()
+            _trickle(connection, head[:-2], 0.2)
+            with suppress(OSError):
+                connection.sendall(head[-2:])
+            assert _read_to_the_end(connection) == b""
+        assert requests.get(url + instance, timeout=30).status_code == 200
+    assert "not complete within 1 s (DicomWeb.RequestHeadTimeout)" in caplog.text
+
+
+def test_request_body_slower_than_the_minimum_rate_is_answered_408(tmp_path: Path) -> None:
+    """A body byte every 0.1 s never trips the 10 s between bytes. With RequestBodyMinRate 100
+    (bytes/s after the first RequestHeadTimeout, 1 s) it is answered 408 and not run."""
+    with in_process_server(tmp_path, 10, request_head_timeout=1, request_body_min_rate=100) as url:
+        instance = _stow_tiny(url)
+        study = instance.split("/series/")[0]
+        with _connect(url) as connection:
+            connection.sendall(
+                f"DELETE {study} HTTP/1.1\r\nHost: h\r\nContent-Length: 300\r\n\r\n".encode()
+            )
+            _trickle(connection, b"a" * 300, 0.1)
+            answer = _read_to_the_end(connection)
+        assert requests.get(url + instance, timeout=30).status_code == 200
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b"came slower than 100 bytes/s after its first 1 s" in answer
+
+
+def test_request_head_cut_off_by_the_timeout_is_logged_not_on_stderr(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A head longer than the head reader holds is read on by its worker; cut off there by the
+    timeout, http.server wrote "Request timed out" on stderr. It goes to the server's log,
+    as the other connection events do."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    with in_process_server(tmp_path, 1) as url, _connect(url) as connection:
+        connection.sendall(
+            b"GET /dicom-web/studies HTTP/1.1\r\nHost: h\r\nX-Long: " + b"a" * 2 * HEAD_BUFFER
+        )
+        assert _read_to_the_end(connection) == b""
+    assert "timed out" not in capsys.readouterr().err
+    assert "Request timed out" in caplog.text
+    assert "no byte of the request head came for 1 s" in caplog.text
+
+
+def test_kept_alive_and_pipelined_requests_are_each_answered(tmp_path: Path) -> None:
+    """A request, then after a pause (the connection back in the head reader) two sent
+    together: each is answered, in order, on the one connection."""
+    request = b"GET /dicom-web/%s HTTP/1.1\r\nHost: h\r\n%s\r\n"
+    with in_process_server(tmp_path, 10) as url, _connect(url) as connection:
+        connection.sendall(request % (b"studies", b""))
+        time.sleep(0.5)
+        connection.sendall(
+            request % (b"nothing", b"") + request % (b"studies", b"Connection: close\r\n")
+        )
+        answers = _read_to_the_end(connection)
+    statuses = re.findall(rb"HTTP/1.1 (\d{3}) ", answers)
+    assert statuses in ([b"200", b"404", b"200"], [b"204", b"404", b"204"]), answers[:500]
