@@ -22,14 +22,9 @@ from typing import Literal, TypeVar
 
 from chalicelib.context import Context
 from chalicelib.dicom import metadata
-from chalicelib.dicom.bulk import locate_bulk_elements
 from chalicelib.dicom.ids import is_valid_uid, orthanc_ids
-from chalicelib.dicom.parse import (
-    MissingAttribute,
-    UnreadableInstance,
-    check_sequence_depth,
-    parse_instance,
-)
+from chalicelib.dicom.parse import MissingAttribute, UnreadableInstance
+from chalicelib.dicom.rawread import read_instance
 from chalicelib.storage.ports import (
     BlobStore,
     BlobWrite,
@@ -173,8 +168,11 @@ class _Prepared:
 
 def _prepare(ctx: Context, data: bytes, expected_study_uid: str | None) -> _Prepared:
     """Parse and check one part, and make its record."""
+    settings = ctx.settings
     try:
-        parsed = parse_instance(data)
+        parsed, described = read_instance(
+            data, settings.bulk_threshold, settings.max_sequence_depth
+        )
     except (UnreadableInstance, MissingAttribute) as exc:
         return _Prepared(IngestResult("unreadable", str(exc)))
     result = IngestResult(
@@ -203,19 +201,13 @@ def _prepare(ctx: Context, data: bytes, expected_study_uid: str | None) -> _Prep
         )
         return _Prepared(result)
 
-    ds = parsed.dataset
     sha256 = hashlib.sha256(data).hexdigest()
     key = blob_key(parsed.study_uid, parsed.series_uid, parsed.sop_instance_uid, sha256)
     try:
-        bulk = locate_bulk_elements(ds, data, ctx.settings.bulk_threshold)
-        check_sequence_depth(ds, ctx.settings.max_sequence_depth)
-        levels, document = metadata.precompute(
-            ds,
-            parsed.study_uid,
-            parsed.series_uid,
-            parsed.sop_instance_uid,
-            ctx.settings.bulk_threshold,
-        )
+        if described is None:  # read by pydicom
+            described = metadata.describe_dataset(
+                parsed, settings.bulk_threshold, settings.max_sequence_depth
+            )
     except UnreadableInstance as exc:
         result.failure_reason, result.message = CANNOT_UNDERSTAND, str(exc)
         return _Prepared(result)
@@ -224,7 +216,7 @@ def _prepare(ctx: Context, data: bytes, expected_study_uid: str | None) -> _Prep
         result.message = f"cannot read the attributes: {exc}"
         return _Prepared(result)
     pixel, frame_table = _split_frame_table(parsed.pixel, key)
-    patient_id = str(ds.get("PatientID", "") or "")
+    document = described.document
     inline = ctx.index.keeps_metadata
     record = InstanceRecord(
         study_uid=parsed.study_uid,
@@ -235,17 +227,17 @@ def _prepare(ctx: Context, data: bytes, expected_study_uid: str | None) -> _Prep
         blob_key=key,
         size=len(data),
         sha256=sha256,
-        study_tags=levels.study,
-        series_tags=levels.series,
-        instance_tags=levels.instance,
+        study_tags=described.levels.study,
+        series_tags=described.levels.series,
+        instance_tags=described.levels.instance,
         orthanc_ids=orthanc_ids(
-            patient_id, parsed.study_uid, parsed.series_uid, parsed.sop_instance_uid
+            described.patient_id, parsed.study_uid, parsed.series_uid, parsed.sop_instance_uid
         ),
         has_file_meta=parsed.has_file_meta,
         metadata_key=None if inline else metadata_key(key),
         metadata_size=len(document),
         pixel=pixel,
-        bulk=bulk,
+        bulk=described.bulk,
         metadata=document if inline else None,
     )
     return _Prepared(result, record, data, document, frame_table)

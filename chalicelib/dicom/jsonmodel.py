@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from pydicom import Dataset
     from pydicom.dataelem import DataElement, RawDataElement
 
+    from chalicelib.dicom.rawread import Element
+
 log = logging.getLogger(__name__)
 
 BulkDataUriBuilder = Callable[[str], str]
@@ -92,8 +94,32 @@ def dataset_to_json(
     """
     from pydicom.charset import convert_encodings
 
-    walker = _Walker(bulkdata_uri, bulk_threshold, convert_encodings)
+    def encodings_of(charset: DataElement | None, inherited: list[str]) -> list[str]:
+        return (
+            convert_encodings(charset.value) if charset is not None and charset.value else inherited
+        )
+
+    walker = _Walker(bulkdata_uri, bulk_threshold, encodings_of)
     return walker.dataset(ds, ["iso8859"], "")
+
+
+def elements_to_json(
+    elements: list[Element],
+    data: bytes,
+    bulkdata_uri: BulkDataUriBuilder,
+    bulk_threshold: int,
+    inline_limit: int,
+    encodings_of: Callable[[Element | None, list[str]], list[str]],
+) -> dict[str, Any]:
+    """`dataset_to_json` of the elements `rawread` walked in little endian `data`: the same
+    document, read from the bytes without pydicom's Dataset.
+
+    `encodings_of(charset, inherited)` gives the encodings of a dataset from its Specific
+    Character Set element (or None). A value that is not a BulkDataURI and is longer than
+    `inline_limit` bytes raises ValueError, and a value that cannot be read raises: the
+    pydicom path reads those (and logs what it could not read)."""
+    walker = _Walker(bulkdata_uri, bulk_threshold, encodings_of)
+    return walker.elements(elements, data, inline_limit, ["iso8859"], "")
 
 
 class _Walker:
@@ -103,22 +129,19 @@ class _Walker:
         self,
         bulkdata_uri: BulkDataUriBuilder | None,
         bulk_threshold: int,
-        convert_encodings: Callable[[Any], list[str]],
+        encodings_of: Callable[[Any, list[str]], list[str]],
     ) -> None:
+        """`encodings_of(charset, inherited)`: the encodings of a dataset whose Specific
+        Character Set element is `charset` (None when absent) within one using `inherited`."""
         from pydicom.datadict import DicomDictionary
 
         self.bulkdata_uri = bulkdata_uri
         self.bulk_threshold = bulk_threshold
-        self.convert_encodings = convert_encodings
+        self.encodings_of = encodings_of
         self.dictionary = DicomDictionary
 
     def dataset(self, ds: Dataset, inherited: list[str], prefix: str) -> dict[str, Any]:
-        charset = ds.get(0x00080005)
-        encodings = (
-            self.convert_encodings(charset.value)
-            if charset is not None and charset.value
-            else inherited
-        )
+        encodings = self.encodings_of(ds.get(0x00080005), inherited)
         little_endian = ds.original_encoding[1] is not False
         out: dict[str, Any] = {}
         for tag in sorted(ds.keys(), key=int):
@@ -141,6 +164,40 @@ class _Walker:
                     exc,
                 )
                 out[key] = {"vr": vr}
+        return out
+
+    def elements(
+        self,
+        elements: list[Element],
+        data: bytes,
+        inline_limit: int,
+        inherited: list[str],
+        prefix: str,
+    ) -> dict[str, Any]:
+        """As `dataset` for the elements of `rawread` (see `elements_to_json`)."""
+        charset = next((e for e in elements if e.tag == 0x00080005), None)
+        encodings = self.encodings_of(charset, inherited)
+        out: dict[str, Any] = {}
+        for elem in elements:
+            tag, vr, size = elem.tag, elem.vr, elem.length
+            if not tag & 0xFFFF:
+                continue  # Group Length, excluded by F.2.2
+            key = f"{tag:08X}"
+            if vr == "SQ":
+                items = [
+                    self.elements(item, data, inline_limit, encodings, f"{prefix}{key}/{number}/")
+                    for number, item in enumerate(elem.items, 1)
+                ]
+                out[key] = {"vr": vr, "Value": items} if items else {"vr": vr}
+            elif size == 0:
+                out[key] = {"vr": vr}
+            elif self.wants_uri(tag, vr, size):
+                out[key] = {"vr": vr, "BulkDataURI": self.bulkdata_uri(prefix + key)}
+            elif size > inline_limit:
+                raise ValueError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) is long and not bulk")
+            else:
+                value = data[elem.offset : elem.offset + size]
+                out[key] = _bytes_json(vr, value, True, encodings)
         return out
 
     def wants_uri(self, tag: int, vr: str, size: int) -> bool:

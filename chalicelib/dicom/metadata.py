@@ -11,13 +11,12 @@ from __future__ import annotations
 import gzip
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from chalicelib.dicom.bulk import locate_bulk_elements
 from chalicelib.dicom.jsonmodel import dataset_to_json
+from chalicelib.dicom.parse import ParsedInstance, check_sequence_depth
 from chalicelib.dicom.tags import INSTANCE_LEVEL_TAGS, SERIES_LEVEL_TAGS, STUDY_LEVEL_TAGS
-
-if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
 
 BASE_PLACEHOLDER = "@@DICOMWEB_BASE@@"
 """Stands for the absolute DICOMweb root URL inside stored metadata documents."""
@@ -38,16 +37,40 @@ def instance_path(study_uid: str, series_uid: str, sop_uid: str) -> str:
     return f"/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
 
 
-def precompute(
-    ds: Dataset, study_uid: str, series_uid: str, sop_uid: str, bulk_threshold: int
-) -> tuple[LevelTags, bytes]:
-    """The main attributes of each level, and the instance's gzip-compressed metadata.
+def bulk_prefix(study_uid: str, series_uid: str, sop_uid: str) -> str:
+    """What the stored document's BulkDataURIs start with, before their tag path."""
+    return BASE_PLACEHOLDER + instance_path(study_uid, series_uid, sop_uid) + "/bulk/"
 
-    One walk over the dataset serves both: the DICOM JSON of every attribute, bulk values as
-    BulkDataURIs under the placeholder base.
-    """
-    prefix = BASE_PLACEHOLDER + instance_path(study_uid, series_uid, sop_uid) + "/bulk/"
-    document = dataset_to_json(ds, lambda path: prefix + path, bulk_threshold)
+
+@dataclass
+class Description:
+    """What ingest records of an instance besides its UIDs and pixel facts."""
+
+    levels: LevelTags
+    document: bytes
+    """The gzip-compressed metadata document (`finish`)."""
+    bulk: dict[str, list[Any]]
+    """Where its bulk values lie (`bulk.locate_bulk_elements`)."""
+    patient_id: str
+
+
+def describe_dataset(parsed: ParsedInstance, bulk_threshold: int, max_depth: int) -> Description:
+    """The Description of an instance pydicom read (`parse.parse_instance`).
+
+    Raises UnreadableInstance for sequences nested deeper than `max_depth`, and what a value
+    pydicom cannot read raises."""
+    ds = parsed.dataset
+    assert ds is not None
+    bulk = locate_bulk_elements(ds, parsed.data, bulk_threshold)
+    check_sequence_depth(ds, max_depth)  # after the raw offsets are recorded
+    prefix = bulk_prefix(parsed.study_uid, parsed.series_uid, parsed.sop_instance_uid)
+    levels, document = finish(dataset_to_json(ds, lambda path: prefix + path, bulk_threshold))
+    return Description(levels, document, bulk, str(ds.get("PatientID", "") or ""))
+
+
+def finish(document: dict[str, Any]) -> tuple[LevelTags, bytes]:
+    """The main attributes of each level of a DICOM JSON document, and the document as it is
+    stored: compact UTF-8 JSON, gzip-compressed."""
     levels = LevelTags(
         study=_subset(document, STUDY_LEVEL_TAGS),
         series=_subset(document, SERIES_LEVEL_TAGS),

@@ -32,7 +32,7 @@ _PIXEL_DATA = 0x7FE00010
 _ITEM = 0xFFFEE000
 _ITEM_DELIMITER = 0xFFFEE00D
 _SEQUENCE_DELIMITER = 0xFFFEE0DD
-_LONG_VRS = frozenset(
+LONG_VRS = frozenset(
     b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split()
 )  # explicit VR with a 4-byte length, PS3.5 §7.1.2 (2025b)
 
@@ -47,8 +47,9 @@ class MissingAttribute(ValueError):
 
 @dataclass
 class ParsedInstance:
-    dataset: Dataset
-    """The header as pydicom read it; large values are deferred (read from `data` on access)."""
+    dataset: Dataset | None
+    """The header as pydicom read it; large values are deferred (read from `data` on access).
+    None when `rawread.read_instance` read the instance without pydicom."""
     data: bytes
     transfer_syntax_uid: str
     has_file_meta: bool
@@ -158,14 +159,7 @@ def parse_instance(data: bytes) -> ParsedInstance:
         series = _text(ds, _SERIES_INSTANCE_UID, "UI")
     except Exception as exc:
         raise UnreadableInstance(f"cannot read the UIDs: {exc}") from exc
-    for keyword, value, tag in (
-        ("SOPClassUID", sop_class, "(0008,0016)"),
-        ("SOPInstanceUID", sop_instance, "(0008,0018)"),
-    ):
-        if not value:
-            raise MissingAttribute(f"{tag} {keyword} is missing")
-        if not is_valid_uid(value):
-            raise MissingAttribute(f"{tag} {keyword} '{value}' is not a valid UID")
+    check_sop_uids(sop_class, sop_instance)
     parsed = ParsedInstance(
         dataset=ds,
         data=data,
@@ -186,6 +180,18 @@ def parse_instance(data: bytes) -> ParsedInstance:
         if parsed.pixel:
             parsed.pixel["deflated"] = True
     return parsed
+
+
+def check_sop_uids(sop_class: str, sop_instance: str) -> None:
+    """Raise MissingAttribute when SOP Class or SOP Instance UID is missing or invalid."""
+    for keyword, value, tag in (
+        ("SOPClassUID", sop_class, "(0008,0016)"),
+        ("SOPInstanceUID", sop_instance, "(0008,0018)"),
+    ):
+        if not value:
+            raise MissingAttribute(f"{tag} {keyword} is missing")
+        if not is_valid_uid(value):
+            raise MissingAttribute(f"{tag} {keyword} '{value}' is not a valid UID")
 
 
 def _check_complete(ds: Dataset, data: bytes) -> None:
@@ -274,7 +280,7 @@ class ElementWalker:
             (length,) = struct.unpack_from(order + "L", self.data, position + 4)
             return tag, b"", length, position + 8
         vr = self.data[position + 4 : position + 6]
-        if vr in _LONG_VRS:
+        if vr in LONG_VRS:
             if position + 12 > len(self.data):
                 raise self._truncated(f"the header of element {_tag_text(tag)}", position)
             (length,) = struct.unpack_from(order + "L", self.data, position + 8)
@@ -325,7 +331,15 @@ def _int(ds: Dataset, tag: int, default: int = 0) -> int:
     """An integer attribute's value; `default` when absent, empty or not one integer."""
     try:
         elem = ds.get(tag)
-        value = default if elem is None else elem.value
+        return default if elem is None else as_int(elem.value, default)
+    except (TypeError, ValueError):
+        return default
+
+
+def as_int(value: Any, default: int) -> int:
+    """An integer attribute's value as pydicom converted it; `default` when empty or not one
+    integer."""
+    try:
         return int(value) if value not in (None, "") else default
     except (TypeError, ValueError):
         return default
@@ -340,7 +354,47 @@ def _unsigned_short(ds: Dataset, tag: int, default: int = 0) -> int:
 
 
 def locate_pixel_data(ds: Dataset, data: bytes) -> dict[str, Any]:
-    """Where Pixel Data (7FE0,0010) and its frames lie in `data` ({} when it has none).
+    """Where Pixel Data (7FE0,0010) and its frames lie in `data` ({} when it has none), from
+    the Dataset pydicom read of `data` (see `pixel_facts`)."""
+    raw = ds._dict.get(_PIXEL_DATA)
+    if raw is None or getattr(raw, "value_tell", None) is None:
+        return {}
+    encapsulated = raw.length == UNDEFINED_LENGTH
+    return pixel_facts(
+        data,
+        raw.value_tell,
+        raw.length,
+        raw.VR,
+        rows=_unsigned_short(ds, _ROWS),
+        columns=_unsigned_short(ds, _COLUMNS),
+        samples_per_pixel=_unsigned_short(ds, _SAMPLES_PER_PIXEL, 1),
+        bits_allocated=_unsigned_short(ds, _BITS_ALLOCATED, 8),
+        # IS: text, in implicit VR too, PS3.5 §6.2 (2025b).
+        number_of_frames=max(_int(ds, _NUMBER_OF_FRAMES, 1), 1),
+        photometric="" if encapsulated else _text(ds, _PHOTOMETRIC_INTERPRETATION, "CS"),
+        little=ds.original_encoding[1] is not False,
+        extended_offset_table=(
+            ds.ExtendedOffsetTable if encapsulated and "ExtendedOffsetTable" in ds else None
+        ),
+    )
+
+
+def pixel_facts(
+    data: bytes,
+    offset: int,
+    length: int,
+    vr: str | None,
+    *,
+    rows: int,
+    columns: int,
+    samples_per_pixel: int,
+    bits_allocated: int,
+    number_of_frames: int,
+    photometric: str,
+    little: bool,
+    extended_offset_table: bytes | None,
+) -> dict[str, Any]:
+    """Where the Pixel Data value at `offset` in `data` and its frames lie.
 
     Native: `offset`, `length`, `frame_length` (frame n starts at offset + (n-1) ×
     frame_length; bit-packed 1-bit data is not byte-aligned per frame, see `frame_bits`).
@@ -348,47 +402,38 @@ def locate_pixel_data(ds: Dataset, data: bytes) -> dict[str, Any]:
     fragments' bytes, built from the Extended Offset Table, the Basic Offset Table, or the
     fragments themselves.
     """
-    raw = ds._dict.get(_PIXEL_DATA)
-    if raw is None or getattr(raw, "value_tell", None) is None:
-        return {}
-    offset, length = raw.value_tell, raw.length
     facts: dict[str, Any] = {
         "offset": offset,
         "length": length,
-        "vr": raw.VR,
-        "rows": _unsigned_short(ds, _ROWS),
-        "columns": _unsigned_short(ds, _COLUMNS),
-        "samples_per_pixel": _unsigned_short(ds, _SAMPLES_PER_PIXEL, 1),
-        "bits_allocated": _unsigned_short(ds, _BITS_ALLOCATED, 8),
-        # IS: text, in implicit VR too, PS3.5 §6.2 (2025b).
-        "number_of_frames": max(_int(ds, _NUMBER_OF_FRAMES, 1), 1),
+        "vr": vr,
+        "rows": rows,
+        "columns": columns,
+        "samples_per_pixel": samples_per_pixel,
+        "bits_allocated": bits_allocated,
+        "number_of_frames": number_of_frames,
     }
     if length != UNDEFINED_LENGTH:
         # Native YBR_FULL_422 stores two samples per pixel, PS3.3 §C.7.6.3.1.2 (2025b).
-        samples = facts["samples_per_pixel"]
-        if _text(ds, _PHOTOMETRIC_INTERPRETATION, "CS") == "YBR_FULL_422":
-            samples = 2
-        frame_bits = facts["rows"] * facts["columns"] * samples * facts["bits_allocated"]
-        needed = (frame_bits * facts["number_of_frames"] + 7) // 8
+        samples = 2 if photometric == "YBR_FULL_422" else samples_per_pixel
+        frame_bits = rows * columns * samples * bits_allocated
+        needed = (frame_bits * number_of_frames + 7) // 8
         if length < needed:
             raise UnreadableInstance(
-                f"Pixel Data (7FE0,0010) has {length} bytes, but Rows {facts['rows']} × Columns "
-                f"{facts['columns']} × {samples} samples × "
-                f"BitsAllocated {facts['bits_allocated']} × NumberOfFrames "
-                f"{facts['number_of_frames']} needs {needed}"
+                f"Pixel Data (7FE0,0010) has {length} bytes, but Rows {rows} × Columns "
+                f"{columns} × {samples} samples × BitsAllocated {bits_allocated} × "
+                f"NumberOfFrames {number_of_frames} needs {needed}"
             )
         facts["encapsulated"] = False
         facts["frame_bits"] = frame_bits
         facts["frame_length"] = frame_bits // 8 if frame_bits % 8 == 0 else 0
         return facts
     facts["encapsulated"] = True
-    little = ds.original_encoding[1] is not False
     bot, fragments = _scan_fragments(data, offset, little)
-    facts["frames"] = _group_frames(ds, data, bot, fragments, facts["number_of_frames"])
-    if len(facts["frames"]) < facts["number_of_frames"]:
+    facts["frames"] = _group_frames(data, bot, fragments, number_of_frames, extended_offset_table)
+    if len(facts["frames"]) < number_of_frames:
         raise UnreadableInstance(
             f"Pixel Data (7FE0,0010) holds {len(facts['frames'])} encapsulated frames, but "
-            f"(0028,0008) NumberOfFrames is {facts['number_of_frames']}"
+            f"(0028,0008) NumberOfFrames is {number_of_frames}"
         )
     return facts
 
@@ -422,19 +467,17 @@ def _scan_fragments(
 
 
 def _group_frames(
-    ds: Dataset,
     data: bytes,
     bot: list[int],
     fragments: list[tuple[int, int]],
     number_of_frames: int,
+    extended_offset_table: bytes | None,
 ) -> list[list[list[int]]]:
     if not fragments:
         return []
     first = fragments[0][0] - 8
-    if "ExtendedOffsetTable" in ds:
-        starts = list(
-            struct.unpack(f"<{len(ds.ExtendedOffsetTable) // 8}Q", ds.ExtendedOffsetTable)
-        )
+    if extended_offset_table is not None:
+        starts = struct.unpack(f"<{len(extended_offset_table) // 8}Q", extended_offset_table)
         return _split_at(fragments, [first + s for s in starts])
     if bot:
         return _split_at(fragments, [first + s for s in bot])

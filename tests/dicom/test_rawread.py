@@ -1,0 +1,134 @@
+"""Ingest's reading without pydicom's Dataset (`rawread`) gives what the pydicom path gives:
+the same facts, the same metadata document byte for byte, the same refusals."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pydicom.data import get_testdata_file
+
+from chalicelib.dicom.encoding import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
+from chalicelib.dicom.metadata import describe_dataset
+from chalicelib.dicom.parse import (
+    MissingAttribute,
+    ParsedInstance,
+    UnreadableInstance,
+    parse_instance,
+)
+from chalicelib.dicom.rawread import read_instance, read_raw
+from tests.conftest import testdata
+from tests.corpus import orthanc_files, storable
+
+THRESHOLD, DEPTH = 1024, 16
+
+
+def _facts(parsed: ParsedInstance) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(parsed).items() if k != "dataset"}
+
+
+def _pydicom_outcome(data: bytes, depth: int = DEPTH) -> tuple[Any, ...]:
+    """What ingest got of `data` before `rawread`: a refusal as the type and text of what was
+    raised (ingest answers from those), else the facts and the description."""
+    try:
+        parsed = parse_instance(data)
+    except (UnreadableInstance, MissingAttribute) as exc:
+        return ("unreadable", type(exc), str(exc))
+    except Exception as exc:
+        return ("crashed", type(exc), str(exc))
+    try:
+        described = describe_dataset(parsed, THRESHOLD, depth)
+    except Exception as exc:
+        return ("failed", _facts(parsed), type(exc), str(exc))
+    return ("read", _facts(parsed), described)
+
+
+def _raw_outcome(data: bytes, depth: int = DEPTH) -> tuple[Any, ...] | None:
+    """What the raw walk reads of `data`, or None when it leaves `data` to the pydicom path
+    (`read_instance` then returns `parse_instance`'s result, or raises what it raises)."""
+    try:
+        parsed, described = read_raw(data, THRESHOLD, depth)
+    except Exception:
+        return None
+    return ("read", _facts(parsed), described)
+
+
+def test_raw_read_equals_pydicom_on_the_corpus() -> None:
+    """On every corpus file the raw walk reads, it gives what pydicom's path gives (the
+    metadata document byte for byte, bulk and pixel locations, level tags, Patient ID); it
+    reads nothing that path refuses, and it reads the ordinary files of both little endian
+    syntaxes, with and without sequences, native and encapsulated."""
+    files = [(str(path), path.read_bytes()) for path in orthanc_files()]
+    files += [(item.name, item.data) for item in storable()]  # pydicom's test files too
+    assert len(files) > 50
+    kinds: set[str] = set()
+    for name, data in files:
+        outcome = _raw_outcome(data)
+        if outcome is None:
+            continue
+        assert outcome == _pydicom_outcome(data), name
+        facts, document = outcome[1], gzip.decompress(outcome[2].document)
+        kinds.add(facts["transfer_syntax_uid"])
+        kinds.add("sequence" if b'"vr":"SQ","Value"' in document else "flat")
+        kinds.add("encapsulated" if facts["pixel"].get("encapsulated") else "native")
+    assert {IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN} <= kinds
+    assert {"sequence", "flat", "encapsulated", "native"} <= kinds
+
+
+def _variants(data: bytes) -> list[bytes]:
+    """Cuts of the header and of the first and last Pixel Data bytes, bytes added at the end,
+    and element header bytes overwritten (VRs that are unknown, UN or SQ, lengths)."""
+    pixel = data.find(b"\xe0\x7f\x10\x00")
+    header_end = len(data) if pixel < 0 else min(len(data), pixel + 64)
+    variants = [data[:size] for size in range(0, header_end, 7)]
+    variants += [data[: len(data) - cut] for cut in (1, 2, 8, 100)] + [data + b"\x08\x00"]
+    for number, position in enumerate(range(132, header_end - 8, 5)):
+        patch = (b"UN", b"SQ", b"XX", b"\xff\xff")[number % 4]
+        variants.append(data[:position] + patch + data[position + 2 :])
+    return variants
+
+
+def test_raw_read_refuses_what_pydicom_refuses() -> None:
+    """Truncated, padded and corrupted variants of small files the raw walk reads (explicit
+    and implicit VR, sequences, native and encapsulated Pixel Data, OD/OF/OL values) end as
+    the pydicom path ends them: the same refusal, or the same facts and document. Sequences
+    nested too deep go to the pydicom path, which names the sequence."""
+    files = [
+        testdata(name).read_bytes()
+        for name in (
+            "MultiframeWindowing.dcm",
+            "2026-03-16-OD-OF-OL.dcm",
+            "TransferSyntaxes/1.2.840.10008.1.2.4.50.dcm",
+        )
+    ]
+    files.append(Path(get_testdata_file("rtplan.dcm")).read_bytes())  # implicit VR
+    outcomes: Counter[str] = Counter()
+    for data in files:
+        assert _raw_outcome(data) is not None
+        for variant in _variants(data):
+            expected = _pydicom_outcome(variant)
+            outcome = _raw_outcome(variant)
+            assert outcome in (None, expected)
+            outcomes[expected[0] if outcome is None else "read raw"] += 1
+        flat = _raw_outcome(data, depth=0)
+        assert flat in (None, _pydicom_outcome(data, depth=0))
+        outcomes["too deep"] += flat is None
+    assert outcomes["read raw"] > 50 and outcomes["unreadable"] > 50
+    assert outcomes["too deep"] == 3  # all but the JPEG file have sequences
+
+
+def test_raw_read_hands_unusual_files_to_pydicom() -> None:
+    """Big endian, deflated and headerless files are read by pydicom, as before."""
+    for path in (
+        testdata("TransferSyntaxes/1.2.840.10008.1.2.2.dcm"),
+        testdata("TransferSyntaxes/1.2.840.10008.1.2.dcm"),
+        Path(get_testdata_file("image_dfl.dcm")),
+    ):
+        data = path.read_bytes()
+        assert _raw_outcome(data) is None
+        parsed, described = read_instance(data, THRESHOLD, DEPTH)
+        assert described is None and parsed.dataset is not None
+        assert _facts(parsed) == _facts(parse_instance(data))
