@@ -10,11 +10,19 @@ whose frames are cut from the inflated dataset and then sent as native ones. Med
 transfer syntaxes per PS3.18 §8.7.3.3.2 and Table 8.7.3-5 (2025b), chosen by `negotiate_pixel`:
 
 - a compressed frame goes out as stored (its bitstream without item tags) when the Accept
-  allows it: `transfer-syntax=*`, `type="*/*"`, `image/*`, or its media type (image/jpeg,
-  image/jls, image/jp2, image/jpx, image/jphc, image/dicom-rle, video/...);
+  asks for it: `transfer-syntax=*`, `image/*`, or its media type (image/jpeg, image/jls,
+  image/jp2, image/jpx, image/jphc, image/dicom-rle, video/...);
 - otherwise decoded to raw Explicit VR Little Endian pixels, `application/octet-stream`
   (YBR JPEG frames become RGB, planar configuration 0);
-- or re-encoded losslessly as RLE, JPEG-LS or JPEG 2000 when asked by transfer syntax UID.
+- or re-encoded losslessly as RLE, JPEG-LS or JPEG 2000 when asked by transfer syntax UID;
+- to an Accept that names no type and no transfer syntax (`*/*`, no Accept, `multipart/related`
+  or `multipart/*` without `type`, `type="*/*"`), the default of PS3.18 §8.7.3.3 (Bulkdata
+  Media Types, 2025b): "If no media type Transfer Syntax parameter is specified, then the
+  Explicit VR Little Endian Transfer Syntax shall be used, unless the origin server has only
+  access to the pixel data in lossy compressed form": raw pixels for native and lossless
+  frames (`LOSSLESS_SYNTAXES`), the stored bitstream for lossy ones (JPEG Baseline, ...) and
+  for those no installed decoder reads. (`*/*` gave every compressed frame as stored, and
+  `multipart/related` without `type` decoded a JPEG Baseline frame to raw pixels.)
 
 Bulkdata Media Types, not rendered ones: on this resource `image/jpeg`, `image/jp2`, `video/mp4`
 ... name the stored bitstream (Table 8.7.3-5; §8.7.4 notes that the same types serve both), bare
@@ -58,6 +66,22 @@ service = Service("wado-rs-frames")
 
 Mode = Literal["stored", "raw", "encode"]
 
+LOSSLESS_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
+        "1.2.840.10008.1.2.4.70",  # JPEG Lossless, First-Order Prediction (SV1)
+        "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+        "1.2.840.10008.1.2.4.90",  # JPEG 2000 (Lossless Only)
+        "1.2.840.10008.1.2.4.92",  # JPEG 2000 Part 2 Multi-component (Lossless Only)
+        "1.2.840.10008.1.2.4.201",  # High-Throughput JPEG 2000 (Lossless Only)
+        "1.2.840.10008.1.2.4.202",  # High-Throughput JPEG 2000 with RPCL Options (Lossless Only)
+        "1.2.840.10008.1.2.5",  # RLE Lossless
+    }
+)
+"""The encapsulated transfer syntaxes that are lossless by definition (PS3.5 Section 8 and
+Annex A, 2025b); the others (JPEG Baseline and Extended, JPEG-LS near-lossless, JPEG 2000
+and HTJ2K that may be lossy, video) may hold only a lossy form of the pixels."""
+
 
 @dataclass
 class PixelChoice:
@@ -75,7 +99,9 @@ class PixelChoice:
 
 
 def _offers(record: InstanceRecord) -> list[tuple[str, str, Mode]]:
-    """What this instance's frames can be sent as, the default first."""
+    """What this instance's frames can be sent as, the default first: Explicit VR Little
+    Endian, unless they are stored in a lossy form or one that cannot be decoded here
+    (PS3.18 §8.7.3.3, 2025b; see the module docstring)."""
     pixel = record.pixel
     stored = record.transfer_syntax_uid
     ele = EXPLICIT_VR_LITTLE_ENDIAN
@@ -85,7 +111,8 @@ def _offers(record: InstanceRecord) -> list[tuple[str, str, Mode]]:
         ]
         if not pixels.can_decode(stored):
             return offers
-        offers.append((OCTET_STREAM, ele, "raw"))
+        raw: tuple[str, str, Mode] = (OCTET_STREAM, ele, "raw")
+        offers.insert(0 if stored in LOSSLESS_SYNTAXES else 1, raw)
     else:
         offers = [(OCTET_STREAM, ele, "raw")]
         if pixel.get("bits_allocated") == 1:
@@ -144,8 +171,9 @@ def _multipart(media: MediaType) -> bool:
 
 
 def _part(media: MediaType) -> str:
-    """The media type of each part a member asks for."""
-    return part_type(media, OCTET_STREAM) if media.type == "multipart/related" else media.type
+    """The media type of each part a member asks for: any (`*/*`) for `multipart/related`
+    without `type`, whose range includes every part type (RFC 9110 §12.5.1)."""
+    return part_type(media, "*/*") if media.type == "multipart/related" else media.type
 
 
 class FrameReader:

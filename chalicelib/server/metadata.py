@@ -88,10 +88,14 @@ def negotiate_metadata(request: WebRequest) -> str:
 
 
 def _fits_metadata(entry: AcceptEntry, offer: str) -> bool:
-    """DICOM XML only inside `multipart/related` (PS3.18 §10.4.3.3.3), JSON only bare."""
+    """DICOM XML only inside `multipart/related` (PS3.18 §10.4.3.3.3), JSON only bare. A
+    `multipart/related` (or `multipart/*`) without `type` is the XML: it is the one multipart
+    representation of metadata, `multipart/related; type="application/dicom+xml"` (Retrieve
+    Transaction Metadata Resources and their media types, PS3.18 §10.4.1.1.2 and Table
+    10.4.4-1, 2025b); it was 406."""
     media = entry.media
     if media.type == "multipart/related":
-        return offer == DICOM_XML and type_matches(part_type(media, ""), DICOM_XML)
+        return offer == DICOM_XML and type_matches(part_type(media, DICOM_XML), DICOM_XML)
     return offer != DICOM_XML and type_matches(media.type, offer)
 
 

@@ -166,8 +166,10 @@ J50 = "TransferSyntaxes/1.2.840.10008.1.2.4.50.dcm"
             "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50",
         ),
         ('multipart/related; type="*/*"', "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50"),
-        # multipart/* is multipart/related (RFC 9110 §12.5.1), type and all: it was 406.
-        ("multipart/*", "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"),
+        # Without type, any part type: the default of PS3.18 §8.7.3.3 (2025b) as for */*,
+        # the stored form of a lossy frame (they gave it decoded to raw pixels).
+        ("multipart/related", "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50"),
+        ("multipart/*", "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50"),
         ('multipart/*; type="image/jpeg"', "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.50"),
         (RAW, "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"),
         (STORED, "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.50"),
@@ -464,3 +466,52 @@ def test_retrieve_frames_of_3000_frame_instance(backend: str, tmp_path: Path) ->
         assert beyond.status_code == 400
         assert client.http.delete(f"/dicom-web/studies/{result.study_uid}").status_code == 204
     assert not context.blobs.exists(record.pixel["frames_key"])
+
+
+J70 = "TransferSyntaxes/1.2.840.10008.1.2.4.70.dcm"
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        ("*/*", "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"),
+        ("", "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"),
+        ("multipart/related", "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"),
+        ("multipart/*", "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1"),
+        (
+            'multipart/related; type="*/*"',
+            "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1",
+        ),
+        ("image/*", "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.70"),
+        (
+            'multipart/related; type="image/jpeg"',
+            "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.70",
+        ),
+        (STORED, "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.70"),
+        (
+            "multipart/related; transfer-syntax=*",
+            "image/jpeg; transfer-syntax=1.2.840.10008.1.2.4.70",
+        ),
+    ],
+)
+def test_retrieve_frames_default_of_a_lossless_frame_is_explicit_vr_little_endian(
+    context: Context, accept: str, content_type: str
+) -> None:
+    """PS3.18 §8.7.3.3 (Bulkdata Media Types, 2025b): "If no media type Transfer Syntax
+    parameter is specified, then the Explicit VR Little Endian Transfer Syntax shall be used,
+    unless the origin server has only access to the pixel data in lossy compressed form". A
+    JPEG Lossless frame asked for with no type and no transfer syntax is raw pixels (`*/*`
+    gave it as stored); one that names its media type or `transfer-syntax=*` gets it as
+    stored. The raw pixels are the decoded stored frame."""
+    [(_, result)] = store_all(context, [TESTDATA / J70])
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{instance_path(result)}/frames/1", accept)
+        stored = get(client, f"{instance_path(result)}/frames/1", STORED)
+    assert answer.status_code == 200, answer.body[:300]
+    [(headers, body)] = parts_of(answer)
+    assert headers["content-type"] == content_type
+    if "1.2.840.10008.1.2.1" in content_type:
+        ds = dcmread(TESTDATA / J70)
+        assert body == ds.pixel_array.tobytes()
+    else:
+        assert body == parts_of(stored)[0][1]
