@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -45,6 +46,26 @@ def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
 
 
+@functools.cache
+def _botocore_loader() -> Any:
+    """One botocore loader for the whole run: it caches the service models it parses."""
+    import botocore.loaders
+
+    return botocore.loaders.create_loader()
+
+
+def fresh_boto3_session() -> None:
+    """A new default boto3 session (as `mock_aws` gives each test: own credentials, events and
+    clients) that reads botocore's models through the run's one loader. A new session parses
+    endpoints.json and each service model again, 0.1 to 0.3 s, most of an aws test's set-up."""
+    import boto3
+    import botocore.session
+
+    session = botocore.session.get_session()
+    session.register_component("data_loader", _botocore_loader())
+    boto3.setup_default_session(botocore_session=session)
+
+
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """moto in-process, under fake credentials."""
@@ -52,6 +73,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     fake_aws_credentials(monkeypatch)
     with mock_aws():
+        fresh_boto3_session()
         yield
 
 

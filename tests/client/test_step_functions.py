@@ -26,7 +26,7 @@ from chalicelib import jobs
 from chalicelib.context import Context, build_context
 from chalicelib.ingest import store_instance
 from tests.client.test_two_servers import Instance, instance_count, large_study
-from tests.conftest import REPO, fake_aws_credentials, make_context
+from tests.conftest import REPO, fake_aws_credentials, fresh_boto3_session, make_context
 from tests.peers import free_port
 from tests.server.test_localserver import local_server
 
@@ -73,7 +73,7 @@ def dispatch(monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerDispatch]:
     fake_aws_credentials(monkeypatch)
     worker = WorkerDispatch()
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
-        boto3.setup_default_session()
+        fresh_boto3_session()
         assert boto3.DEFAULT_SESSION is not None
         boto3.DEFAULT_SESSION.events.register("before-call.lambda.Invoke", worker)
         yield worker

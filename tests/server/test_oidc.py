@@ -82,7 +82,8 @@ class Jwks:
 @pytest.fixture
 def jwks() -> Iterator[Jwks]:
     served = Jwks()
-    thread = threading.Thread(target=served.server.serve_forever, daemon=True)
+    # shutdown() waits for the serving loop to poll its flag: 0.5 s a test at the default
+    thread = threading.Thread(target=served.server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield served
     served.server.shutdown()
