@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 PORT ?= 8042
 DATA_DIR ?= ./var
 HOST ?= 127.0.0.1
+# pytest-xdist workers for `make test`, one a core. worksteal gives each worker a contiguous share
+# of the tests (a module's shared corpus or server is built again only where a share is cut) and
+# lets an idle worker take tests from the end of another's, so no long module is left for last.
+TEST_WORKERS ?= auto
 
 # Deployment: its own venv on Python 3.12, Lambda's runtime (the package holds cp312 wheels).
 PYTHON312 ?= $(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python)))
@@ -35,7 +39,7 @@ run-moto: $(VENV)/.installed  ## the same server on the AWS adapters, against mo
 test: $(VENV)/.installed  ## every test: the app's (Python 3.11), then the deployment's (3.12)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 	$(MAKE) test-infra
 
 test-infra: build/lambda/deployment.zip build/cdk.out/$(STAGE).template.json  ## the stack and the built package, offline
