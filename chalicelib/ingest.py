@@ -35,7 +35,7 @@ from chalicelib.storage.ports import (
     StoreResult,
     TagIndex,
 )
-from chalicelib.storage.records import utc_stamp
+from chalicelib.storage.records import oversized_record, utc_stamp
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -240,6 +240,9 @@ def _prepare(ctx: Context, data: bytes, expected_study_uid: str | None) -> _Prep
         bulk=described.bulk,
         metadata=document if inline else None,
     )
+    if (too_large := oversized_record(record)) is not None:  # refused before any write
+        result.failure_reason, result.message = CANNOT_UNDERSTAND, too_large
+        return _Prepared(result)
     return _Prepared(result, record, data, document, frame_table)
 
 

@@ -5,12 +5,16 @@ again."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
+from pydicom.dataelem import DataElement
+from pydicom.uid import ImplicitVRLittleEndian
 
 from chalicelib.context import Context
 from chalicelib.ingest import (
@@ -21,7 +25,7 @@ from chalicelib.ingest import (
 )
 from chalicelib.server.delete import finish_pending_deletes
 from chalicelib.storage import ports
-from chalicelib.storage.records import utc_stamp
+from chalicelib.storage.records import RECORD_LIMIT, utc_stamp
 from tests.conftest import make_context, testdata
 from tests.corpus import storable
 
@@ -245,3 +249,32 @@ def test_replaced_blobs_whose_delete_fails_are_left_to_the_pending_delete_sweep(
     assert not any(context.blobs.exists(k) for k in old)
     new = _stored_keys(context, again.sop_instance_uid)
     assert set(new).isdisjoint(old) and all(context.blobs.exists(k) for k in new)
+
+
+def _implicit_vr_with(keyword: str, value: str) -> bytes:
+    """The CT with `value` in `keyword`, in Implicit VR Little Endian (whose reader takes a
+    value of any length, where explicit VR stops a short VR at 65,535 bytes)."""
+    ds = pydicom.dcmread(testdata(CT))
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ds[keyword] = DataElement(ds[keyword].tag, ds[keyword].VR, value)
+    out = io.BytesIO()
+    ds.save_as(out, implicit_vr=True, little_endian=True)
+    return out.getvalue()
+
+
+def test_store_refuses_an_instance_too_large_for_the_index_before_any_write(
+    context: Context,
+) -> None:
+    """A 500,000-byte StudyDescription (LO: 64 characters at most) passed DynamoDB's 400 KB
+    item: the store failed as a backend error (0xA700, so STOW answered 503: retry later),
+    where SQLite stored it. Both refuse it now, naming it, before a blob is written."""
+    data = _implicit_vr_with("StudyDescription", "A" * 500_000)
+    index = RecordsIntentWrites(context.index)
+    result = store_instance(replace(context, index=index), data)
+    assert (result.status, result.failure_reason) == ("failed", 0xC000)
+    assert "(0008,1030) StudyDescription 500,0" in result.message
+    assert f"over its limit of {RECORD_LIMIT:,}" in result.message
+    assert index.calls == []  # no write intent, so no blob
+    with pytest.raises(ports.NotFound):
+        context.index.get_study(result.study_uid)
+    assert store_instance(context, testdata(CT).read_bytes()).status == "stored"

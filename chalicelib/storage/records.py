@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 
 from chalicelib.dicom.matching import PN_GROUPS, Narrowing, index_text, normalize_bound
+from chalicelib.dicom.tags import lookup_tag
 from chalicelib.storage.ports import BlobWrite, Conflict, DicomJson, InstanceRecord
 
 _KEY_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
@@ -123,6 +124,35 @@ def record_to_json(record: InstanceRecord) -> str:
         f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name != "metadata"
     }
     return json.dumps(fields, separators=(",", ":"))
+
+
+RECORD_LIMIT = 384 * 1024
+"""The most bytes an instance's record may take serialized (`record_to_json`): a DynamoDB item
+holds it beside a few small attributes and stops at 400 KB. A value far over its VR's length
+(a 500,000-character LO, readable in implicit VR) in the main attributes of a level can pass
+it; every index refuses such an instance alike (`oversized_record`), so that what the local
+server stores the AWS one can."""
+
+
+def oversized_record(record: InstanceRecord) -> str | None:
+    """Why `record` is too large for the index (naming its largest attributes), or None."""
+    size = len(record_to_json(record))  # ASCII: json.dumps escapes the rest
+    if size <= RECORD_LIMIT:
+        return None
+    tags = {**record.study_tags, **record.series_tags, **record.instance_tags}
+    sizes = sorted(((len(json.dumps(v)), tag) for tag, v in tags.items()), reverse=True)
+    large = [(n, tag) for n, tag in sizes[:3] if n > 1024] or sizes[:1]
+    largest = ", ".join(f"{_attribute(tag)} {n:,} bytes" for n, tag in large)
+    return (
+        f"the attributes the index keeps of this instance take {size:,} bytes, over its limit "
+        f"of {RECORD_LIMIT:,}; the largest: {largest}"
+    )
+
+
+def _attribute(tag: str) -> str:
+    """'(0008,1030) StudyDescription' of '00081030'."""
+    keyword = (lookup_tag(tag) or ("",))[0]
+    return f"({tag[:4]},{tag[4:]}) {keyword}".rstrip()
 
 
 def record_from_json(text: str) -> InstanceRecord:
