@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gzip
 import json
 import os
@@ -19,7 +20,7 @@ from chalicelib.dicom.matching import Narrowing
 from chalicelib.ingest import store_instance
 from chalicelib.storage.local import LocalBlobStore, SqliteTagIndex
 from chalicelib.storage.local.tables import SCHEMA_VERSION, write_study_keys
-from chalicelib.storage.ports import InstanceRecord, NotFound
+from chalicelib.storage.ports import InstanceFile, InstanceRecord, NotFound
 from tests.conftest import make_context, testdata
 from tests.storage.conftest import SERIES, STUDY, build_record
 
@@ -383,6 +384,69 @@ def test_index_of_version_2_reads_its_metadata_blobs_then_stores_without_them(
     assert answers(upgraded, [replaced]) == answers(fresh, [replaced])
     with contextlib.closing(sqlite3.connect(data / "index.sqlite")) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+V3_DUMP = Path(__file__).parent / "data" / "index-v3.sql"
+"""An index of version 3 (before `FILE_COLUMNS`): `SqliteTagIndex` at 26a542b stored
+`v3_records()`, replaced the last one and deleted the second, then `iterdump` wrote it."""
+
+
+def v3_records() -> list[InstanceRecord]:
+    """Two studies, three series, six instances of several transfer syntaxes, sizes, and one
+    without File Meta."""
+    records = []
+    for n, (study, series) in enumerate(
+        [("1.2.v3.1", "1.2.v3.1.1")] * 3
+        + [("1.2.v3.1", "1.2.v3.1.2"), ("1.2.v3.1", "1.2.v3.1.2"), ("1.2.v3.2", "1.2.v3.2.1")]
+    ):
+        record = build_record(study, series, f"{series}.{n}", blob_key=f"{study}/{series}/{n}.dcm")
+        record.transfer_syntax_uid = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.50"][n % 2]
+        record.size = 1000 + n
+        record.has_file_meta = n != 3
+        records.append(record)
+    return records
+
+
+def test_index_of_version_3_gets_its_file_columns_at_start(tmp_path: Path) -> None:
+    """An index written before the `FILE_COLUMNS` gets them from its records when it opens (a
+    record without `has_file_meta`, written before it existed, had File Meta); its retrieve
+    listings are then those of the same stores and delete on an index of this version."""
+    path = tmp_path / "index.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(V3_DUMP.read_text())
+        db.execute(  # as the records written before `has_file_meta` existed
+            "UPDATE instances SET record = json_remove(record, '$.has_file_meta')"
+            " WHERE sop_uid = '1.2.v3.1.1.0'"
+        )
+        db.commit()
+    fresh = SqliteTagIndex(tmp_path / "fresh.sqlite")
+    records = v3_records()
+    fresh.store_instances(records, False)
+    replaced = dataclasses.replace(records[-1], blob_key="1.2.v3.2/1.2.v3.2.1/5-again.dcm")
+    fresh.store_instance(replaced, True)
+    fresh.delete_instance("1.2.v3.1", "1.2.v3.1.1", "1.2.v3.1.1.1")
+
+    def files(index: SqliteTagIndex) -> list[list[InstanceFile]]:
+        found = [index.list_instance_files(study) for study in ("1.2.v3.1", "1.2.v3.2")]
+        found += [index.list_instance_files("1.2.v3.1", "1.2.v3.1.2")]
+        return found + [
+            index.list_instance_files(r.study_uid, r.series_uid, r.sop_uid) for r in records
+        ]
+
+    expected = files(fresh)
+    assert sum(map(len, expected)) == 5 + 2 + 5  # both studies, a series, every instance left
+    for _ in range(2):
+        index = SqliteTagIndex(path)
+        assert files(index) == expected
+        index.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        db.execute("UPDATE instances SET record = '{}'")  # a retrieve listing reads no record
+        db.commit()
+    index = SqliteTagIndex(path)
+    assert files(index) == expected
+    index.close()
+    fresh.close()
 
 
 def test_study_keys_written_only_on_change_are_those_of_a_full_rewrite(tmp_path: Path) -> None:
