@@ -262,18 +262,26 @@ def _implicit_vr_with(keyword: str, value: str) -> bytes:
     return out.getvalue()
 
 
+@pytest.mark.parametrize(
+    ("keyword", "length", "named"),
+    [
+        ("StudyDescription", 500_000, "(0008,1030) StudyDescription 500,0"),
+        ("PatientName", 150_000, "(0010,0010) PatientName 150,0"),  # study item: 3 copies
+    ],
+)
 def test_store_refuses_an_instance_too_large_for_the_index_before_any_write(
-    context: Context,
+    context: Context, keyword: str, length: int, named: str
 ) -> None:
     """A 500,000-byte StudyDescription (LO: 64 characters at most) passed DynamoDB's 400 KB
-    item: the store failed as a backend error (0xA700, so STOW answered 503: retry later),
-    where SQLite stored it. Both refuse it now, naming it, before a blob is written."""
-    data = _implicit_vr_with("StudyDescription", "A" * 500_000)
+    item, and a 150,000-byte PatientName its study item: the store failed as a backend error
+    (0xA700, so STOW answered 503: retry later), where SQLite stored it. Both refuse it now,
+    naming it, before a blob is written."""
+    data = _implicit_vr_with(keyword, "A" * length)
     index = RecordsIntentWrites(context.index)
     result = store_instance(replace(context, index=index), data)
     assert (result.status, result.failure_reason) == ("failed", 0xC000)
-    assert "(0008,1030) StudyDescription 500,0" in result.message
-    assert f"over its limit of {RECORD_LIMIT:,}" in result.message
+    assert named in result.message
+    assert f"over the index's limit of {RECORD_LIMIT:,}" in result.message
     assert index.calls == []  # no write intent, so no blob
     with pytest.raises(ports.NotFound):
         context.index.get_study(result.study_uid)

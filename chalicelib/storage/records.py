@@ -127,25 +127,37 @@ def record_to_json(record: InstanceRecord) -> str:
 
 
 RECORD_LIMIT = 384 * 1024
-"""The most bytes an instance's record may take serialized (`record_to_json`): a DynamoDB item
-holds it beside a few small attributes and stops at 400 KB. A value far over its VR's length
-(a 500,000-character LO, readable in implicit VR) in the main attributes of a level can pass
-it; every index refuses such an instance alike (`oversized_record`), so that what the local
-server stores the AWS one can."""
+"""The most bytes an instance's record may take serialized (`record_to_json`), and its study's
+attributes with the copies searches read (`search_attributes`, `search_terms`): a DynamoDB
+item holds either beside a few small attributes and stops at 400 KB. A value far over its
+VR's length (a 500,000-character LO, readable in implicit VR) in the main attributes of a
+level can pass it; every index refuses such an instance alike (`oversized_record`), so that
+what the local server stores the AWS one can."""
 
 
 def oversized_record(record: InstanceRecord) -> str | None:
     """Why `record` is too large for the index (naming its largest attributes), or None."""
     size = len(record_to_json(record))  # ASCII: json.dumps escapes the rest
-    if size <= RECORD_LIMIT:
-        return None
-    tags = {**record.study_tags, **record.series_tags, **record.instance_tags}
+    if size > RECORD_LIMIT:
+        tags = {**record.study_tags, **record.series_tags, **record.instance_tags}
+        return _too_large("the attributes the index keeps of this instance take", size, tags)
+    study_tags = record.study_tags
+    size = len(json.dumps(study_tags))
+    if size > RECORD_LIMIT // 3:  # else the copies, each of one or two values, fit beside
+        copies = [*search_attributes(study_tags).values(), json.dumps(search_terms(study_tags))]
+        size += sum(len(copy.encode("utf-8")) for copy in copies)
+        if size > RECORD_LIMIT:
+            what = "the Patient and Study attributes of this instance take, with their copies"
+            return _too_large(f"{what} that searches read,", size, study_tags)
+    return None
+
+
+def _too_large(what: str, size: int, tags: DicomJson) -> str:
     sizes = sorted(((len(json.dumps(v)), tag) for tag, v in tags.items()), reverse=True)
     large = [(n, tag) for n, tag in sizes[:3] if n > 1024] or sizes[:1]
     largest = ", ".join(f"{_attribute(tag)} {n:,} bytes" for n, tag in large)
     return (
-        f"the attributes the index keeps of this instance take {size:,} bytes, over its limit "
-        f"of {RECORD_LIMIT:,}; the largest: {largest}"
+        f"{what} {size:,} bytes, over the index's limit of {RECORD_LIMIT:,}; the largest: {largest}"
     )
 
 
