@@ -176,14 +176,17 @@ class HeadReader:
                     with contextlib.suppress(OSError):
                         self._wake_in.recv(4096)
                 else:
-                    self._receive(key.data)
+                    self._receive_safely(key.data)
             now = time.monotonic()
             while self._arrivals:
                 connection, address = self._arrivals.popleft()
-                connection.setblocking(False)
-                self._selector.register(
-                    connection, selectors.EVENT_READ, _Waiting(connection, address, now)
-                )
+                try:
+                    connection.setblocking(False)
+                    self._selector.register(
+                        connection, selectors.EVENT_READ, _Waiting(connection, address, now)
+                    )
+                except (OSError, ValueError):  # closed meanwhile
+                    connection.close()
             if now >= next_check:
                 self._close_late(now)
                 next_check = now + DEADLINE_CHECK
@@ -193,6 +196,15 @@ class HeadReader:
             key.fileobj.close()  # type: ignore[union-attr]
         self._selector.close()
         self._wake_out.close()
+
+    def _receive_safely(self, waiting: _Waiting) -> None:
+        """`_receive`, a failure ending that connection, never this thread (which every
+        connection's next request waits on)."""
+        try:
+            self._receive(waiting)
+        except Exception:
+            log.exception("connection from %s dropped", waiting.address[0])
+            self._drop(waiting)
 
     def _receive(self, waiting: _Waiting) -> None:
         try:
@@ -248,7 +260,8 @@ class HeadReader:
         self._ready(waiting.connection, waiting.address, bytes(waiting.received))
 
     def _drop(self, waiting: _Waiting) -> None:
-        self._selector.unregister(waiting.connection)
+        with contextlib.suppress(KeyError, ValueError):  # given to a worker, or closed
+            self._selector.unregister(waiting.connection)
         waiting.connection.close()
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from chalicelib.server.localconnections import HEAD_BUFFER, head_is_complete
+from chalicelib.server.localconnections import HEAD_BUFFER, HeadReader, head_is_complete
 from tests.server.test_localserver import (
     _connect,
     _read_to_the_end,
@@ -150,3 +150,34 @@ def test_kept_alive_and_pipelined_requests_are_each_answered(tmp_path: Path) -> 
         answers = _read_to_the_end(connection)
     statuses = re.findall(rb"HTTP/1.1 (\d{3}) ", answers)
     assert statuses in ([b"200", b"404", b"200"], [b"204", b"404", b"204"]), answers[:500]
+
+
+def test_head_reader_survives_a_request_it_cannot_hand_over() -> None:
+    """The head reader is the one thread every connection's next request waits on: a failure
+    to hand one request over (a worker thread that cannot start) ends that connection, not
+    the thread, and the next request is handed over."""
+    handed: list[bytes] = []
+
+    def ready(connection: socket.socket, address: object, received: bytes) -> None:
+        connection.close()
+        handed.append(received)
+        if len(handed) == 1:
+            raise RuntimeError("can't start new thread")
+
+    reader = HeadReader(ready, timeout=10, head_timeout=10)
+    clients = []
+    try:
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            for path in (b"/first", b"/second"):
+                clients.append(socket.create_connection(listener.getsockname()))
+                reader.add(*listener.accept())
+                clients[-1].sendall(b"GET %s HTTP/1.1\r\n\r\n" % path)
+                deadline = time.monotonic() + 10
+                while not any(path in request for request in handed):
+                    assert time.monotonic() < deadline, handed
+                    time.sleep(0.05)
+    finally:
+        reader.stop()
+        for client in clients:
+            client.close()
+    assert handed == [b"GET /first HTTP/1.1\r\n\r\n", b"GET /second HTTP/1.1\r\n\r\n"]
