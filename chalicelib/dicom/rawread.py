@@ -318,7 +318,14 @@ def _converted(data: bytes, element: Element, encodings: list[str]) -> Any:
 
 
 def _patient_id(data: bytes, element: Element, encodings: list[str]) -> str:
-    """PatientID as ingest reads it from a Dataset: `str(ds.get("PatientID", "") or "")`."""
+    """PatientID as ingest reads it from a Dataset: `str(ds.get("PatientID", "") or "")`.
+
+    A value of printable ASCII without a backslash is one value that every DICOM character
+    set decodes as ASCII, which pydicom strips of its trailing spaces (`values.convert_text`);
+    any other goes through pydicom's conversion."""
+    text = _text(data, element)
+    if text.isascii() and text.isprintable() and "\\" not in text and len(text) <= _DEFER_SIZE:
+        return text.rstrip(" ")
     return str(_converted(data, element, encodings) or "")
 
 
