@@ -328,12 +328,16 @@ class ElementWalker:
 
 
 def _int(ds: Dataset, tag: int, default: int = 0) -> int:
-    """An integer attribute's value; `default` when absent, empty or not one integer."""
+    """An integer attribute's value; `default` when absent, empty or not one integer.
+
+    Raises UnreadableInstance when pydicom cannot convert it at all (a VR it does not know)."""
     try:
         elem = ds.get(tag)
         return default if elem is None else as_int(elem.value, default)
     except (TypeError, ValueError):
         return default
+    except NotImplementedError as exc:
+        raise UnreadableInstance(f"{_tag_text(tag)} cannot be read: {exc}") from exc
 
 
 def as_int(value: Any, default: int) -> int:

@@ -128,6 +128,16 @@ def _rewritten(name: str, **attributes: object) -> bytes:
     return out.getvalue()
 
 
+def test_parse_instance_refuses_a_pixel_attribute_of_unknown_vr() -> None:
+    """Rows with a VR pydicom does not know made pydicom's conversion raise
+    NotImplementedError out of ingest: the whole STOW request failed."""
+    data = bytearray(testdata("MultiframeWindowing.dcm").read_bytes())
+    rows = data.find(b"\x28\x00\x10\x00US")
+    data[rows + 4 : rows + 6] = b"XX"
+    with pytest.raises(UnreadableInstance, match=r"\(0028,0010\) cannot be read"):
+        parse_instance(bytes(data))
+
+
 # Issue 11: inconsistent Pixel Data was stored, and later reads answered 500.
 def test_parse_instance_native_pixel_data_too_short() -> None:
     data = _rewritten("2020-08-12-Christopher.dcm", PixelData=b"\0" * 100)
