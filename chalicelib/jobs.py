@@ -294,7 +294,17 @@ def _pending(job: JobRecord) -> JobRecord:
     return job
 
 
-def orthanc_view(job: JobRecord) -> dict[str, Any]:
+def job_content(ctx: Context, job: JobRecord) -> dict[str, Any]:
+    """What the job reports (`Content`, a synchronous call's answer): `job.content` with, for
+    a retrieve, the `Instances` it keeps beside the record (chalicelib/client/retrieve.py)."""
+    if job.type != RETRIEVE:
+        return job.content
+    from chalicelib.client import retrieve
+
+    return job.content | {"Instances": retrieve.stored_instances(ctx, job)}
+
+
+def orthanc_view(ctx: Context, job: JobRecord) -> dict[str, Any]:
     """`GET /jobs/{id}` in Orthanc's shape."""
     view: dict[str, Any] = {
         "ID": job.id,
@@ -308,7 +318,7 @@ def orthanc_view(job: JobRecord) -> dict[str, Any]:
         "ErrorDescription": job.error_description,
         "ErrorDetails": "",
         "Timestamp": _now(),
-        "Content": job.content,
+        "Content": job_content(ctx, job),
     }
     if job.completion_time:
         view["CompletionTime"] = job.completion_time

@@ -4,6 +4,7 @@ dropped, and the batch is sent again on resume."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -13,8 +14,10 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
+from chalice.test import Client
 
 from chalicelib import jobs
+from chalicelib.client import retrieve
 from chalicelib.context import Context
 from chalicelib.ingest import store_instance
 from chalicelib.storage.ports import JobRecord
@@ -166,3 +169,30 @@ def test_job_whose_server_was_removed_fails_naming_it(
     assert ended.error_description.startswith("no remote DICOMweb server named 'removed'")
     assert ended.error_code == jobs.INEXISTENT_ITEM
     assert "step failed" not in caplog.text
+
+
+def test_retrieve_job_past_a_dynamodb_item_keeps_its_instances_and_stays_readable(
+    context: Context, client: Client
+) -> None:
+    """A retrieve job's Instances (45 bytes each) passed DynamoDB's 400 KB item at about 8,000
+    instances: the step's save failed (ValidationException). Here 10 steps of 1,000 synthetic
+    Orthanc ids (450 KB), one step run twice (its ids answered once): the saves pass on both
+    backends, the record stays small, and GET jobs/{id} answers every id in order."""
+    ids = [f"{n:08x}-{n:08x}-{n:08x}-{n:08x}-{n:08x}" for n in range(10_000)]
+    job = jobs.new_job(jobs.RETRIEVE, "remote", {"Resources": []}, {}, 0)
+    context.jobs.create(job)
+    steps = [ids[n : n + 1000] for n in range(0, len(ids), 1000)]
+    for batch in [*steps[:3], steps[2], *steps[3:]]:
+        job = context.jobs.get(job.id)
+        cursor = dict(job.cursor)
+        retrieve.record_instances(context, job, cursor, batch)
+        job.cursor = cursor
+        context.jobs.save(job)
+
+    record = context.jobs.get(job.id)
+    assert len(json.dumps([record.content, record.cursor])) < 1000
+    response = client.http.get(f"/dicom-web/jobs/{job.id}")
+    assert response.status_code == 200
+    assert json.loads(response.body)["Content"]["Instances"] == ids
+    listed = json.loads(client.http.get("/dicom-web/jobs?expand").body)
+    assert [view["Content"]["Instances"] for view in listed] == [ids]

@@ -11,13 +11,20 @@ series per step, which bounds a step by the largest series; a remote without tha
 the whole study in one step. The `/wado` call (any WADO-RS `Uri`) is one step.
 
 Cursor: `{"resource": i, "series": [pending series of resource i] | null, "received": n,
-"bytes": size}`. Content (Orthanc's keys, values as strings as Orthanc gives them):
-ReceivedInstancesCount, NetworkUsageMB, and beyond Orthanc `Instances`, the Orthanc ids of
-the instances stored (what the manual says the call answers).
+"bytes": size, "chunks": c}`. Content (Orthanc's keys, values as strings as Orthanc gives
+them): ReceivedInstancesCount, NetworkUsageMB, and beyond Orthanc `Instances`, the Orthanc ids
+of the instances stored (what the manual says the call answers).
+
+`Instances` is not kept in the job record, which would outgrow a DynamoDB item (400 KB, about
+8,000 ids): each step writes the ids it stored to the blob store as chunk c
+(`jobs/{id}/instances/{c}.json`) and counts it in the cursor; `stored_instances` reads the
+chunks the saved cursor counts. A step whose result is dropped writes its chunk again when it
+runs again. A record written before kept its ids in `content["Instances"]`: they come first.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -35,7 +42,13 @@ MB = 1024 * 1024
 def retrieve_step(
     ctx: Context, client: RemoteClient, job: JobRecord
 ) -> tuple[bool, dict[str, Any]]:
-    cursor: dict[str, Any] = {"resource": 0, "series": None, "received": 0, "bytes": 0}
+    cursor: dict[str, Any] = {
+        "resource": 0,
+        "series": None,
+        "received": 0,
+        "bytes": 0,
+        "chunks": 0,
+    }
     cursor |= job.cursor
     if "Uri" in job.params:
         _fetch(ctx, client, job, job.params["Uri"], cursor)
@@ -105,7 +118,7 @@ def _fetch(
         parts = split_multipart(response.content, media.params.get("boundary", ""))
     except MultipartError as exc:
         raise RemoteError(f"{where}: unreadable multipart answer: {exc}") from None
-    instances: list[str] = job.content.setdefault("Instances", [])
+    stored: list[str] = []
     for number, part in enumerate(parts, 1):
         result = store_instance(ctx, part.body)
         if result.status != "stored":
@@ -113,11 +126,34 @@ def _fetch(
         record = ctx.index.get_instance(
             result.study_uid, result.series_uid, result.sop_instance_uid
         )
-        if record.orthanc_ids["instance"] not in instances:
-            instances.append(record.orthanc_ids["instance"])
+        stored.append(record.orthanc_ids["instance"])
+    record_instances(ctx, job, cursor, stored)
     cursor["received"] += len(parts)
     cursor["bytes"] += len(response.content)
     job.content |= {
         "ReceivedInstancesCount": str(cursor["received"]),
         "NetworkUsageMB": str(cursor["bytes"] // MB),
     }
+
+
+def _chunk_key(job_id: str, chunk: int) -> str:
+    return f"jobs/{job_id}/instances/{chunk}.json"
+
+
+def record_instances(
+    ctx: Context, job: JobRecord, cursor: dict[str, Any], instances: list[str]
+) -> None:
+    """Keep the Orthanc ids a step stored as the job's next chunk (none: no chunk)."""
+    if not instances:
+        return
+    chunk = cursor.get("chunks", 0)
+    ctx.blobs.put(_chunk_key(job.id, chunk), json.dumps(instances).encode(), "application/json")
+    cursor["chunks"] = chunk + 1
+
+
+def stored_instances(ctx: Context, job: JobRecord) -> list[str]:
+    """The Orthanc ids of the instances the job stored, each once, in the order stored."""
+    instances: list[str] = list(job.content.get("Instances", []))
+    for chunk in range(job.cursor.get("chunks", 0)):
+        instances += json.loads(ctx.blobs.get(_chunk_key(job.id, chunk)))
+    return list(dict.fromkeys(instances))

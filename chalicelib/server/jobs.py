@@ -24,13 +24,13 @@ def _job(request: WebRequest, job_id: str) -> ports.JobRecord:
 def list_jobs(request: WebRequest) -> WebResponse:
     records = request.context.jobs.list()
     if request.query_values("expand"):
-        return json_response([jobs.orthanc_view(job) for job in records])
+        return json_response([jobs.orthanc_view(request.context, job) for job in records])
     return json_response([job.id for job in records])
 
 
 @service.route("/jobs/{job_id}", "GET", scope="admin")
 def get_job(request: WebRequest, job_id: str) -> WebResponse:
-    return json_response(jobs.orthanc_view(_job(request, job_id)))
+    return json_response(jobs.orthanc_view(request.context, _job(request, job_id)))
 
 
 def _control(action: str):  # type: ignore[no-untyped-def]

@@ -238,7 +238,7 @@ def _run(request: WebRequest, job: JobRecord, synchronous: bool) -> WebResponse:
         return json_response(job_path(jobs.submit(ctx, job)))
     job = jobs.run_synchronously(ctx, job)
     if job.state == "Success":
-        return json_response(job.content)
+        return json_response(jobs.job_content(ctx, job))
     if job.state == "Failure":
         raise BadGateway(f"job {job.id} ({job.type}) failed: {job.error_description}")
     warning = warning_header(
