@@ -1,7 +1,7 @@
 """Read an uploaded instance without decoding its pixel data.
 
 `parse_instance` reads the header with pydicom, deferring every value longer than
-`_DEFER_SIZE` (Pixel Data included), so that ingest costs a header parse whatever the image
+`DEFER_SIZE` (Pixel Data included), so that ingest costs a header parse whatever the image
 size. It records what later reads need without parsing the file again: the UIDs, the transfer
 syntax, and where Pixel Data and its frames (or fragments) lie in the stored bytes.
 """
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from pydicom.dataelem import RawDataElement
     from pydicom.dataset import Dataset
 
-_DEFER_SIZE = 1024
+DEFER_SIZE = 1024
+"""Values longer than this many bytes pydicom reads only when asked (`dcmread` defer_size)."""
 UNDEFINED_LENGTH = 0xFFFFFFFF
 _PIXEL_DATA = 0x7FE00010
 _ITEM = 0xFFFEE000
@@ -102,7 +103,7 @@ def read_dataset(data: bytes) -> tuple[Dataset, bool]:
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = dcmread(io.BytesIO(data), defer_size=_DEFER_SIZE)
+        ds = dcmread(io.BytesIO(data), defer_size=DEFER_SIZE)
         if len(ds) == 0:
             # pydicom gives up silently on an element that runs past the end of the file.
             raise UnreadableInstance("no attribute could be read: the file is truncated")
@@ -118,7 +119,7 @@ def read_dataset(data: bytes) -> tuple[Dataset, bool]:
     except Exception as exc:  # pydicom raises many types on corrupt input
         raise UnreadableInstance(f"not a readable DICOM file: {exc}") from exc
     try:
-        ds = dcmread(io.BytesIO(data), defer_size=_DEFER_SIZE, force=True)
+        ds = dcmread(io.BytesIO(data), defer_size=DEFER_SIZE, force=True)
     except Exception as exc:
         raise UnreadableInstance(f"not a readable DICOM file: {exc}") from exc
     if len(ds) == 0:

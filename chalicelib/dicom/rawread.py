@@ -27,6 +27,7 @@ from chalicelib.dicom.encoding import (
 )
 from chalicelib.dicom.jsonmodel import elements_to_json
 from chalicelib.dicom.parse import (
+    DEFER_SIZE,
     LONG_VRS,
     UNDEFINED_LENGTH,
     ElementWalker,
@@ -51,8 +52,6 @@ _VRS = frozenset((
 """The VRs of PS3.5 Table 6.2-1 (2025b)."""
 _LONG_VRS = frozenset(vr.decode() for vr in LONG_VRS)
 _VR_CODES = {vr.encode(): vr for vr in _VRS}
-_DEFER_SIZE = 1024
-"""pydicom's path defers longer values; one of them needed inline goes to pydicom."""
 _HEADER = struct.Struct("<HHL")  # tag and 4-byte length: implicit VR, items, delimiters
 _EXPLICIT = struct.Struct("<HH2sH")  # tag, VR and 2-byte length
 
@@ -97,7 +96,7 @@ def read_raw(
     syntax = _top(meta).get(0x00020010)
     if syntax is None or syntax.vr != "UI":
         raise NeedsPydicom("no Transfer Syntax UID")
-    transfer_syntax_uid = _text(data, syntax).rstrip("\0 ")  # as pydicom's UI conversion
+    transfer_syntax_uid = _transfer_syntax(data, syntax)
     if transfer_syntax_uid in (DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_BIG_ENDIAN):
         raise NeedsPydicom(transfer_syntax_uid)
     implicit = transfer_syntax_uid == IMPLICIT_VR_LITTLE_ENDIAN
@@ -131,7 +130,7 @@ def read_raw(
         data,
         lambda path: prefix + path,
         bulk_threshold,
-        _DEFER_SIZE,
+        DEFER_SIZE,
         lambda charset, inherited: _encodings(data, charset, inherited),
     )
     bulk: dict[str, list[Any]] = {}
@@ -276,9 +275,18 @@ def _uid(data: bytes, element: Element | None) -> str:
     """A UID as `parse._text` reads it ('' when absent)."""
     if element is None:
         return ""
-    if element.vr != "UI" or element.length > _DEFER_SIZE:
+    if element.vr != "UI" or element.length > DEFER_SIZE:
         raise NeedsPydicom("a UID that pydicom's path converts")
     return _text(data, element).strip("\0 ")
+
+
+def _transfer_syntax(data: bytes, element: Element) -> str:
+    """The Transfer Syntax UID as pydicom converts it (`values.convert_UI`: trailing NULs and
+    spaces off, then `UID` strips any whitespace around it); several values go to pydicom."""
+    text = _text(data, element).rstrip("\0 ")
+    if "\\" in text or element.length > DEFER_SIZE:
+        raise NeedsPydicom("a Transfer Syntax UID of several values")
+    return text.strip()
 
 
 def _encodings(data: bytes, charset: Element | None, inherited: list[str]) -> list[str]:
@@ -303,7 +311,7 @@ def _converted(data: bytes, element: Element, encodings: list[str]) -> Any:
     from pydicom.dataelem import RawDataElement, convert_raw_data_element
     from pydicom.tag import Tag
 
-    if element.length > _DEFER_SIZE:
+    if element.length > DEFER_SIZE:
         raise NeedsPydicom("a deferred value")
     raw = RawDataElement(
         Tag(element.tag),
@@ -320,11 +328,18 @@ def _converted(data: bytes, element: Element, encodings: list[str]) -> Any:
 def _patient_id(data: bytes, element: Element, encodings: list[str]) -> str:
     """PatientID as ingest reads it from a Dataset: `str(ds.get("PatientID", "") or "")`.
 
-    A value of printable ASCII without a backslash is one value that every DICOM character
-    set decodes as ASCII, which pydicom strips of its trailing spaces (`values.convert_text`);
-    any other goes through pydicom's conversion."""
+    A value of VR LO (its VR, PS3.6 §6, 2025b) of printable ASCII without a backslash is one
+    value that every DICOM character set decodes as ASCII, which pydicom strips of its trailing
+    spaces (`values.convert_text`); any other (another VR: OB gives "b'...'") goes through
+    pydicom's conversion."""
     text = _text(data, element)
-    if text.isascii() and text.isprintable() and "\\" not in text and len(text) <= _DEFER_SIZE:
+    if (
+        element.vr == "LO"
+        and text.isascii()
+        and text.isprintable()
+        and "\\" not in text
+        and len(text) <= DEFER_SIZE
+    ):
         return text.rstrip(" ")
     return str(_converted(data, element, encodings) or "")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import struct
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from pydicom.data import get_testdata_file
 from chalicelib.dicom.encoding import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
 from chalicelib.dicom.metadata import describe_dataset
 from chalicelib.dicom.parse import (
+    LONG_VRS,
     MissingAttribute,
     ParsedInstance,
     UnreadableInstance,
@@ -78,9 +80,23 @@ def test_raw_read_equals_pydicom_on_the_corpus() -> None:
     assert {"sequence", "flat", "encapsulated", "native"} <= kinds
 
 
+def _reencoded(data: bytes, header: bytes, vr: bytes, value: Any) -> bytes | None:
+    """`data` with the first explicit VR element of 2-byte length starting with `header` (its
+    tag and VR) written with `vr` and the value `value(old value)` (None if there is none)."""
+    position = data.find(header)
+    if position < 0:
+        return None
+    (length,) = struct.unpack_from("<H", data, position + 6)
+    old = data[position + 8 : position + 8 + length]
+    new = value(old)
+    size = struct.pack("<H", len(new)) if vr not in LONG_VRS else struct.pack("<HL", 0, len(new))
+    return data[: position + 4] + vr + size + new + data[position + 8 + length :]
+
+
 def _variants(data: bytes) -> list[bytes]:
     """Cuts of the header and of the first and last Pixel Data bytes, bytes added at the end,
-    and element header bytes overwritten (VRs that are unknown, UN or SQ, lengths)."""
+    element header bytes overwritten (VRs that are unknown, UN or SQ, lengths), a Transfer
+    Syntax UID with a leading space and a Patient ID of VR OB."""
     pixel = data.find(b"\xe0\x7f\x10\x00")
     header_end = len(data) if pixel < 0 else min(len(data), pixel + 64)
     variants = [data[:size] for size in range(0, header_end, 7)]
@@ -88,7 +104,9 @@ def _variants(data: bytes) -> list[bytes]:
     for number, position in enumerate(range(132, header_end - 8, 5)):
         patch = (b"UN", b"SQ", b"XX", b"\xff\xff")[number % 4]
         variants.append(data[:position] + patch + data[position + 2 :])
-    return variants
+    spaced = _reencoded(data, b"\x02\x00\x10\x00UI", b"UI", lambda uid: b" " + uid.rstrip(b"\0"))
+    binary = _reencoded(data, b"\x10\x00\x20\x00LO", b"OB", lambda text: text)
+    return variants + [variant for variant in (spaced, binary) if variant is not None]
 
 
 def test_raw_read_refuses_what_pydicom_refuses() -> None:
