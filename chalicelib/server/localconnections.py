@@ -158,6 +158,9 @@ class HeadReader:
             connection.close()
             return
         self._arrivals.append((connection, address))
+        if self._stopping:  # stopped meanwhile: the thread may have closed the others already
+            self._close_arrivals()
+            return
         with contextlib.suppress(OSError):  # a full pipe already wakes it
             self._wake_out.send(b"\0")
 
@@ -190,12 +193,20 @@ class HeadReader:
             if now >= next_check:
                 self._close_late(now)
                 next_check = now + DEADLINE_CHECK
-        while self._arrivals:
-            self._arrivals.popleft()[0].close()
+        self._close_arrivals()
         for key in list(self._selector.get_map().values()):
             key.fileobj.close()  # type: ignore[union-attr]
         self._selector.close()
         self._wake_out.close()
+
+    def _close_arrivals(self) -> None:
+        """Close the connections added and not yet waited on (from either thread)."""
+        while True:
+            try:
+                connection, _ = self._arrivals.popleft()
+            except IndexError:
+                return
+            connection.close()
 
     def _receive_safely(self, waiting: _Waiting) -> None:
         """`_receive`, a failure ending that connection, never this thread (which every
@@ -285,7 +296,15 @@ class WorkerPool:
                 self._changed.notify()
             elif self._threads < self.size:
                 self._threads += 1
-                threading.Thread(target=self._run, name="request-worker", daemon=True).start()
+                try:
+                    self._start_worker()
+                except BaseException:  # the pool keeps its size; the caller closes the job
+                    self._threads -= 1
+                    self._ready.remove(job)
+                    raise
+
+    def _start_worker(self) -> None:
+        threading.Thread(target=self._run, name="request-worker", daemon=True).start()
 
     def close(self) -> list[tuple[Any, ...]]:
         """End the idle threads (busy ones end after their request); the jobs left undone."""

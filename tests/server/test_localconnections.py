@@ -10,13 +10,19 @@ import select
 import socket
 import threading
 import time
+from collections import deque
 from contextlib import suppress
 from pathlib import Path
 
 import pytest
 import requests
 
-from chalicelib.server.localconnections import HEAD_BUFFER, HeadReader, head_is_complete
+from chalicelib.server.localconnections import (
+    HEAD_BUFFER,
+    HeadReader,
+    WorkerPool,
+    head_is_complete,
+)
 from tests.server.test_localserver import (
     _connect,
     _read_to_the_end,
@@ -181,3 +187,54 @@ def test_head_reader_survives_a_request_it_cannot_hand_over() -> None:
         for client in clients:
             client.close()
     assert handed == [b"GET /first HTTP/1.1\r\n\r\n", b"GET /second HTTP/1.1\r\n\r\n"]
+
+
+class _FirstThreadFails(WorkerPool):
+    """A pool whose first worker thread cannot start, as when the system has no thread left."""
+
+    failed = False
+
+    def _start_worker(self) -> None:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("can't start new thread")
+        super()._start_worker()
+
+
+def test_worker_pool_keeps_its_size_after_a_thread_that_cannot_start() -> None:
+    """The job whose thread could not start is given back (its connection is closed by the
+    head reader), not left to run later; and the pool may still start its one thread, so
+    the next job runs instead of waiting for ever."""
+    done: list[str] = []
+    finished = threading.Event()
+
+    def work(name: str) -> None:
+        done.append(name)
+        finished.set()
+
+    pool = _FirstThreadFails(1, work)
+    try:
+        with pytest.raises(RuntimeError):
+            pool.submit("refused")
+        pool.submit("next")
+        assert finished.wait(10), "the next job never ran: the pool thinks its thread runs"
+    finally:
+        left = pool.close()
+    assert (done, left) == (["next"], [])
+
+
+def test_head_reader_closes_a_connection_added_while_it_stops() -> None:
+    """A connection added as the reader stops (after `add` found it running, before it
+    queued the connection) is closed, not left open after the reader's thread ended."""
+    reader = HeadReader(lambda *_: None, timeout=10, head_timeout=10)
+
+    class StopsFirst(deque):  # type: ignore[type-arg]
+        def append(self, item: object) -> None:
+            reader.stop()
+            super().append(item)
+
+    reader._arrivals = StopsFirst()
+    server, client = socket.socketpair()
+    with client:
+        reader.add(server, ("127.0.0.1", 0))
+        assert server.fileno() == -1, "the connection was left open"
