@@ -25,8 +25,8 @@ Chalice's `LocalDevServer` takes a request handler class; ours
 - passes binary bodies through without the base64 round trip that the Lambda event format
   forces on API Gateway (binary_types is emptied for the local app);
 - refuses a body over `DicomWeb.MaxRequestBody` with 413 before reading it;
-- removes, every `DicomWeb.SweepInterval` seconds as at start-up, the blobs of stores and
-  deletes that were interrupted (`PeriodicSweep`).
+- removes, every `DicomWeb.SweepInterval` seconds as at start-up, the blobs of deletes that
+  were interrupted, and of stores interrupted before it started (`PeriodicSweep`).
 
 It refuses to start on an address other than loopback while `AuthenticationEnabled` is off:
 that would publish every stored image to the network.
@@ -51,6 +51,7 @@ import socket
 import sys
 import threading
 import uuid
+from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -117,14 +118,20 @@ class BodyTooLarge(Exception):
 class PeriodicSweep:
     """What the start-up does once, every `interval` seconds in a daemon thread: remove the
     blobs of deletes interrupted after their index commit (`delete.finish_pending_deletes`)
-    and of stores interrupted before it (`ingest.remove_interrupted_writes`, once their
-    intent is 20 minutes old). A server restarted after a kill -9 found the intents of the
-    killed stores too young to remove, and never looked again while it ran; a store whose
-    worker failed, or a blob whose removal failed, waited for the next restart."""
+    and of stores interrupted before it (`ingest.remove_interrupted_writes`). A server
+    restarted after a kill -9 found the intents of the killed stores too young to remove,
+    and never looked again while it ran; a blob whose removal failed waited for the next
+    restart.
 
-    def __init__(self, ctx: Context, interval: float) -> None:
+    Only the intents of stores begun before this process `started` are removed (once 20
+    minutes old): a store of this process may run for longer than that (a large body over a
+    slow disk), and would lose its blobs while still running. The blobs of a store of this
+    process that failed before its commit are removed at the next start."""
+
+    def __init__(self, ctx: Context, interval: float, started: datetime) -> None:
         self._ctx = ctx
         self._interval = interval
+        self.started = started
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="local-sweep", daemon=True)
         self._thread.start()
@@ -134,14 +141,19 @@ class PeriodicSweep:
         self._stopped.set()
         self._thread.join()
 
-    def _run(self) -> None:
-        from chalicelib.ingest import remove_interrupted_writes
+    def sweep(self, now: datetime) -> None:
+        """One sweep at `now`."""
+        from chalicelib.ingest import INTERRUPTED_WRITE_AGE, remove_interrupted_writes
         from chalicelib.server.delete import finish_pending_deletes
 
+        finish_pending_deletes(self._ctx.index, self._ctx.blobs)
+        cut_off = min(now, self.started + INTERRUPTED_WRITE_AGE)
+        remove_interrupted_writes(self._ctx.index, self._ctx.blobs, cut_off)
+
+    def _run(self) -> None:
         while not self._stopped.wait(self._interval):
             try:
-                finish_pending_deletes(self._ctx.index, self._ctx.blobs)
-                remove_interrupted_writes(self._ctx.index, self._ctx.blobs)
+                self.sweep(datetime.now(UTC))
             except Exception:
                 log.exception("the periodic sweep failed; the next one is in %g s", self._interval)
 
@@ -700,6 +712,7 @@ def make_server(
         )
     if data_dir is not None:
         settings = dataclasses.replace(settings, data_dir=data_dir)
+    started = datetime.now(UTC)
     ctx = build_context(settings)
     app = create_app(lambda: ctx, streams=True)
     app.api.binary_types = []
@@ -725,7 +738,7 @@ def make_server(
     )
     server = LocalDevServer(app, config, host, port, handler_cls=handler, server_cls=server_class)
     if settings.sweep_interval:
-        server.server.sweep = PeriodicSweep(ctx, settings.sweep_interval)
+        server.server.sweep = PeriodicSweep(ctx, settings.sweep_interval, started)
     return server
 
 

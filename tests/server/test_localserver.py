@@ -1030,3 +1030,34 @@ def test_periodic_sweep_removes_blobs_of_an_interrupted_delete(tmp_path: Path) -
             time.sleep(0.1)
         assert not ctx.blobs.exists("instances/left-by-a-delete.dcm")
     assert sweeps() == others
+
+
+def test_periodic_sweep_leaves_the_stores_of_its_own_process(tmp_path: Path) -> None:
+    """The sweep runs beside this process's stores, which may take longer than
+    INTERRUPTED_WRITE_AGE (a large body on a slow disk): it removes the blobs of a store
+    interrupted before the process started, never those of a store begun since, however old
+    its intent (that one is removed at the next start)."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from chalicelib.ingest import INTERRUPTED_WRITE_AGE, store_instance
+    from chalicelib.server.localserver import PeriodicSweep
+    from chalicelib.storage.records import utc_stamp
+    from tests.conftest import make_context
+    from tests.test_ingest import CT, Killed, KilledAtCommit, _interrupted_store
+
+    ctx = make_context("local", tmp_path)
+    data = testdata(CT).read_bytes()
+    before = _interrupted_store(ctx, data)
+    sweep = PeriodicSweep(ctx, 3600, started=datetime.now(UTC))
+    later = datetime.now(UTC) + 10 * INTERRUPTED_WRITE_AGE
+    try:
+        with pytest.raises(Killed):  # its process runs on: as a store still writing
+            store_instance(replace(ctx, index=KilledAtCommit(ctx.index)), data)
+        intents = ctx.index.stale_blob_writes(utc_stamp(later))
+        running = {key for write in intents for key in write.keys} - set(before.keys)
+        sweep.sweep(later)
+    finally:
+        sweep.stop()
+    assert before.keys and not any(ctx.blobs.exists(key) for key in before.keys)
+    assert running and all(ctx.blobs.exists(key) for key in running)
