@@ -180,7 +180,9 @@ class DicomWebHTTPServer(ThreadedHTTPServer):
         super().__init__(server_address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """A new connection waits for its request head in the head reader, not in a thread."""
+        """A new connection, with a send buffer of SEND_BUFFER, waits for its request head in
+        the head reader, not in a thread."""
+        request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self.heads.add(request, client_address)
 
     def _answer(self, connection: socket.socket, address: Any, received: bytes) -> None:
@@ -230,6 +232,15 @@ class DecodingRouteMatcher(RouteMatcher):
         return MatchResult(match.route, captured, match.query_params)
 
 
+def decoding_gateway(app: Chalice, config: Config) -> LocalGateway:
+    """Chalice's `LocalGateway` matching routes with a `DecodingRouteMatcher`. It keeps no
+    state between requests: one serves every request of a server (building it sorts the
+    routes)."""
+    gateway = LocalGateway(app, config)
+    gateway.event_converter._route_matcher = DecodingRouteMatcher(list(app.routes))
+    return gateway
+
+
 class DicomWebRequestHandler(ChaliceRequestHandler):
     # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm and
     # the client's delayed ACK add ~40 ms to every small answer.
@@ -239,6 +250,8 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
     """With authentication off, the host names a request may name besides loopback ones
     (`DicomWeb.Host`, `PublicRoot`); None with authentication on."""
     server: DicomWebHTTPServer
+    gateway: LocalGateway
+    """The server's `decoding_gateway`, shared by its requests."""
 
     def __init__(
         self,
@@ -251,12 +264,9 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
     ) -> None:
         """Handle the request whose first bytes, `received`, the server's head reader read;
         and those pipelined after it."""
-        # ChaliceRequestHandler.__init__ with the decoding matcher; the base class handles
-        # the request inside its __init__, so the gateway is complete before that.
-        self.local_gateway = LocalGateway(app_object, config)
-        self.local_gateway.event_converter._route_matcher = DecodingRouteMatcher(
-            list(app_object.routes)
-        )
+        # ChaliceRequestHandler.__init__ with the server's gateway, not one built per request;
+        # the base class handles the request inside its __init__.
+        self.local_gateway = self.gateway
         self.received = received
         BaseHTTPRequestHandler.__init__(self, request, client_address, server)
 
@@ -270,12 +280,11 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
 
     def setup(self) -> None:
         """StreamRequestHandler's, with the request read through a `DeadlineReader` that gives
-        the bytes the head reader took first, and a send buffer of SEND_BUFFER."""
+        the bytes the head reader took first."""
         super().setup()
         self.rfile.close()
         self.reader = DeadlineReader(self.connection, self.timeout, self.received)
         self.rfile = io.BufferedReader(self.reader)
-        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
     def handle(self) -> None:
         """The request, and the next ones while they have already arrived (pipelined): a
@@ -724,7 +733,11 @@ def make_server(
     handler = type(
         "LimitedRequestHandler",
         (DicomWebRequestHandler,),
-        {"max_body": settings.max_request_body, "anonymous_hosts": anonymous_hosts},
+        {
+            "max_body": settings.max_request_body,
+            "anonymous_hosts": anonymous_hosts,
+            "gateway": decoding_gateway(app, config),
+        },
     )
     server_class = type(
         "ConfiguredHTTPServer",

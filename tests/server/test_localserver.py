@@ -1061,3 +1061,18 @@ def test_periodic_sweep_leaves_the_stores_of_its_own_process(tmp_path: Path) -> 
         sweep.stop()
     assert before.keys and not any(ctx.blobs.exists(key) for key in before.keys)
     assert running and all(ctx.blobs.exists(key) for key in running)
+
+
+def test_one_gateway_serves_every_request_of_a_server(tmp_path: Path) -> None:
+    """The gateway (its routes sorted in a `DecodingRouteMatcher`) is built once per server,
+    not once per request: a kept-alive connection's requests each built one."""
+    from chalicelib.server.localserver import DecodingRouteMatcher, make_server
+
+    server = make_server("127.0.0.1", 0, tmp_path)
+    try:
+        handler = server.server.RequestHandlerClass.func  # Chalice's partial(handler, app, config)
+        matcher = handler.gateway.event_converter._route_matcher
+        assert isinstance(matcher, DecodingRouteMatcher)
+        assert matcher.match_route("/dicom-web/servers/my%20peer").captured == {"name": "my peer"}
+    finally:
+        server.server.server_close()
