@@ -45,7 +45,14 @@ from functools import partial
 from typing import Literal
 
 from chalicelib.dicom import pixels
-from chalicelib.dicom.encoding import EXPLICIT_VR_BIG_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN, inflate
+from chalicelib.dicom.encoding import (
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    JPEG_2000_LOSSLESS,
+    JPEG_LS_LOSSLESS,
+    RLE_LOSSLESS,
+    inflate,
+)
 from chalicelib.dicom.multipart import MediaType, multipart_content_type, new_boundary
 from chalicelib.errors import BadRequest, NotAcceptable, NotFound
 from chalicelib.server.delivery import BlobRange, LazyPart, Part, StreamedMultipart, deliver
@@ -70,12 +77,12 @@ LOSSLESS_SYNTAXES = frozenset(
     {
         "1.2.840.10008.1.2.4.57",  # JPEG Lossless, Non-Hierarchical (Process 14)
         "1.2.840.10008.1.2.4.70",  # JPEG Lossless, First-Order Prediction (SV1)
-        "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
-        "1.2.840.10008.1.2.4.90",  # JPEG 2000 (Lossless Only)
+        JPEG_LS_LOSSLESS,
+        JPEG_2000_LOSSLESS,
         "1.2.840.10008.1.2.4.92",  # JPEG 2000 Part 2 Multi-component (Lossless Only)
         "1.2.840.10008.1.2.4.201",  # High-Throughput JPEG 2000 (Lossless Only)
         "1.2.840.10008.1.2.4.202",  # High-Throughput JPEG 2000 with RPCL Options (Lossless Only)
-        "1.2.840.10008.1.2.5",  # RLE Lossless
+        RLE_LOSSLESS,
     }
 )
 """The encapsulated transfer syntaxes that are lossless by definition (PS3.5 Section 8 and
