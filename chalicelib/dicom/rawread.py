@@ -4,12 +4,14 @@ Ingest needs, of every part: the UIDs, the transfer syntax, where Pixel Data and
 lie, where the bulk values lie, the main attributes of each level and the WADO-RS metadata
 document. `read_instance` gets them in one walk over the elements (PS3.5 §7, 2025b) for the
 instances most uploads are: a Part-10 file in Implicit or Explicit VR Little Endian (native or
-encapsulated), elements in ascending order, VRs known without looking at other attributes. It
-hands anything else to pydicom (`parse.parse_instance`), which stays the parser of record:
-what this walk gives is what the pydicom path gives, value for value and byte for byte
-(tests/dicom/test_rawread.py compares both on the whole corpus), and every refusal is the
-pydicom path's, since any doubt (a truncated or unusual element, a value that does not
-convert, sequences nested too deep) sends the part to that path.
+encapsulated), elements in ascending order, VRs known from the bytes or the public dictionary.
+In implicit VR, top-level Pixel Data is OW (OB encapsulated) and "US or SS" follows Pixel
+Representation, as pydicom decides them; private elements, and other ambiguous VRs or any in
+an item, are not read here. It hands anything else to pydicom (`parse.parse_instance`), which
+stays the parser of record: what this walk gives is what the pydicom path gives, value for
+value and byte for byte (tests/dicom/test_rawread.py compares both on the whole corpus), and
+every refusal is the pydicom path's, since any doubt (a truncated or unusual element, a value
+that does not convert, sequences nested too deep) sends the part to that path.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ _ITEM_DELIMITER = 0xFFFEE00D
 _SEQUENCE_DELIMITER = 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
 _SPECIFIC_CHARACTER_SET = 0x00080005
+_US_OR_SS = "US or SS"
 _VRS = frozenset((
     "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD", "OF",
     "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN",
@@ -103,6 +106,7 @@ def read_raw(
     if position + 6 <= len(data) and _looks_explicit(data, position) == implicit:
         raise NeedsPydicom("the dataset's first element is not in its transfer syntax")
     elements, _, _ = _elements(data, position, len(data), implicit=implicit, depth=0)
+    elements = _us_or_ss(data, elements)
     if not elements:
         raise NeedsPydicom("no element")
     if _depth(elements) > max_sequence_depth:
@@ -121,7 +125,7 @@ def read_raw(
         sop_instance_uid=sop_instance,
         study_uid=study,
         series_uid=series,
-        pixel=_pixel(data, top),
+        pixel=_pixel(data, top, implicit),
     )
     encodings = _encodings(data, top.get(_SPECIFIC_CHARACTER_SET), ["iso8859"])
     prefix = metadata.bulk_prefix(study, series, sop_instance)
@@ -185,7 +189,9 @@ def _elements(
                 value = position + 12
             else:
                 value = position + 8
-        if vr == "UN" or vr not in _VRS:  # UN, or an ambiguous VR ("US or SS")
+        if implicit and " " in vr:
+            vr = _implicit_ambiguous(tag, vr, length, depth)
+        elif vr == "UN" or vr not in _VRS:
             raise NeedsPydicom(f"VR {vr}: pydicom resolves it")
         items: tuple[list[Element], ...] = ()
         if vr == "SQ":
@@ -203,6 +209,37 @@ def _elements(
                 raise NeedsPydicom("a value runs past its end")
         found.append(Element(tag, vr, value, length, items))
     return found, position, False
+
+
+def _implicit_ambiguous(tag: int, vr: str, length: int, depth: int) -> str:
+    """The VR of a top-level element of Implicit VR Little Endian whose dictionary VR is
+    ambiguous, as pydicom decides it (`filewriter.correct_ambiguous_vr_element`): Pixel Data
+    is OW, OB when encapsulated (PS3.5 §A.1 and §A.4, 2025b); "US or SS" is kept for
+    `_us_or_ss`; any other (and any in an item) goes to pydicom."""
+    if depth == 0 and tag == _PIXEL_DATA:
+        return "OB" if length == UNDEFINED_LENGTH else "OW"
+    if depth == 0 and vr == _US_OR_SS and tag in _us_or_ss_tags():
+        return vr
+    raise NeedsPydicom(f"VR {vr}: pydicom resolves it")
+
+
+def _us_or_ss(data: bytes, elements: list[Element]) -> list[Element]:
+    """The top-level `elements` with "US or SS" decided as pydicom decides it: by Pixel
+    Representation (0028,0103), US when 0000H (unsigned) else SS (Image Pixel Module, PS3.3
+    §C.7.6.3, 2025b), and US when neither it nor Pixel Data is there. Anything less plain
+    goes to pydicom."""
+    if not any(element.vr == _US_OR_SS for element in elements):
+        return elements
+    top = _top(elements)
+    representation = top.get(0x00280103)
+    if representation is None and _PIXEL_DATA not in top:
+        vr = "US"
+    elif representation is not None and representation.vr == "US" and representation.length == 2:
+        value = data[representation.offset : representation.offset + 2]
+        vr = "US" if value == b"\0\0" else "SS"
+    else:
+        raise NeedsPydicom("a US or SS value without a plain Pixel Representation")
+    return [e._replace(vr=vr) if e.vr == _US_OR_SS else e for e in elements]
 
 
 def _items(
@@ -361,8 +398,8 @@ def _unsigned_short(data: bytes, element: Element | None, default: int) -> int:
     return _int(data, element, default)
 
 
-def _pixel(data: bytes, top: dict[int, Element]) -> dict[str, Any]:
-    """As `parse.locate_pixel_data`."""
+def _pixel(data: bytes, top: dict[int, Element], implicit: bool) -> dict[str, Any]:
+    """As `parse.locate_pixel_data`, which records the VR in the file (none in implicit VR)."""
     pixel = top.get(_PIXEL_DATA)
     if pixel is None:
         return {}
@@ -375,7 +412,7 @@ def _pixel(data: bytes, top: dict[int, Element]) -> dict[str, Any]:
         data,
         pixel.offset,
         pixel.length,
-        pixel.vr,
+        None if implicit else pixel.vr,
         rows=_unsigned_short(data, top.get(0x00280010), 0),
         columns=_unsigned_short(data, top.get(0x00280011), 0),
         samples_per_pixel=_unsigned_short(data, top.get(0x00280002), 1),
@@ -405,6 +442,14 @@ def _locate_bulk(
                 _locate_bulk(item, threshold, f"{path}/{number}/", found)
         elif threshold < element.length != UNDEFINED_LENGTH and len(found) < MAX_RECORDED:
             found[path] = [element.offset, element.length, element.vr]
+
+
+@cache
+def _us_or_ss_tags() -> frozenset[int]:
+    """The tags whose "US or SS" pydicom decides by Pixel Representation."""
+    from pydicom.filewriter import _AMBIGUOUS_US_SS_TAGS
+
+    return frozenset(_AMBIGUOUS_US_SS_TAGS)
 
 
 @cache

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
+import re
 import struct
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from pydicom import dcmread
 from pydicom.data import get_testdata_file
 
 from chalicelib.dicom.encoding import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
@@ -58,13 +61,31 @@ def _raw_outcome(data: bytes, depth: int = DEPTH) -> tuple[Any, ...] | None:
     return ("read", _facts(parsed), described)
 
 
+def _implicit_images() -> list[tuple[str, bytes]]:
+    """pydicom's CT_small (signed pixels) and MR_small (made unsigned) saved in Implicit VR
+    Little Endian, as many archives send images, without their private elements (those go
+    to pydicom)."""
+    copies = []
+    for name, pixel_representation in (("CT_small.dcm", 1), ("MR_small.dcm", 0)):
+        ds = dcmread(get_testdata_file(name))
+        ds.remove_private_tags()
+        ds.PixelRepresentation = pixel_representation
+        ds.file_meta.TransferSyntaxUID = IMPLICIT_VR_LITTLE_ENDIAN
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        copies.append((f"implicit {name}", out.getvalue()))
+    return copies
+
+
 def test_raw_read_equals_pydicom_on_the_corpus() -> None:
     """On every corpus file the raw walk reads, it gives what pydicom's path gives (the
     metadata document byte for byte, bulk and pixel locations, level tags, Patient ID); it
     reads nothing that path refuses, and it reads the ordinary files of both little endian
-    syntaxes, with and without sequences, native and encapsulated."""
+    syntaxes, with and without sequences, native and encapsulated, and implicit VR images
+    (Pixel Data OW, "US or SS" decided by Pixel Representation)."""
     files = [(str(path), path.read_bytes()) for path in orthanc_files()]
     files += [(item.name, item.data) for item in storable()]  # pydicom's test files too
+    files += _implicit_images()
     assert len(files) > 50
     kinds: set[str] = set()
     for name, data in files:
@@ -76,8 +97,14 @@ def test_raw_read_equals_pydicom_on_the_corpus() -> None:
         kinds.add(facts["transfer_syntax_uid"])
         kinds.add("sequence" if b'"vr":"SQ","Value"' in document else "flat")
         kinds.add("encapsulated" if facts["pixel"].get("encapsulated") else "native")
+        if facts["transfer_syntax_uid"] == IMPLICIT_VR_LITTLE_ENDIAN and facts["pixel"]:
+            kinds.add("implicit pixels")
+            # Smallest/Largest Image Pixel Value, Pixel Padding Value: "US or SS"
+            ambiguous = re.search(rb'"002801(?:06|07|20)":\{"vr":"(US|SS)"', document)
+            kinds.add(f"implicit {ambiguous[1].decode()}" if ambiguous else "")
     assert {IMPLICIT_VR_LITTLE_ENDIAN, EXPLICIT_VR_LITTLE_ENDIAN} <= kinds
     assert {"sequence", "flat", "encapsulated", "native"} <= kinds
+    assert {"implicit pixels", "implicit US", "implicit SS"} <= kinds
 
 
 def _reencoded(data: bytes, header: bytes, vr: bytes, value: Any) -> bytes | None:
@@ -123,6 +150,7 @@ def test_raw_read_refuses_what_pydicom_refuses() -> None:
         )
     ]
     files.append(Path(get_testdata_file("rtplan.dcm")).read_bytes())  # implicit VR
+    files.append(_implicit_images()[0][1])  # implicit VR Pixel Data, "US or SS"
     outcomes: Counter[str] = Counter()
     for data in files:
         assert _raw_outcome(data) is not None
@@ -135,7 +163,7 @@ def test_raw_read_refuses_what_pydicom_refuses() -> None:
         assert flat in (None, _pydicom_outcome(data, depth=0))
         outcomes["too deep"] += flat is None
     assert outcomes["read raw"] > 50 and outcomes["unreadable"] > 50
-    assert outcomes["too deep"] == 3  # all but the JPEG file have sequences
+    assert outcomes["too deep"] == 4  # all but the JPEG file have sequences
 
 
 def test_raw_read_hands_unusual_files_to_pydicom() -> None:
