@@ -7,6 +7,7 @@ import errno
 import itertools
 import os
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -24,6 +25,10 @@ class LocalBlobStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._folders = threading.Lock()
+        """Held to make a blob's missing folders and rename into them, and to remove an empty
+        folder: a put whose folder a concurrent delete prunes, again and again under load,
+        cannot lose every race (it lost 100 in a row once, a 500)."""
         self._folder = str(root)
         self._temp = root / _TEMP_FOLDER
         make_folders(self._temp)
@@ -53,23 +58,17 @@ class LocalBlobStore:
         except OSError as e:
             raise BackendError(f"cannot write blob {key}: {e.strerror}") from e
 
-    @staticmethod
-    def _rename_into_place(temp: str, path: Path) -> None:
-        """Rename `temp` to `path`; its folders are made when the rename finds them missing, so
-        a put into an existing folder is one rename."""
+    def _rename_into_place(self, temp: str, path: Path) -> None:
+        """Rename `temp` to `path`; a put into an existing folder is one rename. When the
+        folder is missing (the first blob of a folder, or a concurrent delete pruned it), it
+        is made and the rename done under `_folders`, which every folder removal takes."""
         try:
-            for attempt in range(_PUT_ATTEMPTS):
-                try:
-                    if attempt:
-                        make_folders(path.parent)
+            try:
+                os.replace(temp, path)
+            except FileNotFoundError:
+                with self._folders:
+                    make_folders(path.parent)
                     os.replace(temp, path)
-                    return
-                except (FileNotFoundError, FileExistsError):
-                    # The first blob of a folder, or a concurrent delete pruned the folder
-                    # (once empty, or a cache folder with its content) between mkdir and rename
-                    # (issue 11: FileExistsError and FileNotFoundError answered 500): make it.
-                    if attempt == _PUT_ATTEMPTS - 1:
-                        raise
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp)
@@ -137,7 +136,8 @@ class LocalBlobStore:
             if folder == self.root:
                 break
             try:
-                folder.rmdir()
+                with self._folders:
+                    folder.rmdir()
             except OSError:  # not empty (or already gone): stop pruning
                 break
 
@@ -161,7 +161,7 @@ class LocalBlobStore:
                     os.unlink(os.path.join(parent, name))
                 except OSError as e:
                     fail(e)
-            with contextlib.suppress(OSError):  # it holds what failed, or a newer put's file
+            with self._folders, contextlib.suppress(OSError):  # not empty: what failed, a new put
                 os.rmdir(parent)
         if failed:
             raise BackendError(not_removed(prefix, failed))
@@ -178,7 +178,7 @@ class LocalBlobStore:
         return None
 
 
-_PUT_ATTEMPTS = 100
+_TEMP_ATTEMPTS = 100
 _TEMP_FOLDER = ".tmp"
 """Not a key the app writes (UIDs, `cache/...`): temporary files of `put`, one folder."""
 _OLDER_TEMP_NAME = re.compile(r"\.[a-z0-9_]{8}\.tmp")
@@ -207,7 +207,7 @@ def _process_runs(pid: int) -> bool:
 
 def _write_temp(folder: Path, data: bytes) -> str:
     """A new file in `folder` holding `data`, named after this process (`{pid}-{n}.tmp`)."""
-    for attempt in range(_PUT_ATTEMPTS):
+    for attempt in range(_TEMP_ATTEMPTS):
         name = f"{folder}/{os.getpid()}-{next(_temp_numbers)}.tmp"
         try:
             if attempt:
@@ -217,7 +217,7 @@ def _write_temp(folder: Path, data: bytes) -> str:
         except FileExistsError:  # left by an earlier process with the same id: next number
             continue
         except FileNotFoundError as e:
-            if attempt == _PUT_ATTEMPTS - 1:
+            if attempt == _TEMP_ATTEMPTS - 1:
                 raise BackendError(f"cannot create a file in {folder}: {e.strerror}") from e
         except OSError as e:
             raise BackendError(f"cannot create a file in {folder}: {e.strerror}") from e
