@@ -10,7 +10,8 @@ timeout between bytes) held 4,000 threads, and would for ever. Here (`localserve
 - a complete head (or one too large to hold, or a request line the handler refuses at once)
   goes to `WorkerPool`: at most `workers` requests are served at once, the others wait their
   turn in arrival order. After its answer a kept-alive connection goes back to the head
-  reader, unless its next request has already arrived (pipelined);
+  reader, unless the head of its next request has already arrived whole (pipelined): a part
+  of one goes back with it;
 - `DeadlineReader` is the handler's socket reader: each read within the connection timeout,
   and a whole request head, or a body at a minimum average rate, before a deadline.
 """
@@ -57,6 +58,11 @@ class DeadlineReader(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    def take_received(self) -> bytes:
+        """The bytes received before and not read yet, which reads then no longer give."""
+        left, self._received = bytes(self._received), memoryview(b"")
+        return left
 
     def limit(self, part: str, seconds: float, rate: int = 0) -> None:
         """Reads of `part` ("request head", "request body") end `seconds` from now, one second
@@ -142,7 +148,7 @@ class HeadReader:
         self._ready = ready
         self.timeout = timeout
         self.head_timeout = head_timeout
-        self._arrivals: deque[tuple[socket.socket, Any]] = deque()
+        self._arrivals: deque[tuple[socket.socket, Any, bytes]] = deque()
         self._selector = selectors.DefaultSelector()
         self._wake_in, self._wake_out = socket.socketpair()
         self._wake_in.setblocking(False)
@@ -152,12 +158,13 @@ class HeadReader:
         self._thread = threading.Thread(target=self._run, name="head-reader", daemon=True)
         self._thread.start()
 
-    def add(self, connection: socket.socket, address: Any) -> None:
-        """Wait for the next request on `connection` (from any thread)."""
+    def add(self, connection: socket.socket, address: Any, received: bytes = b"") -> None:
+        """Wait for the next request on `connection` (from any thread), of which `received`
+        already came (a part of a pipelined head)."""
         if self._stopping:
             connection.close()
             return
-        self._arrivals.append((connection, address))
+        self._arrivals.append((connection, address, received))
         if self._stopping:  # stopped meanwhile: the thread may have closed the others already
             self._close_arrivals()
             return
@@ -179,17 +186,21 @@ class HeadReader:
                     with contextlib.suppress(OSError):
                         self._wake_in.recv(4096)
                 else:
-                    self._receive_safely(key.data)
+                    self._safely(self._receive, key.data)
             now = time.monotonic()
             while self._arrivals:
-                connection, address = self._arrivals.popleft()
+                connection, address, received = self._arrivals.popleft()
+                waiting = _Waiting(connection, address, now, received=bytearray(received))
+                if received:
+                    waiting.head_deadline = now + self.head_timeout
                 try:
                     connection.setblocking(False)
-                    self._selector.register(
-                        connection, selectors.EVENT_READ, _Waiting(connection, address, now)
-                    )
+                    self._selector.register(connection, selectors.EVENT_READ, waiting)
                 except (OSError, ValueError):  # closed meanwhile
                     connection.close()
+                    continue
+                if head_is_complete(waiting.received):
+                    self._safely(self._dispatch, waiting)
             if now >= next_check:
                 self._close_late(now)
                 next_check = now + DEADLINE_CHECK
@@ -203,16 +214,16 @@ class HeadReader:
         """Close the connections added and not yet waited on (from either thread)."""
         while True:
             try:
-                connection, _ = self._arrivals.popleft()
+                connection, *_ = self._arrivals.popleft()
             except IndexError:
                 return
             connection.close()
 
-    def _receive_safely(self, waiting: _Waiting) -> None:
-        """`_receive`, a failure ending that connection, never this thread (which every
-        connection's next request waits on)."""
+    def _safely(self, action: Callable[[_Waiting], None], waiting: _Waiting) -> None:
+        """`action` on `waiting`, a failure ending that connection, never this thread (which
+        every connection's next request waits on)."""
         try:
-            self._receive(waiting)
+            action(waiting)
         except Exception:
             log.exception("connection from %s dropped", waiting.address[0])
             self._drop(waiting)

@@ -85,7 +85,12 @@ from chalicelib.errors import (
 from chalicelib.server.api import create_app
 from chalicelib.server.delivery import BlobRange, StreamedBody
 from chalicelib.server.http import SECURITY_HEADERS, error_response
-from chalicelib.server.localconnections import DeadlineReader, HeadReader, WorkerPool
+from chalicelib.server.localconnections import (
+    DeadlineReader,
+    HeadReader,
+    WorkerPool,
+    head_is_complete,
+)
 from chalicelib.storage.ports import BlobStore
 
 log = logging.getLogger(__name__)
@@ -197,7 +202,7 @@ class DicomWebHTTPServer(ThreadedHTTPServer):
         if handler.close_connection:
             self.shutdown_request(connection)
         else:
-            self.heads.add(connection, address)
+            self.heads.add(connection, address, handler.left)
 
     def server_close(self) -> None:
         if self.sweep is not None:
@@ -250,6 +255,9 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
     """With authentication off, the host names a request may name besides loopback ones
     (`DicomWeb.Host`, `PublicRoot`); None with authentication on."""
     server: DicomWebHTTPServer
+    left = b""
+    """A part of the next request's head that came with this one's (pipelined): it goes back
+    to the head reader with the connection, which waits there for the rest, not in a worker."""
     gateway: LocalGateway
     """The server's `decoding_gateway`, shared by its requests."""
 
@@ -294,7 +302,11 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
         tracebacks, which held the other clients for seconds."""
         try:
             self.handle_one_request()
-            while not self.close_connection and self._next_request_arrived():
+            while not self.close_connection:
+                arrived = self._arrived()
+                if not head_is_complete(arrived):
+                    self.left = self.rfile.read(len(arrived)) + self.reader.take_received()
+                    break
                 self.handle_one_request()
         except (BrokenPipeError, ConnectionResetError):
             log.info(
@@ -302,10 +314,12 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
             )
             self.close_connection = True
 
-    def _next_request_arrived(self) -> bool:
+    def _arrived(self) -> bytes:
+        """What came of the next request and is not read yet, read without waiting (the
+        reader's buffer, or one read of what the socket has)."""
         self.reader.probing = True
         try:
-            return bool(self.rfile.peek(1))  # type: ignore[attr-defined]
+            return self.rfile.peek(1)  # type: ignore[attr-defined,no-any-return]
         finally:
             self.reader.probing = False
 

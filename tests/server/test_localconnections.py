@@ -5,6 +5,7 @@ pipelining clients."""
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import select
 import socket
@@ -158,6 +159,27 @@ def test_kept_alive_and_pipelined_requests_are_each_answered(tmp_path: Path) -> 
     assert statuses in ([b"200", b"404", b"200"], [b"204", b"404", b"204"]), answers[:500]
 
 
+def test_a_part_of_a_pipelined_head_waits_in_the_head_reader_not_in_a_worker(
+    tmp_path: Path,
+) -> None:
+    """A request sent with the start of the next one: the worker answers the first and gives
+    the connection back with that start, so the one worker serves another client while the
+    rest of the head is awaited; then the second request is answered from both parts."""
+    request = b"GET /dicom-web/studies HTTP/1.1\r\nHost: h\r\n%s\r\n"
+    second = request % b"Connection: close\r\n"
+    changes = {"http_threads_count": 1, "request_head_timeout": 60}
+    with in_process_server(tmp_path, 60, **changes) as url, _connect(url) as connection:
+        connection.sendall(request % b"" + second[:20])
+        first = b""
+        while b"\r\n\r\n" not in first:  # its head at least: the worker is done with it
+            first += connection.recv(65536)
+        assert requests.get(f"{url}/dicom-web/studies", timeout=10).status_code in (200, 204)
+        connection.sendall(second[20:])
+        answers = first + _read_to_the_end(connection)
+    statuses = re.findall(rb"HTTP/1.1 (\d{3}) ", answers)
+    assert statuses in ([b"200", b"200"], [b"204", b"204"]), answers[:500]
+
+
 def test_head_reader_survives_a_request_it_cannot_hand_over() -> None:
     """The head reader is the one thread every connection's next request waits on: a failure
     to hand one request over (a worker thread that cannot start) ends that connection, not
@@ -238,3 +260,18 @@ def test_head_reader_closes_a_connection_added_while_it_stops() -> None:
     with client:
         reader.add(server, ("127.0.0.1", 0))
         assert server.fileno() == -1, "the connection was left open"
+
+
+def test_head_reader_hands_over_a_head_given_back_whole() -> None:
+    """A connection given back with a whole head (a worker's buffer held its start, the rest
+    was read before) is handed over at once, not when a byte more arrives."""
+    handed = queue.Queue()  # type: ignore[var-annotated]
+    reader = HeadReader(lambda *request: handed.put(request[2]), timeout=10, head_timeout=10)
+    server, client = socket.socketpair()
+    try:
+        reader.add(server, ("127.0.0.1", 0), b"GET /b HTTP/1.1\r\n\r\n")
+        assert handed.get(timeout=10) == b"GET /b HTTP/1.1\r\n\r\n"
+    finally:
+        reader.stop()
+        server.close()
+        client.close()
