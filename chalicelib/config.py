@@ -458,6 +458,6 @@ def _validate_servers(settings: Settings) -> None:
 
     for name, value in settings.servers.items():
         try:
-            parse_server(name, value)
+            parse_server(name, value, lenient=True)
         except InvalidServer as exc:
             raise ConfigError(f"DicomWeb.Servers: {exc}") from None

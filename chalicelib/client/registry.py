@@ -108,8 +108,14 @@ class RemoteServer:
         return ["get", "retrieve", "stow", "wado", "qido"] + (["delete"] if self.has_delete else [])
 
 
-def parse_server(name: str, value: Any) -> RemoteServer:
-    """A server from its configuration (list or object form); raise InvalidServer."""
+def parse_server(name: str, value: Any, lenient: bool = False) -> RemoteServer:
+    """A server from its configuration (list or object form); raise InvalidServer.
+
+    `lenient` is for a definition already configured or stored: what an earlier version
+    accepted and requests sent anyway is normalised instead of refused (header values'
+    leading and trailing spaces and tabs stripped, RFC 9110 §5.5; spaces in the Url
+    percent-encoded; a Timeout over MAX_TIMEOUT capped). Input (PUT) is strict.
+    """
     if not name or "/" in name:
         raise InvalidServer(f"server name {name!r} must be non-empty and contain no '/'")
     if isinstance(value, list):
@@ -125,7 +131,10 @@ def parse_server(name: str, value: Any) -> RemoteServer:
             f"server {name!r}: Pkcs11 client authentication is not supported (no hardware "
             f"token reaches this server); use CertificateFile and CertificateKeyFile"
         )
-    url = _url(name, value.get("Url"))
+    url = value.get("Url")
+    if lenient and isinstance(url, str):
+        url = url.replace(" ", "%20")
+    url = _url(name, url)
     options: dict[str, Any] = {}
     for key, attr in _TEXT_KEYS.items():
         if value.get(key) is not None:
@@ -141,9 +150,13 @@ def parse_server(name: str, value: Any) -> RemoteServer:
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     ):
         raise InvalidServer(f"server {name!r}: HttpHeaders must map header names to strings")
+    if lenient:
+        headers = {k: v.strip(" \t") for k, v in headers.items()}
     for problem in filter(None, (header_problem(k, v) for k, v in headers.items())):
         raise InvalidServer(f"server {name!r}: {problem}")
     timeout = value.get("Timeout", 0)
+    if lenient and not isinstance(timeout, bool) and isinstance(timeout, int):
+        timeout = min(timeout, MAX_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 <= timeout <= MAX_TIMEOUT:
         raise InvalidServer(
             f"server {name!r}: Timeout must be a whole number of seconds from 0 to {MAX_TIMEOUT}"
@@ -252,7 +265,9 @@ class ServerRegistry:
         self._store = store if in_database else None
         self._secrets = secrets
         self._lock = threading.Lock()
-        self._servers = {name: parse_server(name, value) for name, value in configured.items()}
+        self._servers = {
+            name: parse_server(name, value, lenient=True) for name, value in configured.items()
+        }
         if self._store is not None and not self._store.list_items(NAMESPACE):
             for server in self._servers.values():
                 self._save(server)
@@ -274,7 +289,7 @@ class ServerRegistry:
         reference = form.pop(SECRET_REF, None)
         if reference is not None:
             form |= self._secrets.get_secret(reference)
-        return parse_server(name, form)
+        return parse_server(name, form, lenient=True)
 
     def servers(self) -> dict[str, RemoteServer]:
         """The servers, without those stored that no longer pass `parse_server` (saved under
@@ -310,9 +325,10 @@ class ServerRegistry:
         return server
 
     def put(self, name: str, value: Any) -> RemoteServer:
-        """Add or replace a server; raise BadRequest naming what is wrong."""
+        """Add or replace a server; raise BadRequest naming what is wrong. The name rule is
+        for a new server: one named before it can still be replaced."""
         problem = server_name_problem(name)
-        if problem:
+        if problem and not self._exists(name):
             raise BadRequest(problem)
         try:
             server = parse_server(name, value)
@@ -324,6 +340,16 @@ class ServerRegistry:
         else:
             self._save(server)
         return server
+
+    def _exists(self, name: str) -> bool:
+        if self._store is None:
+            with self._lock:
+                return name in self._servers
+        try:
+            self._store.get_item(NAMESPACE, name)
+        except ports.NotFound:
+            return False
+        return True
 
     def delete(self, name: str) -> None:
         """Raise NotFound (404). A stored definition is removed without being read, so that

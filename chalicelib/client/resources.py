@@ -23,8 +23,9 @@ ResolvedResource = list[str]
 MAX_JOB_RESOURCES = 500
 """Resources one STOW or retrieve job may hold. Its record keeps them twice (the job's
 parameters and its Content), and on AWS the record is one DynamoDB item, which stops at
-400 KB: 500 resources of three 64-character UIDs take ~240 KB, leaving room for a
-retrieve's list of stored instances; 3,000 made the call a 500."""
+400 KB: 500 resources of three 64-character UIDs take ~240 KB, leaving room for what
+grows in the record as a retrieve runs, its cursor's pending series of one resource (the
+stored instances are in blob chunks beside the record); 3,000 made the call a 500."""
 
 
 def limit_job_resources(count: int, what: str = "Resources lists") -> None:

@@ -122,7 +122,8 @@ class StreamedMultipart(StreamedBody):
 def deliver(request: WebRequest, response: WebResponse) -> WebResponse:
     """The answer as the transport can send it: a streamed body stays streamed where the
     transport writes it (`WebRequest.streams`), else it is joined; above `InlineLimit` on a
-    store that can presign, a `303 See Other` to a copy under `tmp/`.
+    store that can presign, a `303 See Other` to a copy under `tmp/` (a 200 only: any other
+    status, such as a remote's 404 that the proxy passes on, would be lost in the redirect).
 
     A HEAD answer is left as it is: `http.head_of` gives it the length the body knows and
     drops the body, so nothing is read, joined or copied to S3 for an answer without content
@@ -136,7 +137,7 @@ def deliver(request: WebRequest, response: WebResponse) -> WebResponse:
     if isinstance(body, StreamedBody) and not request.streams:
         body = response.body = body.to_bytes()
     size = body.length if isinstance(body, StreamedBody) else len(body)
-    if not limit or (size is not None and size <= limit):
+    if response.status != 200 or not limit or (size is not None and size <= limit):
         return response
     key = f"{TMP_PREFIX}{uuid.uuid4().hex}"
     url = ctx.blobs.presigned_url(key, _EXPIRES_IN)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import base64
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,8 +18,10 @@ from chalicelib.client.http import RemoteError, remote_url
 from chalicelib.client.registry import parse_server
 from chalicelib.client.session import remote_client
 from chalicelib.config import Settings
+from chalicelib.context import Context
 from chalicelib.errors import BadRequest
 from chalicelib.server.api import create_app
+from tests.client.loopback import answer, loopback_server
 from tests.conftest import make_context
 
 SERVER = parse_server("peer", ["http://h:8042/dicom-web/", "alice", "pw"])
@@ -102,32 +103,19 @@ def _loopback(
     and the records."""
     received: list[dict[str, str]] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            received.append({k.lower(): v for k, v in self.headers.items()})
-            time.sleep(delay)
-            if location and not self.path.endswith("/moved"):
-                self.send_response(302)
-                self.send_header("Location", location)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/dicom+json")
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"[]")
+    def do_get(handler: BaseHTTPRequestHandler) -> None:
+        received.append({k.lower(): v for k, v in handler.headers.items()})
+        time.sleep(delay)
+        if location and not handler.path.endswith("/moved"):
+            handler.send_response(302)
+            handler.send_header("Location", location)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+            return
+        answer(handler, 200, b"[]", "application/dicom+json")
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", received
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_server(do_get) as origin:
+        yield origin, received
 
 
 def test_redirect_to_another_origin_carries_no_credentials_or_headers() -> None:
@@ -175,21 +163,36 @@ def test_get_that_times_out_is_not_sent_again() -> None:
     assert failure.value.transient
 
 
+def _proxy_get_on_aws(origin: str, tmp_path: Path) -> tuple[Any, Context]:
+    """POST servers/peer/get of /studies on an AWS context with InlineLimit 1 byte."""
+    ctx = make_context("aws", tmp_path, servers={"peer": [f"{origin}/dicom-web/"]}, inline_limit=1)
+    response = Client(create_app(lambda: ctx)).http.post(
+        "/dicom-web/servers/peer/get",
+        body=b'{"Uri": "/studies"}',
+        headers={"Content-Type": "application/json"},
+    )
+    return response, ctx
+
+
 def test_proxy_get_answer_over_inline_limit_is_a_303_to_s3(aws_env: None, tmp_path: Path) -> None:
     """On AWS a remote's answer larger than a Lambda answer (6 MB: a series by WADO-RS) made
     API Gateway answer 502; over InlineLimit it goes to S3 as our own retrieves do."""
     with _loopback() as (origin, _):
-        servers = {"peer": [f"{origin}/dicom-web/"]}
-        ctx = make_context("aws", tmp_path, servers=servers, inline_limit=1)
-        response = Client(create_app(lambda: ctx)).http.post(
-            "/dicom-web/servers/peer/get",
-            body=b'{"Uri": "/studies"}',
-            headers={"Content-Type": "application/json"},
-        )
+        response, ctx = _proxy_get_on_aws(origin, tmp_path)
     assert response.status_code == 303, response.body
     path = urlsplit(response.headers["Location"]).path
     assert "/tmp/" in path
     assert ctx.blobs.get(path[path.index("tmp/") :]) == b"[]"
+
+
+def test_proxy_get_error_over_inline_limit_keeps_its_status(aws_env: None, tmp_path: Path) -> None:
+    """A remote's 404 over InlineLimit became a 303 to an S3 copy answered 200: the status
+    was lost. An answer other than 200 is passed on as it is."""
+    body = b'{"Message": "no such study"}'
+    with loopback_server(lambda handler: answer(handler, 404, body, "application/json")) as origin:
+        response, _ = _proxy_get_on_aws(origin, tmp_path)
+    assert response.status_code == 404
+    assert response.body == body
 
 
 def test_basic_credentials_are_sent_in_utf8() -> None:

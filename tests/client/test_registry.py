@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.client.registry import InvalidServer, ServerRegistry, parse_server, public_view
+from chalicelib.client.registry import (
+    MAX_TIMEOUT,
+    InvalidServer,
+    RemoteServer,
+    ServerRegistry,
+    parse_server,
+    public_view,
+)
 from chalicelib.config import ConfigError, load_settings
-from chalicelib.errors import NotFound
+from chalicelib.errors import BadRequest, NotFound
 from tests.conftest import make_context
 
 
@@ -111,3 +118,51 @@ def test_servers_without_database_are_per_process(tmp_path: Path) -> None:
     assert list(again.servers()) == ["seed"]
     with pytest.raises(NotFound):
         again.get("added")
+
+
+EARLIER_VERSION_DEFINITION = {
+    "Url": "http://h/dicom web/",
+    "HttpHeaders": {"X-Key": "k3y \t"},
+    "Timeout": 86_401,
+}
+"""Accepted before the stricter input rules and sent by requests anyway (the space as %20,
+the value's trailing whitespace ignored)."""
+
+
+def _assert_normalised(server: RemoteServer) -> None:
+    assert server.url == "http://h/dicom%20web/"
+    assert dict(server.http_headers) == {"X-Key": "k3y"}
+    assert server.timeout == MAX_TIMEOUT
+
+
+def test_stored_definition_of_an_earlier_version_lists_and_can_be_edited(
+    backend: str, tmp_path: Path
+) -> None:
+    ctx = make_context(backend, tmp_path, servers_in_database=True)
+    ctx.config_store.put_item("servers", "legacy", dict(EARLIER_VERSION_DEFINITION))
+    assert list(ctx.servers.servers()) == ["legacy"]
+    _assert_normalised(ctx.servers.servers()["legacy"])
+    _assert_normalised(ctx.servers.get("legacy"))
+    ctx.servers.put("legacy", {"Url": "http://h/dicom-web/", "Username": "u", "Password": "new"})
+    assert ctx.servers.get("legacy").password == "new"
+    with pytest.raises(BadRequest, match="space or a control character"):
+        ctx.servers.put("legacy", EARLIER_VERSION_DEFINITION)
+
+
+def test_configured_definition_of_an_earlier_version_starts(tmp_path: Path) -> None:
+    document = {"DicomWeb": {"Servers": {"legacy": EARLIER_VERSION_DEFINITION}}}
+    settings = load_settings({"DICOMWEB_CONFIG": json.dumps(document)})
+    ctx = make_context("local", tmp_path, servers=settings.servers)
+    _assert_normalised(ctx.servers.get("legacy"))
+
+
+def test_server_named_before_the_name_rule_can_be_replaced(backend: str, tmp_path: Path) -> None:
+    ctx = make_context(backend, tmp_path, servers_in_database=True)
+    ctx.config_store.put_item("servers", "my peer", {"Url": "http://h/", "Timeout": 0})
+    ctx.servers.put("my peer", {"Url": "http://h/", "Username": "u", "Password": "changed"})
+    assert ctx.servers.get("my peer").password == "changed"
+    with pytest.raises(BadRequest, match="must be 1 to 128 letters"):
+        ctx.servers.put("new peer", {"Url": "http://h/"})
+    in_memory = make_context("local", tmp_path / "mem", servers={"my peer": ["http://h/"]})
+    in_memory.servers.put("my peer", ["http://h/", "u", "changed"])
+    assert in_memory.servers.get("my peer").password == "changed"

@@ -4,17 +4,16 @@ HTTP server, never a mock)."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 
 import pytest
 from chalice.test import Client
 
 from chalicelib.server.api import create_app
+from tests.client.loopback import answer, loopback_server
 from tests.conftest import make_context
 
 STUDY = "1.2.3"
@@ -27,30 +26,16 @@ def _remote(series_answer: bytes) -> Iterator[tuple[str, list[str]]]:
     a multipart body without parts; yields its DICOMweb root and the paths it was asked."""
     asked: list[str] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            asked.append(self.path)
-            if self.path.endswith("/series"):
-                body, content_type = series_answer, "application/dicom+json"
-            else:
-                body = EMPTY_MULTIPART
-                content_type = 'multipart/related; type="application/dicom"; boundary=XX'
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def do_get(handler: BaseHTTPRequestHandler) -> None:
+        asked.append(handler.path)
+        if handler.path.endswith("/series"):
+            answer(handler, 200, series_answer, "application/dicom+json")
+        else:
+            multipart = 'multipart/related; type="application/dicom"; boundary=XX'
+            answer(handler, 200, EMPTY_MULTIPART, multipart)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/dicom-web/", asked
-    finally:
-        server.shutdown()
-        server.server_close()
+    with loopback_server(do_get) as origin:
+        yield f"{origin}/dicom-web/", asked
 
 
 @pytest.mark.parametrize(
