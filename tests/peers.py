@@ -128,6 +128,13 @@ class OrthancPeer:
             raise RuntimeError("Orthanc is not running")
         return self._process.pid
 
+    @property
+    def name(self) -> str:
+        """Orthanc's `Name`, unique to this peer (its workdir's): `GET /system` tells it from
+        another worker's Orthanc that took the same port."""
+        assert self._workdir is not None
+        return self._workdir.name
+
     def running(self) -> bool:
         """True while the Orthanc process is alive."""
         return self._process is not None and self._process.poll() is None
@@ -136,7 +143,7 @@ class OrthancPeer:
         """The Orthanc JSON configuration this peer runs with."""
         assert self._workdir is not None
         config: dict[str, Any] = {
-            "Name": "orthanc-peer",
+            "Name": self.name,
             "StorageDirectory": str(self._workdir / "storage"),
             "IndexDirectory": str(self._workdir / "index"),
             "HttpPort": self.port,
@@ -192,7 +199,8 @@ class OrthancPeer:
                 self._process = None
                 return False
             with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{self.url}/system", timeout=2).status_code == 200:
+                system = requests.get(f"{self.url}/system", timeout=2)
+                if system.status_code == 200 and system.json().get("Name") == self.name:
                     self.startup_seconds = time.perf_counter() - began
                     return True
             time.sleep(0.02)

@@ -5,13 +5,17 @@ The `orthanc` fixture comes from `tests.peers`, which tests/conftest.py loads as
 
 from __future__ import annotations
 
+from pathlib import Path
+from urllib.parse import urlsplit
+
 import pydicom
 import pytest
 import requests
 from dicomweb_client import DICOMwebClient
 
 from tests import conftest
-from tests.peers import OrthancPeer
+from tests.client.loopback import answer, loopback_server
+from tests.peers import OrthancPeer, require_orthanc
 
 CHRISTOPHER = "2020-08-12-Christopher.dcm"
 
@@ -30,4 +34,21 @@ def test_orthanc_store_and_search(orthanc: OrthancPeer) -> None:
         search_filters={"SOPInstanceUID": dataset.SOPInstanceUID},
     )
     assert [item["00080018"]["Value"][0] for item in found] == [dataset.SOPInstanceUID]
-    assert requests.get(f"{orthanc.url}/system", timeout=5).json()["Name"] == "orthanc-peer"
+    assert requests.get(f"{orthanc.url}/system", timeout=5).json()["Name"] == orthanc.name
+
+
+@pytest.mark.interop
+def test_another_server_on_the_chosen_port_is_not_taken_for_the_peer(tmp_path: Path) -> None:
+    """Under pytest-xdist another worker's server may bind the port a peer chose: the peer
+    took any 200 on /system as its own. Only its own Name is; its Orthanc, finding the port
+    taken, exits and `start` tries another port."""
+    require_orthanc()
+    other = b'{"Name": "orthanc-peer-of-another-worker"}'
+    with loopback_server(lambda handler: answer(handler, 200, other, "application/json")) as origin:
+        peer = OrthancPeer()
+        peer._workdir, peer.port = tmp_path, urlsplit(origin).port
+        try:
+            assert peer._launch() is False
+        finally:
+            peer._workdir = None  # tmp_path is pytest's to remove
+            peer.stop()

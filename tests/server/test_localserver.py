@@ -24,6 +24,7 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom import dcmread
 
+from tests.client.loopback import answer, loopback_server
 from tests.conftest import REPO, testdata
 from tests.corpus import storable
 
@@ -58,6 +59,7 @@ def local_server(
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "server.log"
     with log_path.open("ab") as log:
+        started_at = log.tell()  # a restart on the same data_dir appends to the last run's log
         process = subprocess.Popen(
             [sys.executable, "-m", "chalicelib.server.localserver", "--port", str(port)],
             cwd=REPO,
@@ -68,17 +70,13 @@ def local_server(
     url = ServerUrl(f"http://127.0.0.1:{port}")
     url.process = process
     try:
+        # Ready once it prints the line that follows its bind (not any answer on the port,
+        # which another pytest-xdist worker's server may hold); a loaded machine may be slow.
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"{url}/dicom-web/studies/1.2", timeout=5)
-                break
-            # Refused before the port is bound; a loaded machine may also be slow to answer
-            # once it is (a server restarted on a job resumes that job first).
-            except (requests.ConnectionError, requests.Timeout):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the local server did not start: {log_path.read_text()}")
-                time.sleep(0.1)
+        while b"DICOMweb server at" not in log_path.read_bytes()[started_at:]:
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the local server did not start: {log_path.read_text()}")
+            time.sleep(0.05)
         yield url
     finally:
         process.terminate()
@@ -1076,3 +1074,18 @@ def test_one_gateway_serves_every_request_of_a_server(tmp_path: Path) -> None:
         assert matcher.match_route("/dicom-web/servers/my%20peer").captured == {"name": "my peer"}
     finally:
         server.server.server_close()
+
+
+def test_local_server_on_a_port_another_server_holds_fails_fast(tmp_path: Path) -> None:
+    """Under pytest-xdist another worker's server may bind the port chosen: any answer on it
+    was taken for this server's. Only its own line after the bind is; it exits, port taken."""
+
+    def not_found(handler: Any) -> None:
+        answer(handler, 404, b'{"Message": "not the server under test"}', "application/json")
+
+    with (
+        loopback_server(not_found) as other,
+        pytest.raises(pytest.fail.Exception, match="already in use"),
+        local_server(tmp_path, port=int(other.rsplit(":", 1)[1])),
+    ):
+        pass
