@@ -75,6 +75,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_REFUSING: list[socket.socket] = []
+
+
+def refused_port() -> int:
+    """A loopback port that refuses connections for the rest of the session: bound, never
+    listening, and kept so, where a `free_port()` standing for a server that is down may be
+    taken by another pytest-xdist worker's (or another checkout's) server meanwhile."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    _REFUSING.append(sock)
+    return int(sock.getsockname()[1])
+
+
 class OrthancPeer:
     """A private Orthanc process with the DICOMweb plugin, as a context manager.
 

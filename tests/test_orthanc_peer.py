@@ -5,6 +5,7 @@ The `orthanc` fixture comes from `tests.peers`, which tests/conftest.py loads as
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,7 +16,7 @@ from dicomweb_client import DICOMwebClient
 
 from tests import conftest
 from tests.client.loopback import answer, loopback_server
-from tests.peers import OrthancPeer, require_orthanc
+from tests.peers import OrthancPeer, refused_port, require_orthanc
 
 CHRISTOPHER = "2020-08-12-Christopher.dcm"
 
@@ -52,3 +53,11 @@ def test_another_server_on_the_chosen_port_is_not_taken_for_the_peer(tmp_path: P
         finally:
             peer._workdir = None  # tmp_path is pytest's to remove
             peer.stop()
+
+
+def test_refused_port_refuses_and_cannot_be_taken() -> None:
+    port = refused_port()
+    with socket.socket() as caller, pytest.raises(ConnectionRefusedError):
+        caller.connect(("127.0.0.1", port))
+    with socket.socket() as other, pytest.raises(OSError, match="in use"):
+        other.bind(("127.0.0.1", port))

@@ -17,7 +17,7 @@ from chalicelib.context import Context
 from chalicelib.ingest import store_instance
 from chalicelib.server.api import create_app
 from tests.conftest import REPO, make_context, testdata
-from tests.peers import free_port
+from tests.peers import refused_port
 
 PASSWORD = "pa55-w0rd-job"
 JOB_KEYS = {
@@ -39,7 +39,7 @@ JOB_KEYS = {
 def jobs_context(backend: str, tmp_path: Path, **options: Any) -> Context:
     """A context whose server `down` has nothing listening; on AWS a state machine exists (moto
     records executions without running them, so jobs stay where the routes put them)."""
-    servers = {"down": [f"http://127.0.0.1:{free_port()}/dicom-web/", "user", PASSWORD]}
+    servers = {"down": [f"http://127.0.0.1:{refused_port()}/dicom-web/", "user", PASSWORD]}
     if backend == "aws":
         definition = (
             (REPO / "infra" / "jobs.asl.json")

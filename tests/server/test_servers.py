@@ -13,7 +13,7 @@ from chalice.test import Client
 
 from chalicelib.server.api import create_app
 from tests.conftest import make_context
-from tests.peers import free_port
+from tests.peers import refused_port
 
 PASSWORD = "s3cr3t-Pa55"
 KEY_PASSWORD = "k3y-Pa55"
@@ -217,7 +217,7 @@ def test_unreadable_client_certificate_is_502_naming_the_server(servers_client: 
 
 
 def test_proxy_get_remote_down_is_502_naming_the_server(backend: str, tmp_path: Path) -> None:
-    servers = {"down": [f"http://127.0.0.1:{free_port()}/dicom-web/"]}
+    servers = {"down": [f"http://127.0.0.1:{refused_port()}/dicom-web/"]}
     ctx = make_context(backend, tmp_path, servers=servers, http_timeout=5)
     client = Client(create_app(lambda: ctx))
     response = call(client, "POST", "/dicom-web/servers/down/get", {"Uri": "/studies"})
