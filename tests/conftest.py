@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import boto3
 import pytest
 
 from chalicelib.config import Settings
@@ -75,6 +77,17 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     with mock_aws():
         fresh_boto3_session()
         yield
+
+
+def deny_s3_deletes(bucket: str, resource: str) -> None:
+    """A bucket policy (on moto) that refuses s3:DeleteObject on `resource` (a key or a
+    `prefix*`): DeleteObjects then answers 200 and names those keys in its Errors."""
+    deny = {"Effect": "Deny", "Principal": "*", "Action": "s3:DeleteObject"}
+    statement = {**deny, "Resource": f"arn:aws:s3:::{bucket}/{resource}"}
+    policy = {"Version": "2012-10-17", "Statement": [statement]}
+    boto3.client("s3", region_name="us-east-1").put_bucket_policy(
+        Bucket=bucket, Policy=json.dumps(policy)
+    )
 
 
 def make_context(backend: str, tmp_path: Path, **options: object) -> Context:

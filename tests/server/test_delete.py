@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from chalicelib.server.cache import METADATA_PREFIX
 from chalicelib.server.delete import derived_entries, finish_pending_deletes
 from chalicelib.server.rendered import thumbnail_folder, thumbnail_keys
 from chalicelib.storage import ports
-from tests.conftest import make_context, testdata
+from tests.conftest import deny_s3_deletes, make_context, testdata
 
 CT = "2020-08-12-Christopher.dcm"
 
@@ -358,20 +357,12 @@ def test_finish_pending_deletes_keeps_the_keys_s3_did_not_remove(tmp_path: Path)
     stored = _store(context, testdata(CT).read_bytes())
     record = context.index.find_instance(stored.sop_instance_uid)
     context.index.delete_study(stored.study_uid)  # the index commit, then the "kill"
-    s3 = boto3.client("s3", region_name="us-east-1")
-    deny = {
-        "Effect": "Deny",
-        "Principal": "*",
-        "Action": "s3:DeleteObject",
-        "Resource": f"arn:aws:s3:::dicomweb-test/{record.blob_key}",
-    }
-    policy = json.dumps({"Version": "2012-10-17", "Statement": [deny]})
-    s3.put_bucket_policy(Bucket="dicomweb-test", Policy=policy)
+    deny_s3_deletes("dicomweb-test", record.blob_key)
     assert finish_pending_deletes(context.index, context.blobs) == 1  # the metadata
     assert context.index.pending_blob_deletes() == [record.blob_key]
     assert context.blobs.exists(record.blob_key)
     assert record.metadata_key and not context.blobs.exists(record.metadata_key)
-    s3.delete_bucket_policy(Bucket="dicomweb-test")
+    boto3.client("s3", region_name="us-east-1").delete_bucket_policy(Bucket="dicomweb-test")
     assert finish_pending_deletes(context.index, context.blobs) == 1
     assert context.index.pending_blob_deletes() == []
     assert not context.blobs.exists(record.blob_key)
@@ -385,20 +376,12 @@ def test_delete_keeps_a_cache_folder_pending_while_s3_leaves_some_of_it(tmp_path
     stored = _store(context, testdata(CT).read_bytes())
     folder = f"{METADATA_PREFIX}{stored.study_uid}/"
     context.blobs.put(f"{folder}{stored.series_uid}.json.gz", b"cached")
-    s3 = boto3.client("s3", region_name="us-east-1")
-    deny = {
-        "Effect": "Deny",
-        "Principal": "*",
-        "Action": "s3:DeleteObject",
-        "Resource": f"arn:aws:s3:::dicomweb-test/{folder}*",
-    }
-    policy = json.dumps({"Version": "2012-10-17", "Statement": [deny]})
-    s3.put_bucket_policy(Bucket="dicomweb-test", Policy=policy)
+    deny_s3_deletes("dicomweb-test", f"{folder}*")
     client = Client(create_app(lambda: context))
     assert client.http.delete(_path(stored, "study")).status_code == 204
     assert folder in context.index.pending_blob_deletes()
     assert context.blobs.exists(f"{folder}{stored.series_uid}.json.gz")
-    s3.delete_bucket_policy(Bucket="dicomweb-test")
+    boto3.client("s3", region_name="us-east-1").delete_bucket_policy(Bucket="dicomweb-test")
     finish_pending_deletes(context.index, context.blobs)
     assert context.index.pending_blob_deletes() == []
     assert not context.blobs.exists(f"{folder}{stored.series_uid}.json.gz")

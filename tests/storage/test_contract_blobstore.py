@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 
 from chalicelib.storage.ports import BackendError, BlobStore, NotFound
-from tests.storage.conftest import BUCKET, REGION
+from tests.conftest import deny_s3_deletes
+from tests.storage.conftest import BUCKET
 
 KEY = "1.2.3/1.2.3.1/1.2.3.1.1/0123456789abcdef.dcm"
 DATA = bytes(range(256)) * 4
@@ -177,16 +176,7 @@ def undeletable(backend: str, blob_store: BlobStore, request: pytest.FixtureRequ
     key = "locked/1.2.3.dcm"
     if backend == "aws":
         blob_store.put(key, DATA)
-        deny = {
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:DeleteObject",
-            "Resource": f"arn:aws:s3:::{BUCKET}/blobs/locked/*",
-        }
-        policy = {"Version": "2012-10-17", "Statement": [deny]}
-        boto3.client("s3", region_name=REGION).put_bucket_policy(
-            Bucket=BUCKET, Policy=json.dumps(policy)
-        )
+        deny_s3_deletes(BUCKET, "blobs/locked/*")
     else:
         blob_store.put(f"{key}/inside", DATA)
     return key
@@ -213,16 +203,7 @@ def undeletable_in_folder(
     key = "cache/1.2/locked/a.json"
     blob_store.put(key, DATA)
     if backend == "aws":
-        deny = {
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:DeleteObject",
-            "Resource": f"arn:aws:s3:::{BUCKET}/blobs/cache/1.2/locked/*",
-        }
-        policy = {"Version": "2012-10-17", "Statement": [deny]}
-        boto3.client("s3", region_name=REGION).put_bucket_policy(
-            Bucket=BUCKET, Policy=json.dumps(policy)
-        )
+        deny_s3_deletes(BUCKET, "blobs/cache/1.2/locked/*")
         yield key
         return
     folder = tmp_path / "blobs" / "cache" / "1.2" / "locked"
