@@ -114,6 +114,11 @@ Then it is closed: http.server had no timeout, so each such connection held a th
 ever (4,000 slowloris connections closing at once stalled the other clients 25-30 s). A
 request head or body that trickles in under it has its own deadline
 (`DicomWeb.RequestHeadTimeout`, `DicomWeb.RequestBodyMinRate`)."""
+NEXT_REQUEST_WAIT = 0.005
+"""Seconds a worker waits for a kept-alive connection's next request before it hands the
+connection to the head reader: a client that sends its requests back to back is answered
+without two thread hand-overs each time (they made small answers 0.1-0.4 ms slower in the
+benchmark, e.g. a JPEG frame 0.8 -> 1.0 ms)."""
 
 
 class BodyTooLarge(Exception):
@@ -304,6 +309,8 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
             self.handle_one_request()
             while not self.close_connection:
                 arrived = self._arrived()
+                if not arrived and select.select([self.connection], [], [], NEXT_REQUEST_WAIT)[0]:
+                    arrived = self._arrived()
                 if not head_is_complete(arrived):
                     self.left = self.rfile.read(len(arrived)) + self.reader.take_received()
                     break
