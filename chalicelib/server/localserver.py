@@ -309,7 +309,7 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
             self.handle_one_request()
             while not self.close_connection:
                 arrived = self._arrived()
-                if not arrived and select.select([self.connection], [], [], NEXT_REQUEST_WAIT)[0]:
+                if not arrived and self._next_request_comes():
                     arrived = self._arrived()
                 if not head_is_complete(arrived):
                     self.left = self.rfile.read(len(arrived)) + self.reader.take_received()
@@ -320,6 +320,13 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
                 "client %s closed the connection before it was answered", self.client_address[0]
             )
             self.close_connection = True
+
+    def _next_request_comes(self) -> bool:
+        """Whether bytes of the next request arrive within NEXT_REQUEST_WAIT (a poll, not
+        select.select: descriptors pass 1024 with many connections open)."""
+        readable = select.poll()
+        readable.register(self.connection, select.POLLIN)
+        return bool(readable.poll(NEXT_REQUEST_WAIT * 1000))
 
     def _arrived(self) -> bytes:
         """What came of the next request and is not read yet, read without waiting (the

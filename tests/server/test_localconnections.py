@@ -5,6 +5,7 @@ pipelining clients."""
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import re
 import select
@@ -157,6 +158,28 @@ def test_kept_alive_and_pipelined_requests_are_each_answered(tmp_path: Path) -> 
         answers = _read_to_the_end(connection)
     statuses = re.findall(rb"HTTP/1.1 (\d{3}) ", answers)
     assert statuses in ([b"200", b"404", b"200"], [b"204", b"404", b"204"]), answers[:500]
+
+
+def test_kept_alive_connection_past_descriptor_1024_is_answered_again(tmp_path: Path) -> None:
+    """With over 1,024 descriptors open (many clients), a kept-alive connection's next request
+    is awaited with poll: select.select refused the descriptor (ValueError), and the
+    connection was dropped after its first answer."""
+    request = b"GET /dicom-web/studies HTTP/1.1\r\nHost: h\r\n%s\r\n"
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with in_process_server(tmp_path, 10) as url, _connect(url) as connection:
+            connection.sendall(request % b"")
+            first = b""
+            while b"\r\n\r\n" not in first:
+                first += connection.recv(65536)
+            time.sleep(0.2)  # the worker has had its look for a next request
+            connection.sendall(request % b"Connection: close\r\n")
+            answers = first + _read_to_the_end(connection)
+    finally:
+        for descriptor in filler:
+            os.close(descriptor)
+    statuses = re.findall(rb"HTTP/1.1 (\d{3}) ", answers)
+    assert statuses in ([b"200", b"200"], [b"204", b"204"]), answers[:500]
 
 
 def test_a_part_of_a_pipelined_head_waits_in_the_head_reader_not_in_a_worker(
