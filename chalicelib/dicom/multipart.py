@@ -1,9 +1,10 @@
 """multipart/related bodies (RFC 2387 over RFC 2046 §5.1), as PS3.18 §8.6.1.2 (2025b) uses them.
 
 `parse_media_type` reads a Content-Type or Accept member; `split_multipart` decodes a request
-body strictly enough to name what is wrong; `multipart_pieces` lays an answer out piece by piece
-(framing as bytes, part bodies as the caller gives them, so that a server can stream stored
-bodies), and `encode_multipart` joins those pieces into one body.
+body strictly enough to name what is wrong, and `iter_multipart` decodes one the same way as
+it arrives in chunks (a remote's answer, read part by part); `multipart_pieces` lays an answer
+out piece by piece (framing as bytes, part bodies as the caller gives them, so that a server
+can stream stored bodies), and `encode_multipart` joins those pieces into one body.
 """
 
 from __future__ import annotations
@@ -100,6 +101,65 @@ def split_multipart(body: bytes, boundary: str) -> list[Part]:
         part_end = end - 1 if end > start and body[end - 1 : end] == b"\r" else end
         parts.append(_read_part(body, start, part_end))
         position = end + 1
+
+
+def iter_multipart(chunks: Iterable[bytes], boundary: str) -> Iterator[Part]:
+    """The parts of a multipart body arriving as `chunks`, each yielded once it is complete,
+    by the rules of `split_multipart`; memory holds one part (and a chunk), not the body.
+
+    Raise MultipartError as `split_multipart` does, when the part has been reached."""
+    if not boundary:
+        raise MultipartError("the multipart boundary parameter is missing")
+    delimiter = b"--" + boundary.encode("latin-1")
+    marker = b"\n" + delimiter
+    source = iter(chunks)
+    buffer = bytearray()
+
+    def more() -> bool:
+        """Append the next non-empty chunk to `buffer`; False at the end of the body."""
+        for chunk in source:
+            if chunk:
+                buffer.extend(chunk)
+                return True
+        return False
+
+    def find(needle: bytes, start: int) -> int:
+        """The position of `needle` at or after `start`, reading on as needed; -1 at the end."""
+        searched = start
+        while (found := buffer.find(needle, searched)) < 0:
+            searched = max(start, len(buffer) - len(needle) + 1)
+            if not more():
+                return -1
+        return found
+
+    while len(buffer) < len(delimiter) and more():
+        pass
+    if not buffer.startswith(delimiter):
+        # The preamble is dropped as it is searched (but for what may begin the marker).
+        while (found := buffer.find(marker)) < 0:
+            del buffer[: max(0, len(buffer) - len(marker) + 1)]
+            if not more():
+                raise MultipartError(f"the boundary '{boundary}' does not occur in the body")
+        del buffer[: found + 1]
+    while True:  # `buffer` begins with a delimiter
+        while len(buffer) < len(delimiter) + 2 and more():
+            pass
+        if buffer[len(delimiter) : len(delimiter) + 2] == b"--":
+            return
+        line_end = find(b"\n", len(delimiter))
+        if line_end < 0:
+            raise MultipartError("the body ends inside a boundary line")
+        start = line_end + 1
+        end = find(marker, start)
+        if end < 0:
+            raise MultipartError(
+                f"the closing delimiter '--{boundary}--' is missing (body truncated?)"
+            )
+        part_end = end - 1 if end > start and buffer[end - 1 : end] == b"\r" else end
+        with memoryview(buffer) as view:
+            text = bytes(view[start:part_end])
+        del buffer[: end + 1]
+        yield _read_part(text, 0, len(text))
 
 
 def _read_part(body: bytes, start: int, end: int) -> Part:

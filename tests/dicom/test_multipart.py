@@ -9,6 +9,7 @@ import pytest
 from chalicelib.dicom.multipart import (
     MultipartError,
     encode_multipart,
+    iter_multipart,
     multipart_pieces,
     parse_media_type,
     split_multipart,
@@ -97,3 +98,54 @@ def test_split_multipart_bare_lf_tolerated() -> None:
 def test_split_multipart_errors(body: bytes, boundary: str, message: str) -> None:
     with pytest.raises(MultipartError, match=message):
         split_multipart(body, boundary)
+
+
+STREAMED_BODIES = [
+    encode_multipart(
+        [({"Content-Type": "application/dicom"}, b) for b in (b"\r\n--notit\r\n\x00", b"", b"x\n")],
+        "bnd",
+    ),
+    b"preamble\r\n--b\r\n\r\nraw\r\n--b--\r\nepilogue",
+    b"--b\nContent-Type: application/dicom\n\nabc\n--b--\n",
+    b"--b--",
+]
+
+
+@pytest.mark.parametrize("body", STREAMED_BODIES)
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 1000])
+def test_iter_multipart_reads_chunks_as_split_multipart_reads_the_body(
+    body: bytes, size: int
+) -> None:
+    boundary = "bnd" if body.startswith(b"--bnd") else "b"
+    chunks = (body[i : i + size] for i in range(0, len(body), size))
+    streamed = list(iter_multipart(chunks, boundary))
+    assert streamed == split_multipart(body, boundary)
+
+
+def test_iter_multipart_yields_each_part_before_the_next_arrives() -> None:
+    sent: list[bytes] = []
+
+    def chunks() -> Iterator[bytes]:
+        for piece in (b"--b\r\n\r\none", b"\r\n--b\r\n\r\ntwo", b"\r\n--b--"):
+            sent.append(piece)
+            yield piece
+
+    parts = iter_multipart(chunks(), "b")
+    assert next(parts).body == b"one" and len(sent) == 2
+    assert next(parts).body == b"two" and len(sent) == 3
+    assert list(parts) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "boundary", "message"),
+    [
+        (b"--b\r\n\r\nabc", "b", "closing delimiter"),
+        (b"no boundary here", "b", "does not occur"),
+        (b"--b\r\nbroken header\r\n\r\nabc\r\n--b--", "b", "malformed header"),
+        (b"--b\r\n\r\nabc\r\n--b--", "", "missing"),
+        (b"--b", "b", "inside a boundary line"),
+    ],
+)
+def test_iter_multipart_errors(body: bytes, boundary: str, message: str) -> None:
+    with pytest.raises(MultipartError, match=message):
+        list(iter_multipart(iter([body[:2], body[2:]]), boundary))
