@@ -14,6 +14,7 @@ import hashlib
 import json
 import ssl
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -102,9 +103,25 @@ class RemoteClient:
         uri: str,
         arguments: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        stream: bool = False,
     ) -> requests.Response:
-        """GET `uri`; raise RemoteError for a failure (4xx/5xx included)."""
-        return self.request("GET", remote_url(self.server, uri, arguments), headers=headers)
+        """GET `uri`; raise RemoteError for a failure (4xx/5xx included). `stream`: the body
+        is read later, through `chunks` (close the response)."""
+        return self.request(
+            "GET", remote_url(self.server, uri, arguments), headers=headers, stream=stream
+        )
+
+    def chunks(self, response: requests.Response, size: int) -> Iterator[bytes]:
+        """The body of a streamed `response` in chunks of up to `size` bytes; raise
+        RemoteError (transient) when the connection fails or times out on the way."""
+        try:
+            yield from response.iter_content(size)
+        except requests.RequestException as exc:
+            raise RemoteError(
+                f"{response.request.method} {response.url} on server {self.server.name!r}: "
+                f"the answer broke off ({_cause(exc)})",
+                transient=True,
+            ) from None
 
     def request(
         self, method: str, url: str, check_status: bool = True, **kwargs: Any
