@@ -295,13 +295,13 @@ def _pending(job: JobRecord) -> JobRecord:
 
 
 def job_content(ctx: Context, job: JobRecord) -> dict[str, Any]:
-    """What the job reports (`Content`, a synchronous call's answer): `job.content` with, for
-    a retrieve, the `Instances` it keeps beside the record (chalicelib/client/retrieve.py)."""
+    """What the job reports (`Content`, a synchronous call's answer): `job.content`, for a
+    retrieve with its `Instances` or their count and path (chalicelib/client/retrieve.py)."""
     if job.type != RETRIEVE:
         return job.content
     from chalicelib.client import retrieve
 
-    return job.content | {"Instances": retrieve.stored_instances(ctx, job)}
+    return retrieve.retrieve_content(ctx, job)
 
 
 def orthanc_view(ctx: Context, job: JobRecord) -> dict[str, Any]:

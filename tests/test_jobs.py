@@ -171,28 +171,100 @@ def test_job_whose_server_was_removed_fails_naming_it(
     assert "step failed" not in caplog.text
 
 
-def test_retrieve_job_past_a_dynamodb_item_keeps_its_instances_and_stays_readable(
-    context: Context, client: Client
-) -> None:
-    """A retrieve job's Instances (45 bytes each) passed DynamoDB's 400 KB item at about 8,000
-    instances: the step's save failed (ValidationException). Here 10 steps of 1,000 synthetic
-    Orthanc ids (450 KB), one step run twice (its ids answered once): the saves pass on both
-    backends, the record stays small, and GET jobs/{id} answers every id in order."""
-    ids = [f"{n:08x}-{n:08x}-{n:08x}-{n:08x}-{n:08x}" for n in range(10_000)]
-    job = jobs.new_job(jobs.RETRIEVE, "remote", {"Resources": []}, {}, 0)
-    context.jobs.create(job)
-    steps = [ids[n : n + 1000] for n in range(0, len(ids), 1000)]
-    for batch in [*steps[:3], steps[2], *steps[3:]]:
+def _ids(first: int, count: int) -> list[str]:
+    """`count` synthetic Orthanc instance ids (45 bytes each)."""
+    return [f"{n:08x}-{n:08x}-{n:08x}-{n:08x}-{n:08x}" for n in range(first, first + count)]
+
+
+def _record_steps(context: Context, job: JobRecord, steps: list[list[str]]) -> JobRecord:
+    """Each step's ids recorded as a retrieve step records them, and saved."""
+    for batch in steps:
         job = context.jobs.get(job.id)
         cursor = dict(job.cursor)
         retrieve.record_instances(context, job, cursor, batch)
         job.cursor = cursor
         context.jobs.save(job)
+    return context.jobs.get(job.id)
 
-    record = context.jobs.get(job.id)
-    assert len(json.dumps([record.content, record.cursor])) < 1000
-    response = client.http.get(f"/dicom-web/jobs/{job.id}")
-    assert response.status_code == 200
-    assert json.loads(response.body)["Content"]["Instances"] == ids
-    listed = json.loads(client.http.get("/dicom-web/jobs?expand").body)
-    assert [view["Content"]["Instances"] for view in listed] == [ids]
+
+def _get(client: Client, path: str) -> Any:
+    response = client.http.get(f"/dicom-web/{path}")
+    assert response.status_code == 200, response.body
+    return json.loads(response.body)
+
+
+def test_retrieve_job_past_inline_instances_lists_them_in_pages_and_its_view_reads_no_chunk(
+    context: Context, client: Client
+) -> None:
+    """10,500 instances in steps of 700 (the list passed DynamoDB's 400 KB item at about 8,000,
+    and GET jobs/{id} read one blob per step: past ~130,000 ids its answer passes Lambda's 6 MB):
+    the record stays small, the view gives the count and the path of the list, which answers
+    any page, and the view and the job list read no chunk (they answer with the chunks gone).
+    A step whose result was dropped wrote its ids, which the step run again writes over."""
+    ids = _ids(0, 10_500)
+    steps = [ids[n : n + 700] for n in range(0, len(ids), 700)]
+    job = jobs.new_job(jobs.RETRIEVE, "remote", {"Resources": []}, {"Server": "remote"}, 0)
+    context.jobs.create(job)
+    job = _record_steps(context, job, steps[:4])
+    dropped = context.jobs.get(job.id)
+    retrieve.record_instances(context, dropped, dict(dropped.cursor), _ids(50_000, 900))
+    job = _record_steps(context, job, steps[4:])
+
+    assert len(json.dumps([job.content, job.cursor])) < 1000
+    content = _get(client, f"jobs/{job.id}")["Content"]
+    assert "Instances" not in content
+    assert content["InstancesCount"] == "10500"
+    assert content["InstancesPath"] == f"jobs/{job.id}/instances"
+    assert _get(client, content["InstancesPath"]) == ids[:10_000]
+    assert _get(client, f"{content['InstancesPath']}?offset=10000") == ids[10_000:]
+    assert _get(client, f"jobs/{job.id}/instances?offset=1999&limit=2002") == ids[1999:4001]
+    assert _get(client, f"jobs/{job.id}/instances?offset=10500") == []
+    for query in ("limit=10001", "offset=-1", "limit=x"):
+        response = client.http.get(f"/dicom-web/jobs/{job.id}/instances?{query}")
+        assert response.status_code == 400, query
+
+    context.blobs.delete_prefix(f"jobs/{job.id}/")
+    assert _get(client, f"jobs/{job.id}")["Content"] == content
+    assert [view["Content"] for view in _get(client, "jobs?expand")] == [content]
+
+
+def test_retrieve_job_of_ordinary_size_keeps_its_instances_in_the_record(
+    context: Context, client: Client
+) -> None:
+    """Up to INLINE_INSTANCES the view answers `Instances` as it did (the web app and a
+    synchronous retrieve read it), each id once, with no blob written; the page route serves
+    the same list."""
+    ids = _ids(0, retrieve.INLINE_INSTANCES)
+    half = len(ids) // 2
+    job = jobs.new_job(jobs.RETRIEVE, "remote", {"Resources": []}, {}, 0)
+    context.jobs.create(job)
+    job = _record_steps(context, job, [ids[:half], ids[:10], ids[half:]])
+    assert _get(client, f"jobs/{job.id}")["Content"]["Instances"] == ids
+    assert _get(client, f"jobs/{job.id}/instances?offset=5&limit=3") == ids[5:8]
+    assert not context.blobs.exists(f"jobs/{job.id}/list/0.json")
+
+    job = _record_steps(context, job, [_ids(len(ids), 1)])
+    assert job.content["InstancesCount"] == str(len(ids) + 1)
+    assert _get(client, f"jobs/{job.id}/instances?offset={len(ids) - 1}") == _ids(len(ids) - 1, 2)
+
+
+def test_retrieve_job_recorded_before_keeps_its_list(context: Context, client: Client) -> None:
+    """A record from before lists its `Instances` then a chunk per step (`chunks` in its
+    cursor): the view answers them; its next step moves them to the record's list."""
+    job = jobs.new_job(jobs.RETRIEVE, "remote", {"Resources": []}, {"Instances": _ids(0, 2)}, 0)
+    job.cursor = {"chunks": 2}
+    context.jobs.create(job)
+    for chunk, ids in enumerate([_ids(2, 3), _ids(4, 2)]):
+        key = f"jobs/{job.id}/instances/{chunk}.json"
+        context.blobs.put(key, json.dumps(ids).encode(), "application/json")
+    assert _get(client, f"jobs/{job.id}")["Content"]["Instances"] == _ids(0, 6)
+    job = _record_steps(context, job, [_ids(6, 1)])
+    assert "chunks" not in job.cursor and job.content["Instances"] == _ids(0, 7)
+
+
+def test_stow_job_lists_no_instances(context: Context, client: Client) -> None:
+    job = jobs.new_job(jobs.STOW, "remote", {"Resources": []}, {}, 0)
+    context.jobs.create(job)
+    response = client.http.get(f"/dicom-web/jobs/{job.id}/instances")
+    assert response.status_code == 400
+    assert "only a retrieve" in json.loads(response.body)["Message"]

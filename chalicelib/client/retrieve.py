@@ -13,15 +13,17 @@ answer is read as it arrives and each part stored once complete (`iter_multipart
 holds a part or two, not the series (a 2 GB CT series through a 1,769 MB Lambda).
 
 Cursor: `{"resource": i, "series": [pending series of resource i] | null, "received": n,
-"bytes": size, "chunks": c}`. Content (Orthanc's keys, values as strings as Orthanc gives
-them): ReceivedInstancesCount, NetworkUsageMB, and beyond Orthanc `Instances`, the Orthanc ids
-of the instances stored (what the manual says the call answers).
+"bytes": size}`. Content (Orthanc's keys, values as strings as Orthanc gives them):
+ReceivedInstancesCount, NetworkUsageMB, and beyond Orthanc the Orthanc ids of the instances
+stored (what the manual says the call answers), in the order stored.
 
-`Instances` is not kept in the job record, which would outgrow a DynamoDB item (400 KB, about
-8,000 ids): each step writes the ids it stored to the blob store as chunk c
-(`jobs/{id}/instances/{c}.json`) and counts it in the cursor; `stored_instances` reads the
-chunks the saved cursor counts. A step whose result is dropped writes its chunk again when it
-runs again. A record written before kept its ids in `content["Instances"]`: they come first.
+The list is kept where a view reads no blob (`GET jobs/{id}` and `jobs?expand` over thousands
+of jobs): up to INLINE_INSTANCES ids, each once, as `Instances` in the record; past them (a
+DynamoDB item holds 400 KB, about 8,000 ids, and a Lambda answer 6 MB, about 130,000) in
+chunks of CHUNK_INSTANCES (`jobs/{id}/list/{c}.json`), with `InstancesCount` and
+`InstancesPath` (`jobs/{id}/instances?offset=&limit=`, `instances_page`) in the record in
+place of `Instances`. A record written before this (a chunk per step, `chunks` in its cursor)
+is read as it was, and its next step moves its list to this form.
 """
 
 from __future__ import annotations
@@ -52,7 +54,6 @@ def retrieve_step(
         "series": None,
         "received": 0,
         "bytes": 0,
-        "chunks": 0,
     }
     cursor |= job.cursor
     if "Uri" in job.params:
@@ -152,24 +153,80 @@ def _fetch(
     }
 
 
+INLINE_INSTANCES = 2000
+"""Ids a job keeps in its record (`Instances`, 90 KB; a DynamoDB item holds 400 KB, the request
+up to `servers.MAX_JOB_REQUEST_BYTES` of it); past them the list is in chunks."""
+CHUNK_INSTANCES = 1000
+"""Ids a chunk holds (45 KB): chunk c holds the list's ids c * 1000 to c * 1000 + 999."""
+
+
 def _chunk_key(job_id: str, chunk: int) -> str:
-    return f"jobs/{job_id}/instances/{chunk}.json"
+    return f"jobs/{job_id}/list/{chunk}.json"
 
 
 def record_instances(
     ctx: Context, job: JobRecord, cursor: dict[str, Any], instances: list[str]
 ) -> None:
-    """Keep the Orthanc ids a step stored as the job's next chunk (none: no chunk)."""
+    """Add the Orthanc ids a step stored to the job's list: to `Instances` in its record while
+    the list has at most INLINE_INSTANCES ids (each once), else to its chunks after the
+    `InstancesCount` ids listed (a step run again after its result was dropped writes the
+    same ids at the same place; readers take only the saved count)."""
+    if chunks := cursor.pop("chunks", 0):  # a record from before: one chunk per step
+        job.content["Instances"] = _listed_by_step(ctx, job, chunks)
     if not instances:
         return
-    chunk = cursor.get("chunks", 0)
-    ctx.blobs.put(_chunk_key(job.id, chunk), json.dumps(instances).encode(), "application/json")
-    cursor["chunks"] = chunk + 1
+    instances = list(dict.fromkeys(instances))
+    if "InstancesCount" not in job.content:
+        listed = list(dict.fromkeys([*job.content.get("Instances", []), *instances]))
+        if len(listed) <= INLINE_INSTANCES:
+            job.content["Instances"] = listed
+            return
+        del job.content["Instances"]
+        start, instances = 0, listed
+    else:
+        start = int(job.content["InstancesCount"])
+    chunk, offset = divmod(start, CHUNK_INSTANCES)
+    if offset:
+        instances = json.loads(ctx.blobs.get(_chunk_key(job.id, chunk)))[:offset] + instances
+    for first in range(0, len(instances), CHUNK_INSTANCES):
+        ctx.blobs.put(
+            _chunk_key(job.id, chunk + first // CHUNK_INSTANCES),
+            json.dumps(instances[first : first + CHUNK_INSTANCES]).encode(),
+            "application/json",
+        )
+    job.content |= {
+        "InstancesCount": str(start + len(instances) - offset),
+        "InstancesPath": f"jobs/{job.id}/instances",
+    }
 
 
-def stored_instances(ctx: Context, job: JobRecord) -> list[str]:
-    """The Orthanc ids of the instances the job stored, each once, in the order stored."""
+def _listed_by_step(ctx: Context, job: JobRecord, chunks: int) -> list[str]:
+    """The list of a record written before (its `Instances`, then a chunk per step at
+    `jobs/{id}/instances/{c}.json`), each id once."""
     instances: list[str] = list(job.content.get("Instances", []))
-    for chunk in range(job.cursor.get("chunks", 0)):
-        instances += json.loads(ctx.blobs.get(_chunk_key(job.id, chunk)))
+    for chunk in range(chunks):
+        instances += json.loads(ctx.blobs.get(f"jobs/{job.id}/instances/{chunk}.json"))
     return list(dict.fromkeys(instances))
+
+
+def retrieve_content(ctx: Context, job: JobRecord) -> dict[str, Any]:
+    """The job's Content: its record's, with `Instances` when the record holds them (no chunk
+    is read), else `InstancesCount` and `InstancesPath` (the paged list, `instances_page`)."""
+    if "InstancesCount" in job.content:
+        return job.content
+    if chunks := job.cursor.get("chunks", 0):
+        return job.content | {"Instances": _listed_by_step(ctx, job, chunks)}
+    return job.content | {"Instances": job.content.get("Instances", [])}
+
+
+def instances_page(ctx: Context, job: JobRecord, offset: int, limit: int) -> list[str]:
+    """The ids `offset` to `offset + limit - 1` of the job's list; reads the chunks they are
+    in and no other."""
+    if "InstancesCount" not in job.content:
+        return retrieve_content(ctx, job)["Instances"][offset : offset + limit]
+    end = min(int(job.content["InstancesCount"]), offset + limit)
+    first = offset // CHUNK_INSTANCES
+    instances: list[str] = []
+    for chunk in range(first, -(-end // CHUNK_INSTANCES)):
+        instances += json.loads(ctx.blobs.get(_chunk_key(job.id, chunk)))
+    return instances[offset - first * CHUNK_INSTANCES : end - first * CHUNK_INSTANCES]

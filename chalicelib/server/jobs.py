@@ -6,7 +6,7 @@ resolves to ours. Every route is `admin`."""
 from __future__ import annotations
 
 from chalicelib import jobs
-from chalicelib.errors import NotFound
+from chalicelib.errors import BadRequest, NotFound
 from chalicelib.server.http import Service, WebRequest, WebResponse, json_response
 from chalicelib.storage import ports
 
@@ -31,6 +31,34 @@ def list_jobs(request: WebRequest) -> WebResponse:
 @service.route("/jobs/{job_id}", "GET", scope="admin")
 def get_job(request: WebRequest, job_id: str) -> WebResponse:
     return json_response(jobs.orthanc_view(request.context, _job(request, job_id)))
+
+
+MAX_INSTANCES_PAGE = 10_000
+"""Ids one page of a retrieve job's list may hold (450 KB)."""
+
+
+def _count(request: WebRequest, name: str, default: int, maximum: int) -> int:
+    values = request.query_values(name)
+    if not values:
+        return default
+    if not values[-1].isdigit() or int(values[-1]) > maximum:
+        raise BadRequest(f"{name} must be a whole number up to {maximum}, not {values[-1]!r}")
+    return int(values[-1])
+
+
+@service.route("/jobs/{job_id}/instances", "GET", scope="admin")
+def job_instances(request: WebRequest, job_id: str) -> WebResponse:
+    """A page of the Orthanc ids a retrieve job stored, in the order stored: `offset` (0) and
+    `limit` (up to MAX_INSTANCES_PAGE, the default). Past `retrieve.INLINE_INSTANCES` the job's
+    Content gives `InstancesCount` and `InstancesPath` (this route) in place of `Instances`."""
+    job = _job(request, job_id)
+    if job.type != jobs.RETRIEVE:
+        raise BadRequest(f"job {job_id} is a {job.type} job: only a retrieve lists instances")
+    from chalicelib.client import retrieve  # loads `requests`: not at a cold start
+
+    offset = _count(request, "offset", 0, 10**12)
+    limit = _count(request, "limit", MAX_INSTANCES_PAGE, MAX_INSTANCES_PAGE)
+    return json_response(retrieve.instances_page(request.context, job, offset, limit))
 
 
 def _control(action: str):  # type: ignore[no-untyped-def]
