@@ -15,6 +15,8 @@ PYTHON312 ?= $(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/pyth
 INFRA_VENV := .venv-infra
 INFRA_PY := $(INFRA_VENV)/bin/python
 STAGE ?= dev
+# One package a stage: sam.json holds the stage's settings.
+LAMBDA_PACKAGE := build/lambda/$(STAGE)/deployment.zip
 CDK_CLI := npx --yes aws-cdk@2.1149.0
 # jsii runs the CDK in node; Debian's node 20 works, its end-of-life banner is noise here.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
@@ -42,7 +44,7 @@ test: $(VENV)/.installed  ## every test: the app's (Python 3.11), then the deplo
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 	$(MAKE) test-infra
 
-test-infra: build/lambda/deployment.zip build/cdk.out/$(STAGE).template.json  ## the stack and the built package, offline
+test-infra: $(LAMBDA_PACKAGE) build/cdk.out/$(STAGE).template.json  ## the stack and the built package, offline
 	STAGE=$(STAGE) $(INFRA_VENV)/bin/pytest -p no:cacheprovider infra/tests
 
 $(INFRA_VENV)/.installed: infra/requirements.txt requirements.txt
@@ -52,10 +54,10 @@ $(INFRA_VENV)/.installed: infra/requirements.txt requirements.txt
 	$(INFRA_PY) -m pip install --quiet -r infra/requirements.txt
 	touch $@
 
-package: build/lambda/deployment.zip  ## the Lambda package (deployment.zip + sam.json) in build/lambda/
+package: $(LAMBDA_PACKAGE)  ## the stage's Lambda package (deployment.zip + sam.json) in build/lambda/$(STAGE)/
 
-build/lambda/deployment.zip: $(INFRA_VENV)/.installed $(APP_SOURCES)
-	$(INFRA_PY) -m infra.packaging --stage $(STAGE) --out build/lambda
+$(LAMBDA_PACKAGE): $(INFRA_VENV)/.installed $(APP_SOURCES)
+	$(INFRA_PY) -m infra.packaging --stage $(STAGE) --out $(@D)
 
 synth: build/cdk.out/$(STAGE).template.json  ## the CDK stack in build/cdk.out/ (no AWS account)
 
@@ -66,7 +68,7 @@ deploy: synth  ## the stack on the account of the environment (credentials, AWS_
 	$(CDK_CLI) bootstrap --app build/cdk.out
 	$(CDK_CLI) deploy --app build/cdk.out --require-approval never $(STAGE)
 
-destroy:  ## delete the stack (prod keeps its bucket and table)
+destroy:  ## delete the stack (aws and prod keep their bucket and table)
 	$(CDK_CLI) destroy --app build/cdk.out --force $(STAGE)
 
 lint: $(VENV)/.installed

@@ -1,7 +1,7 @@
 """The CDK app: `python -m infra.app` synthesizes the stack of one stage into build/cdk.out.
 
-The stage comes from the CDK context (`-c stage=prod`) or `STAGE`, `dev` by default. No AWS
-account is needed to synthesize: the template is environment-agnostic.
+The stage (`infra/stages.py`) comes from the CDK context (`-c stage=aws`) or `STAGE`, `dev` by
+default. No AWS account is needed to synthesize: the template is environment-agnostic.
 """
 
 from __future__ import annotations

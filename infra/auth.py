@@ -23,6 +23,7 @@ from aws_cdk import aws_cognito as cognito
 from constructs import Construct
 
 from chalicelib.config import SCOPES
+from infra.stages import DEFAULT_AUTHORIZERS
 
 SCOPE_DESCRIPTIONS = {
     "read": "search and retrieve (QIDO-RS, WADO-RS, WADO-URI, rendered, the web app)",
@@ -32,10 +33,6 @@ SCOPE_DESCRIPTIONS = {
 RESOURCE_SERVER = "dicomweb"
 PACKAGING_POOL_ARN = "arn:aws:cognito-idp:us-east-1:000000000000:userpool/us-east-1_packaging"
 """The pool ARN `chalice package` sees; `CognitoSignIn.protect` replaces it in the template."""
-
-
-DEFAULT_AUTHORIZERS = {"dev": "none", "prod": "cognito"}
-"""The authorizer of a stage when `AUTHORIZER` is not set: `prod` never answers anyone."""
 
 
 def stage_authorizer(stage: str, env: Mapping[str, str]) -> str:

@@ -187,10 +187,10 @@ def sizes(zip_path: Path) -> tuple[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", default="dev")
-    parser.add_argument("--out", type=Path, default=ROOT / "build" / "lambda")
+    parser.add_argument("--out", type=Path, help="default: build/lambda/{stage}")
     args = parser.parse_args()
     try:
-        zip_path = package(args.out, args.stage)
+        zip_path = package(args.out or ROOT / "build" / "lambda" / args.stage, args.stage)
     except PackagingError as error:
         sys.exit(f"make package failed: {error}")
     zipped, unzipped = sizes(zip_path)

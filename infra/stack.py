@@ -18,8 +18,8 @@ Resources, by construct id:
   its code calls, on this stack's resources only; log groups with a retention;
 - API Gateway's own answers mapped to ours: unknown path 404, body too large 413, JSON + CORS.
 
-The `prod` stage keeps the bucket and table when the stack is deleted and turns on the
-table's deletion protection; `dev` deletes them.
+A stage that keeps its data (`infra/stages.py`: `aws`, `prod`) keeps the bucket and table when
+the stack is deleted and turns on the table's deletion protection; `dev` deletes them.
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ from chalicelib.server.uploads import INCOMING_PREFIX, UPLOADS_PREFIX
 from chalicelib.storage.dynamo import table_definition
 from infra import packaging
 from infra.auth import PACKAGING_POOL_ARN, CognitoSignIn, stage_authorizer
+from infra.stages import KEEPS_DATA, STAGES
 
 ROOT = packaging.ROOT
-STAGES = ("dev", "prod")
 
 
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
@@ -136,7 +136,7 @@ class DicomWebStack(cdk.Stack):
         # chalice.cdk takes the Chalice stage (.chalice/config.json) from the construct path:
         # the stack's id is the stage, its CloudFormation name says what it is.
         super().__init__(scope, stage, stack_name=f"dicomweb-{stage}", **kwargs)
-        keep = stage == "prod"
+        keep = KEEPS_DATA[stage]
         removal = cdk.RemovalPolicy.RETAIN if keep else cdk.RemovalPolicy.DESTROY
 
         self.blobs = self._bucket(removal, auto_delete=not keep)

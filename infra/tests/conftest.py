@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGE = ROOT / "build" / "lambda" / "deployment.zip"
-CDK_OUT = ROOT / "build" / "cdk.out"
 STAGE = os.environ.get("STAGE", "dev")
+PACKAGE = ROOT / "build" / "lambda" / STAGE / "deployment.zip"
+CDK_OUT = ROOT / "build" / "cdk.out"
 
 
 def _built(path: Path, target: str) -> Path:

@@ -48,6 +48,8 @@ CT = "2020-08-12-Christopher.dcm"
 CT_STUDY = "1.2.840.113704.9.1000.16.0.20190613103939444"
 LARGE = "Issue164.dcm"
 """3.7 MB: under the 4 MB STOW limit, over the lowered inline limit."""
+LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024
+"""A synchronous invocation's response payload, at most (Lambda Developer Guide, quotas)."""
 TRANSACTION_ACTIONS = {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
 SCHEDULED_EVENT = {
     "version": "0",
@@ -267,7 +269,21 @@ def invoke(
     body: bytes | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """Call the packaged handler with a REST API (v1) proxy event, as API Gateway does."""
-    resource, params = _route(task.app.app, path)
+    return answer_of(task.app.app, method, path, query, headers, body)
+
+
+def answer_of(
+    app: Any,
+    method: str,
+    path: str,
+    query: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """`app`'s answer to a REST API (v1) proxy event, checked for what API Gateway takes from
+    a Lambda proxy integration: a status, string headers, a string body (base64 when
+    binary), within Lambda's 6 MB synchronous response (Lambda Developer Guide, quotas)."""
+    resource, params = _route(app, path)
     headers = {
         "Host": HOST,
         "X-Forwarded-Proto": "https",
@@ -284,7 +300,12 @@ def invoke(
         body,
         query,
     )
-    answer = task.app.app(event, None)
+    answer = app(event, None)
+    assert isinstance(answer["statusCode"], int), answer
+    assert all(isinstance(v, str) for v in (answer.get("headers") or {}).values()), answer
+    assert isinstance(answer.get("body") or "", str)
+    assert isinstance(answer.get("isBase64Encoded", False), bool)
+    assert len(json.dumps(answer)) <= LAMBDA_RESPONSE_LIMIT, (method, path)
     payload = answer.get("body") or ""
     data = base64.b64decode(payload) if answer.get("isBase64Encoded") else payload.encode()
     answer_headers = {k.lower(): v for k, v in (answer.get("headers") or {}).items()}
@@ -293,7 +314,8 @@ def invoke(
     return answer["statusCode"], answer_headers, data
 
 
-def stow(task: LambdaTask, data: bytes) -> tuple[int, dict[str, Any]]:
+def stow(app: Any, data: bytes) -> tuple[int, dict[str, Any]]:
+    """STOW-RS of one instance to `app` (the packaged handler's or a local one)."""
     boundary = "PackagedBoundary"
     body = (
         f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
@@ -301,8 +323,8 @@ def stow(task: LambdaTask, data: bytes) -> tuple[int, dict[str, Any]]:
         + f"\r\n--{boundary}--\r\n".encode()
     )
     content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
-    status, _, answer = invoke(
-        task,
+    status, _, answer = answer_of(
+        app,
         "POST",
         "/dicom-web/studies",
         headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
@@ -322,7 +344,7 @@ def stored(lambda_task: LambdaTask) -> dict[str, dict[str, str]]:
 
     uids = {}
     for name in (CT, LARGE):
-        status, answer = stow(lambda_task, testdata(name).read_bytes())
+        status, answer = stow(lambda_task.app.app, testdata(name).read_bytes())
         assert status == 200, answer
         (item,) = _values(answer, "00081199")
         url = _values(item, "00081190")[0]
@@ -543,6 +565,56 @@ def test_packaged_unknown_study_is_404_json(lambda_task: LambdaTask) -> None:
     assert json.loads(body)["Status"] == 404
 
 
+ROUTE_VALUES = {
+    "frames": "1",
+    "file": "index.html",
+    "name": "nowhere",
+    "job_id": "nojob",
+    "upload": "noupload",
+    "number": "1",
+}
+"""A route's path parameters that name nothing stored (UIDs are 1.2.3), bulk tags PixelData."""
+
+
+def _concrete(route: str, values: dict[str, str]) -> str:
+    path = re.sub(r"\{p\d+\}", "7FE00010", route)
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), "1.2.3"), path)
+
+
+def test_packaged_handler_answers_every_route_as_make_run(
+    lambda_task: LambdaTask, stored: dict[str, dict[str, str]], tmp_path: Path
+) -> None:
+    """Every route of the packaged app's table (HEAD beside each GET), as an API Gateway
+    event, under the API role's policy: a well-formed proxy answer, never a 5xx, and the
+    status a local app (`make run`'s adapters, the stage's options) answers the same event
+    with. A GET or HEAD names the stored CT; other methods name nothing stored, so that
+    nothing is changed (a DELETE answers 404, a POST or PUT without a body 4xx)."""
+    from chalicelib.config import load_settings
+    from chalicelib.context import build_context, default_context
+    from chalicelib.server.api import build_route_table, create_app
+    from tests.conftest import testdata
+
+    local_context = build_context(
+        load_settings({"DICOMWEB_CONFIG": os.environ["DICOMWEB_CONFIG"], "DATA_DIR": str(tmp_path)})
+    )
+    local = create_app(lambda: local_context)
+    assert stow(local, testdata(CT).read_bytes())[0] == 200
+    table = build_route_table(default_context().settings)
+    calls = [(m, route) for route, handlers in table.routes.items() for m in handlers]
+    calls += [("HEAD", route) for route, handlers in table.routes.items() if "GET" in handlers]
+    assert len(table.routes) > 40 and "DELETE" in table.routes["/dicom-web/studies/{study}"]
+    differences = {}  # (method, route): (the packaged handler's status, the local app's)
+    for method, route in calls:
+        values = ROUTE_VALUES | (stored[CT] if method in ("GET", "HEAD") else {})
+        path = _concrete(route, values)
+        on_aws, _, body = invoke(lambda_task, method, path)
+        assert on_aws < 500, (method, path, body)
+        on_local = answer_of(local, method, path)[0]
+        if on_aws != on_local:
+            differences[method, route] = (on_aws, on_local)
+    assert differences == {}
+
+
 def test_packaged_policy_without_a_grant_is_refused(
     template: dict[str, Any], lambda_task: LambdaTask
 ) -> None:
@@ -610,7 +682,7 @@ def test_packaged_sweep_finishes_a_delete_interrupted_after_its_commit(
     from chalicelib.context import default_context
     from tests.conftest import testdata
 
-    status, answer = stow(lambda_task, testdata("KarstenHilbertRF.dcm").read_bytes())
+    status, answer = stow(lambda_task.app.app, testdata("KarstenHilbertRF.dcm").read_bytes())
     assert status == 200, answer
     (item,) = _values(answer, "00081199")
     study, series, instance = re.search(
@@ -653,7 +725,7 @@ def test_packaged_sweep_removes_what_stopped_stores_and_deletes_leave(
     from chalicelib.storage.records import utc_stamp
     from tests.conftest import testdata
 
-    status, answer = stow(lambda_task, testdata("ColorTestImageJ.dcm").read_bytes())
+    status, answer = stow(lambda_task.app.app, testdata("ColorTestImageJ.dcm").read_bytes())
     assert status == 200, answer
     context = default_context()
     assert context.index.stale_blob_writes(utc_stamp(datetime.now(UTC) + timedelta(1))) == []

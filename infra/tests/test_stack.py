@@ -13,6 +13,8 @@ import pytest
 from aws_cdk.assertions import Match, Template
 from conftest import CDK_OUT, ROOT, STAGE, logical_id, resources_of_type
 
+from infra.stages import KEEPS_DATA
+
 APP_FUNCTIONS = ("APIHandler", "IngestUpload", "JobsWorker", "Sweep")
 STORAGE_ACTIONS = {
     # chalicelib/storage/s3.py: get_object and head_object, put_object, delete_object(s),
@@ -136,7 +138,16 @@ def test_table_has_every_index_the_adapter_queries(
     for index in definition["GlobalSecondaryIndexes"]:
         assert deployed[index["IndexName"]]["KeySchema"] == index["KeySchema"]
         assert deployed[index["IndexName"]]["Projection"] == index["Projection"]
-    assert properties.get("DeletionProtectionEnabled", False) is (STAGE == "prod")
+    assert properties.get("DeletionProtectionEnabled", False) is KEEPS_DATA[STAGE]
+
+
+def test_kept_stages_retain_their_bucket_and_table(template: dict[str, Any]) -> None:
+    """A stage that keeps its data (`aws`, `prod`) leaves its bucket and table behind when its
+    stack is deleted or a change would replace them; `dev` deletes them."""
+    policy = "Retain" if KEEPS_DATA[STAGE] else "Delete"
+    for kind, prefix in (("AWS::S3::Bucket", "Blobs"), ("AWS::DynamoDB::Table", "Index")):
+        resource = template["Resources"][logical_id(template, kind, prefix)]
+        assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == (policy, policy)
 
 
 def test_bucket_is_private_encrypted_tls_only_and_expires_answers(assertions: Template) -> None:
