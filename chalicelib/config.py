@@ -156,6 +156,10 @@ class Settings:
     request_body_min_rate: int = 1000
     """Bytes per second a request body must average after its first `request_head_timeout`
     seconds, else 408 (local server); 0: none."""
+    response_min_rate: int = 10_000
+    """Bytes per second a client must take an answer at, over the time the local server waits
+    for it past the first `request_head_timeout` seconds, else the connection is closed and
+    its worker freed; 0: none. (1 KB/s readers of a 50 MB series held every worker.)"""
     sweep_interval: int = 300
     """Seconds between the local server's sweeps for the blobs of interrupted stores and
     deletes (also run at start-up); 0: at start-up only."""
@@ -228,6 +232,7 @@ _DICOMWEB_KEYS = {
     "MaxRanges": "max_ranges",
     "RequestHeadTimeout": "request_head_timeout",
     "RequestBodyMinRate": "request_body_min_rate",
+    "ResponseMinRate": "response_min_rate",
     "SweepInterval": "sweep_interval",
     "ViewerUrlTemplate": "viewer_url_template",
     "WebAppOidcAuthority": "webapp_oidc_authority",

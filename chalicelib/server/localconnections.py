@@ -13,7 +13,12 @@ timeout between bytes) held 4,000 threads, and would for ever. Here (`localserve
   reader, unless the head of its next request has already arrived whole (pipelined): a part
   of one goes back with it;
 - `DeadlineReader` is the handler's socket reader: each read within the connection timeout,
-  and a whole request head, or a body at a minimum average rate, before a deadline.
+  and a whole request head, or a body at a minimum average rate, before a deadline;
+  `DeadlineWriter` its writer: each wait for the client within the connection timeout, and
+  the answer taken at a minimum average rate, so that slow readers cannot hold every worker;
+- a request from this process (a worker calling its own server) runs even with every worker
+  busy, since a worker waits for it (`opened_by_this_process`);
+- `SendBuffers` bounds how many connections have a large send buffer at once.
 """
 
 from __future__ import annotations
@@ -21,13 +26,17 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import select
 import selectors
 import socket
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("chalicelib.server.localserver")
@@ -105,6 +114,89 @@ class DeadlineReader(io.RawIOBase):
         return (
             f"the {self._part} was not complete within {self._seconds:g} s "
             "(DicomWeb.RequestHeadTimeout)"
+        )
+
+
+class DeadlineWriter(io.BufferedIOBase):
+    """A connection's writes (the handler's `wfile`, and `sendfile`): each waits for room in
+    the send buffer at most `timeout` seconds; and the time an answer waits for the client in
+    all may pass `grace` seconds by one second per `rate` bytes it took since the first wait
+    (0: no rate), i.e. a client must take its answer at `rate` bytes/s on average after the
+    grace. Only waits count (time spent building the answer is not the client's), and only
+    bytes sent once the buffers are full (those that filled them were not read yet). Kestrel's
+    MinResponseDataRate is the same guard. Then TimeoutError: the caller closes the
+    connection, which frees its worker for the other clients."""
+
+    def __init__(self, connection: socket.socket, timeout: float, grace: float, rate: int) -> None:
+        self.connection = connection
+        self.timeout = timeout
+        self.grace = grace
+        self.rate = rate
+        self._writable = select.poll()  # not select.select: descriptors pass 1024
+        self._writable.register(connection, select.POLLOUT)
+        self.begin()
+
+    def writable(self) -> bool:
+        return True
+
+    def begin(self) -> None:
+        """A new answer: its waits and bytes counted from zero."""
+        self._waited = 0.0
+        self._taken = 0
+        self._full = False
+
+    def write(self, data: Any) -> int:
+        self.send(data)
+        return len(data)
+
+    def send(self, data: bytes, flags: int = 0) -> None:
+        """All of `data`, with send(2) `flags` (e.g. MSG_MORE)."""
+        view = memoryview(data).cast("B")
+        while view:
+            self._wait()
+            count = self.connection.send(view, flags)
+            view = view[count:]
+            self._taken += count * self._full
+
+    def sendfile(self, descriptor: int, offset: int, length: int) -> int:
+        """`os.sendfile` until `length` bytes are sent or the file ends: the bytes sent
+        (`socket.sendfile` adds a poll selector, an fstat and a seek to every call: about
+        10 µs for each of a series' hundred parts)."""
+        sent = 0
+        connection = self.connection.fileno()
+        while sent < length:
+            try:
+                count = os.sendfile(connection, descriptor, offset + sent, length - sent)
+            except BlockingIOError:  # the socket has a timeout: non-blocking underneath
+                self._wait()
+                continue
+            if not count:
+                break
+            sent += count
+            self._taken += count * self._full
+        return sent
+
+    def _wait(self) -> None:
+        """Until the socket takes bytes again (at once when it has room)."""
+        if self._writable.poll(0):
+            return
+        self._full = True
+        allowed = self.grace + self._taken / self.rate - self._waited if self.rate else 1e9
+        wait = min(self.timeout, allowed)
+        if wait <= 0:
+            raise TimeoutError(self._late())
+        started = time.monotonic()
+        ready = self._writable.poll(wait * 1000)
+        self._waited += time.monotonic() - started
+        if not ready:
+            if wait < self.timeout:
+                raise TimeoutError(self._late())
+            raise TimeoutError(f"the client took nothing of the answer for {self.timeout:g} s")
+
+    def _late(self) -> str:
+        return (
+            f"the client took the answer slower than {self.rate} bytes/s after "
+            f"{self.grace:g} s of waiting for it (DicomWeb.ResponseMinRate)"
         )
 
 
@@ -289,11 +381,18 @@ class HeadReader:
 
 class WorkerPool:
     """At most `size` threads, started as needed, that each run `work` on one ready request
-    at a time, oldest first; a request that finds them all busy waits for one."""
+    at a time, oldest first; a request that finds them all busy waits for one, unless
+    `urgent` says that a busy thread waits for it: that one runs in a thread of its own."""
 
-    def __init__(self, size: int, work: Callable[..., None]) -> None:
+    def __init__(
+        self,
+        size: int,
+        work: Callable[..., None],
+        urgent: Callable[..., bool] = lambda *job: False,
+    ) -> None:
         self.size = size
         self._work = work
+        self._urgent = urgent
         self._ready: deque[tuple[Any, ...]] = deque()
         self._changed = threading.Condition()
         self._threads = 0
@@ -301,6 +400,13 @@ class WorkerPool:
         self._closing = False
 
     def submit(self, *job: Any) -> None:
+        with self._changed:
+            saturated = self._threads >= self.size and self._idle <= len(self._ready)
+        if saturated and self._urgent(*job):
+            threading.Thread(
+                target=self._work, args=job, name="urgent-request", daemon=True
+            ).start()
+            return
         with self._changed:
             self._ready.append(job)
             if self._idle >= len(self._ready):
@@ -326,14 +432,102 @@ class WorkerPool:
         return left
 
     def _run(self) -> None:
-        while True:
+        """Run jobs until the pool closes. A job whose `work` raises is logged, and the thread
+        goes on: it ended uncounted, and a pool of 1 left every later request waiting."""
+        try:
+            while True:
+                with self._changed:
+                    self._idle += 1
+                    while not self._ready and not self._closing:
+                        self._changed.wait()
+                    self._idle -= 1
+                    if self._closing:
+                        return
+                    job = self._ready.popleft()
+                try:
+                    self._work(*job)
+                except Exception:
+                    log.exception("a request's worker failed; it takes the next request")
+        finally:
             with self._changed:
-                self._idle += 1
-                while not self._ready and not self._closing:
-                    self._changed.wait()
-                self._idle -= 1
-                if self._closing:
-                    self._threads -= 1
-                    return
-                job = self._ready.popleft()
-            self._work(*job)
+                self._threads -= 1
+
+
+def opened_by_this_process(connection: socket.socket, address: Any) -> bool:
+    """Whether this process opened the connection from `address`: a worker calling this
+    server (`/servers/{name}/get` or a job whose remote is this server). Such a worker waits
+    for the answer, so with every worker busy (HttpThreadsCount 1: always) the call waited
+    for a worker that never came free, until the client's HttpTimeout. Linux: the client
+    end is in /proc/net/tcp (or tcp6) and its inode among /proc/self/fd; a connection from
+    another host (or without /proc) is not."""
+    host, port = address[:2]
+    if connection.getsockname()[0] != host:  # a call to itself comes from its own address
+        return False
+    try:
+        packed = socket.inet_pton(connection.family, host)
+        table = "tcp6" if connection.family == socket.AF_INET6 else "tcp"
+        lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    # Each 32-bit word of the address in the host's byte order, as the kernel prints it.
+    words = (packed[i : i + 4] for i in range(0, len(packed), 4))
+    local = "".join(f"{int.from_bytes(word, sys.byteorder):08X}" for word in words)
+    local += f":{port:04X}"
+    inodes = {fields[9] for fields in map(str.split, lines) if fields[1] == local}
+    sockets = {f"socket:[{inode}]" for inode in inodes - {"0"}}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(entry.path) in sockets:
+                    return True
+    return False
+
+
+class SendBuffers:
+    """Send buffers of `size` bytes (SO_SNDBUF) for connections with a large answer, at most
+    `count` at once: a slow client keeps its buffer full, and the memory of buffers set by
+    hand is not moderated by the kernel as that of its autotuned ones is (net.ipv4.tcp_wmem,
+    4 MB at most here). A connection keeps its buffer until it closes; the others have the
+    kernel's."""
+
+    def __init__(self, size: int, count: int) -> None:
+        self.size = size
+        self._free = count
+        self._lock = threading.Lock()
+
+    def enlarge(self, connection: Connection) -> None:
+        """Give `connection` a large buffer, if it has none and one is free."""
+        if connection.send_buffers is not None:
+            return
+        with self._lock:
+            if not self._free:
+                return
+            self._free -= 1
+        connection.send_buffers = self
+        with contextlib.suppress(OSError):
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.size)
+
+    def give_back(self) -> None:
+        with self._lock:
+            self._free += 1
+
+
+class Connection(socket.socket):
+    """An accepted connection, which gives back its large send buffer when it closes."""
+
+    __slots__ = ("send_buffers",)
+
+    @classmethod
+    def adopt(cls, accepted: socket.socket) -> Connection:
+        """The connection `accepted` (by `socket.accept`), as a `Connection`."""
+        timeout = accepted.gettimeout()
+        connection = cls(accepted.family, accepted.type, accepted.proto, accepted.detach())
+        connection.send_buffers = None
+        connection.settimeout(timeout)
+        return connection
+
+    def close(self) -> None:
+        buffers, self.send_buffers = self.send_buffers, None
+        if buffers is not None:
+            buffers.give_back()
+        super().close()

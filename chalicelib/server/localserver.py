@@ -19,9 +19,11 @@ Chalice's `LocalDevServer` takes a request handler class; ours
   408 first, its request not run), a client that stops reading its answer; and one whose
   request head is not complete `DicomWeb.RequestHeadTimeout` seconds after its first byte, or
   whose body comes slower than `DicomWeb.RequestBodyMinRate` (408), however steadily it trickles;
+  or that takes its answer slower than `DicomWeb.ResponseMinRate` (its worker is freed);
+- runs a request it makes to itself even with every worker busy (one of them waits for it);
 - accepts a burst of connections (a listen backlog of `socket.SOMAXCONN`, not
   http.server's 5, past which connections stalled for seconds or timed out);
-- sets TCP_NODELAY, and a send buffer of 4 MB (`SEND_BUFFER`);
+- sets TCP_NODELAY, and a send buffer of 4 MB (`SEND_BUFFER`) for large answers, 16 at most;
 - passes binary bodies through without the base64 round trip that the Lambda event format
   forces on API Gateway (binary_types is emptied for the local app);
 - refuses a body over `DicomWeb.MaxRequestBody` with 413 before reading it;
@@ -44,7 +46,6 @@ import errno
 import io
 import ipaddress
 import logging
-import os
 import select
 import signal
 import socket
@@ -86,10 +87,14 @@ from chalicelib.server.api import create_app
 from chalicelib.server.delivery import BlobRange, StreamedBody
 from chalicelib.server.http import SECURITY_HEADERS, error_response
 from chalicelib.server.localconnections import (
+    Connection,
     DeadlineReader,
+    DeadlineWriter,
     HeadReader,
+    SendBuffers,
     WorkerPool,
     head_is_complete,
+    opened_by_this_process,
 )
 from chalicelib.storage.ports import BlobStore
 
@@ -100,11 +105,14 @@ _BLOCK = 1024 * 1024
 
 
 SEND_BUFFER = 4 * 1024 * 1024
-"""SO_SNDBUF of every connection (Linux doubles it, up to twice net.core.wmem_max): a streamed
-series goes out in fewer, fuller segments and `sendfile` waits less often for the client
-than under the kernel's autotuning, which starts at 16 KB (server CPU per 52.6 MB series
-13.3-15.0 -> 10.8-13.3 ms, side by side). The memory it allows is mostly references to
-page-cache pages, since `sendfile` does not copy."""
+"""SO_SNDBUF of a connection with a streamed answer (Linux doubles it, up to twice
+net.core.wmem_max): a series goes out in fewer, fuller segments and `sendfile` waits less
+often for the client than under the kernel's autotuning, which starts at 16 KB (server CPU
+per 52.6 MB series 13.3-15.0 -> 10.8-13.3 ms, side by side). The memory it allows is mostly
+references to page-cache pages, since `sendfile` does not copy."""
+SEND_BUFFERS = 16
+"""Connections that hold a SEND_BUFFER at once (64 MB; `localconnections.SendBuffers`): it
+was every connection's, so many slow readers could pin memory without bound."""
 
 
 CONNECTION_TIMEOUT = 60.0
@@ -180,20 +188,31 @@ class DicomWebHTTPServer(ThreadedHTTPServer):
     connection_timeout: float = CONNECTION_TIMEOUT
     head_timeout: float = Settings.request_head_timeout
     body_min_rate: int = Settings.request_body_min_rate
+    response_min_rate: int = Settings.response_min_rate
     workers: int = Settings.http_threads_count
     sweep: PeriodicSweep | None = None
 
     def __init__(self, server_address: Any, handler: Any) -> None:
         # Before the socket is bound: TCPServer calls server_close when that fails.
-        self.pool = WorkerPool(self.workers, self._answer)
+        self.pool = WorkerPool(self.workers, self._answer, urgent=self._from_this_process)
         self.heads = HeadReader(self.pool.submit, self.connection_timeout, self.head_timeout)
+        self.send_buffers = SendBuffers(SEND_BUFFER, SEND_BUFFERS)
         super().__init__(server_address, handler)
 
+    def get_request(self) -> tuple[Connection, Any]:
+        """The next connection, as a `Connection` (which gives back its send buffer)."""
+        accepted, address = super().get_request()
+        return Connection.adopt(accepted), address
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        """A new connection, with a send buffer of SEND_BUFFER, waits for its request head in
-        the head reader, not in a thread."""
-        request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        """A new connection waits for its request head in the head reader, not in a thread."""
         self.heads.add(request, client_address)
+
+    @staticmethod
+    def _from_this_process(connection: socket.socket, address: Any, received: bytes) -> bool:
+        """A request of this server to itself: it runs even with every worker busy, since
+        one of them waits for it (`localconnections.opened_by_this_process`)."""
+        return opened_by_this_process(connection, address)
 
     def _answer(self, connection: socket.socket, address: Any, received: bytes) -> None:
         """Handle the request whose head (`received`) has arrived, and those pipelined after
@@ -298,6 +317,10 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
         self.rfile.close()
         self.reader = DeadlineReader(self.connection, self.timeout, self.received)
         self.rfile = io.BufferedReader(self.reader)
+        self.writer = DeadlineWriter(
+            self.connection, self.timeout, self.server.head_timeout, self.server.response_min_rate
+        )
+        self.wfile = self.writer
 
     def handle(self) -> None:
         """The request, and the next ones while they have already arrived (pipelined): a
@@ -320,6 +343,9 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
                 "client %s closed the connection before it was answered", self.client_address[0]
             )
             self.close_connection = True
+        except TimeoutError as late:  # writing an answer: reading has its own
+            log.info("%s - %s: connection closed", self.client_address[0], late)
+            self.close_connection = True
 
     def _next_request_comes(self) -> bool:
         """Whether bytes of the next request arrive within NEXT_REQUEST_WAIT (a poll, not
@@ -340,8 +366,9 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
     def handle_one_request(self) -> None:
         """http.server's, the request line and headers read within
         `DicomWeb.RequestHeadTimeout` (the head reader had them whole, unless they were
-        pipelined or longer than it holds)."""
+        pipelined or longer than it holds); its answer taken at `DicomWeb.ResponseMinRate`."""
         self.reader.limit("request head", self.server.head_timeout)
+        self.writer.begin()
         super().handle_one_request()
 
     def log_error(self, format: str, *args: Any) -> None:
@@ -473,6 +500,8 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
         else:
             self.send_header("Content-Length", str(length))
         self._send_headers(headers)
+        if length is None or length >= SEND_BUFFER:
+            self.server.send_buffers.enlarge(self.connection)
         try:
             held = b""  # the last bytes given: they leave with what follows, or at the end
             for piece in body.pieces():
@@ -491,17 +520,12 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
                 self._send_more(held)
                 held = b"0\r\n\r\n"
             if held:
-                self.connection.sendall(held)
+                self.writer.send(held)
         except (BrokenPipeError, ConnectionResetError):  # the client went away: nothing to fix
             log.info("client closed the connection during %s %s", self.command, self.path)
             self.close_connection = True
-        except TimeoutError:
-            log.info(
-                "client took nothing for %g s during %s %s: connection closed",
-                self.timeout,
-                self.command,
-                self.path,
-            )
+        except TimeoutError as late:
+            log.info("%s during %s %s: connection closed", late, self.command, self.path)
             self.close_connection = True
         except Exception:
             log.exception("streamed answer to %s %s broken off", self.command, self.path)
@@ -513,7 +537,7 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
         hundred per 100-instance series). The answer's last bytes are sent without it, and
         `sendfile` pushes the end of each file."""
         if data:
-            self.connection.sendall(data, socket.MSG_MORE)
+            self.writer.send(data, socket.MSG_MORE)
 
     def _send_blob_range(self, blobs: BlobStore, piece: BlobRange) -> None:
         """The range with `sendfile` from a local file, or in blocks from another stream."""
@@ -523,32 +547,9 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
             except (AttributeError, OSError):  # no file behind it (S3): copy in blocks
                 sent = self._send_blocks(source, piece.length)
             else:
-                sent = self._sendfile(descriptor, piece.start, piece.length)
+                sent = self.writer.sendfile(descriptor, piece.start, piece.length)
         if sent != piece.length:
             raise OSError(f"blob {piece.key} gave {sent} of {piece.length} bytes")
-
-    def _sendfile(self, descriptor: int, offset: int, length: int) -> int:
-        """`os.sendfile` until `length` bytes are sent or the file ends (`socket.sendfile` adds
-        a poll selector, an fstat and a seek to every call: about 10 µs for each of a series'
-        hundred parts). The socket has a timeout, so it is non-blocking underneath: when the
-        send buffer is full, wait for the client to take some, `timeout` seconds at most."""
-        sent = 0
-        connection = self.connection.fileno()
-        writable = None
-        while sent < length:
-            try:
-                count = os.sendfile(connection, descriptor, offset + sent, length - sent)
-            except BlockingIOError:
-                if writable is None:
-                    writable = select.poll()  # not select.select: descriptors pass 1024
-                    writable.register(connection, select.POLLOUT)
-                if not writable.poll(self.timeout * 1000):
-                    raise TimeoutError(f"the client took nothing for {self.timeout:g} s") from None
-                continue
-            if not count:
-                break
-            sent += count
-        return sent
 
     def _send_blocks(self, source: BinaryIO, length: int) -> int:
         sent = 0
@@ -774,6 +775,7 @@ def make_server(
             "connection_timeout": timeout,
             "head_timeout": settings.request_head_timeout,
             "body_min_rate": settings.request_body_min_rate,
+            "response_min_rate": settings.response_min_rate,
             "workers": settings.http_threads_count,
         },
     )

@@ -21,13 +21,19 @@ import requests
 
 from chalicelib.server.localconnections import (
     HEAD_BUFFER,
+    Connection,
     HeadReader,
+    SendBuffers,
     WorkerPool,
     head_is_complete,
 )
 from tests.server.test_localserver import (
+    ANY_SYNTAX,
     _connect,
+    _ct_of_64_frames,
     _read_to_the_end,
+    _receive_small,
+    _store,
     _stow_tiny,
     in_process_server,
 )
@@ -298,3 +304,98 @@ def test_head_reader_hands_over_a_head_given_back_whole() -> None:
         reader.stop()
         server.close()
         client.close()
+
+
+def test_worker_pool_goes_on_after_a_job_that_raises(caplog: pytest.LogCaptureFixture) -> None:
+    """A job whose work raised ended its thread, still counted as running: with a pool of 1
+    every later job waited for ever. The failure is logged and the thread takes the next."""
+    done: list[str] = []
+    finished = threading.Event()
+
+    def work(name: str) -> None:
+        if name == "fails":
+            raise RuntimeError("a defect in the handler")
+        done.append(name)
+        finished.set()
+
+    pool = WorkerPool(1, work)
+    try:
+        pool.submit("fails")
+        pool.submit("next")
+        assert finished.wait(10), "the next job never ran: the pool thinks its thread runs"
+    finally:
+        left = pool.close()
+    assert (done, left) == (["next"], [])
+    assert "a defect in the handler" in caplog.text
+
+
+def _read_slowly(connection: socket.socket, received: list[int]) -> None:
+    """Read 64 KB every 0.1 s until the server closes the connection."""
+    with suppress(OSError):
+        while chunk := connection.recv(65536):
+            received.append(len(chunk))
+            time.sleep(0.1)
+
+
+def test_slow_reader_is_cut_off_below_the_minimum_rate_and_frees_its_worker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client reading a 34 MB series at about 640 KB/s held the one worker (HttpThreadsCount
+    1) for the 50 s it took, and every other request waited. With ResponseMinRate 2,000,000
+    (bytes/s, after RequestHeadTimeout, 1 s, of waiting for it) it is cut off, its answer
+    truncated, and the other client is answered."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    changes = {"http_threads_count": 1, "request_head_timeout": 1, "response_min_rate": 2_000_000}
+    with in_process_server(tmp_path, 30, **changes) as url:
+        path = _store(url, [_ct_of_64_frames()])
+        received: list[int] = []
+        with _receive_small(url) as slow:
+            slow.sendall(f"GET {path} HTTP/1.1\r\nHost: h\r\nAccept: {ANY_SYNTAX}\r\n\r\n".encode())
+            reader = threading.Thread(target=_read_slowly, args=(slow, received))
+            reader.start()
+            while not received:  # the worker is sending the series
+                time.sleep(0.05)
+            other = requests.get(f"{url}/dicom-web/studies", timeout=20)
+            reader.join(60)
+    assert other.status_code == 200
+    assert 0 < sum(received) < 30_000_000
+    assert "slower than 2000000 bytes/s after 1 s of waiting" in caplog.text
+    assert "(DicomWeb.ResponseMinRate)" in caplog.text
+
+
+def test_send_buffers_are_bounded_and_given_back_on_close() -> None:
+    """Every connection had a 4 MB send buffer of its own, however many slow readers: now at
+    most `count` of them hold one, and a connection gives its own back when it closes."""
+    buffers = SendBuffers(1 << 20, 1)
+    pairs = [socket.socketpair() for _ in range(2)]
+    first, second = (Connection.adopt(ours) for ours, _ in pairs)
+    default = second.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    try:
+        buffers.enlarge(first)
+        buffers.enlarge(second)
+        assert first.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= 1 << 20
+        assert second.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == default
+        first.close()
+        buffers.enlarge(second)
+        assert second.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) >= 1 << 20
+    finally:
+        second.close()
+        for _, theirs in pairs:
+            theirs.close()
+
+
+def test_a_request_of_the_server_to_itself_runs_with_every_worker_busy(tmp_path: Path) -> None:
+    """`/servers/self/get` on a server whose remote "self" is itself: its worker waits for
+    the answer of a request that needs a worker. With HttpThreadsCount 1 that request waited
+    for the busy worker until the call's HttpTimeout (5 s here), and the answer was a 504.
+    A request this process opened runs even with every worker busy."""
+    changes = {"http_threads_count": 1, "servers_in_database": True, "http_timeout": 5}
+    with in_process_server(tmp_path, 30, **changes) as url:
+        _stow_tiny(url)
+        put = requests.put(f"{url}/dicom-web/servers/self", json={"Url": f"{url}/dicom-web"})
+        assert put.status_code == 200, put.text
+        answer = requests.post(
+            f"{url}/dicom-web/servers/self/get", json={"Uri": "/studies"}, timeout=30
+        )
+    assert answer.status_code == 200, answer.text
+    assert len(answer.json()) == 1
