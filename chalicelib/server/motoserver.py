@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+from typing import Any
 
 BUCKET = "dicomweb-local"
 TABLE = "dicomweb-local"
@@ -28,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     # In-process moto's presigned URLs are not reachable by outside clients: answer inline.
     os.environ.setdefault("DICOMWEB_CONFIG", '{"DicomWeb": {"InlineLimit": 0}}')
     with mock_aws():
+        _serialize_moto()
         import boto3
 
         from chalicelib.server import localserver
@@ -36,6 +39,24 @@ def main(argv: list[str] | None = None) -> int:
         boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
         create_table(boto3.client("dynamodb", region_name="us-east-1"), TABLE)
         return localserver.main(argv)
+
+
+def _serialize_moto() -> None:
+    """Let moto answer one AWS call at a time. Its in-process backends are not thread-safe
+    (moto 5: TransactWriteItems deep-copies the table while another request changes it and
+    raises RuntimeError; counters updated at once lose increments), while the server answers
+    requests on many threads: 8 clients storing into one study got 503s and wrong counts.
+    DynamoDB and S3 make each call atomic; so does this lock."""
+    from moto.core.models import botocore_stubber
+
+    lock = threading.Lock()
+    process_request = botocore_stubber.process_request
+
+    def one_at_a_time(request: Any) -> Any:  # moto's AWSPreparedRequest and its answer
+        with lock:
+            return process_request(request)
+
+    botocore_stubber.process_request = one_at_a_time
 
 
 if __name__ == "__main__":

@@ -45,9 +45,13 @@ class ServerUrl(str):
 
 @contextmanager
 def local_server(
-    data_dir: Path, port: int | None = None, config: dict[str, Any] | None = None
+    data_dir: Path,
+    port: int | None = None,
+    config: dict[str, Any] | None = None,
+    module: str = "chalicelib.server.localserver",
 ) -> Iterator[ServerUrl]:
-    """`python -m chalicelib.server.localserver` as `make run` starts it; yields its root URL.
+    """`python -m chalicelib.server.localserver` as `make run` starts it (or `module`, e.g.
+    `make run-moto`'s motoserver); yields its root URL.
 
     `config` is the server's DICOMWEB_CONFIG document; its output goes to `server.log` in
     `data_dir` (a pipe nobody reads would block a busy server)."""
@@ -61,7 +65,7 @@ def local_server(
     with log_path.open("ab") as log:
         started_at = log.tell()  # a restart on the same data_dir appends to the last run's log
         process = subprocess.Popen(
-            [sys.executable, "-m", "chalicelib.server.localserver", "--port", str(port)],
+            [sys.executable, "-m", module, "--port", str(port)],
             cwd=REPO,
             env=env,
             stdout=log,
