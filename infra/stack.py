@@ -16,7 +16,11 @@ Resources, by construct id:
   ended unrecorded);
 - one role per Lambda with exactly the S3, DynamoDB, Step Functions and Secrets Manager actions
   its code calls, on this stack's resources only; log groups with a retention;
-- API Gateway's own answers mapped to ours: unknown path 404, body too large 413, JSON + CORS.
+- API Gateway's own answers mapped to ours: unknown path 404, body too large 413, JSON + CORS;
+- `FailedEvents`: the SQS queue (SSE, 14 days) of asynchronous invocations (S3's upload
+  events, the sweep) that failed every retry, which Lambda would otherwise drop;
+- `AlarmTopic`: the SNS topic of the alarms (an event in `FailedEvents`, a function's
+  errors, the API's 5xx answers).
 
 A stage that keeps its data (`infra/stages.py`: `aws`, `prod`) keeps the bucket and table when
 the stack is deleted and turns on the table's deletion protection; `dev` deletes them.
@@ -31,6 +35,8 @@ from typing import Any
 
 import aws_cdk as cdk
 from aws_cdk import aws_apigateway as apigateway
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as events_targets
@@ -39,6 +45,8 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from chalice.cdk import Chalice
 from constructs import Construct
@@ -54,6 +62,13 @@ ROOT = packaging.ROOT
 
 
 LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+API_STAGE = "api"
+"""The API Gateway stage of every stage (`api_gateway_stage` in .chalice/config.json)."""
+ASYNC_RETRIES = 2
+"""Lambda's retries of an asynchronous invocation (its default, stated): then the event goes
+to the `FailedEvents` queue."""
+FAILED_EVENTS_RETENTION = cdk.Duration.days(14)
+"""SQS's longest: the failed event of an upload outlives its `incoming/` object (7 days)."""
 SWEEP_SCHEDULE = cdk.Duration.minutes(15)
 """How often the sweep runs: the longest an interrupted delete's blobs outlive it."""
 
@@ -186,6 +201,10 @@ class DicomWebStack(cdk.Stack):
         self.jobs = self._jobs_state_machine()
         self._ingest_uploads()
         self._sweep_schedule()
+        self.failed_events = self._failed_events(
+            {"IngestUpload": self.ingest_role, "Sweep": self.sweep_role}
+        )
+        self.alarms = self._alarms()
         self._gateway_responses()
         if self.sign_in is not None:
             self.sign_in.protect(self.api.get_resource("RestAPI"))
@@ -454,6 +473,97 @@ class DicomWebStack(cdk.Stack):
             targets=[events_targets.LambdaFunction(self._imported_function("Sweep"))],
         )
 
+    def _failed_events(self, functions: dict[str, iam.Role]) -> sqs.Queue:
+        """The queue that keeps an asynchronous invocation (S3's upload events, EventBridge's
+        sweep) that failed ASYNC_RETRIES + 1 times: without it Lambda drops the event, and an
+        upload whose ingest crashed or timed out would be lost without a trace. Each function
+        sends its own failures (its role, SendMessage on this queue only)."""
+        queue = sqs.Queue(
+            self,
+            "FailedEvents",
+            retention_period=FAILED_EVENTS_RETENTION,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+        )
+        for logical_id, role in functions.items():
+            role.add_to_policy(
+                iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[queue.queue_arn])
+            )
+            on_failure = lambda_.CfnEventInvokeConfig(
+                self,
+                f"{logical_id}OnFailure",
+                function_name=self.api.get_resource(logical_id).ref,
+                qualifier="$LATEST",
+                maximum_retry_attempts=ASYNC_RETRIES,
+                destination_config=lambda_.CfnEventInvokeConfig.DestinationConfigProperty(
+                    on_failure=lambda_.CfnEventInvokeConfig.OnFailureProperty(
+                        destination=queue.queue_arn
+                    )
+                ),
+            )
+            # Lambda checks the role may send to the destination when the config is made.
+            on_failure.node.add_dependency(role)
+        return queue
+
+    def _alarms(self) -> sns.Topic:
+        """Alarms on what needs an operator, notifying the `AlarmTopic` (subscribe to it):
+        an event in `FailedEvents`, a function's errors (a crash, a timeout, out of memory:
+        the app answers its own errors, so an API error here is not a 4xx or a 500 it wrote),
+        and the API's 5xx answers (the app's 500s and API Gateway's own, a 504 at 29 s)."""
+        topic = sns.Topic(self, "AlarmTopic", display_name="DICOMweb alarms")
+        notify = cloudwatch_actions.SnsAction(topic)
+        five_minutes = cdk.Duration.minutes(5)
+        metrics = {
+            "FailedEventsAlarm": (
+                self.failed_events.metric_approximate_number_of_messages_visible(
+                    period=five_minutes, statistic="Maximum"
+                ),
+                "an asynchronous invocation failed every retry: its event is in FailedEvents",
+            ),
+            "ApiErrorsAlarm": (
+                cloudwatch.Metric(
+                    namespace="AWS/ApiGateway",
+                    metric_name="5XXError",
+                    dimensions_map={"ApiName": self._api_name(), "Stage": API_STAGE},
+                    period=five_minutes,
+                    statistic="Sum",
+                ),
+                "the API answered 5xx",
+            ),
+        }
+        for logical_id in ("APIHandler", "IngestUpload", "JobsWorker", "Sweep"):
+            metrics[f"{logical_id}ErrorsAlarm"] = (
+                cloudwatch.Metric(
+                    namespace="AWS/Lambda",
+                    metric_name="Errors",
+                    dimensions_map={"FunctionName": self.api.get_resource(logical_id).ref},
+                    period=five_minutes,
+                    statistic="Sum",
+                ),
+                f"the {logical_id} function failed (crash, timeout or out of memory)",
+            )
+        for construct_id, (metric, description) in metrics.items():
+            alarm = metric.create_alarm(
+                self,
+                construct_id,
+                alarm_description=description,
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+            alarm.add_alarm_action(notify)
+        return topic
+
+    def _api_name(self) -> str:
+        """The REST API's name, the stack's (`dicomweb-{stage}`): the title of its OpenAPI
+        body, which names it; Chalice's is the app's, the same for every stage of an account,
+        whose metrics (by API name) would then be mixed."""
+        self.api.get_resource("RestAPI").add_property_override(
+            "DefinitionBody.info.title", self.stack_name
+        )
+        return self.stack_name
+
     def _gateway_responses(self) -> None:
         """API Gateway's own answers in our shape: JSON `{Status, Message}` with CORS."""
         rest_api_id = self.api.get_resource("RestAPI").ref
@@ -491,7 +601,7 @@ class DicomWebStack(cdk.Stack):
             "DicomWebRoot",
             description="The DICOMweb root: point OHIF or dicomweb-client here",
             value=f"https://{rest_api_id}.execute-api.{self.region}.{self.url_suffix}"
-            "/api/dicom-web",
+            f"/{API_STAGE}/dicom-web",
         )
         if self.sign_in is not None:
             cdk.CfnOutput(self, "UserPoolId", value=self.sign_in.pool.user_pool_id)
@@ -502,6 +612,18 @@ class DicomWebStack(cdk.Stack):
                 value=self.sign_in.viewer_client.user_pool_client_id,
             )
             cdk.CfnOutput(self, "SignInDomain", value=self.sign_in.domain.base_url())
+        cdk.CfnOutput(
+            self,
+            "AlarmTopicArn",
+            description="subscribe to be told of failed uploads, function errors and API 5xx",
+            value=self.alarms.topic_arn,
+        )
+        cdk.CfnOutput(
+            self,
+            "FailedEventsQueueUrl",
+            description="asynchronous invocations that failed every retry, kept 14 days",
+            value=self.failed_events.queue_url,
+        )
         cdk.CfnOutput(self, "BucketName", value=self.blobs.bucket_name)
         cdk.CfnOutput(self, "TableName", value=self.index.table_name)
         cdk.CfnOutput(

@@ -46,7 +46,8 @@ EXPECTED_ACTIONS = {
         "secretsmanager:GetSecretValue",
         "secretsmanager:DeleteSecret",
     },
-    "UploadIngestRole": STORAGE_ACTIONS,
+    # An event that failed every retry goes to the FailedEvents queue.
+    "UploadIngestRole": STORAGE_ACTIONS | {"sqs:SendMessage"},
     # jobs.handle_worker_event: a long job goes on in a new execution (start_execution).
     "JobsWorkerRole": STORAGE_ACTIONS | {"secretsmanager:GetSecretValue", "states:StartExecution"},
     # app.sweep: server/delete.finish_pending_deletes and ingest.remove_interrupted_writes
@@ -62,6 +63,7 @@ EXPECTED_ACTIONS = {
         "dynamodb:DeleteItem",
         "dynamodb:BatchWriteItem",
         "states:DescribeExecution",
+        "sqs:SendMessage",
         "logs:CreateLogStream",
         "logs:PutLogEvents",
     },
@@ -215,7 +217,9 @@ def test_roles_allow_exactly_the_calls_of_the_code_on_named_resources(
         for resource in resources:
             assert isinstance(resource, dict), f"{role}: {resource!r} is not this stack's"
             referenced = json.dumps(resource)
-            assert any(n in referenced for n in ("Blobs", "Index", "Logs", "Jobs")), resource
+            assert any(
+                n in referenced for n in ("Blobs", "Index", "Logs", "Jobs", "FailedEvents")
+            ), resource
         actions = statement["Action"]
         for action in actions if isinstance(actions, list) else [actions]:
             granted.setdefault(action, []).extend(resources)
@@ -350,3 +354,51 @@ def test_every_function_ends_before_its_write_intents_count_as_interrupted(
     for name in APP_FUNCTIONS:
         timeout = template["Resources"][name]["Properties"]["Timeout"]
         assert timeout < INTERRUPTED_WRITE_AGE.total_seconds(), name
+
+
+def test_async_functions_keep_the_events_that_failed_every_retry(
+    template: dict[str, Any],
+) -> None:
+    """S3 (uploads) and EventBridge (the sweep) invoke asynchronously: once Lambda's retries
+    are spent the event goes to an encrypted queue kept 14 days, not nowhere."""
+    queue_id = logical_id(template, "AWS::SQS::Queue", "FailedEvents")
+    queue = template["Resources"][queue_id]["Properties"]
+    assert queue["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert queue["SqsManagedSseEnabled"] is True
+    configs = {
+        c["Properties"]["FunctionName"]["Ref"]: c
+        for c in resources_of_type(template, "AWS::Lambda::EventInvokeConfig").values()
+    }
+    assert set(configs) == {"IngestUpload", "Sweep"}
+    for config in configs.values():
+        properties = config["Properties"]
+        assert properties["MaximumRetryAttempts"] == 2
+        assert properties["DestinationConfig"] == {
+            "OnFailure": {"Destination": {"Fn::GetAtt": [queue_id, "Arn"]}}
+        }
+        assert any(
+            d.startswith("UploadIngestRole") or d.startswith("SweepRole")
+            for d in config["DependsOn"]
+        )
+
+
+def test_alarms_notify_the_alarm_topic(template: dict[str, Any]) -> None:
+    """A failed event, a function's errors and the API's 5xx each raise an alarm on the
+    topic; the API 5xx alarm names this stack's API (its OpenAPI title)."""
+    topic = logical_id(template, "AWS::SNS::Topic", "AlarmTopic")
+    alarms = resources_of_type(template, "AWS::CloudWatch::Alarm").values()
+    watched: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for alarm in alarms:
+        properties = alarm["Properties"]
+        assert properties["AlarmActions"] == [{"Ref": topic}]
+        assert properties["Threshold"] == 1
+        metric = watched.setdefault((properties["Namespace"], properties["MetricName"]), [])
+        metric.append({d["Name"]: d["Value"] for d in properties["Dimensions"]})
+    functions = [d["FunctionName"] for d in watched["AWS/Lambda", "Errors"]]
+    assert sorted(functions, key=str) == sorted(({"Ref": f} for f in APP_FUNCTIONS), key=str)
+    (queue,) = watched["AWS/SQS", "ApproximateNumberOfMessagesVisible"]
+    assert queue["QueueName"]["Fn::GetAtt"][0].startswith("FailedEvents")
+    (api,) = watched["AWS/ApiGateway", "5XXError"]
+    (rest_api,) = resources_of_type(template, "AWS::Serverless::Api").values()
+    title = rest_api["Properties"]["DefinitionBody"]["info"]["title"]
+    assert api == {"ApiName": title, "Stage": "api"} and title == f"dicomweb-{STAGE}"
