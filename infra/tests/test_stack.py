@@ -69,6 +69,16 @@ EXPECTED_ACTIONS = {
     },
 }
 
+LAMBDA_TRANSIENT_ERRORS = {
+    # Step Functions Developer Guide, "Handle Lambda service exceptions"
+    "Lambda.ClientExecutionTimeoutException",
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    # the account's concurrency is used up
+    "Lambda.TooManyRequestsException",
+}
+
 # cfn-lint rules not applied, each with its reason.
 CFN_LINT_IGNORED = {
     # CDK's own custom-resource providers (S3 auto-delete, bucket notifications) declare a
@@ -402,3 +412,34 @@ def test_alarms_notify_the_alarm_topic(template: dict[str, Any]) -> None:
     (rest_api,) = resources_of_type(template, "AWS::Serverless::Api").values()
     title = rest_api["Properties"]["DefinitionBody"]["info"]["title"]
     assert api == {"ApiName": title, "Stage": "api"} and title == f"dicomweb-{STAGE}"
+
+
+def test_jobs_worker_is_not_bound_by_the_api_s_29_seconds(template: dict[str, Any]) -> None:
+    """A job step fetches and stores a whole series (chalicelib/jobs.py) under Step Functions,
+    not API Gateway: the worker has Lambda's longest timeout, the API handler API Gateway's
+    29 s at most (a longer run would be answered 504 and go on for nothing)."""
+    functions = template["Resources"]
+    assert functions["JobsWorker"]["Properties"]["Timeout"] == 900
+    assert functions["APIHandler"]["Properties"]["Timeout"] <= 29
+
+
+def test_jobs_steps_retry_lambda_s_transient_errors_and_record_every_failure(
+    package_dir: Path,
+) -> None:
+    """`infra/jobs.asl.json` against the code and Step Functions' guidance ("Handle Lambda
+    service exceptions"): RunStep retries the worker's TransientJobError and Lambda's
+    transient service errors; anything else (a timeout or out of memory is Lambda.Unknown)
+    goes to MarkFailed, which records it on the job, retried on any error."""
+    from chalicelib.jobs import TransientJobError
+
+    states = json.loads((ROOT / "infra" / "jobs.asl.json").read_text())["States"]
+    tasks = {name for name, state in states.items() if state["Type"] == "Task"}
+    assert tasks == {"RunStep", "MarkFailed"}
+    (retry,) = states["RunStep"]["Retry"]
+    assert {TransientJobError.__name__, *LAMBDA_TRANSIENT_ERRORS} <= set(retry["ErrorEquals"])
+    assert states["RunStep"]["Catch"] == [
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.Failure", "Next": "MarkFailed"}
+    ]
+    (retry,) = states["MarkFailed"]["Retry"]
+    assert retry["ErrorEquals"] == ["States.ALL"] and retry["MaxAttempts"] >= 2
+    assert states[states["MarkFailed"]["Next"]]["Type"] == "Fail"
