@@ -30,6 +30,23 @@ class TranscodeError(ValueError):
     """The instance cannot be re-encoded as asked; the message names the syntax and why."""
 
 
+def _read_elements(ds: Dataset) -> None:
+    """Convert every element pydicom has left raw, so that one it cannot read is a
+    TranscodeError naming it, and writing gets each element's VR: a file whose dataset is
+    Implicit VR under an explicit-VR File Meta syntax (pydicom's SC_rgb_jpeg.dcm) kept VR None
+    on the elements not yet read, and dcmwrite raised TypeError on them."""
+    for tag in list(ds.keys()):
+        try:
+            element = ds[tag]
+        except Exception as exc:
+            raise TranscodeError(
+                f"its element ({tag.group:04X},{tag.element:04X}) cannot be read: {exc}"
+            ) from exc
+        if element.VR == "SQ":
+            for item in element.value:
+                _read_elements(item)
+
+
 def _swap_to_little_endian(ds: Dataset, bits_allocated: int = 16) -> None:
     """Byte-swap the raw values of word-based binary VRs read from a big-endian dataset
     (pydicom converts the numeric VRs itself); Pixel Data by `pixel_word_size`."""
@@ -56,6 +73,7 @@ def to_explicit_little_endian(data: bytes, transfer_syntax_uid: str) -> bytes:
             f"its transfer syntax {syntax} is not one this server knows, so it cannot be "
             "converted to Explicit VR Little Endian"
         )
+    _read_elements(ds)
     if syntax.is_compressed:
         gdcm_plugin.register()
         if "TransferSyntaxUID" not in ds.file_meta:
@@ -81,7 +99,10 @@ def to_explicit_little_endian(data: bytes, transfer_syntax_uid: str) -> bytes:
     ds.file_meta = meta
     ds.preamble = b"\0" * 128
     out = io.BytesIO()
-    dcmwrite(out, ds, implicit_vr=False, little_endian=True, force_encoding=True)
+    try:
+        dcmwrite(out, ds, implicit_vr=False, little_endian=True, force_encoding=True)
+    except Exception as exc:
+        raise TranscodeError(f"cannot be written as Explicit VR Little Endian: {exc}") from exc
     return out.getvalue()
 
 

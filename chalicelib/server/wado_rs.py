@@ -126,7 +126,10 @@ def transcode_part(
                 # A lossy (or undecodable) source as stored: §8.7.3.4 Note 2.
                 syntax = stored
             else:
-                raise NotAcceptable(str(exc)) from None
+                raise NotAcceptable(
+                    f"instance {file.sop_uid} is stored as {stored}: {exc}; ask for "
+                    "transfer-syntax=* to get it as stored"
+                ) from None
     else:
         from chalicelib.dicom.transcode import to_transfer_syntax
 

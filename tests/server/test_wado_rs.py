@@ -100,6 +100,45 @@ def test_retrieve_instance_default_is_explicit_little_endian(
         _assert_same_dataset(body, item)
 
 
+def test_retrieve_instance_whose_dataset_is_not_in_its_file_meta_syntax(
+    client: Client, context: Context
+) -> None:
+    """pydicom's SC_rgb_jpeg.dcm: its File Meta says JPEG Baseline (explicit VR), its dataset is
+    Implicit VR. Sent as Explicit VR Little Endian it was a 500: pydicom wrote the elements it
+    had not converted yet without a VR ("encoding without a string argument")."""
+    item = next(f for f in storable() if f.name == "SC_rgb_jpeg.dcm")
+    store_instance(context, item.data)
+    response = client.http.get(
+        _instance_path(item), headers={"Accept": 'multipart/related; type="application/dicom"'}
+    )
+    assert response.status_code == 200, response.body[:300]
+    ((headers, body),) = parts_of(response)
+    assert headers["content-type"].endswith(EXPLICIT_VR_LITTLE_ENDIAN)
+    back, source = dcmread(io.BytesIO(body)), dcmread(io.BytesIO(item.data))
+    assert back.ImageType == source.ImageType
+    assert back.pixel_array.shape == source.pixel_array.shape
+
+
+def test_retrieve_instance_with_an_unreadable_element(client: Client, context: Context) -> None:
+    """A big-endian file whose AcquisitionTime has a VR pydicom does not know is stored (the
+    store reads only the attributes it indexes) and was a 500 on every retrieve that converts
+    it: as stored on `transfer-syntax=*` (Big Endian is not sent converted when it cannot be),
+    406 naming the element otherwise."""
+    item = next(f for f in storable() if f.name == "MR_small_bigendian.dcm")
+    data = item.data.replace(b"\x00\x08\x00\x32TM", b"\x00\x08\x00\x32T\xb6", 1)
+    assert data != item.data
+    assert store_instance(context, data).status == "stored"
+    as_stored = client.http.get(_instance_path(item), headers={"Accept": ANY})
+    ((headers, body),) = parts_of(as_stored)
+    assert body == data
+    assert headers["content-type"].endswith("1.2.840.10008.1.2.2")
+    default = client.http.get(
+        _instance_path(item), headers={"Accept": 'multipart/related; type="application/dicom"'}
+    )
+    assert default.status_code == 406
+    assert "(0008,0032)" in json_of(default)["Message"]
+
+
 def test_retrieve_instance_lossy_source_as_stored_when_undecodable(
     client: Client, context: Context
 ) -> None:
