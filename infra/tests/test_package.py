@@ -4,8 +4,10 @@ holding the runtime's dependencies only, within Lambda's size quotas."""
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 import zipfile
+from pathlib import Path
 from typing import Any
 
 from conftest import PACKAGE
@@ -137,3 +139,28 @@ def test_package_fits_lambda_s_code_quotas() -> None:
         unzipped = sum(info.file_size for info in archive.infolist())
     assert PACKAGE.stat().st_size < 50 * 1024 * 1024  # direct upload (chalice deploy)
     assert unzipped < UNZIPPED_LIMIT
+
+
+def test_package_leaves_out_what_the_app_never_imports(package_dir: Path) -> None:
+    """Dependencies' test suites and type stubs at any depth, and Pillow's AVIF codec
+    (infra/packaging.py NOT_NEEDED_ON_LAMBDA); AVIF is then reported unsupported, not
+    failing, and the formats the app renders remain."""
+    left = [
+        name
+        for name in _names()
+        if not name.startswith(("app.py", "chalicelib/", "chalice/"))
+        and (re.search(r"(^|/)tests?/", name) or name.endswith(".pyi") or "avif" in name.lower())
+    ]
+    assert left == [name for name in left if name.endswith("AvifImagePlugin.pyc")]
+    probe = (
+        "import sys; sys.path.insert(0, '.'); from PIL import features, AvifImagePlugin; "
+        "print(AvifImagePlugin.SUPPORTED, features.check('jpg'), features.check('zlib'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", probe],
+        cwd=package_dir,
+        env={"PYTHONNOUSERSITE": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.stdout.split() == ["False", "True", "True"], result.stderr
