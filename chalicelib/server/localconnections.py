@@ -382,12 +382,18 @@ class HeadReader:
 class WorkerPool:
     """At most `size` threads, started as needed, that each run `work` on one ready request
     at a time, oldest first; a request that finds them all busy waits for one, unless
-    `urgent` says that a busy thread waits for it: that one runs in a thread of its own."""
+    `urgent` says that a busy thread waits for it: that one runs in a thread of its own.
+
+    `work` may return what is left to do once its thread counts as idle (the connection
+    handed back to the head reader): a client's next request, arriving meanwhile, then goes
+    to that thread. When the thread handed it back while still busy, that request started
+    a thread more; a thread's allocations go to its own glibc arena, which keeps what it
+    freed, and the benchmark's peak RSS varied 155-205 MiB with when that happened."""
 
     def __init__(
         self,
         size: int,
-        work: Callable[..., None],
+        work: Callable[..., Callable[[], None] | None],
         urgent: Callable[..., bool] = lambda *job: False,
     ) -> None:
         self.size = size
@@ -404,7 +410,7 @@ class WorkerPool:
             saturated = self._threads >= self.size and self._idle <= len(self._ready)
         if saturated and self._urgent(*job):
             threading.Thread(
-                target=self._work, args=job, name="urgent-request", daemon=True
+                target=self._run_once, args=job, name="urgent-request", daemon=True
             ).start()
             return
         with self._changed:
@@ -434,23 +440,37 @@ class WorkerPool:
     def _run(self) -> None:
         """Run jobs until the pool closes. A job whose `work` raises is logged, and the thread
         goes on: it ended uncounted, and a pool of 1 left every later request waiting."""
+        after: Callable[[], None] | None = None
         try:
             while True:
                 with self._changed:
                     self._idle += 1
+                if after is not None:
+                    self._safely(after)
+                with self._changed:
                     while not self._ready and not self._closing:
                         self._changed.wait()
                     self._idle -= 1
                     if self._closing:
                         return
                     job = self._ready.popleft()
-                try:
-                    self._work(*job)
-                except Exception:
-                    log.exception("a request's worker failed; it takes the next request")
+                after = self._safely(self._work, *job)
         finally:
             with self._changed:
                 self._threads -= 1
+
+    def _run_once(self, *job: Any) -> None:
+        after = self._safely(self._work, *job)
+        if after is not None:
+            self._safely(after)
+
+    @staticmethod
+    def _safely(action: Callable[..., Any], *job: Any) -> Any:
+        try:
+            return action(*job)
+        except Exception:
+            log.exception("a request's worker failed; it takes the next request")
+            return None
 
 
 def opened_by_this_process(connection: socket.socket, address: Any) -> bool:

@@ -43,6 +43,7 @@ import contextlib
 import ctypes
 import dataclasses
 import errno
+import functools
 import io
 import ipaddress
 import logging
@@ -52,6 +53,7 @@ import socket
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
@@ -214,19 +216,22 @@ class DicomWebHTTPServer(ThreadedHTTPServer):
         one of them waits for it (`localconnections.opened_by_this_process`)."""
         return opened_by_this_process(connection, address)
 
-    def _answer(self, connection: socket.socket, address: Any, received: bytes) -> None:
+    def _answer(
+        self, connection: socket.socket, address: Any, received: bytes
+    ) -> Callable[[], None] | None:
         """Handle the request whose head (`received`) has arrived, and those pipelined after
-        it; then close the connection, or wait for its next request in the head reader."""
+        it; then close the connection, or give what makes it wait for its next request in
+        the head reader (`WorkerPool` runs it once the thread counts as idle)."""
         try:
             handler = self.RequestHandlerClass(connection, address, self, received=received)
         except Exception:
             self.handle_error(connection, address)
             self.shutdown_request(connection)
-            return
+            return None
         if handler.close_connection:
             self.shutdown_request(connection)
-        else:
-            self.heads.add(connection, address, handler.left)
+            return None
+        return functools.partial(self.heads.add, connection, address, handler.left)
 
     def server_close(self) -> None:
         if self.sweep is not None:

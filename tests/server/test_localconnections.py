@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
@@ -399,3 +400,27 @@ def test_a_request_of_the_server_to_itself_runs_with_every_worker_busy(tmp_path:
         )
     assert answer.status_code == 200, answer.text
     assert len(answer.json()) == 1
+
+
+def test_worker_pool_gives_a_connections_next_request_to_the_same_thread() -> None:
+    """`work` returns the hand-back of its connection, which the pool runs once the thread
+    counts as idle: the next request, arriving at once, goes to that thread. Handed back
+    while the thread was still busy, it started a thread more (a glibc arena more, which
+    keeps what it frees: the benchmark's peak RSS varied 155-205 MiB)."""
+    threads: list[int] = []
+    finished = threading.Event()
+
+    def work(name: str) -> Callable[[], None] | None:
+        threads.append(threading.get_ident())
+        if name == "first":
+            return lambda: pool.submit("next")
+        finished.set()
+        return None
+
+    pool = WorkerPool(4, work)
+    try:
+        pool.submit("first")
+        assert finished.wait(10), "the next request never ran"
+    finally:
+        pool.close()
+    assert len(threads) == 2 and threads[0] == threads[1], threads
