@@ -181,6 +181,9 @@ class Settings:
     """Steps a job's Step Functions execution runs before the job goes on in a fresh one
     (`DicomWeb.JobsStepsPerExecution`): a Standard workflow's history stops at 25,000 events,
     about 7 a step (more with retries)."""
+    jobs_history_size: int = 10
+    """Finished jobs (Success or Failure) kept, the latest ended; an older one is deleted,
+    its record and its blobs, when a job ends (Orthanc's `JobsHistorySize`, top level)."""
     jobs_state_machine_arn: str = ""
     """The Step Functions state machine that runs jobs on AWS (env `JOBS_STATE_MACHINE_ARN`)."""
 
@@ -252,6 +255,7 @@ _TOP_LEVEL_KEYS = {
     "HttpsVerifyPeers": "https_verify_peers",
     "HttpsCACertificates": "https_ca_certificates",
     "HttpProxy": "http_proxy",
+    "JobsHistorySize": "jobs_history_size",
 }
 _ENV_KEYS = {
     "BACKEND": "backend",
@@ -283,6 +287,7 @@ _AT_LEAST_ONE = frozenset(
         "stow_max_instances",
         "http_timeout",
         "jobs_steps_per_execution",
+        "jobs_history_size",
         "http_threads_count",
         "request_head_timeout",
     }

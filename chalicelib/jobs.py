@@ -126,6 +126,8 @@ def advance(ctx: Context, job_id: str) -> bool:
         # Running: a bookkeeping save (a new execution recorded by `_start` after this step
         # read the job): the step runs again.
         return ctx.jobs.get(job_id).state != "Running"
+    if done:
+        forget_old_jobs(ctx, job_id)
     return done
 
 
@@ -143,7 +145,48 @@ def _save_failure(ctx: Context, job: JobRecord, message: str, code: int) -> bool
         ctx.jobs.save(_failed(job, message, code))
     except (Conflict, NotFound):
         return False
+    forget_old_jobs(ctx, job.id)
     return True
+
+
+def forget_old_jobs(ctx: Context, ended: str) -> None:
+    """Delete the finished jobs (Success, Failure) past `JobsHistorySize`, those that ended
+    first, as Orthanc drops them from its history; never the job that just `ended`, never one
+    that is not finished (one resubmitted meanwhile is saved since it was read: Conflict, kept).
+    Housekeeping after a job's end is saved: a failure is logged, never the job's."""
+    try:
+        finished = sorted(
+            (job for job in ctx.jobs.list() if job.state in TERMINAL and job.id != ended),
+            key=lambda job: job.completion_time,
+        )
+        for job in finished[: max(0, len(finished) + 1 - ctx.settings.jobs_history_size)]:
+            try:
+                _remove(ctx, job)
+            except (Conflict, NotFound):
+                continue
+    except Exception:  # the job's end stands whatever happens to older jobs
+        log.exception("job %s: older finished jobs could not be deleted", ended)
+
+
+def _remove(ctx: Context, job: JobRecord) -> None:
+    """Delete the job's record (if still the version read), then its blobs: a crash between
+    leaves blobs no record points to, never a record without its list."""
+    ctx.jobs.delete(job)
+    ctx.blobs.delete_prefix(f"jobs/{job.id}/")
+
+
+def delete(ctx: Context, job_id: str) -> None:
+    """Success or Failure → gone, with its blobs; one that has not ended must be canceled
+    first (Orthanc's `DELETE /jobs/{id}`, 1.12.2)."""
+    while True:
+        job = _change(ctx, job_id, TERMINAL, "delete")
+        try:
+            _remove(ctx, job)
+        except Conflict:  # resubmitted meanwhile: its state is checked again
+            continue
+        except NotFound:  # deleted meanwhile
+            return
+        return
 
 
 def fail(ctx: Context, job_id: str, message: str, code: int = NETWORK_PROTOCOL) -> None:
@@ -261,6 +304,7 @@ def cancel(ctx: Context, job_id: str) -> None:
         return job
 
     ctx.job_runner.stop(_save_change(ctx, job_id, canceled))
+    forget_old_jobs(ctx, job_id)
 
 
 def pause(ctx: Context, job_id: str) -> None:

@@ -88,6 +88,7 @@ def test_load_settings_aws_defaults_stow_limit() -> None:
             {"DICOMWEB_CONFIG": '{"DicomWeb": {"JobsStepsPerExecution": 3000}}'},
             "DicomWeb.JobsStepsPerExecution must be 1 to 2500 .* not 3000",
         ),
+        ({"DICOMWEB_CONFIG": '{"JobsHistorySize": 0}'}, "JobsHistorySize must be 1 or more"),
     ],
 )
 def test_load_settings_rejects_bad_values(env: dict[str, str], message: str) -> None:
@@ -102,6 +103,11 @@ def test_load_settings_viewer_template_rejected(template: str) -> None:
     config = json.dumps({"DicomWeb": {"ViewerUrlTemplate": template}})
     with pytest.raises(ConfigError, match="ViewerUrlTemplate"):
         load_settings({"DICOMWEB_CONFIG": config})
+
+
+def test_load_settings_jobs_history_size_at_the_top_level_as_orthanc() -> None:
+    assert load_settings({}).jobs_history_size == 10
+    assert load_settings({"DICOMWEB_CONFIG": '{"JobsHistorySize": 50}'}).jobs_history_size == 50
 
 
 def test_load_settings_viewer_template() -> None:

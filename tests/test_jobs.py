@@ -268,3 +268,52 @@ def test_stow_job_lists_no_instances(context: Context, client: Client) -> None:
     response = client.http.get(f"/dicom-web/jobs/{job.id}/instances")
     assert response.status_code == 400
     assert "only a retrieve" in json.loads(response.body)["Message"]
+
+
+def _failed_job(ctx: Context) -> JobRecord:
+    """A retrieve job run to its end: Failure, its server is unknown; with a blob of its list."""
+    job = jobs.new_job(jobs.RETRIEVE, "unknown", {"Uri": "/studies"}, {}, 0)
+    ctx.jobs.create(job)
+    ctx.blobs.put(f"jobs/{job.id}/list/0.json", b"[]", "application/json")
+    ended = jobs.run_inline(ctx, job.id)
+    assert ended.state == "Failure", ended
+    return ended
+
+
+def test_finished_jobs_past_jobs_history_size_are_deleted_with_their_blobs(
+    backend: str, tmp_path: Path
+) -> None:
+    """Records and blobs of finished jobs stayed for ever. With JobsHistorySize 3, after six
+    ended, the three that ended last are kept; jobs not finished never go, however old."""
+    ctx = make_context(backend, tmp_path, jobs_history_size=3)
+    waiting = []
+    for state in ("Paused", "Running", "Pending"):
+        job = jobs.new_job(jobs.STOW, "unknown", {"Resources": []}, {}, 0)
+        job.state = state
+        ctx.jobs.create(job)
+        waiting.append(job.id)
+    ended = [_failed_job(ctx).id for _ in range(6)]
+    assert [job.id for job in ctx.jobs.list()] == waiting + ended[3:]
+    for job_id in ended:
+        assert ctx.blobs.exists(f"jobs/{job_id}/list/0.json") == (job_id in ended[3:])
+
+
+def test_delete_job_removes_a_finished_job_and_refuses_one_not_ended(
+    context: Context, client: Client
+) -> None:
+    """Orthanc's DELETE /jobs/{id} (1.12.2): a finished job and its blobs go (an empty 200);
+    one that has not ended is kept (400, cancel it first); an unknown id is 404."""
+    job = _failed_job(context)
+    response = client.http.delete(f"/dicom-web/jobs/{job.id}")
+    assert (response.status_code, response.body) == (200, b"")
+    assert client.http.get(f"/dicom-web/jobs/{job.id}").status_code == 404
+    assert not context.blobs.exists(f"jobs/{job.id}/list/0.json")
+    assert client.http.delete(f"/dicom-web/jobs/{job.id}").status_code == 404
+
+    paused = jobs.new_job(jobs.STOW, "unknown", {"Resources": []}, {}, 0)
+    paused.state = "Paused"
+    context.jobs.create(paused)
+    response = client.http.delete(f"/dicom-web/jobs/{paused.id}")
+    assert response.status_code == 400
+    assert "Paused" in json.loads(response.body)["Message"]
+    assert context.jobs.get(paused.id).state == "Paused"

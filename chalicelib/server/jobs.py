@@ -1,7 +1,8 @@
 """The job API in Orthanc's shape (`GET /jobs`, `/jobs/{id}`, `POST /jobs/{id}/cancel|pause|
-resume|resubmit`), served under the DICOMweb root: `{root}/jobs/{id}`. Orthanc serves it at
-its REST root; the `Path` our asynchronous calls answer (`.././../jobs/{id}`, Orthanc's string)
-resolves to ours. Every route is `admin`."""
+resume|resubmit`, `DELETE /jobs/{id}`) and a retrieve job's list (`GET /jobs/{id}/instances`),
+served under the DICOMweb root: `{root}/jobs/{id}`. Orthanc serves it at its REST root; the
+`Path` our asynchronous calls answer (`.././../jobs/{id}`, Orthanc's string) resolves to ours.
+Every route is `admin`."""
 
 from __future__ import annotations
 
@@ -31,6 +32,16 @@ def list_jobs(request: WebRequest) -> WebResponse:
 @service.route("/jobs/{job_id}", "GET", scope="admin")
 def get_job(request: WebRequest, job_id: str) -> WebResponse:
     return json_response(jobs.orthanc_view(request.context, _job(request, job_id)))
+
+
+@service.route("/jobs/{job_id}", "DELETE", scope="admin")
+def delete_job(request: WebRequest, job_id: str) -> WebResponse:
+    """Orthanc's "Delete a job from history" (1.12.2): a finished job (Success or Failure)
+    and its instance list, answering an empty body; 400 for one that has not ended (cancel it
+    first). The instances it stored stay."""
+    _job(request, job_id)
+    jobs.delete(request.context, job_id)
+    return WebResponse(200, b"", {}, "text/plain")
 
 
 MAX_INSTANCES_PAGE = 10_000

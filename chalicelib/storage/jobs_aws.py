@@ -102,6 +102,22 @@ class DynamoJobStore:
             raise
         return saved
 
+    def delete(self, job: JobRecord) -> None:
+        try:
+            self._client.delete_item(
+                TableName=self._table,
+                Key=_key(job.id),
+                ConditionExpression="version = :v",
+                ExpressionAttributeValues={":v": {"N": str(job.version)}},
+            )
+        except ClientError as e:
+            if error_code(e) in _THROTTLED:
+                raise OutOfResources(f"DynamoDB is throttling job writes ({error_code(e)})") from e
+            if error_code(e) != "ConditionalCheckFailedException":
+                raise
+            self.get(job.id)  # NotFound when gone
+            raise Conflict(f"job {job.id} was changed meanwhile") from e
+
 
 class StepFunctionsJobRunner:
     """Runs a job as one execution of the jobs state machine."""

@@ -96,6 +96,17 @@ class SqliteJobStore:
             raise Conflict(f"job {job.id} was changed meanwhile")
         return saved
 
+    def delete(self, job: JobRecord) -> None:
+        with self._lock:
+            deleted = self._db.execute(
+                "DELETE FROM jobs WHERE id = ? AND version = ?", (job.id, job.version)
+            ).rowcount
+            exists = self._db.execute("SELECT 1 FROM jobs WHERE id = ?", (job.id,)).fetchone()
+        if not deleted and not exists:
+            raise NotFound(f"job {job.id} not found")
+        if not deleted:
+            raise Conflict(f"job {job.id} was changed meanwhile")
+
 
 class ThreadJobRunner:
     """Runs queued jobs in daemon threads, highest priority first, one step at a time (so a

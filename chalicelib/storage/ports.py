@@ -467,6 +467,10 @@ class JobStore(Protocol):
         """Replace the job if the stored version is still `job.version`; return it with the
         version bumped; raise Conflict when someone saved it meanwhile, NotFound when gone."""
 
+    def delete(self, job: JobRecord) -> None:
+        """Remove the job if the stored version is still `job.version`; raise Conflict when
+        someone saved it meanwhile, NotFound when gone."""
+
 
 class JobRunner(Protocol):
     """Runs jobs step by step somewhere (threads locally, Step Functions on AWS). A runner

@@ -81,3 +81,26 @@ def test_save_from_stale_copy_is_conflict(job_store: JobStore) -> None:
 def test_save_missing_is_not_found(job_store: JobStore) -> None:
     with pytest.raises(NotFound):
         job_store.save(job("gone"))
+
+
+def test_delete_removes_only_that_job(job_store: JobStore) -> None:
+    job_store.create(job("a"))
+    job_store.create(job("b"))
+    job_store.delete(job_store.get("a"))
+    with pytest.raises(NotFound):
+        job_store.get("a")
+    assert [j.id for j in job_store.list()] == ["b"]
+
+
+def test_delete_from_stale_copy_is_conflict_and_keeps_the_job(job_store: JobStore) -> None:
+    job_store.create(job())
+    stale = job_store.get("job-1")
+    job_store.save(dataclasses.replace(stale, state="Pending"))  # e.g. resubmitted meanwhile
+    with pytest.raises(Conflict):
+        job_store.delete(stale)
+    assert job_store.get("job-1").version == 1
+
+
+def test_delete_missing_is_not_found(job_store: JobStore) -> None:
+    with pytest.raises(NotFound):
+        job_store.delete(job("gone"))
