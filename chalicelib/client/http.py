@@ -14,6 +14,9 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 from chalicelib.client.registry import RemoteServer
 from chalicelib.errors import BadRequest
 
+READ_SIZE = 256 * 1024
+"""Bytes read from a remote's streamed answer at a time."""
+
 
 class RemoteError(Exception):
     """A remote call failed: refused, timed out, answered 4xx/5xx or something unreadable.

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
-from chalicelib.client.http import RemoteError
+from chalicelib.client.http import READ_SIZE, RemoteError
 from chalicelib.client.session import RemoteClient
 from chalicelib.context import Context
 from chalicelib.dicom.jsonmodel import json_value
@@ -42,8 +42,6 @@ from chalicelib.ingest import store_instance
 from chalicelib.storage.ports import JobRecord
 
 MB = 1024 * 1024
-READ_SIZE = 256 * 1024
-"""Bytes read from a remote's answer at a time."""
 
 
 def retrieve_step(

@@ -10,17 +10,23 @@ answers a secret: servers are shown through `registry.public_view`. Asynchronous
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from chalicelib import jobs
 from chalicelib.client import proxy
-from chalicelib.client.http import RemoteError, remote_url
+from chalicelib.client.http import READ_SIZE, RemoteError, remote_url
 from chalicelib.client.registry import public_view
 from chalicelib.client.resources import limit_job_resources, resolve_resources, uid_path
 from chalicelib.errors import BadGateway, BadRequest, DicomWebError, PayloadTooLarge
-from chalicelib.server.delivery import deliver
+from chalicelib.server.delivery import StreamedBody, deliver
 from chalicelib.server.http import Service, WebRequest, WebResponse, json_response, warning_header
 from chalicelib.storage.ports import JobRecord
+
+if TYPE_CHECKING:
+    from requests import Response
+
+    from chalicelib.client.session import RemoteClient
 
 service = Service("servers")
 
@@ -96,12 +102,32 @@ def _remote_failed(exc: RemoteError) -> DicomWebError:
     return BadGateway(exc.message)
 
 
+class RemoteAnswer(StreamedBody):
+    """A remote's answer body as it arrives, for a transport that writes it piece by piece
+    (the local server): memory holds a read, not the answer (a remote's series)."""
+
+    def __init__(self, request: WebRequest, client: RemoteClient, response: Response) -> None:
+        self.blobs = request.context.blobs
+        self.length = None  # sent chunked: a remote's Content-Length is of encoded bytes
+        self.client = client
+        self.response = response
+
+    def pieces(self) -> Iterator[bytes]:
+        with self.response:
+            yield from self.client.chunks(self.response, READ_SIZE)
+
+    def to_bytes(self) -> bytes:
+        with self.response:
+            return b"".join(self.client.chunks(self.response, READ_SIZE))
+
+
 @service.route("/servers/{name}/get", "POST", scope="admin")
 def proxy_get(request: WebRequest, name: str) -> WebResponse:
     """The remote's answer as it is: status, body and Content-Type, in a CSP sandbox: a
-    remote's text/html or SVG shown by a browser must not run scripts in this origin. Over
-    `InlineLimit` on AWS it is a 303 to a copy in S3, as our own retrieves are: a remote's
-    series (WADO-RS) is larger than a Lambda answer (6 MB), which API Gateway made a 502."""
+    remote's text/html or SVG shown by a browser must not run scripts in this origin. Locally
+    it is passed on as it arrives (`RemoteAnswer`). Over `InlineLimit` on AWS it is a 303 to a
+    copy in S3, as our own retrieves are: a remote's series (WADO-RS) is larger than a Lambda
+    answer (6 MB), which API Gateway made a 502."""
     client, body = _client(request, name), _body(request)
     try:
         response = client.request(
@@ -109,14 +135,15 @@ def proxy_get(request: WebRequest, name: str) -> WebResponse:
             remote_url(client.server, body.get("Uri"), proxy.string_map(body, "Arguments")),
             check_status=False,
             headers=proxy.string_map(body, "HttpHeaders"),
+            stream=True,
         )
+        answer = RemoteAnswer(request, client, response)
+        content: bytes | StreamedBody = answer if request.streams else answer.to_bytes()
     except RemoteError as exc:
         raise _remote_failed(exc) from None
     content_type = response.headers.get("content-type", "application/octet-stream")
     headers = {"Content-Security-Policy": "sandbox"}
-    return deliver(
-        request, WebResponse(response.status_code, response.content, headers, content_type)
-    )
+    return deliver(request, WebResponse(response.status_code, content, headers, content_type))
 
 
 @service.route("/servers/{name}/qido", "POST", scope="admin")
