@@ -68,7 +68,7 @@ deploy: synth  ## the stack on the account of the environment (credentials, AWS_
 	$(CDK_CLI) bootstrap --app build/cdk.out
 	$(CDK_CLI) deploy --app build/cdk.out --require-approval never $(STAGE)
 
-destroy:  ## delete the stack (aws and prod keep their bucket and table)
+destroy: synth  ## delete the stack (aws and prod keep their bucket and table)
 	$(CDK_CLI) destroy --app build/cdk.out --force $(STAGE)
 
 lint: $(VENV)/.installed

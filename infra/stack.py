@@ -629,7 +629,7 @@ class DicomWebStack(cdk.Stack):
         cdk.CfnOutput(
             self,
             "ApiHandlerRoleArn",
-            description="iam_role_arn for `chalice deploy` onto this stack's resources",
+            description="iam_role_arn for a Chalice stage deployed onto this stack's resources",
             value=self.api_role.role_arn,
         )
 

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +74,22 @@ def test_package_is_the_stage_s(package_dir: Path) -> None:
     expected = _chalice_stage(STAGE)["environment_variables"]
     assert env["DICOMWEB_CONFIG"] == expected["DICOMWEB_CONFIG"]
     assert sam["Resources"]["RestAPI"]["Properties"]["StageName"] == "api"
+
+
+@pytest.mark.parametrize("target", ["deploy", "destroy"])
+def test_deploy_and_destroy_synthesize_the_stage_first(target: str) -> None:
+    """`cdk deploy` and `cdk destroy` find the stack by its id (the stage) in build/cdk.out,
+    which holds the last stage synthesized only: each synthesizes its own stage first."""
+    result = subprocess.run(
+        ["make", "-n", "-B", "-o", ".venv-infra/.installed", target, "STAGE=aws", "CDK_CLI=cdk"],
+        cwd=ROOT,
+        env={**os.environ, "MAKEFLAGS": ""},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # -n: printed, not run; -B: as if the stage's template were out of date
+    commands = result.stdout.splitlines()
+    synth = next(i for i, c in enumerate(commands) if "-m infra.app" in c)
+    run = next(i for i, c in enumerate(commands) if c.startswith(f"cdk {target} "))
+    assert "STAGE=aws" in commands[synth] and synth < run
