@@ -17,7 +17,12 @@ from chalice.test import Client
 from pydicom.uid import generate_uid
 
 from chalicelib import jobs
-from chalicelib.dicom.multipart import iter_multipart, parse_media_type, split_multipart
+from chalicelib.dicom.multipart import (
+    encode_multipart,
+    iter_multipart,
+    parse_media_type,
+    split_multipart,
+)
 from chalicelib.server.api import create_app
 from tests.client.loopback import answer, loopback_server
 from tests.client.test_two_servers import rewrite, store
@@ -142,3 +147,38 @@ def test_proxy_get_passes_a_series_on_as_it_arrives(
     assert digests == [hashlib.sha256(part.body).digest() for part in parts]
     assert len(digests) == SERIES_INSTANCES
     assert peak < PEAK_BOUND, f"peak {peak / 2**20:.1f} MB"
+
+
+def test_retrieve_answer_broken_off_mid_part_is_transient_and_keeps_the_parts_before(
+    tmp_path: Path,
+) -> None:
+    """A remote that closes the connection inside its second part (read as it arrives): the
+    first part is stored, the step is tried again as a transient failure (not a defect's
+    'internal error'), then the job fails saying the answer broke off."""
+    slice_ = testdata("2020-08-12-Christopher.dcm").read_bytes()
+    study, series = generate_uid(), generate_uid()
+    first, second = (rewrite(slice_, study, series, generate_uid()) for _ in range(2))
+    parts = [({"Content-Type": "application/dicom"}, i.data) for i in (first, second)]
+    body = encode_multipart(parts, "XX")
+    asked: list[str] = []
+
+    def do_get(handler: BaseHTTPRequestHandler) -> None:
+        asked.append(handler.path)
+        handler.send_response(200)
+        handler.send_header(
+            "Content-Type", 'multipart/related; type="application/dicom"; boundary=XX'
+        )
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body[: len(body) * 3 // 4])
+        handler.close_connection = True
+
+    with loopback_server(do_get) as origin:
+        ctx = make_context("local", tmp_path, servers={"odd": [f"{origin}/dicom-web/"]})
+        job = jobs.new_job(jobs.RETRIEVE, "odd", {"Uri": "/studies/1.2.3"}, {}, 0)
+        ctx.jobs.create(job)
+        ended = jobs.run_inline(ctx, job.id)
+    assert ended.state == "Failure"
+    assert "the answer broke off" in ended.error_description, ended.error_description
+    assert len(asked) == 1 + len(jobs.LOCAL_RETRY_DELAYS)
+    assert [i.sop_uid for i in ctx.index.list_instances(study)] == [first.sop]
