@@ -308,7 +308,8 @@ def array_bytes(array: np.ndarray) -> bytes:
 def encode_frame(
     array: np.ndarray, module: PixelModule, photometric: str, transfer_syntax: str
 ) -> bytes:
-    """One frame encoded losslessly in `transfer_syntax` (one of ENCODABLE_SYNTAXES)."""
+    """One frame encoded losslessly in `transfer_syntax` (one of ENCODABLE_SYNTAXES), as bytes
+    (the JPEG-LS encoder returns a bytearray, which a single part answer cannot carry)."""
     from pydicom.pixels import get_encoder
 
     if transfer_syntax not in ENCODABLE_SYNTAXES:
@@ -320,6 +321,6 @@ def encode_frame(
         options["use_mct"] = False
     try:
         with one_encoder_at_a_time(transfer_syntax):
-            return get_encoder(transfer_syntax).encode(array, **options)
+            return bytes(get_encoder(transfer_syntax).encode(array, **options))
     except Exception as exc:
         raise PixelError(f"cannot encode the frame as {transfer_syntax}: {exc}") from exc

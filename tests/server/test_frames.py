@@ -213,6 +213,34 @@ def test_retrieve_frames_single_part(context: Context) -> None:
 
 
 @pytest.mark.parametrize(
+    ("media_type", "syntax"),
+    [
+        ("image/jls", "1.2.840.10008.1.2.4.80"),
+        ("image/dicom-rle", "1.2.840.10008.1.2.5"),
+        ("image/jp2", "1.2.840.10008.1.2.4.90"),
+        ("application/octet-stream", "1.2.840.10008.1.2.4.80"),
+    ],
+)
+def test_retrieve_frames_single_part_reencoded(
+    context: Context, media_type: str, syntax: str
+) -> None:
+    """A frame re-encoded for a single part answer is the same bitstream as the multipart
+    part. JPEG-LS was a 500: its encoder returns a bytearray, which Chalice took for a JSON
+    body ("Object of type bytearray is not JSON serializable")."""
+    [(_, result)] = store_all(context, [TESTDATA / J50])
+    accept = f"{media_type}; transfer-syntax={syntax}"
+    with Client(create_app(lambda: context)) as client:
+        one = get(client, f"{instance_path(result)}/frames/1", accept)
+        multi = get(
+            client, f"{instance_path(result)}/frames/1", f"multipart/related; type={accept}"
+        )
+    assert one.status_code == 200, one.body[:300]
+    assert one.headers["Content-Type"] == accept
+    [(_, body)] = parts_of(multi)
+    assert one.body == body
+
+
+@pytest.mark.parametrize(
     "accept",
     [
         'multipart/related; type="image/gif"',
