@@ -146,8 +146,8 @@ class LambdaTask:
     app: ModuleType
     bucket: str
     credentials: dict[str, dict[str, str]]
-    """Access keys per role (ApiHandlerRole, UploadIngestRole, SweepRole), and `admin` for
-    set-up."""
+    """Access keys per role (ApiHandlerRole, UploadIngestRole, JobsWorkerRole, SweepRole), and
+    `admin` for set-up."""
     monkeypatch: pytest.MonkeyPatch
 
     def as_role(self, role: str) -> None:
@@ -204,7 +204,7 @@ def lambda_task(template: dict[str, Any], package_dir: Path) -> Iterator[LambdaT
             _create_table(admin.client("dynamodb"), table, table_properties)
             arns = {logical_id(template, "AWS::S3::Bucket", "Blobs"): f"arn:aws:s3:::{bucket}"}
             admin_iam = admin.client("iam")
-            for role in ("ApiHandlerRole", "UploadIngestRole", "SweepRole"):
+            for role in ("ApiHandlerRole", "UploadIngestRole", "JobsWorkerRole", "SweepRole"):
                 admin_iam.create_user(UserName=role)
                 admin_iam.put_user_policy(
                     UserName=role,
@@ -670,6 +670,54 @@ def test_packaged_client_job_starts_and_stops_an_execution(
     status, _, body = invoke(lambda_task, "GET", f"/dicom-web/jobs/{job_id}")
     assert json.loads(body)["State"] == "Failure"
     assert invoke(lambda_task, "DELETE", "/dicom-web/servers/peer")[0] == 200
+
+
+def test_packaged_jobs_worker_runs_a_step_and_records_its_failure(
+    lambda_task: LambdaTask, stored: dict[str, dict[str, str]]
+) -> None:
+    """The worker Lambda on the state machine's two events, under the worker role's policy:
+    RunStep of a STOW job to a server that refuses connections reads the job, the server and
+    its password (Secrets Manager) and the study, and raises TransientJobError for the
+    state machine to retry; MarkFailed records the failure on the job."""
+    from chalicelib.context import default_context
+    from chalicelib.jobs import TransientJobError
+
+    server = {"Url": "http://127.0.0.1:9/dicom-web", "Username": "u", "Password": "secret"}
+    status, _, body = invoke(
+        lambda_task,
+        "PUT",
+        "/dicom-web/servers/refusing",
+        headers={"Content-Type": "application/json"},
+        body=json.dumps(server).encode(),
+    )
+    assert status == 200, body
+    request = {"Resources": [{"Study": stored[CT]["study"]}], "Synchronous": False}
+    status, _, body = invoke(
+        lambda_task,
+        "POST",
+        "/dicom-web/servers/refusing/stow",
+        headers={"Content-Type": "application/json"},
+        body=json.dumps(request).encode(),
+    )
+    assert status == 200, body
+    job_id = json.loads(body)["ID"]
+    execution = default_context().jobs.get(job_id).execution
+
+    lambda_task.as_role("JobsWorkerRole")
+    try:
+        with pytest.raises(TransientJobError):
+            lambda_task.app.jobs_worker({"JobId": job_id, "Execution": execution}, None)
+        cause = json.dumps({"errorMessage": "connection refused", "errorType": "TransientJobError"})
+        answer = lambda_task.app.jobs_worker(
+            {"JobId": job_id, "Error": "TransientJobError", "Cause": cause}, None
+        )
+    finally:
+        lambda_task.as_role("ApiHandlerRole")
+    assert answer == {"JobId": job_id, "Done": True, "Continued": False}
+    status, _, body = invoke(lambda_task, "GET", f"/dicom-web/jobs/{job_id}")
+    job = json.loads(body)
+    assert job["State"] == "Failure" and "connection refused" in job["ErrorDescription"], job
+    assert invoke(lambda_task, "DELETE", "/dicom-web/servers/refusing")[0] == 200
 
 
 def test_packaged_sweep_finishes_a_delete_interrupted_after_its_commit(
