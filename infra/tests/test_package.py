@@ -80,10 +80,19 @@ def _python_fits(python: str, abi: str) -> bool:
     return version == wanted if abi.startswith("cp") else abi == "abi3" and version <= wanted
 
 
-def test_checks_run_on_lambda_s_python() -> None:
-    """The package's handler and native modules are imported here and in subprocesses of
-    this interpreter: it must be the runtime's."""
+def test_checks_run_on_lambda_s_python_with_the_package_s_modules(package_dir: Path) -> None:
+    """The package's app and native modules are imported here and in subprocesses of this
+    interpreter: it must be the runtime's, and they the package's, not the venv's (`app`
+    itself is imported by test_packaged_handler, once its environment is set)."""
+    import numpy
+    import PIL.Image
+    import pydicom
+
+    import chalicelib
+
     assert sys.version_info[:2] == LAMBDA_PYTHON, sys.version
+    for module in (chalicelib, numpy, PIL.Image, pydicom):
+        assert Path(module.__file__).is_relative_to(package_dir), module
 
 
 def test_every_wheel_is_for_the_functions_runtime_and_architecture(
