@@ -443,3 +443,26 @@ def test_jobs_steps_retry_lambda_s_transient_errors_and_record_every_failure(
     (retry,) = states["MarkFailed"]["Retry"]
     assert retry["ErrorEquals"] == ["States.ALL"] and retry["MaxAttempts"] >= 2
     assert states[states["MarkFailed"]["Next"]]["Type"] == "Fail"
+
+
+def test_api_sends_every_route_of_the_table_to_the_handler(
+    template: dict[str, Any], package_dir: Path
+) -> None:
+    """API Gateway answers a path and method it does not know itself (403, which we map to
+    404): every route of the app's table on the stage's settings (HEAD beside GET) is in
+    the API's OpenAPI body, as a Lambda proxy integration of the API handler."""
+    from chalicelib.config import load_settings
+    from chalicelib.server.api import build_route_table
+
+    env = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
+    settings = load_settings({"DICOMWEB_CONFIG": env["DICOMWEB_CONFIG"]})
+    table = build_route_table(settings)
+    (api,) = resources_of_type(template, "AWS::Serverless::Api").values()
+    paths = api["Properties"]["DefinitionBody"]["paths"]
+    calls = [(route, m) for route, handlers in table.routes.items() for m in handlers]
+    calls += [(route, "HEAD") for route, handlers in table.routes.items() if "GET" in handlers]
+    assert len(calls) > 50
+    for route, method in calls:
+        integration = paths[route][method.lower()]["x-amazon-apigateway-integration"]
+        assert integration["type"] == "aws_proxy", (route, method)
+        assert "${APIHandler.Arn}" in integration["uri"]["Fn::Sub"], (route, method)
