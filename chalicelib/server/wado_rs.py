@@ -89,13 +89,15 @@ def _sent_as_stored(file: InstanceFile, wanted: str) -> bool:
     return wanted in (ANY_SYNTAX, stored) and file.has_file_meta and stored not in NOT_FOR_WEB
 
 
-def instance_part(request: WebRequest, file: InstanceFile, wanted: str) -> Part | LazyPart:
+def instance_part(
+    request: WebRequest, file: InstanceFile, wanted: str, *, one_of_several: bool = False
+) -> Part | LazyPart:
     """One instance's part: the stored file itself when its transfer syntax is the one to send,
-    else a part that transcodes it when built."""
+    else a part that transcodes it when built (see `transcode_part` for `one_of_several`)."""
     if _sent_as_stored(file, wanted):
         headers = _part_headers(request, file, file.transfer_syntax_uid)
         return headers, BlobRange(file.blob_key, 0, file.size)
-    return lambda: transcode_part(request, file, wanted)
+    return lambda: transcode_part(request, file, wanted, one_of_several=one_of_several)
 
 
 def instance_body(request: WebRequest, file: InstanceFile, wanted: str) -> bytes | StoredObject:
@@ -107,8 +109,13 @@ def instance_body(request: WebRequest, file: InstanceFile, wanted: str) -> bytes
 
 
 def transcode_part(
-    request: WebRequest, file: InstanceFile, wanted: str
+    request: WebRequest, file: InstanceFile, wanted: str, *, one_of_several: bool = False
 ) -> tuple[dict[str, str], bytes]:
+    """The instance converted to `wanted`. When Explicit VR Little Endian is wanted and the
+    instance cannot be converted, it goes as stored (its part's Content-Type names its
+    transfer syntax) if asked with `*`, if it is compressed (§8.7.3.4 Note 2), or if it is
+    `one_of_several` parts of a study or series: a 406 for one unreadable instance would
+    refuse the others, and once the answer is streaming it could only be broken off."""
     from chalicelib.dicom.transcode import TranscodeError, to_explicit_little_endian
 
     data = request.context.blobs.get(file.blob_key)
@@ -122,8 +129,7 @@ def transcode_part(
             from pydicom.uid import UID
 
             compressed = UID(stored).is_transfer_syntax and UID(stored).is_compressed
-            if wanted == ANY_SYNTAX or (web_ready and compressed):
-                # A lossy (or undecodable) source as stored: §8.7.3.4 Note 2.
+            if wanted == ANY_SYNTAX or (web_ready and compressed) or one_of_several:
                 syntax = stored
             else:
                 raise NotAcceptable(
@@ -155,7 +161,8 @@ def retrieve_instances(request: WebRequest, files: list[InstanceFile]) -> WebRes
     """The instances as one multipart answer in the listing's order, streamed where the
     transport can (`delivery.StreamedMultipart`)."""
     wanted = negotiate_dicom(parse_accept(request.accept)).transfer_syntax
-    parts = [instance_part(request, file, wanted) for file in files]
+    several = len(files) > 1
+    parts = [instance_part(request, file, wanted, one_of_several=several) for file in files]
     body = StreamedMultipart(request.context.blobs, parts, new_boundary())
     content_type = multipart_content_type("application/dicom", body.boundary)
     return deliver(request, WebResponse(200, body, {}, content_type))

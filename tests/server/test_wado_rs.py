@@ -139,6 +139,34 @@ def test_retrieve_instance_with_an_unreadable_element(client: Client, context: C
     assert "(0008,0032)" in json_of(default)["Message"]
 
 
+def test_retrieve_series_with_an_unconvertible_instance(client: Client, context: Context) -> None:
+    """A series holding that unreadable big-endian instance and a sound one: both parts, the
+    sound one converted, the other as stored with its transfer syntax named. It was a 406 for
+    the whole series when the unreadable one came first, and locally an answer broken off
+    after its status line when it came later."""
+    item = next(f for f in storable() if f.name == "MR_small_bigendian.dcm")
+    sound = dcmread(io.BytesIO(item.data))
+    sound.SOPInstanceUID = sound.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5"
+    out = io.BytesIO()
+    sound.save_as(out)
+    unreadable = item.data.replace(b"\x00\x08\x00\x32TM", b"\x00\x08\x00\x32T\xb6", 1)
+    for data in (unreadable, out.getvalue()):
+        assert store_instance(context, data).status == "stored"
+    path = f"/dicom-web/studies/{item.study_uid}/series/{item.series_uid}"
+    response = client.http.get(
+        path, headers={"Accept": 'multipart/related; type="application/dicom"'}
+    )
+    assert response.status_code == 200, response.body[:300]
+    syntaxes = {
+        headers["content-location"].rsplit("/", 1)[1]: headers["content-type"].split("=")[1]
+        for headers, _ in parts_of(response)
+    }
+    assert syntaxes == {
+        item.sop_uid: "1.2.840.10008.1.2.2",
+        "1.2.3.4.5": EXPLICIT_VR_LITTLE_ENDIAN,
+    }
+
+
 def test_retrieve_instance_lossy_source_as_stored_when_undecodable(
     client: Client, context: Context
 ) -> None:
