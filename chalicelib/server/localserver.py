@@ -93,10 +93,10 @@ from chalicelib.server.localconnections import (
     DeadlineReader,
     DeadlineWriter,
     HeadReader,
+    SelfCalls,
     SendBuffers,
     WorkerPool,
     head_is_complete,
-    opened_by_this_process,
 )
 from chalicelib.storage.ports import BlobStore
 
@@ -199,7 +199,9 @@ class DicomWebHTTPServer(ThreadedHTTPServer):
         self.pool = WorkerPool(self.workers, self._answer, urgent=self._from_this_process)
         self.heads = HeadReader(self.pool.submit, self.connection_timeout, self.head_timeout)
         self.send_buffers = SendBuffers(SEND_BUFFER, SEND_BUFFERS)
+        self.self_calls: SelfCalls | None = None
         super().__init__(server_address, handler)
+        self.self_calls = SelfCalls(self.server_address[1])
 
     def get_request(self) -> tuple[Connection, Any]:
         """The next connection, as a `Connection` (which gives back its send buffer)."""
@@ -210,11 +212,10 @@ class DicomWebHTTPServer(ThreadedHTTPServer):
         """A new connection waits for its request head in the head reader, not in a thread."""
         self.heads.add(request, client_address)
 
-    @staticmethod
-    def _from_this_process(connection: socket.socket, address: Any, received: bytes) -> bool:
+    def _from_this_process(self, connection: socket.socket, address: Any, received: bytes) -> bool:
         """A request of this server to itself: it runs even with every worker busy, since
-        one of them waits for it (`localconnections.opened_by_this_process`)."""
-        return opened_by_this_process(connection, address)
+        one of them waits for it (`localconnections.SelfCalls`)."""
+        return self.self_calls is not None and self.self_calls.opened(address)
 
     def _answer(
         self, connection: socket.socket, address: Any, received: bytes
@@ -237,6 +238,8 @@ class DicomWebHTTPServer(ThreadedHTTPServer):
         if self.sweep is not None:
             self.sweep.stop()
         self.heads.stop()
+        if self.self_calls is not None:
+            self.self_calls.stop()
         for connection, *_ in self.pool.close():
             connection.close()
         super().server_close()

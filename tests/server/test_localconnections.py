@@ -10,6 +10,8 @@ import queue
 import re
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -24,6 +26,7 @@ from chalicelib.server.localconnections import (
     HEAD_BUFFER,
     Connection,
     HeadReader,
+    SelfCalls,
     SendBuffers,
     WorkerPool,
     head_is_complete,
@@ -383,6 +386,28 @@ def test_send_buffers_are_bounded_and_given_back_on_close() -> None:
         second.close()
         for _, theirs in pairs:
             theirs.close()
+
+
+def test_self_calls_are_this_process_connections_not_another_process() -> None:
+    """A connection this process opened to the port is a call to itself; one that another
+    process opened (another client on this host) is not."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        calls = SelfCalls(port)
+        client = (
+            "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1]))).recv(1)"
+        )
+        other = subprocess.Popen([sys.executable, "-c", client, str(port)])
+        try:
+            theirs, their_address = listener.accept()
+            with socket.create_connection(("127.0.0.1", port)), theirs:
+                ours, our_address = listener.accept()
+                ours.close()
+                assert calls.opened(our_address)
+                assert not calls.opened(their_address)
+        finally:
+            calls.stop()
+            other.wait(30)
 
 
 def test_a_request_of_the_server_to_itself_runs_with_every_worker_busy(tmp_path: Path) -> None:
