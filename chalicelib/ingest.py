@@ -23,7 +23,7 @@ from typing import Literal, TypeVar
 from chalicelib.context import Context
 from chalicelib.dicom import metadata
 from chalicelib.dicom.ids import is_valid_uid, orthanc_ids
-from chalicelib.dicom.parse import MissingAttribute, UnreadableInstance
+from chalicelib.dicom.parse import Buffer, MissingAttribute, UnreadableInstance
 from chalicelib.dicom.rawread import read_instance
 from chalicelib.storage.ports import (
     BlobStore,
@@ -102,17 +102,18 @@ def _split_frame_table(pixel: dict, key: str) -> tuple[dict, bytes | None]:
 
 
 def store_instance(
-    ctx: Context, data: bytes, expected_study_uid: str | None = None
+    ctx: Context, data: Buffer, expected_study_uid: str | None = None
 ) -> IngestResult:
     """Store one Part-10 file (or bare dataset) and say what happened."""
     return store_instances(ctx, [data], expected_study_uid)[0]
 
 
 def store_instances(
-    ctx: Context, parts: Sequence[bytes], expected_study_uid: str | None = None
+    ctx: Context, parts: Sequence[Buffer], expected_study_uid: str | None = None
 ) -> list[IngestResult]:
     """Store the instances of one request, each on its own, and say what happened to each
-    (in the order of `parts`): one failure does not fail the others.
+    (in the order of `parts`): one failure does not fail the others. Parts may be views of
+    the request body: they are read, hashed and written from it, never copied.
 
     Parts are parsed and checked in parallel threads (hashing releases the GIL), their write
     intents recorded in one index write, their blobs written in parallel threads (file and
@@ -160,13 +161,13 @@ class _Prepared:
     result: IngestResult
     record: InstanceRecord | None = None
     """Set when the part is checked and its blobs are next; None again if they fail."""
-    data: bytes = b""
+    data: Buffer = b""
     document: bytes = b""
     """The metadata document, written as a blob when the index does not keep it."""
     frame_table: bytes | None = None
 
 
-def _prepare(ctx: Context, data: bytes, expected_study_uid: str | None) -> _Prepared:
+def _prepare(ctx: Context, data: Buffer, expected_study_uid: str | None) -> _Prepared:
     """Parse and check one part, and make its record."""
     settings = ctx.settings
     try:

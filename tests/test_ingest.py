@@ -107,6 +107,23 @@ def test_store_leaves_no_write_intent(context: Context) -> None:
     assert all(context.blobs.exists(k) for k in _stored_keys(context, first.sop_instance_uid))
 
 
+def test_store_instances_from_views_of_a_body_stores_their_bytes(context: Context) -> None:
+    """STOW-RS hands ingest its parts as views of the request body (`Part.view`): each is
+    stored byte for byte, its metadata read from the view."""
+    files = [file.data for file in storable()[:3]]
+    body = b"".join(b"--b\r\n\r\n" + data + b"\r\n" for data in files)
+    views, start = [], 0
+    for data in files:
+        start = body.index(data, start)
+        views.append(memoryview(body)[start : start + len(data)])
+    results = store_instances(context, views)
+    assert [r.status for r in results] == ["stored"] * len(files)
+    for result, data in zip(results, files, strict=True):
+        record = context.index.find_instance(result.sop_instance_uid)
+        assert context.blobs.get(record.blob_key) == data
+        assert record.size == len(data)
+
+
 def test_remove_interrupted_writes_removes_a_stopped_store_once_old(context: Context) -> None:
     write = _interrupted_store(context, testdata(CT).read_bytes())
     assert write.keys and all(context.blobs.exists(k) for k in write.keys)

@@ -105,7 +105,7 @@ def dataset_to_json(
 
 def elements_to_json(
     elements: list[Element],
-    data: bytes,
+    data: bytes | memoryview,
     bulkdata_uri: BulkDataUriBuilder,
     bulk_threshold: int,
     inline_limit: int,
@@ -169,7 +169,7 @@ class _Walker:
     def elements(
         self,
         elements: list[Element],
-        data: bytes,
+        data: bytes | memoryview,
         inline_limit: int,
         inherited: list[str],
         prefix: str,
@@ -196,7 +196,7 @@ class _Walker:
             elif size > inline_limit:
                 raise ValueError(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) is long and not bulk")
             else:
-                value = data[elem.offset : elem.offset + size]
+                value = bytes(data[elem.offset : elem.offset + size])  # `data` may be a view
                 out[key] = _bytes_json(vr, value, True, encodings)
         return out
 

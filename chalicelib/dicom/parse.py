@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from pydicom.dataelem import RawDataElement
     from pydicom.dataset import Dataset
 
+Buffer = bytes | memoryview
+"""An instance's bytes, or a view of them (a part of a STOW-RS body, not copied out)."""
 DEFER_SIZE = 1024
 """Values longer than this many bytes pydicom reads only when asked (`dcmread` defer_size)."""
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -51,7 +53,7 @@ class ParsedInstance:
     dataset: Dataset | None
     """The header as pydicom read it; large values are deferred (read from `data` on access).
     None when `rawread.read_instance` read the instance without pydicom."""
-    data: bytes
+    data: Buffer
     transfer_syntax_uid: str
     has_file_meta: bool
     sop_class_uid: str
@@ -260,7 +262,7 @@ class ElementWalker:
     """Walks raw elements by their lengths (PS3.5 §7.1 and §7.5, 2025b), without values: the
     truncation check of ingest and the header walk of rendering (dicom/header.py)."""
 
-    data: bytes
+    data: Buffer
     implicit: bool
     little: bool
 
@@ -280,7 +282,7 @@ class ElementWalker:
         if implicit or group == 0xFFFE:
             (length,) = struct.unpack_from(order + "L", self.data, position + 4)
             return tag, b"", length, position + 8
-        vr = self.data[position + 4 : position + 6]
+        vr = bytes(self.data[position + 4 : position + 6])
         if vr in LONG_VRS:
             if position + 12 > len(self.data):
                 raise self._truncated(f"the header of element {_tag_text(tag)}", position)
@@ -385,7 +387,7 @@ def locate_pixel_data(ds: Dataset, data: bytes) -> dict[str, Any]:
 
 
 def pixel_facts(
-    data: bytes,
+    data: Buffer,
     offset: int,
     length: int,
     vr: str | None,
@@ -397,7 +399,7 @@ def pixel_facts(
     number_of_frames: int,
     photometric: str,
     little: bool,
-    extended_offset_table: bytes | None,
+    extended_offset_table: Buffer | None,
 ) -> dict[str, Any]:
     """Where the Pixel Data value at `offset` in `data` and its frames lie.
 
@@ -444,7 +446,7 @@ def pixel_facts(
 
 
 def _scan_fragments(
-    data: bytes, offset: int, little: bool
+    data: Buffer, offset: int, little: bool
 ) -> tuple[list[int], list[tuple[int, int]]]:
     """Basic Offset Table values and (offset, length) of every fragment's value."""
     fmt = "<HHL" if little else ">HHL"
@@ -472,11 +474,11 @@ def _scan_fragments(
 
 
 def _group_frames(
-    data: bytes,
+    data: Buffer,
     bot: list[int],
     fragments: list[tuple[int, int]],
     number_of_frames: int,
-    extended_offset_table: bytes | None,
+    extended_offset_table: Buffer | None,
 ) -> list[list[list[int]]]:
     if not fragments:
         return []

@@ -32,6 +32,7 @@ from chalicelib.dicom.parse import (
     DEFER_SIZE,
     LONG_VRS,
     UNDEFINED_LENGTH,
+    Buffer,
     ElementWalker,
     ParsedInstance,
     UnreadableInstance,
@@ -76,23 +77,26 @@ class Element(NamedTuple):
 
 
 def read_instance(
-    data: bytes, bulk_threshold: int, max_sequence_depth: int
+    data: Buffer, bulk_threshold: int, max_sequence_depth: int
 ) -> tuple[ParsedInstance, metadata.Description | None]:
     """The instance's facts, and its description when this walk could read it all (else
     None: `metadata.describe_dataset` describes the pydicom Dataset of the first).
 
-    Raises what `parse.parse_instance` raises, from that function."""
+    `data` may be a view (a part of a STOW-RS body): this walk reads it in place, and only
+    the pydicom path, for the unusual instances, reads a copy. Raises what
+    `parse.parse_instance` raises, from that function."""
     try:
         return read_raw(data, bulk_threshold, max_sequence_depth)
     except Exception:  # NeedsPydicom, or a value this walk cannot read: pydicom's path says
-        return parse_instance(data), None
+        return parse_instance(bytes(data)), None
 
 
 def read_raw(
-    data: bytes, bulk_threshold: int, max_sequence_depth: int
+    data: Buffer, bulk_threshold: int, max_sequence_depth: int
 ) -> tuple[ParsedInstance, metadata.Description]:
     """The facts and description of an ordinary instance read by this walk alone; raises
-    NeedsPydicom (or what a value this walk cannot read raises) for any other."""
+    NeedsPydicom (or what a value this walk cannot read raises) for any other. Values are
+    read from `data` in place; only short ones become bytes or text."""
     if data[128:132] != b"DICM":
         raise NeedsPydicom("no Part-10 header")
     meta, position, _ = _elements(data, 132, len(data), implicit=False, depth=0, file_meta=True)
@@ -150,7 +154,7 @@ def read_raw(
 
 
 def _elements(
-    data: bytes, position: int, end: int, *, implicit: bool, depth: int, file_meta: bool = False
+    data: Buffer, position: int, end: int, *, implicit: bool, depth: int, file_meta: bool = False
 ) -> tuple[list[Element], int, bool]:
     """The elements from `position` up to `end`, or up to an item delimiter inside an item
     (`depth` > 0), or while the group is 2 (`file_meta`): the elements, the position after
@@ -223,7 +227,7 @@ def _implicit_ambiguous(tag: int, vr: str, length: int, depth: int) -> str:
     raise NeedsPydicom(f"VR {vr}: pydicom resolves it")
 
 
-def _us_or_ss(data: bytes, elements: list[Element]) -> list[Element]:
+def _us_or_ss(data: Buffer, elements: list[Element]) -> list[Element]:
     """The top-level `elements` with "US or SS" decided as pydicom decides it: by Pixel
     Representation (0028,0103), US when 0000H (unsigned) else SS (Image Pixel Module, PS3.3
     §C.7.6.3, 2025b), and US when neither it nor Pixel Data is there. Anything less plain
@@ -243,7 +247,7 @@ def _us_or_ss(data: bytes, elements: list[Element]) -> list[Element]:
 
 
 def _items(
-    data: bytes, value: int, length: int, end: int, *, implicit: bool, depth: int
+    data: Buffer, value: int, length: int, end: int, *, implicit: bool, depth: int
 ) -> tuple[tuple[list[Element], ...], int]:
     """The items of a sequence whose value starts at `value`, and the position after it."""
     stop = end if length == UNDEFINED_LENGTH else value + length
@@ -286,7 +290,7 @@ def _items(
     return tuple(items), position
 
 
-def _looks_explicit(data: bytes, position: int) -> bool:
+def _looks_explicit(data: Buffer, position: int) -> bool:
     """Whether the element at `position` has a VR's place filled by two capitals: pydicom's
     test of a dataset's encoding (`filereader._is_implicit_vr`)."""
     return 0x40 < data[position + 4] < 0x5B and 0x40 < data[position + 5] < 0x5B
@@ -304,11 +308,11 @@ def _top(elements: list[Element]) -> dict[int, Element]:
     return {element.tag: element for element in elements}
 
 
-def _text(data: bytes, element: Element) -> str:
-    return data[element.offset : element.offset + element.length].decode("latin-1")
+def _text(data: Buffer, element: Element) -> str:
+    return str(data[element.offset : element.offset + element.length], "latin-1")
 
 
-def _uid(data: bytes, element: Element | None) -> str:
+def _uid(data: Buffer, element: Element | None) -> str:
     """A UID as `parse._text` reads it ('' when absent)."""
     if element is None:
         return ""
@@ -317,7 +321,7 @@ def _uid(data: bytes, element: Element | None) -> str:
     return _text(data, element).strip("\0 ")
 
 
-def _transfer_syntax(data: bytes, element: Element) -> str:
+def _transfer_syntax(data: Buffer, element: Element) -> str:
     """The Transfer Syntax UID as pydicom converts it (`values.convert_UI`: trailing NULs and
     spaces off, then `UID` strips any whitespace around it); several values go to pydicom."""
     text = _text(data, element).rstrip("\0 ")
@@ -326,7 +330,7 @@ def _transfer_syntax(data: bytes, element: Element) -> str:
     return text.strip()
 
 
-def _encodings(data: bytes, charset: Element | None, inherited: list[str]) -> list[str]:
+def _encodings(data: Buffer, charset: Element | None, inherited: list[str]) -> list[str]:
     """The Python encodings of a dataset, as `jsonmodel._Walker.dataset` finds them:
     its Specific Character Set (0008,0005) converted as pydicom converts a CS value
     (`values.multi_string`), else the `inherited` ones."""
@@ -342,7 +346,7 @@ def _encodings(data: bytes, charset: Element | None, inherited: list[str]) -> li
     return convert_encodings(names[0] if len(names) == 1 else names)
 
 
-def _converted(data: bytes, element: Element, encodings: list[str]) -> Any:
+def _converted(data: Buffer, element: Element, encodings: list[str]) -> Any:
     """An element's value as pydicom converts it (for the few that the pydicom path reads
     through pydicom)."""
     from pydicom.dataelem import RawDataElement, convert_raw_data_element
@@ -354,7 +358,7 @@ def _converted(data: bytes, element: Element, encodings: list[str]) -> Any:
         Tag(element.tag),
         element.vr,
         element.length,
-        data[element.offset : element.offset + element.length],
+        bytes(data[element.offset : element.offset + element.length]),
         element.offset,
         False,
         True,
@@ -362,7 +366,7 @@ def _converted(data: bytes, element: Element, encodings: list[str]) -> Any:
     return convert_raw_data_element(raw, encoding=encodings).value
 
 
-def _patient_id(data: bytes, element: Element, encodings: list[str]) -> str:
+def _patient_id(data: Buffer, element: Element, encodings: list[str]) -> str:
     """PatientID as ingest reads it from a Dataset: `str(ds.get("PatientID", "") or "")`.
 
     A value of VR LO (its VR, PS3.6 §6, 2025b) of printable ASCII without a backslash is one
@@ -381,7 +385,7 @@ def _patient_id(data: bytes, element: Element, encodings: list[str]) -> str:
     return str(_converted(data, element, encodings) or "")
 
 
-def _int(data: bytes, element: Element | None, default: int) -> int:
+def _int(data: Buffer, element: Element | None, default: int) -> int:
     """As `parse._int`."""
     if element is None:
         return default
@@ -391,14 +395,14 @@ def _int(data: bytes, element: Element | None, default: int) -> int:
         return default
 
 
-def _unsigned_short(data: bytes, element: Element | None, default: int) -> int:
+def _unsigned_short(data: Buffer, element: Element | None, default: int) -> int:
     """As `parse._unsigned_short`."""
     if element is not None and element.vr == "US" and element.length == 2:
         return int.from_bytes(data[element.offset : element.offset + 2], "little")
     return _int(data, element, default)
 
 
-def _pixel(data: bytes, top: dict[int, Element], implicit: bool) -> dict[str, Any]:
+def _pixel(data: Buffer, top: dict[int, Element], implicit: bool) -> dict[str, Any]:
     """As `parse.locate_pixel_data`, which records the VR in the file (none in implicit VR)."""
     pixel = top.get(_PIXEL_DATA)
     if pixel is None:

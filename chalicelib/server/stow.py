@@ -24,7 +24,8 @@ _DICOM_JSON = "application/dicom+json"
 _DICOM_XML = "application/dicom+xml"
 
 
-def _read_parts(request: WebRequest, settings_limit: int) -> list[bytes]:
+def _read_parts(request: WebRequest, settings_limit: int) -> list[memoryview]:
+    """The application/dicom parts of the body, as views of it (not copied out)."""
     content_type = request.header("content-type")
     media = parse_media_type(content_type) if content_type else None
     if media is None or media.type != "multipart/related":
@@ -65,7 +66,7 @@ def _read_parts(request: WebRequest, settings_limit: int) -> list[bytes]:
                 f"part {number} has Content-Type {part_media.type!r}; every part must be "
                 f"application/dicom"
             )
-        bodies.append(part.body)
+        bodies.append(part.view)
     return bodies
 
 

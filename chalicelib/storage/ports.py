@@ -219,8 +219,11 @@ class DeleteResult:
 class BlobStore(Protocol):
     """Immutable-by-convention object storage (S3, a folder)."""
 
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        """Write `data` at `key` (callers never reuse a key for different bytes)."""
+    def put(
+        self, key: str, data: bytes | memoryview, content_type: str = "application/octet-stream"
+    ) -> None:
+        """Write `data` at `key` (callers never reuse a key for different bytes); a view (a
+        part of a STOW-RS body) is written without a copy where the backend can."""
 
     def get(self, key: str) -> bytes:
         """Read the whole object; raise NotFound."""

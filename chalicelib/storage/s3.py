@@ -51,10 +51,15 @@ class S3BlobStore:
     def _key(self, key: str) -> str:
         return self._prefix + validate_key(key)
 
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    def put(
+        self, key: str, data: bytes | memoryview, content_type: str = "application/octet-stream"
+    ) -> None:
+        # botocore takes bytes, bytearray or a file, not a view: the copy costs little beside
+        # the upload.
+        body = data if isinstance(data, bytes) else bytes(data)
         with _translated(key):
             self._client.put_object(
-                Bucket=self._bucket, Key=self._key(key), Body=data, ContentType=content_type
+                Bucket=self._bucket, Key=self._key(key), Body=body, ContentType=content_type
             )
 
     def get(self, key: str) -> bytes:

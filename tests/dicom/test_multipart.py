@@ -50,6 +50,15 @@ def test_split_multipart_round_trip_binary() -> None:
     assert parts[0].headers == {"content-type": "application/dicom"}
 
 
+def test_split_multipart_parts_are_views_of_the_body() -> None:
+    """No part is copied out of the body unless asked (a STOW-RS request of 20 CT slices
+    spent 3-13 ms copying them)."""
+    body = encode_multipart([({}, b"first"), ({"Content-Type": "a/b"}, b"second")], "bnd")
+    parts = split_multipart(body, "bnd")
+    assert all(p.view.obj is body for p in parts)
+    assert [bytes(p.view) for p in parts] == [p.body for p in parts] == [b"first", b"second"]
+
+
 def test_multipart_pieces_framing_as_bytes_bodies_as_given_parts_read_lazily() -> None:
     stored = object()  # e.g. a stored file the server sends itself
     taken: list[int] = []

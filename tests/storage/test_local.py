@@ -15,6 +15,8 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 from chalicelib.context import Context
 from chalicelib.dicom.matching import Narrowing
 from chalicelib.ingest import store_instance
@@ -34,6 +36,19 @@ def test_put_leaves_no_temporary_file(tmp_path: Path) -> None:
     store.put(KEY, b"data")
     store.put(KEY, b"data again")
     assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()] == [KEY]
+
+
+def test_blob_folder_is_the_top_of_a_hierarchy_for_ext4(tmp_path: Path) -> None:
+    """ext4 spreads the store's folders as top-level ones (`chattr +T`) instead of making
+    every blob's inode beside a busy parent such as /tmp (DESIGN.md, Ingest)."""
+    probe = subprocess.run(["lsattr", "-d", str(tmp_path)], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no file attributes here: {probe.stderr.strip()}")
+    LocalBlobStore(tmp_path / "blobs")
+    flags = subprocess.run(
+        ["lsattr", "-d", str(tmp_path / "blobs")], capture_output=True, text=True, check=True
+    ).stdout.split()[0]
+    assert "T" in flags, flags
 
 
 def test_delete_prunes_emptied_folders(tmp_path: Path) -> None:

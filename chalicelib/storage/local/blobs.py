@@ -7,6 +7,8 @@ import errno
 import itertools
 import os
 import re
+import struct
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +33,8 @@ class LocalBlobStore:
         cannot lose every race (it lost 100 in a row once, a 500)."""
         self._folder = str(root)
         self._temp = root / _TEMP_FOLDER
+        make_folders(root)
+        mark_top_folder(root)
         make_folders(self._temp)
         _remove_dead_temp_files(self._temp)
         if not (root / _OLDER_SCHEME_SWEPT).is_dir():
@@ -50,7 +54,9 @@ class LocalBlobStore:
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
 
-    def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+    def put(
+        self, key: str, data: bytes | memoryview, content_type: str = "application/octet-stream"
+    ) -> None:
         path = self._path(key)
         temp = _write_temp(self._temp, data)
         try:
@@ -178,6 +184,43 @@ class LocalBlobStore:
         return None
 
 
+_FS_TOPDIR_FL = 0x00020000
+"""`chattr +T`, "the top of directory hierarchies for the purposes of the Orlov block
+allocator" (chattr(1); linux/fs.h)."""
+_IOCTL_FLAGS_SIZE = struct.calcsize("l")
+_FS_IOC_GETFLAGS = 2 << 30 | _IOCTL_FLAGS_SIZE << 16 | ord("f") << 8 | 1  # _IOR('f', 1, long)
+_FS_IOC_SETFLAGS = 1 << 30 | _IOCTL_FLAGS_SIZE << 16 | ord("f") << 8 | 2  # _IOW('f', 2, long)
+
+
+def mark_top_folder(root: Path) -> None:
+    """Have ext4 place the folders made in `root` (the temporary files' folder, the studies')
+    as it places top-level ones: each in a block group of its own with free inodes and blocks
+    above the average (Orlov), not beside `root`'s parent. Best effort: file systems without
+    the flag (tmpfs, xfs, macOS) are left as they are.
+
+    Why: every blob is a new inode, and ext4 without a journal passes over each inode of the
+    group freed in the last 5 to 35 s before it takes a free one (`recently_deleted` in
+    fs/ext4/ialloc.c). Beside a busy parent such as /tmp, where other programs create and
+    remove many files, a create cost 0.8-2 ms on this project's machine (1,200 files written
+    and removed before, as by a benchmark run), against 0.14-0.4 ms in a folder so placed;
+    one request of 20 instances spent 20-40 ms there (DESIGN.md, Ingest)."""
+    if sys.platform != "linux":
+        return
+    import fcntl
+
+    with contextlib.suppress(OSError):
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            (flags,) = struct.unpack_from(
+                "i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, bytes(_IOCTL_FLAGS_SIZE))
+            )
+            if not flags & _FS_TOPDIR_FL:
+                value = struct.pack("i", flags | _FS_TOPDIR_FL).ljust(_IOCTL_FLAGS_SIZE, b"\0")
+                fcntl.ioctl(fd, _FS_IOC_SETFLAGS, value)
+        finally:
+            os.close(fd)
+
+
 _TEMP_ATTEMPTS = 100
 _TEMP_FOLDER = ".tmp"
 """Not a key the app writes (UIDs, `cache/...`): temporary files of `put`, one folder."""
@@ -205,7 +248,7 @@ def _process_runs(pid: int) -> bool:
     return True
 
 
-def _write_temp(folder: Path, data: bytes) -> str:
+def _write_temp(folder: Path, data: bytes | memoryview) -> str:
     """A new file in `folder` holding `data`, named after this process (`{pid}-{n}.tmp`)."""
     for attempt in range(_TEMP_ATTEMPTS):
         name = f"{folder}/{os.getpid()}-{next(_temp_numbers)}.tmp"
