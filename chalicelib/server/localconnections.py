@@ -388,7 +388,8 @@ class WorkerPool:
     handed back to the head reader): a client's next request, arriving meanwhile, then goes
     to that thread. When the thread handed it back while still busy, that request started
     a thread more; a thread's allocations go to its own glibc arena, which keeps what it
-    freed, and the benchmark's peak RSS varied 155-205 MiB with when that happened."""
+    freed: the benchmark's peak RSS was 171-181 MiB instead of 155 in the runs where that
+    happened during its STOW-RS batches (3 of 9; 1 of 16 after, cause not found)."""
 
     def __init__(
         self,

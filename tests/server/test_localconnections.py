@@ -431,7 +431,7 @@ def test_worker_pool_gives_a_connections_next_request_to_the_same_thread() -> No
     """`work` returns the hand-back of its connection, which the pool runs once the thread
     counts as idle: the next request, arriving at once, goes to that thread. Handed back
     while the thread was still busy, it started a thread more (a glibc arena more, which
-    keeps what it frees: the benchmark's peak RSS varied 155-205 MiB)."""
+    keeps what it frees: the benchmark's peak RSS rose from 155 to 171-181 MiB)."""
     threads: list[int] = []
     finished = threading.Event()
 
