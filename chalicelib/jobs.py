@@ -22,9 +22,10 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from chalicelib import errors
 from chalicelib.client.http import RemoteError
 from chalicelib.context import Context
 from chalicelib.errors import BadRequest, DicomWebError
@@ -47,14 +48,27 @@ LOCAL_RETRY_DELAYS = (0.5, 1.0, 2.0)
 """Seconds between the attempts of a step that failed on a transient remote error, locally
 (on AWS the state machine's Retry does the same)."""
 
+RECENTLY_ENDED_SECONDS = 60
+"""A finished job is kept this long past `JobsHistorySize`, so that its caller can read its
+end (a synchronous call on AWS polls every 0.5 s); the next job's end deletes it."""
+
 
 class TransientJobError(Exception):
     """A step failed in a way that may pass (refused connection, timeout, 5xx); the runner
     tries the step again with backoff, then fails the job with this message."""
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")
+def _now(ago: float = 0) -> str:
+    """The time `ago` seconds before now, as a job records it (sorts as it passes)."""
+    return (datetime.now(UTC) - timedelta(seconds=ago)).strftime("%Y%m%dT%H%M%S.%f")
+
+
+def read(ctx: Context, job_id: str) -> JobRecord:
+    """The job, or 404 (never stored, or deleted: DELETE, or past `JobsHistorySize`)."""
+    try:
+        return ctx.jobs.get(job_id)
+    except NotFound:
+        raise errors.NotFound(f"no job {job_id!r}: deleted, or never was (see GET jobs)") from None
 
 
 def new_job(
@@ -89,14 +103,22 @@ def run_step(ctx: Context, job: JobRecord) -> tuple[bool, dict[str, Any]]:
 
 def advance(ctx: Context, job_id: str) -> bool:
     """Run one step of the job and save what it did; True when there is nothing more to run
-    (finished, failed, paused, canceled). Raise TransientJobError (nothing saved)."""
+    (finished, failed, paused, canceled, deleted). Raise TransientJobError (nothing saved)."""
+    try:
+        return _advance(ctx, job_id)
+    except NotFound:  # deleted meanwhile (canceled then DELETE, or retention): so is what it wrote
+        ctx.blobs.delete_prefix(f"jobs/{job_id}/")
+        return True
+
+
+def _advance(ctx: Context, job_id: str) -> bool:
     job = ctx.jobs.get(job_id)
     if job.state == "Pending":
         job.state = "Running"
         try:
             job = ctx.jobs.save(job)
         except Conflict:
-            return advance(ctx, job_id)
+            return _advance(ctx, job_id)
     if job.state != "Running":
         return True
     began = time.monotonic()
@@ -112,6 +134,8 @@ def advance(ctx: Context, job_id: str) -> bool:
         _save_failure(ctx, job, exc.message, code)
         return True
     except Exception as exc:  # a defect must end the job, not loop on it
+        if isinstance(exc, NotFound):  # a blob of the job: NotFound if the job is gone too
+            ctx.jobs.get(job_id)
         log.exception("job %s: step failed", job_id)
         _save_failure(ctx, job, f"internal error: {exc}", INTERNAL_ERROR)
         return True
@@ -139,11 +163,11 @@ def _failed(job: JobRecord, message: str, code: int) -> JobRecord:
 
 
 def _save_failure(ctx: Context, job: JobRecord, message: str, code: int) -> bool:
-    """Mark `job` Failure and save it; False when it was saved or removed meanwhile (a pause,
-    a cancel, another step: that state stands, and this failure is dropped)."""
+    """Mark `job` Failure and save it; False when it was saved meanwhile (a pause, a cancel,
+    another step: that state stands, and this failure is dropped). Raise NotFound (deleted)."""
     try:
         ctx.jobs.save(_failed(job, message, code))
-    except (Conflict, NotFound):
+    except Conflict:
         return False
     forget_old_jobs(ctx, job.id)
     return True
@@ -151,15 +175,19 @@ def _save_failure(ctx: Context, job: JobRecord, message: str, code: int) -> bool
 
 def forget_old_jobs(ctx: Context, ended: str) -> None:
     """Delete the finished jobs (Success, Failure) past `JobsHistorySize`, those that ended
-    first, as Orthanc drops them from its history; never the job that just `ended`, never one
-    that is not finished (one resubmitted meanwhile is saved since it was read: Conflict, kept).
-    Housekeeping after a job's end is saved: a failure is logged, never the job's."""
+    first, as Orthanc drops them from its history; never the job that just `ended` nor one
+    that ended less than RECENTLY_ENDED_SECONDS ago, never one that is not finished (one
+    resubmitted meanwhile is saved since it was read: Conflict, kept). Housekeeping after a
+    job's end is saved: a failure is logged, never the job's."""
     try:
+        recent = _now(RECENTLY_ENDED_SECONDS)
         finished = sorted(
             (job for job in ctx.jobs.list() if job.state in TERMINAL and job.id != ended),
             key=lambda job: job.completion_time,
         )
         for job in finished[: max(0, len(finished) + 1 - ctx.settings.jobs_history_size)]:
+            if job.completion_time > recent:  # and those after it
+                break
             try:
                 _remove(ctx, job)
             except (Conflict, NotFound):
@@ -177,24 +205,27 @@ def _remove(ctx: Context, job: JobRecord) -> None:
 
 def delete(ctx: Context, job_id: str) -> None:
     """Success or Failure → gone, with its blobs; one that has not ended must be canceled
-    first (Orthanc's `DELETE /jobs/{id}`, 1.12.2)."""
-    while True:
-        job = _change(ctx, job_id, TERMINAL, "delete")
-        try:
-            _remove(ctx, job)
-        except Conflict:  # resubmitted meanwhile: its state is checked again
-            continue
-        except NotFound:  # deleted meanwhile
-            return
+    first (Orthanc's `DELETE /jobs/{id}`, 1.12.2); 404 for one not found."""
+    job = _change(ctx, job_id, TERMINAL, "delete")
+    try:
+        _remove(ctx, job)
+    except Conflict:  # resubmitted meanwhile: its state is checked again
+        delete(ctx, job_id)
+    except NotFound:  # deleted meanwhile
         return
 
 
 def fail(ctx: Context, job_id: str, message: str, code: int = NETWORK_PROTOCOL) -> None:
     """Mark the job Failure with `message` (after the runner gave up on transient errors, or
-    could not start it), unless it is Paused or ended."""
+    could not start it), unless it is Paused or ended (or deleted)."""
     for _ in range(5):
-        job = ctx.jobs.get(job_id)
-        if job.state in TERMINAL or job.state == "Paused" or _save_failure(ctx, job, message, code):
+        try:
+            job = ctx.jobs.get(job_id)
+            if job.state in TERMINAL or job.state == "Paused":
+                return
+            if _save_failure(ctx, job, message, code):
+                return
+        except NotFound:
             return
 
 
@@ -211,7 +242,11 @@ def fail_abandoned(ctx: Context) -> list[str]:
     for job in ctx.jobs.list():
         if job.state != "Running" or ctx.job_runner.is_running(job):
             continue
-        if _save_failure(ctx, job, _ABANDONED, INTERNAL_ERROR):
+        try:
+            abandoned = _save_failure(ctx, job, _ABANDONED, INTERNAL_ERROR)
+        except NotFound:  # deleted meanwhile
+            continue
+        if abandoned:
             log.warning("job %s: Running with no runner, marked Failure", job.id)
             failed.append(job.id)
     return failed
@@ -241,7 +276,7 @@ def run_inline(ctx: Context, job_id: str) -> JobRecord:
     """Run the job to its end in this thread (synchronous calls, locally)."""
     while not run_step_with_retries(ctx, job_id):
         pass
-    return ctx.jobs.get(job_id)
+    return read(ctx, job_id)
 
 
 def submit(ctx: Context, job: JobRecord) -> JobRecord:
@@ -276,7 +311,8 @@ def _started(handle: str) -> Callable[[JobRecord], JobRecord]:
 
 
 def _change(ctx: Context, job_id: str, allowed: tuple[str, ...], action: str) -> JobRecord:
-    job = ctx.jobs.get(job_id)
+    """The job, if its state is one of `allowed` for `action` (else 400; 404 when gone)."""
+    job = read(ctx, job_id)
     if job.state not in allowed:
         raise BadRequest(
             f"job {job_id} is {job.state}: {action} applies to a job that is {' or '.join(allowed)}"
@@ -285,9 +321,10 @@ def _change(ctx: Context, job_id: str, allowed: tuple[str, ...], action: str) ->
 
 
 def _save_change(ctx: Context, job_id: str, change: Any) -> JobRecord:
-    """Apply `change(job)` on a fresh copy until the save is not racing a step."""
+    """Apply `change(job)` on a fresh copy until the save is not racing a step (404 when the
+    job is deleted meanwhile)."""
     while True:
-        job = change(ctx.jobs.get(job_id))
+        job = change(read(ctx, job_id))
         try:
             return ctx.jobs.save(job)
         except Conflict:
@@ -379,7 +416,7 @@ def run_synchronously(ctx: Context, job: JobRecord) -> JobRecord:
     end = time.monotonic() + ctx.settings.jobs_synchronous_deadline
     while job.state not in TERMINAL and time.monotonic() < end:
         time.sleep(0.5)
-        job = ctx.jobs.get(job.id)
+        job = read(ctx, job.id)
     return job
 
 
@@ -398,7 +435,10 @@ def handle_worker_event(ctx: Context, event: dict[str, Any]) -> dict[str, Any]:
         fail(ctx, job_id, _cause_message(str(event["Error"]), str(event.get("Cause", ""))))
         return {"JobId": job_id, "Done": True, "Continued": False}
     done = advance(ctx, job_id)
-    continued = not done and _continue_as_new(ctx, job_id, str(event.get("Execution", "")))
+    try:
+        continued = not done and _continue_as_new(ctx, job_id, str(event.get("Execution", "")))
+    except (NotFound, errors.NotFound):  # deleted since its step: the next step ends it
+        continued = False
     return {"JobId": job_id, "Done": done, "Continued": continued}
 
 

@@ -16,7 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 from chalice.test import Client
 
-from chalicelib import jobs
+from chalicelib import errors, jobs
 from chalicelib.client import retrieve
 from chalicelib.context import Context
 from chalicelib.ingest import store_instance
@@ -33,11 +33,11 @@ def remote() -> Iterator[HeldStowRemote]:
 
 
 def _stow_job_to_held_remote(
-    tmp_path: Path, remote: HeldStowRemote
+    tmp_path: Path, remote: HeldStowRemote, backend: str = "local"
 ) -> tuple[Context, list[Any], JobRecord]:
     """A stored 3-instance study and a STOW job sending it to `remote`, 2 instances a batch."""
     servers = {"held": {"Url": remote.url, "ChunkedTransfers": False}}
-    ctx = make_context("local", tmp_path, servers=servers, stow_max_instances=2)
+    ctx = make_context(backend, tmp_path, servers=servers, stow_max_instances=2)
     study = large_study(3)
     for instance in study:
         assert store_instance(ctx, instance.data).status == "stored"
@@ -69,6 +69,39 @@ def test_pause_during_a_step_drops_its_result_and_resume_resends_the_batch(
     first, *rest = remote.received
     assert rest[0] == first  # the dropped batch, sent again
     assert sorted(u for batch in rest for u in batch) == sorted(i.sop for i in study)
+
+
+def test_job_deleted_while_its_step_runs_ends_quietly_with_its_blobs(
+    backend: str, tmp_path: Path, remote: HeldStowRemote, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Canceled then deleted (or deleted by retention) while a step runs: the step's save
+    found no job and raised NotFound (a traceback locally; on AWS a Lambda error, then
+    MarkFailed's NotFound again), and what the step wrote under jobs/{id}/ stayed. Now the
+    step ends the job's run, deletes its blobs, and marking it failed finds nothing to do."""
+    ctx, _, job = _stow_job_to_held_remote(tmp_path, remote, backend)
+    ended: list[bool] = []
+    step = threading.Thread(target=lambda: ended.append(jobs.advance(ctx, job.id)))
+    step.start()
+    assert remote.held_arrived.wait(30)
+    jobs.cancel(ctx, job.id)
+    jobs.delete(ctx, job.id)
+    written = f"jobs/{job.id}/list/0.json"  # as a retrieve step writes its list meanwhile
+    ctx.blobs.put(written, b"[]", "application/json")
+    remote.release.set()
+    step.join(30)
+    assert ended == [True]
+    assert not ctx.blobs.exists(written)
+    jobs.fail(ctx, job.id, "the state machine gave up")
+    assert jobs.run_step_with_retries(ctx, job.id)
+    assert "step failed" not in caplog.text
+
+
+def test_actions_on_a_job_deleted_meanwhile_are_404(context: Context) -> None:
+    """The job API's actions read the job again after the route did: a job deleted between
+    (DELETE, retention) was ports.NotFound there, an answer 500; now 404 naming it."""
+    for action in (jobs.cancel, jobs.pause, jobs.resume, jobs.resubmit, jobs.delete, jobs.read):
+        with pytest.raises(errors.NotFound, match="no job 'gone'"):
+            action(context, "gone")
 
 
 def test_fail_abandoned_fails_running_jobs_whose_execution_ended(
@@ -219,7 +252,7 @@ def test_retrieve_job_past_inline_instances_lists_them_in_pages_and_its_view_rea
     assert _get(client, f"{content['InstancesPath']}?offset=10000") == ids[10_000:]
     assert _get(client, f"jobs/{job.id}/instances?offset=1999&limit=2002") == ids[1999:4001]
     assert _get(client, f"jobs/{job.id}/instances?offset=10500") == []
-    for query in ("limit=10001", "offset=-1", "limit=x"):
+    for query in ("limit=10001", "offset=-1", "limit=x", "limit=%C2%B2", "offset=%D9%A3"):
         response = client.http.get(f"/dicom-web/jobs/{job.id}/instances?{query}")
         assert response.status_code == 400, query
 
@@ -262,6 +295,30 @@ def test_retrieve_job_recorded_before_keeps_its_list(context: Context, client: C
     assert "chunks" not in job.cursor and job.content["Instances"] == _ids(0, 7)
 
 
+def test_retrieve_job_recorded_before_past_inline_instances_moves_its_list_to_chunks(
+    context: Context, client: Client
+) -> None:
+    """A record from before with more than INLINE_INSTANCES ids whose next step stores
+    nothing: its list went inline whole (9,000 ids: 432 KB, past DynamoDB's 400 KB item, the
+    job failing every resubmit); it goes to chunks. A page whose chunk is gone (the job
+    deleted while it was read) is 404, not 500."""
+    job = jobs.new_job(jobs.RETRIEVE, "remote", {"Resources": []}, {"Instances": _ids(0, 1500)}, 0)
+    job.cursor = {"chunks": 2}
+    context.jobs.create(job)
+    for chunk, ids in enumerate([_ids(1500, 1000), _ids(2500, 500)]):
+        key = f"jobs/{job.id}/instances/{chunk}.json"
+        context.blobs.put(key, json.dumps(ids).encode(), "application/json")
+    job = _record_steps(context, job, [[]])
+    assert "chunks" not in job.cursor and "Instances" not in job.content
+    assert job.content["InstancesCount"] == "3000"
+    assert _get(client, f"jobs/{job.id}/instances") == _ids(0, 3000)
+
+    context.blobs.delete_prefix(f"jobs/{job.id}/list/")
+    response = client.http.get(f"/dicom-web/jobs/{job.id}/instances")
+    assert response.status_code == 404
+    assert "deleted" in json.loads(response.body)["Message"]
+
+
 def test_stow_job_lists_no_instances(context: Context, client: Client) -> None:
     job = jobs.new_job(jobs.STOW, "remote", {"Resources": []}, {}, 0)
     context.jobs.create(job)
@@ -280,11 +337,23 @@ def _failed_job(ctx: Context) -> JobRecord:
     return ended
 
 
+def _ended_job(ctx: Context, completion_time: str) -> str:
+    """A finished job recorded as ending at `completion_time`, with a blob of its list."""
+    job = jobs.new_job(jobs.STOW, "unknown", {"Resources": []}, {}, 0)
+    job.state, job.completion_time = "Success", completion_time
+    ctx.jobs.create(job)
+    ctx.blobs.put(f"jobs/{job.id}/list/0.json", b"[]", "application/json")
+    return job.id
+
+
 def test_finished_jobs_past_jobs_history_size_are_deleted_with_their_blobs(
     backend: str, tmp_path: Path
 ) -> None:
-    """Records and blobs of finished jobs stayed for ever. With JobsHistorySize 3, after six
-    ended, the three that ended last are kept; jobs not finished never go, however old."""
+    """Records and blobs of finished jobs stayed for ever. With JobsHistorySize 3, when a job
+    ends, of five that ended long ago the two that ended last are kept; jobs not finished
+    never go, however old. Those that ended less than RECENTLY_ENDED_SECONDS ago are kept
+    too (a synchronous caller on AWS reads its job's end up to 0.5 s after it: it was deleted
+    if JobsHistorySize others ended meanwhile, a 500 for a retrieve that succeeded)."""
     ctx = make_context(backend, tmp_path, jobs_history_size=3)
     waiting = []
     for state in ("Paused", "Running", "Pending"):
@@ -292,10 +361,15 @@ def test_finished_jobs_past_jobs_history_size_are_deleted_with_their_blobs(
         job.state = state
         ctx.jobs.create(job)
         waiting.append(job.id)
-    ended = [_failed_job(ctx).id for _ in range(6)]
-    assert [job.id for job in ctx.jobs.list()] == waiting + ended[3:]
-    for job_id in ended:
-        assert ctx.blobs.exists(f"jobs/{job_id}/list/0.json") == (job_id in ended[3:])
+    old = [_ended_job(ctx, f"20200101T00000{n}.000000") for n in (4, 3, 2, 1, 0)][::-1]
+    first = _failed_job(ctx).id
+    assert {job.id for job in ctx.jobs.list()} == {*waiting, *old[3:], first}
+    for job_id in old:
+        assert ctx.blobs.exists(f"jobs/{job_id}/list/0.json") == (job_id in old[3:])
+
+    recent = [_ended_job(ctx, jobs._now()) for _ in range(2)]
+    last = _failed_job(ctx).id
+    assert {job.id for job in ctx.jobs.list()} == {*waiting, first, *recent, last}
 
 
 def test_delete_job_removes_a_finished_job_and_refuses_one_not_ended(

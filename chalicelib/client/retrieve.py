@@ -38,7 +38,9 @@ from chalicelib.client.session import RemoteClient
 from chalicelib.context import Context
 from chalicelib.dicom.jsonmodel import json_value
 from chalicelib.dicom.multipart import MultipartError, iter_multipart, parse_media_type
+from chalicelib.errors import NotFound
 from chalicelib.ingest import store_instance
+from chalicelib.storage import ports
 from chalicelib.storage.ports import JobRecord
 
 MB = 1024 * 1024
@@ -167,11 +169,12 @@ def record_instances(
 ) -> None:
     """Add the Orthanc ids a step stored to the job's list: to `Instances` in its record while
     the list has at most INLINE_INSTANCES ids (each once), else to its chunks after the
-    `InstancesCount` ids listed (a step run again after its result was dropped writes the
-    same ids at the same place; readers take only the saved count)."""
+    `InstancesCount` ids listed, each once in the step (not checked against the whole list,
+    which would read every chunk); a step run again after its result was dropped writes the
+    same ids at the same place, and readers take only the saved count."""
     if chunks := cursor.pop("chunks", 0):  # a record from before: one chunk per step
         job.content["Instances"] = _listed_by_step(ctx, job, chunks)
-    if not instances:
+    if not instances and not chunks:  # a moved list past INLINE_INSTANCES goes to chunks
         return
     instances = list(dict.fromkeys(instances))
     if "InstancesCount" not in job.content:
@@ -219,12 +222,15 @@ def retrieve_content(ctx: Context, job: JobRecord) -> dict[str, Any]:
 
 def instances_page(ctx: Context, job: JobRecord, offset: int, limit: int) -> list[str]:
     """The ids `offset` to `offset + limit - 1` of the job's list; reads the chunks they are
-    in and no other."""
+    in and no other; 404 when the job is deleted meanwhile."""
     if "InstancesCount" not in job.content:
         return retrieve_content(ctx, job)["Instances"][offset : offset + limit]
     end = min(int(job.content["InstancesCount"]), offset + limit)
     first = offset // CHUNK_INSTANCES
     instances: list[str] = []
     for chunk in range(first, -(-end // CHUNK_INSTANCES)):
-        instances += json.loads(ctx.blobs.get(_chunk_key(job.id, chunk)))
+        try:
+            instances += json.loads(ctx.blobs.get(_chunk_key(job.id, chunk)))
+        except ports.NotFound:
+            raise NotFound(f"job {job.id} was deleted while its list was read") from None
     return instances[offset - first * CHUNK_INSTANCES : end - first * CHUNK_INSTANCES]

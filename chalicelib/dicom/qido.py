@@ -21,7 +21,13 @@ from chalicelib.dicom.matching import (
     has_wildcard,
     normalize_bound,
 )
-from chalicelib.dicom.query import AttributeMatch, InvalidQuery, MatchKind, QidoQuery
+from chalicelib.dicom.query import (
+    UNSIGNED_INT,
+    AttributeMatch,
+    InvalidQuery,
+    MatchKind,
+    QidoQuery,
+)
 from chalicelib.dicom.tags import KEYWORDS, Level, lookup_keyword, lookup_tag
 
 
@@ -57,11 +63,8 @@ def _boolean(name: str, value: str) -> bool:
     return lowered == "true"
 
 
-_UINT = re.compile(r"[0-9]+")
-
-
 def _uint(name: str, value: str) -> int:
-    if not _UINT.fullmatch(value):
+    if not UNSIGNED_INT.fullmatch(value):
         raise InvalidQuery(
             f"Query parameter {name}='{value}' must be a non-negative integer (PS3.18 §8.3.4.4)"
         )

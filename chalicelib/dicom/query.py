@@ -7,6 +7,7 @@ service answers it 400 (STYLE.md rule 14: `dicom/` knows no HTTP).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,6 +16,10 @@ from chalicelib.dicom.tags import Level
 MatchKind = Literal[
     "universal", "empty", "single", "wildcard", "range", "uids", "sequence", "datetime"
 ]
+
+
+UNSIGNED_INT = re.compile(r"[0-9]+")
+"""A non-negative integer in a query, ASCII digits only (`int()` and `str.isdigit` take "²")."""
 
 
 class InvalidQuery(ValueError):

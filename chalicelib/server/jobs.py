@@ -7,18 +7,11 @@ Every route is `admin`."""
 from __future__ import annotations
 
 from chalicelib import jobs
-from chalicelib.errors import BadRequest, NotFound
+from chalicelib.dicom.query import UNSIGNED_INT
+from chalicelib.errors import BadRequest
 from chalicelib.server.http import Service, WebRequest, WebResponse, json_response
-from chalicelib.storage import ports
 
 service = Service("jobs")
-
-
-def _job(request: WebRequest, job_id: str) -> ports.JobRecord:
-    try:
-        return request.context.jobs.get(job_id)
-    except ports.NotFound:
-        raise NotFound(f"no job {job_id!r} (see GET jobs)") from None
 
 
 @service.route("/jobs", "GET", scope="admin")
@@ -31,7 +24,7 @@ def list_jobs(request: WebRequest) -> WebResponse:
 
 @service.route("/jobs/{job_id}", "GET", scope="admin")
 def get_job(request: WebRequest, job_id: str) -> WebResponse:
-    return json_response(jobs.orthanc_view(request.context, _job(request, job_id)))
+    return json_response(jobs.orthanc_view(request.context, jobs.read(request.context, job_id)))
 
 
 @service.route("/jobs/{job_id}", "DELETE", scope="admin")
@@ -39,7 +32,6 @@ def delete_job(request: WebRequest, job_id: str) -> WebResponse:
     """Orthanc's "Delete a job from history" (1.12.2): a finished job (Success or Failure)
     and its instance list, answering an empty body; 400 for one that has not ended (cancel it
     first). The instances it stored stay."""
-    _job(request, job_id)
     jobs.delete(request.context, job_id)
     return WebResponse(200, b"", {}, "text/plain")
 
@@ -52,7 +44,7 @@ def _count(request: WebRequest, name: str, default: int, maximum: int) -> int:
     values = request.query_values(name)
     if not values:
         return default
-    if not values[-1].isdigit() or int(values[-1]) > maximum:
+    if not UNSIGNED_INT.fullmatch(values[-1]) or int(values[-1]) > maximum:
         raise BadRequest(f"{name} must be a whole number up to {maximum}, not {values[-1]!r}")
     return int(values[-1])
 
@@ -62,7 +54,7 @@ def job_instances(request: WebRequest, job_id: str) -> WebResponse:
     """A page of the Orthanc ids a retrieve job stored, in the order stored: `offset` (0) and
     `limit` (up to MAX_INSTANCES_PAGE, the default). Past `retrieve.INLINE_INSTANCES` the job's
     Content gives `InstancesCount` and `InstancesPath` (this route) in place of `Instances`."""
-    job = _job(request, job_id)
+    job = jobs.read(request.context, job_id)
     if job.type != jobs.RETRIEVE:
         raise BadRequest(f"job {job_id} is a {job.type} job: only a retrieve lists instances")
     from chalicelib.client import retrieve  # loads `requests`: not at a cold start
@@ -77,7 +69,6 @@ def _control(action: str):  # type: ignore[no-untyped-def]
 
     @service.route(f"/jobs/{{job_id}}/{action}", "POST", scope="admin")
     def control(request: WebRequest, job_id: str) -> WebResponse:
-        _job(request, job_id)
         change(request.context, job_id)
         return json_response({})
 
