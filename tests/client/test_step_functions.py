@@ -22,7 +22,7 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from chalicelib import jobs
+from chalicelib import errors, jobs
 from chalicelib.context import Context, build_context
 from chalicelib.ingest import store_instance
 from tests.client.test_two_servers import Instance, instance_count, large_study
@@ -41,6 +41,8 @@ class WorkerDispatch:
         self.ctx: Context | None = None
         self.inject: list[Exception] = []
         self.events: list[dict[str, Any]] = []
+        self.answers: list[Any] = []
+        """What each invocation answered, the worker's payload or its Lambda error."""
         self.hold: threading.Event | None = None
         self.hold_at = 1
         """When `hold` is set, invocation number `hold_at` waits for it; `held` says so."""
@@ -62,6 +64,7 @@ class WorkerDispatch:
         except Exception as exc:
             payload = {"errorType": type(exc).__name__, "errorMessage": str(exc)}
             parsed["FunctionError"] = "Unhandled"
+        self.answers.append(payload)
         parsed["Payload"] = io.BytesIO(json.dumps(payload).encode())
         return AWSResponse(WORKER_ARN, 200, {}, None), parsed
 
@@ -309,3 +312,41 @@ def test_refused_new_execution_leaves_the_job_going_on_in_its_own(
     assert json.loads(execution["output"])["Continued"] is False
     assert [set(event) for event in dispatch.events] == [{"JobId", "Execution"}] * 3
     assert instance_count(remote, study[0].study) == 7
+
+
+def test_synchronous_call_whose_job_is_deleted_meanwhile_is_404_and_its_step_ends_quietly(
+    tmp_path: Path, remote: str, dispatch: WorkerDispatch
+) -> None:
+    """A synchronous call polls its job until it ends; the job canceled and deleted meanwhile
+    (or deleted by retention once ended) was ports.NotFound, a 500. It is a 404 naming the
+    job, and the held step, finding no job, ends the execution's run without a Lambda error
+    (which sent it to MarkFailed, NotFound again)."""
+    ctx = aws_context(tmp_path, remote, dispatch)
+    release = threading.Event()
+    dispatch.hold, dispatch.hold_at = release, 1
+    study = large_study(2)
+    for instance in study:
+        assert store_instance(ctx, instance.data).status == "stored"
+    job = jobs.new_job(jobs.STOW, "remote", {"Resources": [[study[0].study]]}, {}, 0)
+    raised: list[Exception] = []
+
+    def call() -> None:
+        try:
+            jobs.run_synchronously(ctx, job)
+        except Exception as exc:
+            raised.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert dispatch.held.wait(60)
+    jobs.cancel(ctx, job.id)
+    jobs.delete(ctx, job.id)
+    caller.join(60)
+    assert len(raised) == 1 and isinstance(raised[0], errors.NotFound), raised
+    assert job.id in raised[0].message
+    release.set()
+    deadline = time.monotonic() + 60
+    while not dispatch.answers:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert dispatch.answers[0] == {"JobId": job.id, "Done": True, "Continued": False}
