@@ -48,6 +48,10 @@ the rest (under the same deadline) and answers it, or refuses it past http.serve
 DEADLINE_CHECK = 0.25
 """Seconds between the head reader's looks for connections past their time."""
 
+CROWDED_GRACE = 1.0
+"""Seconds of waiting for a slow reader after which its answer must go at the minimum rate
+when other requests wait for a worker (`DeadlineWriter`); also how often it looks."""
+
 
 class DeadlineReader(io.RawIOBase):
     """A connection's reads for `io.BufferedReader`: first the bytes `received` before (by the
@@ -127,11 +131,19 @@ class DeadlineWriter(io.BufferedIOBase):
     MinResponseDataRate is the same guard. Then TimeoutError: the caller closes the
     connection, which frees its worker for the other clients."""
 
-    def __init__(self, connection: socket.socket, timeout: float, grace: float, rate: int) -> None:
+    def __init__(
+        self,
+        connection: socket.socket,
+        timeout: float,
+        grace: float,
+        rate: int,
+        crowded: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.connection = connection
         self.timeout = timeout
         self.grace = grace
         self.rate = rate
+        self._crowded = crowded
         self._writable = select.poll()  # not select.select: descriptors pass 1024
         self._writable.register(connection, select.POLLOUT)
         self.begin()
@@ -177,26 +189,33 @@ class DeadlineWriter(io.BufferedIOBase):
         return sent
 
     def _wait(self) -> None:
-        """Until the socket takes bytes again (at once when it has room)."""
+        """Until the socket takes bytes again (at once when it has room). While `crowded`
+        (other requests wait for a worker) the grace is CROWDED_GRACE at most: 4 readers at
+        1 KB/s held 4 workers for the whole grace (30 s) while another client waited."""
         if self._writable.poll(0):
             return
         self._full = True
-        allowed = self.grace + self._taken / self.rate - self._waited if self.rate else 1e9
-        wait = min(self.timeout, allowed)
-        if wait <= 0:
-            raise TimeoutError(self._late())
-        started = time.monotonic()
-        ready = self._writable.poll(wait * 1000)
-        self._waited += time.monotonic() - started
-        if not ready:
-            if wait < self.timeout:
-                raise TimeoutError(self._late())
-            raise TimeoutError(f"the client took nothing of the answer for {self.timeout:g} s")
+        quiet_since = time.monotonic()
+        while True:
+            crowded = self._crowded()
+            grace = min(self.grace, CROWDED_GRACE) if crowded else self.grace
+            allowed = grace + self._taken / self.rate - self._waited if self.rate else 1e9
+            if allowed <= 0:
+                raise TimeoutError(self._late(grace, crowded))
+            left = self.timeout - (time.monotonic() - quiet_since)
+            if left <= 0:
+                raise TimeoutError(f"the client took nothing of the answer for {self.timeout:g} s")
+            started = time.monotonic()
+            ready = self._writable.poll(min(left, allowed, CROWDED_GRACE) * 1000)
+            self._waited += time.monotonic() - started
+            if ready:
+                return
 
-    def _late(self) -> str:
+    def _late(self, grace: float, crowded: bool) -> str:
+        others = ", other requests waiting for a worker" if crowded else ""
         return (
             f"the client took the answer slower than {self.rate} bytes/s after "
-            f"{self.grace:g} s of waiting for it (DicomWeb.ResponseMinRate)"
+            f"{grace:g} s of waiting for it{others} (DicomWeb.ResponseMinRate)"
         )
 
 
@@ -426,6 +445,10 @@ class WorkerPool:
                     self._threads -= 1
                     self._ready.remove(job)
                     raise
+
+    def crowded(self) -> bool:
+        """Whether requests wait for a worker."""
+        return bool(self._ready)
 
     def _start_worker(self) -> None:
         threading.Thread(target=self._run, name="request-worker", daemon=True).start()

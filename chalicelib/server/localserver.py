@@ -326,7 +326,11 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
         self.reader = DeadlineReader(self.connection, self.timeout, self.received)
         self.rfile = io.BufferedReader(self.reader)
         self.writer = DeadlineWriter(
-            self.connection, self.timeout, self.server.head_timeout, self.server.response_min_rate
+            self.connection,
+            self.timeout,
+            self.server.head_timeout,
+            self.server.response_min_rate,
+            self.server.pool.crowded,
         )
         self.wfile = self.writer
 

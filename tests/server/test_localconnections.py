@@ -333,6 +333,22 @@ def test_worker_pool_goes_on_after_a_job_that_raises(caplog: pytest.LogCaptureFi
     assert "a defect in the handler" in caplog.text
 
 
+def _status_from_another_process(url: str, timeout: float) -> str:
+    """The status of GET `url` from another process: the server runs a request of its own
+    process even with every worker busy (a call to itself, `SelfCalls`)."""
+    client = (
+        "import requests, sys; "
+        "print(requests.get(sys.argv[1], timeout=float(sys.argv[2])).status_code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", client, url, str(timeout)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.stdout.strip() or done.stderr[-300:]
+
+
 def _read_slowly(connection: socket.socket, received: list[int]) -> None:
     """Read 64 KB every 0.1 s until the server closes the connection."""
     with suppress(OSError):
@@ -359,12 +375,36 @@ def test_slow_reader_is_cut_off_below_the_minimum_rate_and_frees_its_worker(
             reader.start()
             while not received:  # the worker is sending the series
                 time.sleep(0.05)
-            other = requests.get(f"{url}/dicom-web/studies", timeout=20)
+            other = _status_from_another_process(f"{url}/dicom-web/studies", 20)
             reader.join(60)
-    assert other.status_code == 200
+    assert other == "200"
     assert 0 < sum(received) < 30_000_000
     assert "slower than 2000000 bytes/s after 1 s of waiting" in caplog.text
     assert "(DicomWeb.ResponseMinRate)" in caplog.text
+
+
+def test_slow_reader_is_cut_off_after_a_short_grace_when_others_wait_for_its_worker(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The grace before the minimum rate applies is RequestHeadTimeout (30 s here): a slow
+    reader held the one worker that long while another client waited (its 15 s ran out).
+    While requests wait for a worker the grace is CROWDED_GRACE (1 s)."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    changes = {"http_threads_count": 1, "request_head_timeout": 30, "response_min_rate": 2_000_000}
+    with in_process_server(tmp_path, 60, **changes) as url:
+        path = _store(url, [_ct_of_64_frames()])
+        received: list[int] = []
+        with _receive_small(url) as slow:
+            slow.sendall(f"GET {path} HTTP/1.1\r\nHost: h\r\nAccept: {ANY_SYNTAX}\r\n\r\n".encode())
+            reader = threading.Thread(target=_read_slowly, args=(slow, received))
+            reader.start()
+            while not received:  # the worker is sending the series
+                time.sleep(0.05)
+            other = _status_from_another_process(f"{url}/dicom-web/studies", 15)
+            reader.join(60)
+    assert other == "200"
+    assert 0 < sum(received) < 30_000_000
+    assert "after 1 s of waiting for it, other requests waiting for a worker" in caplog.text
 
 
 def test_send_buffers_are_bounded_and_given_back_on_close() -> None:
