@@ -37,8 +37,8 @@ def sweep(event: dict[str, Any], context: Any) -> dict[str, Any]:
     stopped between their blob writes and their index commit (`ingest.
     remove_interrupted_writes`); and fail the jobs whose execution ended without saying so
     (`jobs.fail_abandoned`). Locally the server does the same, and resumes jobs, at start-up;
-    on AWS nothing restarts, and DELETE (which also finishes deletes) is off. Its timeout is
-    15 minutes (.chalice/config.json); a run cut short keeps what it confirmed."""
+    on AWS nothing restarts, and DELETE (which also finishes deletes) is off on `prod`. Its
+    timeout is 15 minutes (.chalice/config.json); a run cut short keeps what it confirmed."""
     from chalicelib.ingest import remove_interrupted_writes
     from chalicelib.jobs import fail_abandoned
     from chalicelib.server.delete import finish_pending_deletes

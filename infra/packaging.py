@@ -119,10 +119,7 @@ def _compile_into(zip_path: Path) -> None:
         tree = Path(tmp) / "tree"
         with zipfile.ZipFile(zip_path) as archive:
             archive.extractall(tree)
-        for pattern in NOT_NEEDED_ON_LAMBDA:
-            for path in list(tree.glob(pattern)):
-                if path.relative_to(tree).parts[0] not in APP_CODE:
-                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+        remove_not_needed(tree)
         _drop_library_copies(tree)
         unchecked = py_compile.PycInvalidationMode.UNCHECKED_HASH
         for top in sorted(tree.iterdir()):
@@ -141,6 +138,16 @@ def _compile_into(zip_path: Path) -> None:
                 if path.is_file():
                     archive.write(path, path.relative_to(tree).as_posix())
         rebuilt.replace(zip_path)
+
+
+def remove_not_needed(tree: Path) -> None:
+    """Remove what `NOT_NEEDED_ON_LAMBDA` matches in the unpacked package `tree`, the app's
+    code excepted."""
+    for pattern in NOT_NEEDED_ON_LAMBDA:
+        for path in list(tree.glob(pattern)):
+            # skip a match inside a folder removed before it (`a/tests/b/tests`)
+            if path.relative_to(tree).parts[0] not in APP_CODE and path.exists():
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _drop_library_copies(tree: Path) -> None:

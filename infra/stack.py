@@ -19,8 +19,8 @@ Resources, by construct id:
 - API Gateway's own answers mapped to ours: unknown path 404, body too large 413, JSON + CORS;
 - `FailedEvents`: the SQS queue (SSE, 14 days) of asynchronous invocations (S3's upload
   events, the sweep) that failed every retry, which Lambda would otherwise drop;
-- `AlarmTopic`: the SNS topic of the alarms (an event in `FailedEvents`, a function's
-  errors, the API's 5xx answers).
+- `AlarmTopic`: the SNS topic of the alarms (an event in `FailedEvents`, an error of the API
+  handler, the upload ingest or the sweep, a failed jobs execution, the API's 5xx answers).
 
 A stage that keeps its data (`infra/stages.py`: `aws`, `prod`) keeps the bucket and table when
 the stack is deleted and turns on the table's deletion protection; `dev` deletes them.
@@ -56,7 +56,7 @@ from chalicelib.server.uploads import INCOMING_PREFIX, UPLOADS_PREFIX
 from chalicelib.storage.dynamo import table_definition
 from infra import packaging
 from infra.auth import PACKAGING_POOL_ARN, CognitoSignIn, stage_authorizer
-from infra.stages import KEEPS_DATA, STAGES
+from infra.stages import KEEPS_DATA, SIGN_IN_DOMAIN_PREFIXES, STAGES, deployed_options
 
 ROOT = packaging.ROOT
 
@@ -78,7 +78,8 @@ SWEEP_SCHEDULE = cdk.Duration.minutes(15)
 S3_OBJECT_ACTIONS = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
 S3_BUCKET_ACTIONS = ["s3:ListBucket"]
 # TransactWriteItems is authorized on the actions it holds (Put, Update, Delete): there is no
-# IAM action of that name.
+# IAM action of that name. Scan: index.iter_studies, which finds the studies of Orthanc IDs
+# named in a call to a remote server (client/resources.py).
 DYNAMODB_ACTIONS = [
     "dynamodb:GetItem",
     "dynamodb:BatchGetItem",
@@ -183,6 +184,12 @@ class DicomWebStack(cdk.Stack):
                 "iam_role_arn": self.api_role.role_arn,
             },
         )
+        # The REST API is named after the stack (the title of its OpenAPI body): Chalice names
+        # it after the app, the same for every stage of an account, whose API metrics (by API
+        # name) would then be mixed.
+        self.api.get_resource("RestAPI").add_property_override(
+            "DefinitionBody.info.title", self.stack_name
+        )
         # Chalice's per-function settings are read from the stage on disk only: set the
         # other Lambdas' own roles on the packaged template.
         for function, role in (
@@ -230,19 +237,19 @@ class DicomWebStack(cdk.Stack):
     ) -> CognitoSignIn | None:
         """The API Gateway authorizer of `AUTHORIZER` (none | cognito | oidc | iam), as
         `chalice package` writes it from the app's settings (server/api.py); the Lambdas get
-        the same setting to enforce the routes' scopes, and `DICOMWEB_CONFIG` when given (the
-        OIDC issuer and audience live there). `cognito` makes the user pool here."""
+        the same setting to enforce the routes' scopes, and the stage's `DICOMWEB_CONFIG` with
+        the one given merged over it (the OIDC issuer and audience live there). `cognito`
+        makes the user pool here."""
         authorizer = stage_authorizer(stage, os.environ)
         # The app is packaged in this process and gives its routes the authorizer it reads.
         os.environ["AUTHORIZER"] = environment["AUTHORIZER"] = authorizer
-        if os.environ.get("DICOMWEB_CONFIG"):
-            environment["DICOMWEB_CONFIG"] = os.environ["DICOMWEB_CONFIG"]
+        environment["DICOMWEB_CONFIG"] = deployed_options(stage, os.environ)
         if authorizer != "cognito":
             return None
         sign_in = CognitoSignIn(
             self,
             "SignIn",
-            domain_prefix=os.environ.get("COGNITO_DOMAIN_PREFIX", f"dicomweb-{stage}"),
+            domain_prefix=os.environ.get("COGNITO_DOMAIN_PREFIX") or SIGN_IN_DOMAIN_PREFIXES[stage],
             viewer_urls=[u for u in os.environ.get("VIEWER_URLS", "").split(",") if u]
             or ["http://localhost:3000/callback"],
             removal=removal,
@@ -508,9 +515,13 @@ class DicomWebStack(cdk.Stack):
 
     def _alarms(self) -> sns.Topic:
         """Alarms on what needs an operator, notifying the `AlarmTopic` (subscribe to it):
-        an event in `FailedEvents`, a function's errors (a crash, a timeout, out of memory:
-        the app answers its own errors, so an API error here is not a 4xx or a 500 it wrote),
-        and the API's 5xx answers (the app's 500s and API Gateway's own, a 504 at 29 s)."""
+        an event in `FailedEvents`; an error of the API handler, the upload ingest or the
+        sweep (a crash, a timeout, out of memory: the app answers its own errors, so an API
+        error here is not a 4xx or a 500 it wrote); a failed execution of the jobs state
+        machine (not the worker's errors: it raises TransientJobError on purpose, for the
+        state machine's retries while a peer is briefly down; a step that crashed, timed out
+        or ran out of retries ends its execution failed); and the API's 5xx answers (the
+        app's 500s and API Gateway's own, a 504 at 29 s)."""
         topic = sns.Topic(self, "AlarmTopic", display_name="DICOMweb alarms")
         notify = cloudwatch_actions.SnsAction(topic)
         five_minutes = cdk.Duration.minutes(5)
@@ -525,14 +536,19 @@ class DicomWebStack(cdk.Stack):
                 cloudwatch.Metric(
                     namespace="AWS/ApiGateway",
                     metric_name="5XXError",
-                    dimensions_map={"ApiName": self._api_name(), "Stage": API_STAGE},
+                    dimensions_map={"ApiName": self.stack_name, "Stage": API_STAGE},
                     period=five_minutes,
                     statistic="Sum",
                 ),
                 "the API answered 5xx",
             ),
+            "JobsFailedAlarm": (
+                self.jobs.metric_failed(period=five_minutes, statistic="Sum"),
+                "a jobs execution failed: a step crashed, timed out or ran out of retries "
+                "(its job records the failure)",
+            ),
         }
-        for logical_id in ("APIHandler", "IngestUpload", "JobsWorker", "Sweep"):
+        for logical_id in ("APIHandler", "IngestUpload", "Sweep"):
             metrics[f"{logical_id}ErrorsAlarm"] = (
                 cloudwatch.Metric(
                     namespace="AWS/Lambda",
@@ -555,15 +571,6 @@ class DicomWebStack(cdk.Stack):
             )
             alarm.add_alarm_action(notify)
         return topic
-
-    def _api_name(self) -> str:
-        """The REST API's name, the stack's (`dicomweb-{stage}`): the title of its OpenAPI
-        body, which names it; Chalice's is the app's, the same for every stage of an account,
-        whose metrics (by API name) would then be mixed."""
-        self.api.get_resource("RestAPI").add_property_override(
-            "DefinitionBody.info.title", self.stack_name
-        )
-        return self.stack_name
 
     def _gateway_responses(self) -> None:
         """API Gateway's own answers in our shape: JSON `{Status, Message}` with CORS."""

@@ -173,3 +173,19 @@ def test_package_leaves_out_what_the_app_never_imports(package_dir: Path) -> Non
         text=True,
     )
     assert result.stdout.split() == ["False", "True", "True"], result.stderr
+
+
+def test_trimming_skips_matches_inside_a_folder_it_removed(tmp_path: Path) -> None:
+    """`**/tests` matches `lib/tests` and `lib/tests/unit/tests`: the second is gone with the
+    first, and the package is still trimmed (FileNotFoundError before)."""
+    from infra.packaging import remove_not_needed
+
+    nested = tmp_path / "lib" / "tests" / "unit" / "tests"
+    nested.mkdir(parents=True)
+    (nested / "test_x.py").write_text("")
+    (tmp_path / "lib" / "core.py").write_text("")
+    (tmp_path / "chalicelib" / "tests").mkdir(parents=True)
+    remove_not_needed(tmp_path)
+    assert not (tmp_path / "lib" / "tests").exists()
+    assert (tmp_path / "lib" / "core.py").exists()
+    assert (tmp_path / "chalicelib" / "tests").exists()  # the app's code is kept whole

@@ -3,8 +3,9 @@ moto, with IAM enforced: the handlers' AWS calls carry credentials that hold exa
 synthesized role policy, so a permission the stack forgot fails a test here.
 
 Three adaptations to moto, and only these: moto authorizes S3 calls against the object's ARN
-but every other service's against the resource `*`, so only S3 statements are checked for
-their resources too, the others (DynamoDB, Step Functions, Logs) for their actions; moto
+but the calls of the other services the code makes against the resource `*` (moto 5.2 names a
+resource for S3, IAM, SQS and STS only), so only S3 statements are checked for their
+resources too, the others (DynamoDB, Step Functions, Secrets Manager) for their actions; moto
 checks `dynamodb:TransactWriteItems`, which IAM authorizes through the actions a transaction
 holds, so it is granted when those (Put, Update, Delete) are; and moto authorizes
 DeleteObjects as `s3:DeleteObject` on the bucket's ARN, where S3 authorizes each of its keys
@@ -39,6 +40,7 @@ import pytest
 import requests
 from conftest import logical_id, resources_of_type
 
+from infra.auth import PACKAGING_POOL_ARN, RESOURCE_SERVER
 from tests.apigateway import api_gateway_event
 
 REGION = "us-east-1"
@@ -64,6 +66,26 @@ SCHEDULED_EVENT = {
 }
 """What EventBridge sends a rule's target on schedule (EventBridge User Guide, "Creating a
 rule that runs on a schedule")."""
+ADMIN = "admin@example.org"
+
+
+def signed_in_context(authorizer: str) -> dict[str, Any]:
+    """What API Gateway adds to a proxy event's `requestContext` for a caller its authorizer
+    verified who holds every scope (API Gateway Developer Guide, "Input format of a Lambda
+    function for proxy integration"): a Cognito access token's claims, a Lambda token
+    authorizer's context (the app's `oidc`), or a SigV4 caller's identity (`iam`)."""
+    from chalicelib.config import SCOPES
+
+    scopes = " ".join(f"{RESOURCE_SERVER}/{s}" for s in SCOPES)
+    if authorizer == "cognito":
+        claims = {"sub": "4f1e-admin", "username": ADMIN, "token_use": "access", "scope": scopes}
+        return {"authorizer": {"claims": claims}}
+    if authorizer == "oidc":
+        return {"authorizer": {"principalId": ADMIN, "scope": scopes, "integrationLatency": 3}}
+    if authorizer == "iam":
+        arn = "arn:aws:iam::123456789012:user/admin"
+        return {"identity": {"sourceIp": "203.0.113.9", "userArn": arn, "user": "AIDAADMIN"}}
+    return {}
 
 
 @contextlib.contextmanager
@@ -226,6 +248,11 @@ def lambda_task(template: dict[str, Any], package_dir: Path) -> Iterator[LambdaT
             mp.setenv("BUCKET", bucket)
             mp.setenv("TABLE", table)
             mp.setenv("DICOMWEB_CONFIG", json.dumps(options))
+            # The stage's authorizer, as the functions get it; a Cognito pool's ARN is a
+            # reference in the template.
+            mp.setenv("AUTHORIZER", env["AUTHORIZER"])
+            if env["AUTHORIZER"] == "cognito":
+                mp.setenv("COGNITO_USER_POOL_ARN", PACKAGING_POOL_ARN)
             task = LambdaTask(importlib.import_module("app"), bucket, credentials, mp)
             assert Path(task.app.__file__).parent == package_dir, "not the packaged app"
             task.as_role("ApiHandlerRole")
@@ -279,10 +306,13 @@ def answer_of(
     query: dict[str, str] | None = None,
     headers: dict[str, str] | None = None,
     body: bytes | None = None,
+    signed_in: bool = True,
 ) -> tuple[int, dict[str, str], bytes]:
     """`app`'s answer to a REST API (v1) proxy event, checked for what API Gateway takes from
     a Lambda proxy integration: a status, string headers, a string body (base64 when
-    binary), within Lambda's 6 MB synchronous response (Lambda Developer Guide, quotas)."""
+    binary), within Lambda's 6 MB synchronous response (Lambda Developer Guide, quotas).
+    `signed_in`: the event carries what the stage's authorizer (`AUTHORIZER`, as the packaged
+    app reads it) passes for an administrator; a local app without one ignores it."""
     resource, params = _route(app, path)
     headers = {
         "Host": HOST,
@@ -300,6 +330,8 @@ def answer_of(
         body,
         query,
     )
+    if signed_in:
+        event["requestContext"].update(signed_in_context(os.environ.get("AUTHORIZER", "none")))
     answer = app(event, None)
     assert isinstance(answer["statusCode"], int), answer
     assert all(isinstance(v, str) for v in (answer.get("headers") or {}).values()), answer
@@ -615,6 +647,13 @@ def test_packaged_handler_answers_every_route_as_make_run(
     assert differences == {}
 
 
+def test_packaged_handler_needs_the_authorizer_s_verdict(lambda_task: LambdaTask) -> None:
+    """Behind an authorizer, an event without its verdict is answered 401 (API Gateway sends
+    none such); without one (`AUTHORIZER=none`) it is answered."""
+    status, _, body = answer_of(lambda_task.app.app, "GET", "/dicom-web/studies", signed_in=False)
+    assert status == (200 if os.environ["AUTHORIZER"] == "none" else 401), body
+
+
 def test_packaged_policy_without_a_grant_is_refused(
     template: dict[str, Any], lambda_task: LambdaTask
 ) -> None:
@@ -723,10 +762,10 @@ def test_packaged_jobs_worker_runs_a_step_and_records_its_failure(
 def test_packaged_sweep_finishes_a_delete_interrupted_after_its_commit(
     lambda_task: LambdaTask,
 ) -> None:
-    """A delete stopped between its index commit and its blob removal (DELETE is off on AWS,
-    and a stopped Lambda leaves exactly this: the instance gone from the index, its blobs
-    listed in a pending item) is finished by the sweep Lambda on EventBridge's scheduled
-    event, under the sweep role's policy."""
+    """A delete stopped between its index commit and its blob removal (a stopped Lambda
+    leaves exactly this: the instance gone from the index, its blobs listed in a pending
+    item) is finished by the sweep Lambda on EventBridge's scheduled event, under the sweep
+    role's policy."""
     from chalicelib.context import default_context
     from tests.conftest import testdata
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 from conftest import CDK_OUT, ROOT, STAGE, logical_id, resources_of_type
 
+from infra.auth import stage_authorizer
 from infra.stages import KEEPS_DATA
 
 APP_FUNCTIONS = ("APIHandler", "IngestUpload", "JobsWorker", "Sweep")
@@ -28,7 +30,7 @@ STORAGE_ACTIONS = {
     "dynamodb:BatchGetItem",
     "dynamodb:BatchWriteItem",
     "dynamodb:Query",
-    "dynamodb:Scan",
+    "dynamodb:Scan",  # index.iter_studies: Orthanc IDs in a call to a remote server
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "dynamodb:DeleteItem",
@@ -68,6 +70,17 @@ EXPECTED_ACTIONS = {
         "logs:PutLogEvents",
     },
 }
+
+CALLED_AS = {
+    "s3:GetObject": ("get_object", "head_object"),
+    "s3:PutObject": ("put_object",),
+    "s3:DeleteObject": ("delete_object", "delete_objects"),
+    "s3:ListBucket": ("list_objects_v2",),
+}
+"""The boto3 operations an S3 action authorizes; another action's is its name in snake case
+(`dynamodb:BatchGetItem`: `batch_get_item`)."""
+CALLED_BY_LAMBDA = {"logs:CreateLogStream", "logs:PutLogEvents", "sqs:SendMessage"}
+"""Actions that Lambda itself takes with the role (logging, on-failure destinations)."""
 
 LAMBDA_TRANSIENT_ERRORS = {
     # Step Functions Developer Guide, "Handle Lambda service exceptions"
@@ -236,6 +249,31 @@ def test_roles_allow_exactly_the_calls_of_the_code_on_named_resources(
     assert set(granted) == EXPECTED_ACTIONS[role], set(granted) ^ EXPECTED_ACTIONS[role]
 
 
+def test_every_granted_action_is_called_by_the_code(
+    template: dict[str, Any], package_dir: Path
+) -> None:
+    """No role holds an action the packaged code never calls: each granted action's boto3
+    operation is called (`.op(`) or named (`"op"`, Table.pages and _batch) in chalicelib."""
+    source = "\n".join(p.read_text() for p in (package_dir / "chalicelib").rglob("*.py"))
+    granted = {
+        action
+        for role in EXPECTED_ACTIONS
+        for statement in _role_statements(template, role)
+        for action in (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+    }
+    assert granted >= {"dynamodb:Query", "s3:GetObject"}
+    unused = set()
+    for action in granted - CALLED_BY_LAMBDA:
+        name = action.split(":")[1]
+        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+        operations = CALLED_AS.get(action, (snake,))
+        if not any(re.search(rf"[.\"']{op}[\"'(]", source) for op in operations):
+            unused.add(action)
+    assert unused == set()
+
+
 def test_gateway_answers_unknown_paths_404_and_large_bodies_413_as_json(
     template: dict[str, Any],
 ) -> None:
@@ -321,22 +359,9 @@ def test_cfn_lint_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_prod_stack_signs_in_with_cognito(tmp_path: Path) -> None:
-    """A `prod` synth without AUTHORIZER: Cognito on every method but OPTIONS and the web
-    app's files (each with its route's scope), and the web app's sign-in settings on the API
-    handler. Synthesized in a process of its own: it packages the app from the repository."""
-    env = {**os.environ, "STAGE": "prod", "CDK_OUTDIR": str(tmp_path)}
-    env.pop("AUTHORIZER", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "infra.app"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    template = json.loads((tmp_path / "prod.template.json").read_text())
+def _assert_signed_in_with_cognito(template: dict[str, Any]) -> None:
+    """Cognito on every method but OPTIONS and the web app's files (each with its route's
+    scope), and the web app's sign-in settings on the API handler."""
     (api,) = resources_of_type(template, "AWS::Serverless::Api").values()
     paths = api["Properties"]["DefinitionBody"]["paths"]
     public = {"/dicom-web/app/client", "/dicom-web/app/client/{file}"}
@@ -352,6 +377,55 @@ def test_prod_stack_signs_in_with_cognito(tmp_path: Path) -> None:
     handler = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
     assert handler["AUTHORIZER"] == "cognito"
     assert {"WEBAPP_OIDC_AUTHORITY", "WEBAPP_OIDC_CLIENT_ID"} <= set(handler)
+
+
+def test_stage_signs_in_as_its_authorizer_says(template: dict[str, Any]) -> None:
+    """The stage's template carries the authorizer of `AUTHORIZER` or the stage's default
+    (`aws` and `prod`: Cognito)."""
+    authorizer = stage_authorizer(STAGE, os.environ)
+    handler = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
+    assert handler["AUTHORIZER"] == authorizer
+    if authorizer == "cognito":
+        _assert_signed_in_with_cognito(template)
+
+
+def test_prod_stack_signs_in_and_keeps_delete_off_with_options_given(tmp_path: Path) -> None:
+    """A `prod` synth without AUTHORIZER, with options given in DICOMWEB_CONFIG (an OIDC
+    issuer alone): signed in with Cognito, and the stage's own options kept beside the
+    given ones, so DELETE stays off and no study or series has a DELETE route.
+    Synthesized in a process of its own: it packages the app from the repository."""
+    given = {"DicomWeb": {"OidcIssuer": "https://idp.example"}}
+    env = {
+        **os.environ,
+        "STAGE": "prod",
+        "CDK_OUTDIR": str(tmp_path),
+        "DICOMWEB_CONFIG": json.dumps(given),
+    }
+    env.pop("AUTHORIZER", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    template = json.loads((tmp_path / "prod.template.json").read_text())
+    _assert_signed_in_with_cognito(template)
+    (api,) = resources_of_type(template, "AWS::Serverless::Api").values()
+    paths = api["Properties"]["DefinitionBody"]["paths"]
+    # Every method of a path reaches the app, which answers 405 to one it has no route for:
+    # a route's method carries its scope, DELETE of a study none (admin when DELETE is on).
+    assert paths["/dicom-web/servers/{name}"]["delete"]["security"] == [
+        {"cognito": ["dicomweb/admin"]}
+    ]
+    for path in ("/dicom-web/studies/{study}", "/dicom-web/studies/{study}/series/{series}"):
+        assert paths[path]["delete"]["security"] == [{"cognito": []}], path
+    for function in APP_FUNCTIONS:
+        env = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+        options = json.loads(env["DICOMWEB_CONFIG"])["DicomWeb"]
+        assert options == {"EnableDelete": False, "OidcIssuer": "https://idp.example"}
 
 
 def test_every_function_ends_before_its_write_intents_count_as_interrupted(
@@ -393,8 +467,10 @@ def test_async_functions_keep_the_events_that_failed_every_retry(
 
 
 def test_alarms_notify_the_alarm_topic(template: dict[str, Any]) -> None:
-    """A failed event, a function's errors and the API's 5xx each raise an alarm on the
-    topic; the API 5xx alarm names this stack's API (its OpenAPI title)."""
+    """A failed event, the errors of a function no retry covers, a failed jobs execution and
+    the API's 5xx each raise an alarm on the topic; the API 5xx alarm names this stack's API
+    (its OpenAPI title). The jobs worker's errors raise none: it raises TransientJobError on
+    purpose for the state machine's retries (a peer briefly down)."""
     topic = logical_id(template, "AWS::SNS::Topic", "AlarmTopic")
     alarms = resources_of_type(template, "AWS::CloudWatch::Alarm").values()
     watched: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -405,7 +481,11 @@ def test_alarms_notify_the_alarm_topic(template: dict[str, Any]) -> None:
         metric = watched.setdefault((properties["Namespace"], properties["MetricName"]), [])
         metric.append({d["Name"]: d["Value"] for d in properties["Dimensions"]})
     functions = [d["FunctionName"] for d in watched["AWS/Lambda", "Errors"]]
-    assert sorted(functions, key=str) == sorted(({"Ref": f} for f in APP_FUNCTIONS), key=str)
+    retried = ("APIHandler", "IngestUpload", "Sweep")
+    assert sorted(functions, key=str) == sorted(({"Ref": f} for f in retried), key=str)
+    (machine,) = watched["AWS/States", "ExecutionsFailed"]
+    jobs = logical_id(template, "AWS::StepFunctions::StateMachine", "Jobs")
+    assert machine == {"StateMachineArn": {"Ref": jobs}}
     (queue,) = watched["AWS/SQS", "ApproximateNumberOfMessagesVisible"]
     assert queue["QueueName"]["Fn::GetAtt"][0].startswith("FailedEvents")
     (api,) = watched["AWS/ApiGateway", "5XXError"]

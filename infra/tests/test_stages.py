@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from conftest import PACKAGE, ROOT, STAGE
 
 from infra.auth import stage_authorizer
-from infra.stages import KEEPS_DATA, STAGES
+from infra.stages import KEEPS_DATA, SIGN_IN_DOMAIN_PREFIXES, STAGES, deployed_options
 
 
 def _chalice_stage(stage: str) -> dict[str, Any]:
@@ -33,7 +34,7 @@ def _routes(env: dict[str, str]) -> dict[str, list[str]]:
     return {path: sorted(handlers) for path, handlers in table.routes.items()}
 
 
-def test_the_mission_s_aws_stage_is_a_stage() -> None:
+def test_aws_stage_is_a_stage() -> None:
     assert STAGES == ("dev", "aws", "prod")
     on_disk = json.loads((ROOT / ".chalice" / "config.json").read_text())
     assert set(on_disk["stages"]) == set(STAGES)
@@ -60,10 +61,43 @@ def test_aws_stage_has_every_route_of_make_run(package_dir: Path) -> None:
     assert _routes({**env, "BUCKET": "b", "TABLE": "t"}) == local
 
 
-def test_aws_stage_answers_as_make_run_and_keeps_its_data() -> None:
-    assert stage_authorizer("aws", {}) == "none"
-    assert stage_authorizer("aws", {"AUTHORIZER": "cognito"}) == "cognito"
+def test_stages_that_keep_data_sign_in_unless_opened_explicitly() -> None:
+    """`aws` has DELETE and the admin routes (PUT /servers makes the Lambdas call any URL)
+    and keeps its data: like `prod`, only signed-in callers reach it unless
+    `AUTHORIZER=none` says otherwise."""
     assert KEEPS_DATA == {"dev": False, "aws": True, "prod": True}
+    for stage in ("aws", "prod"):
+        assert stage_authorizer(stage, {}) == "cognito"
+        assert stage_authorizer(stage, {"AUTHORIZER": "none"}) == "none"
+    assert stage_authorizer("dev", {}) == "none"
+
+
+def test_default_sign_in_domains_are_ones_cognito_takes() -> None:
+    """Cognito refuses a domain prefix holding `aws`, `amazon` or `cognito`."""
+    assert set(SIGN_IN_DOMAIN_PREFIXES) == set(STAGES)
+    for prefix in SIGN_IN_DOMAIN_PREFIXES.values():
+        assert re.fullmatch(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", prefix), prefix
+        assert not re.search("aws|amazon|cognito", prefix), prefix
+
+
+def test_given_options_are_merged_over_the_stage_s() -> None:
+    """README's `AUTHORIZER=oidc DICOMWEB_CONFIG='{"DicomWeb": {"OidcIssuer": ...}}'`: the
+    stage's options stay (prod's DELETE off), the given ones are added or win."""
+    given = {"DicomWeb": {"OidcIssuer": "https://idp.example", "OidcAudience": "dicomweb"}}
+    merged = json.loads(deployed_options("prod", {"DICOMWEB_CONFIG": json.dumps(given)}))
+    assert merged["DicomWeb"] == {"EnableDelete": False, **given["DicomWeb"]}
+    opened = {"DICOMWEB_CONFIG": '{"DicomWeb": {"EnableDelete": true}, "Servers": {}}'}
+    assert json.loads(deployed_options("prod", opened)) == {
+        "DicomWeb": {"EnableDelete": True},
+        "Servers": {},
+    }
+    assert json.loads(deployed_options("aws", {})) == _options("aws")
+    with pytest.raises(ValueError, match="DICOMWEB_CONFIG"):
+        deployed_options("prod", {"DICOMWEB_CONFIG": "config.json"})
+
+
+def _options(stage: str) -> dict[str, Any]:
+    return json.loads(_chalice_stage(stage)["environment_variables"]["DICOMWEB_CONFIG"])
 
 
 def test_package_is_the_stage_s(package_dir: Path) -> None:
@@ -74,6 +108,8 @@ def test_package_is_the_stage_s(package_dir: Path) -> None:
     expected = _chalice_stage(STAGE)["environment_variables"]
     assert env["DICOMWEB_CONFIG"] == expected["DICOMWEB_CONFIG"]
     assert sam["Resources"]["RestAPI"]["Properties"]["StageName"] == "api"
+    tags = sam["Resources"]["APIHandler"]["Properties"]["Tags"]
+    assert f":stage={STAGE}:" in tags["aws-chalice"], tags
 
 
 @pytest.mark.parametrize("target", ["deploy", "destroy"])
