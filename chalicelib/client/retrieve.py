@@ -133,7 +133,7 @@ def _fetch(
         parts = iter_multipart(counted(), media.params.get("boundary", ""))
         try:
             for number, part in enumerate(parts, 1):
-                result = store_instance(ctx, part.body)
+                result = store_instance(ctx, part.view)
                 if result.status != "stored":
                     raise RemoteError(
                         f"{where}: part {number} could not be stored: {result.message}"

@@ -56,7 +56,7 @@ class S3BlobStore:
     ) -> None:
         # botocore takes bytes, bytearray or a file, not a view: the copy costs little beside
         # the upload.
-        body = data if isinstance(data, bytes) else bytes(data)
+        body = bytes(data)  # no copy when `data` is bytes already
         with _translated(key):
             self._client.put_object(
                 Bucket=self._bucket, Key=self._key(key), Body=body, ContentType=content_type

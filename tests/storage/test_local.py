@@ -21,6 +21,7 @@ from chalicelib.context import Context
 from chalicelib.dicom.matching import Narrowing
 from chalicelib.ingest import store_instance
 from chalicelib.storage.local import LocalBlobStore, SqliteTagIndex
+from chalicelib.storage.local.files import PRIVATE_FOLDER
 from chalicelib.storage.local.tables import SCHEMA_VERSION, write_study_keys
 from chalicelib.storage.ports import InstanceFile, InstanceRecord, NotFound
 from tests.conftest import make_context, testdata
@@ -38,17 +39,55 @@ def test_put_leaves_no_temporary_file(tmp_path: Path) -> None:
     assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()] == [KEY]
 
 
+def _skip_without_top_folder_flag(tmp_path: Path) -> None:
+    """Skip where the file system refuses `chattr +T` (tmpfs, xfs, btrfs): `mark_top_folder`
+    rightly does nothing there. `lsattr` alone works on some of them."""
+    scratch = tmp_path / "top-flag-probe"
+    scratch.mkdir()
+    try:
+        probe = subprocess.run(["chattr", "+T", str(scratch)], capture_output=True, text=True)
+    except FileNotFoundError:
+        pytest.skip("no chattr here")
+    if probe.returncode != 0:
+        pytest.skip(f"the file system refuses chattr +T: {probe.stderr.strip()}")
+
+
+def _file_attributes(folder: Path) -> str:
+    return subprocess.run(
+        ["lsattr", "-d", str(folder)], capture_output=True, text=True, check=True
+    ).stdout.split()[0]
+
+
 def test_blob_folder_is_the_top_of_a_hierarchy_for_ext4(tmp_path: Path) -> None:
     """ext4 spreads the store's folders as top-level ones (`chattr +T`) instead of making
     every blob's inode beside a busy parent such as /tmp (DESIGN.md, Ingest)."""
-    probe = subprocess.run(["lsattr", "-d", str(tmp_path)], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"no file attributes here: {probe.stderr.strip()}")
+    _skip_without_top_folder_flag(tmp_path)
     LocalBlobStore(tmp_path / "blobs")
-    flags = subprocess.run(
-        ["lsattr", "-d", str(tmp_path / "blobs")], capture_output=True, text=True, check=True
-    ).stdout.split()[0]
-    assert "T" in flags, flags
+    assert "T" in _file_attributes(tmp_path / "blobs")
+
+
+def test_older_store_remakes_its_empty_temp_folder_once_marked(tmp_path: Path) -> None:
+    """The flag places only folders made after it: an older store's `.tmp`, where every
+    blob's inode is made, is made again (a mode `make_folders` never gives tells them apart)."""
+    _skip_without_top_folder_flag(tmp_path)
+    temp = tmp_path / "blobs" / ".tmp"
+    temp.mkdir(parents=True)
+    temp.chmod(0o750)
+    LocalBlobStore(tmp_path / "blobs")
+    assert "T" in _file_attributes(tmp_path / "blobs")
+    assert temp.stat().st_mode & 0o777 == PRIVATE_FOLDER
+
+
+def test_older_store_keeps_a_temp_folder_a_running_process_writes_in(tmp_path: Path) -> None:
+    _skip_without_top_folder_flag(tmp_path)
+    temp = tmp_path / "blobs" / ".tmp"
+    temp.mkdir(parents=True)
+    temp.chmod(0o750)
+    in_progress = temp / f"{os.getpid()}-1.tmp"
+    in_progress.write_bytes(b"being written")
+    LocalBlobStore(tmp_path / "blobs")
+    assert in_progress.read_bytes() == b"being written"
+    assert temp.stat().st_mode & 0o777 == 0o750
 
 
 def test_delete_prunes_emptied_folders(tmp_path: Path) -> None:

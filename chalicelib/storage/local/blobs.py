@@ -34,9 +34,11 @@ class LocalBlobStore:
         self._folder = str(root)
         self._temp = root / _TEMP_FOLDER
         make_folders(root)
-        mark_top_folder(root)
+        marked_now = mark_top_folder(root)
         make_folders(self._temp)
         _remove_dead_temp_files(self._temp)
+        if marked_now:
+            _remake_empty_folder(self._temp)
         if not (root / _OLDER_SCHEME_SWEPT).is_dir():
             self._remove_older_temp_files()
             make_folders(root / _OLDER_SCHEME_SWEPT)
@@ -192,11 +194,12 @@ _FS_IOC_GETFLAGS = 2 << 30 | _IOCTL_FLAGS_SIZE << 16 | ord("f") << 8 | 1  # _IOR
 _FS_IOC_SETFLAGS = 1 << 30 | _IOCTL_FLAGS_SIZE << 16 | ord("f") << 8 | 2  # _IOW('f', 2, long)
 
 
-def mark_top_folder(root: Path) -> None:
+def mark_top_folder(root: Path) -> bool:
     """Have ext4 place the folders made in `root` (the temporary files' folder, the studies')
     as it places top-level ones: each in a block group of its own with free inodes and blocks
     above the average (Orlov), not beside `root`'s parent. Best effort: file systems without
-    the flag (tmpfs, xfs, macOS) are left as they are.
+    the flag (tmpfs, xfs, btrfs, macOS) are left as they are. True when the flag was set now
+    (it places only the folders made after it: an older store's stay where they are).
 
     Why: every blob is a new inode, and ext4 without a journal passes over each inode of the
     group freed in the last 5 to 35 s before it takes a free one (`recently_deleted` in
@@ -205,20 +208,35 @@ def mark_top_folder(root: Path) -> None:
     and removed before, as by a benchmark run), against 0.14-0.4 ms in a folder so placed;
     one request of 20 instances spent 20-40 ms there (DESIGN.md, Ingest)."""
     if sys.platform != "linux":
-        return
+        return False
     import fcntl
 
-    with contextlib.suppress(OSError):
+    try:
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             (flags,) = struct.unpack_from(
                 "i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, bytes(_IOCTL_FLAGS_SIZE))
             )
-            if not flags & _FS_TOPDIR_FL:
-                value = struct.pack("i", flags | _FS_TOPDIR_FL).ljust(_IOCTL_FLAGS_SIZE, b"\0")
-                fcntl.ioctl(fd, _FS_IOC_SETFLAGS, value)
+            if flags & _FS_TOPDIR_FL:
+                return False
+            value = struct.pack("i", flags | _FS_TOPDIR_FL).ljust(_IOCTL_FLAGS_SIZE, b"\0")
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, value)
+            return True
         finally:
             os.close(fd)
+    except OSError:
+        return False
+
+
+def _remake_empty_folder(folder: Path) -> None:
+    """Remove `folder` and make it again, so that a root marked by `mark_top_folder` places
+    it anew. Best effort: left as it is when it is not empty (a running process's temporary
+    file) or cannot be removed (`_write_temp` makes it again if another process removed it)."""
+    try:
+        folder.rmdir()
+    except OSError:
+        return
+    make_folders(folder)
 
 
 _TEMP_ATTEMPTS = 100
