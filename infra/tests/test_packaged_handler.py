@@ -678,8 +678,16 @@ def test_packaged_policy_without_a_grant_is_refused(
 def test_packaged_client_job_starts_and_stops_an_execution(
     lambda_task: LambdaTask, stored: dict[str, dict[str, str]]
 ) -> None:
-    """A remote server with a password (Secrets Manager), a STOW job (Step Functions), its
-    cancel, the server's removal: the API handler's grants for the client side."""
+    """A remote server with a password (Secrets Manager), a STOW job (Step Functions) of a
+    study named by its Orthanc ID (found by scanning the index's studies), its cancel, the
+    server's removal: the API handler's grants for the client side."""
+    import pydicom
+
+    from chalicelib.dicom.ids import orthanc_ids
+    from tests.conftest import testdata
+
+    patient_id = pydicom.dcmread(testdata(CT), stop_before_pixels=True).PatientID
+    study_id = orthanc_ids(patient_id, stored[CT]["study"], "", "")["study"]
     server = {"Url": "http://127.0.0.1:9/dicom-web", "Username": "u", "Password": "secret"}
     status, _, body = invoke(
         lambda_task,
@@ -689,7 +697,7 @@ def test_packaged_client_job_starts_and_stops_an_execution(
         body=json.dumps(server).encode(),
     )
     assert status == 200, body
-    request = {"Resources": [{"Study": stored[CT]["study"]}], "Synchronous": False}
+    request = {"Resources": [study_id], "Synchronous": False}
     status, _, body = invoke(
         lambda_task,
         "POST",
