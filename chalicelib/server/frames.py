@@ -99,6 +99,13 @@ class PixelChoice:
     transfer_syntax: str
     mode: Mode
     multipart: bool
+    fallback: str | None = None
+    """The Content-Type of a part whose frame cannot be converted and goes as stored instead:
+    set for an answer of several frames that must be converted when the Accept admits the
+    stored form (`negotiate_pixel`)."""
+    up_front: bool = False
+    """Every frame is converted before the answer starts: they must be converted and the
+    Accept admits no stored form, so a frame that cannot be is a 406, not a broken answer."""
 
     @property
     def part_type(self) -> str:
@@ -169,7 +176,29 @@ def negotiate_pixel(entries: list[AcceptEntry], record: InstanceRecord, parts: i
         )
     (offer_type, offer_syntax, mode), entry = found
     content_type = OCTET_STREAM if _part(entry.media) == OCTET_STREAM else offer_type
-    return PixelChoice(content_type, offer_syntax, mode, _multipart(entry.media))
+    choice = PixelChoice(content_type, offer_syntax, mode, _multipart(entry.media))
+    if parts > 1 and (mode == "encode" or (mode == "raw" and encapsulated)):
+        as_stored = next(
+            o for o in offers if o[2] == "stored" or (o[2] == "raw" and not encapsulated)
+        )
+
+        def admits(entry: AcceptEntry, offer: tuple[str, str, Mode]) -> bool:
+            """The entry takes the stored form, or names no transfer syntax: then "Explicit
+            VR Little Endian ... unless the origin server has only access to the pixel data
+            in lossy compressed form" (PS3.18 §8.7.3.3, 2025b), as for a frame that cannot
+            be decoded."""
+            media = entry.media
+            default = _part(media) == OCTET_STREAM and "transfer-syntax" not in media.params
+            return fits(entry, offer) or (default and _multipart(media))
+
+        stored = best_match(entries, [as_stored], admits)
+        if stored is None:
+            choice.up_front = True
+        else:
+            (stored_type, stored_syntax, _), stored_entry = stored
+            media = OCTET_STREAM if _part(stored_entry.media) == OCTET_STREAM else stored_type
+            choice.fallback = f"{media}; transfer-syntax={stored_syntax}"
+    return choice
 
 
 def _multipart(media: MediaType) -> bool:
@@ -265,6 +294,16 @@ class FrameReader:
             return None
         return BlobRange(self.record.blob_key, start, length)
 
+    def frame_part(self, number: int, choice: PixelChoice) -> tuple[str, bytes]:
+        """Frame `number` and its part's Content-Type: converted per `choice`, or as stored
+        under `choice.fallback` when it cannot be converted and the Accept admits that."""
+        try:
+            return choice.part_type, self.frame(number, choice)
+        except NotAcceptable:
+            if choice.fallback is None:
+                raise
+            return choice.fallback, self.stored(number)
+
     def frame(self, number: int, choice: PixelChoice) -> bytes:
         data = self.stored(number)
         if self.as_stored(choice):
@@ -311,8 +350,9 @@ def parse_frame_list(text: str, limit: int) -> list[int]:
     return numbers
 
 
-FrameBody = BlobRange | Callable[[], bytes]
-"""A frame as a range of the stored file, or a function that reads (and converts) it."""
+FrameBody = BlobRange | Callable[[], tuple[str, bytes]]
+"""A frame as a range of the stored file, or a function that reads (and converts) it and
+gives its part's Content-Type with it (`FrameReader.frame_part`)."""
 
 
 def read_frames(
@@ -324,29 +364,39 @@ def read_frames(
     reader.check(numbers)
     choice = negotiate_pixel(parse_accept(request.accept), record, len(numbers))
     return choice, [
-        reader.stored_range(n, choice) or partial(reader.frame, n, choice) for n in numbers
+        reader.stored_range(n, choice) or partial(reader.frame_part, n, choice) for n in numbers
     ]
 
 
 def frame_bytes(request: WebRequest, body: FrameBody) -> bytes:
     if isinstance(body, BlobRange):
         return request.context.blobs.get_range(body.key, body.start, body.length)
-    return body()
+    return body()[1]
 
 
 def answer_frames(
     request: WebRequest, choice: PixelChoice, bodies: list[FrameBody], locations: list[str]
 ) -> WebResponse:
     """The frames read by `read_frames`, one part each with its Content-Location; several
-    streamed where the transport can (`delivery.StreamedMultipart`)."""
+    streamed where the transport can (`delivery.StreamedMultipart`).
+
+    A frame of several that cannot be converted (a corrupt bitstream) must not break off an
+    answer already streaming. Each part of a multipart answer carries its own Content-Type
+    and transfer syntax (PS3.18 §8.7.3.4 Transfer Syntax, 2025b), so such a frame goes as stored,
+    its part's Content-Type naming the stored transfer syntax, when the Accept admits that
+    (`PixelChoice.fallback`; as a study or series retrieve does with an instance that cannot
+    be converted). Otherwise every frame is converted before the first byte (each once), and
+    one that cannot be is a 406 for the whole answer. A single frame is a 406 either way."""
     if not choice.multipart:
         headers = {"Content-Location": locations[0]}
         body = frame_bytes(request, bodies[0])
         return deliver(request, WebResponse(200, body, headers, choice.part_type))
     parts = [
-        _frame_part({"Content-Type": choice.part_type, "Content-Location": location}, body)
+        _frame_part(location, body, choice.part_type)
         for body, location in zip(bodies, locations, strict=True)
     ]
+    if choice.up_front:
+        parts = [part() if callable(part) else part for part in parts]
     streamed = StreamedMultipart(request.context.blobs, parts, new_boundary())
     content_type = multipart_content_type(
         choice.media_type, streamed.boundary, transfer_syntax=choice.transfer_syntax
@@ -354,10 +404,15 @@ def answer_frames(
     return deliver(request, WebResponse(200, streamed, {}, content_type))
 
 
-def _frame_part(headers: dict[str, str], body: FrameBody) -> Part | LazyPart:
+def _frame_part(location: str, body: FrameBody, part_type: str) -> Part | LazyPart:
     if isinstance(body, BlobRange):
-        return headers, body
-    return lambda: (headers, body())
+        return {"Content-Type": part_type, "Content-Location": location}, body
+
+    def build() -> tuple[dict[str, str], bytes]:
+        content_type, data = body()
+        return {"Content-Type": content_type, "Content-Location": location}, data
+
+    return build
 
 
 def frame_url(request: WebRequest, record: InstanceRecord, number: int) -> str:

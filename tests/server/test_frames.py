@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from chalicelib.dicom.transcode import to_explicit_little_endian
 from chalicelib.ingest import IngestResult, store_instance
 from chalicelib.server.api import create_app
 from tests.conftest import TESTDATA, make_context
-from tests.corpus import orthanc_files
+from tests.corpus import CorpusFile, orthanc_files, storable
 from tests.server.helpers import CountingBlobs, assert_no_route, parts_of, tiny_image
 
 HOST = "dicomweb.test"
@@ -543,3 +544,95 @@ def test_retrieve_frames_default_of_a_lossless_frame_is_explicit_vr_little_endia
         assert body == ds.pixel_array.tobytes()
     else:
         assert body == parts_of(stored)[0][1]
+
+
+def issue164_with_frame_2_unreadable() -> tuple[CorpusFile, bytes, list[bytes]]:
+    """Issue164.dcm (JPEG Baseline, 87 frames) with 0xFF written over frame 2's bitstream
+    (a copy), and its frames as stored."""
+    item = next(f for f in storable() if f.name == "Issue164.dcm")
+    ds = dcmread(io.BytesIO(item.data))
+    frames = list(generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)))
+    start = item.data.index(frames[1])
+    data = item.data[:start] + b"\xff" * len(frames[1]) + item.data[start + len(frames[1]) :]
+    return item, data, [frames[0], b"\xff" * len(frames[1])]
+
+
+ELE_FRAMES = f"{RAW}; transfer-syntax={ExplicitVRLittleEndian}"
+
+
+def _corpus_path(item: CorpusFile) -> str:
+    return f"/dicom-web/studies/{item.study_uid}/series/{item.series_uid}/instances/{item.sop_uid}"
+
+
+def _assert_unreadable_frame_as_stored(status: int, content_type: str, body: bytes) -> None:
+    """Frames 1 and 2: frame 1 decoded, frame 2 (which cannot be) as stored, its part's
+    Content-Type naming JPEG Baseline."""
+    assert status == 200, body[:300]
+    assert content_type.startswith(RAW)
+    answer = SimpleNamespace(headers={"Content-Type": content_type}, body=body)
+    (first, decoded), (second, stored) = parts_of(answer)
+    assert (
+        first["content-type"]
+        == f"application/octet-stream; transfer-syntax={ExplicitVRLittleEndian}"
+    )
+    assert len(decoded) == 743 * 975 * 3
+    assert (
+        second["content-type"] == "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.50"
+    )
+    assert second["content-location"].endswith("/frames/2")
+    assert stored == b"\xff" * len(stored) and stored
+
+
+def test_retrieve_frames_one_unreadable_on_the_local_server(tmp_path: Path) -> None:
+    """`make run`'s server: frames 1,2 where frame 2 cannot be decoded broke off the streamed
+    answer after frame 1 (frames 2,1 was a 406). Now frame 2 goes as stored when the Accept
+    names no transfer syntax; naming Explicit VR Little Endian is a 406 before any byte."""
+    import requests
+
+    from tests.server.test_localserver import in_process_server
+
+    item, data, _ = issue164_with_frame_2_unreadable()
+    assert store_instance(make_context("local", tmp_path), data).status == "stored"
+    with in_process_server(tmp_path / "data", 30.0) as url:
+        path = f"{url}{_corpus_path(item)}/frames/"
+        for frames in ("1,2", "2,1"):
+            answer = requests.get(path + frames, headers={"Accept": RAW}, timeout=60)
+            if frames == "1,2":
+                _assert_unreadable_frame_as_stored(
+                    answer.status_code, answer.headers["Content-Type"], answer.content
+                )
+            else:
+                assert answer.status_code == 200
+            strict = requests.get(path + frames, headers={"Accept": ELE_FRAMES}, timeout=60)
+            assert strict.status_code == 406, strict.text[:300]
+            assert "frame 2 of instance" in strict.json()["Message"]
+
+
+@pytest.mark.parametrize("backend", ["aws"], indirect=True)
+def test_retrieve_frames_one_unreadable_on_lambda(backend: str, tmp_path: Path) -> None:
+    """The same through API Gateway events (the answer joined in `deliver`): it was a 406
+    for the whole answer. (Pixel Data as bulkdata sends its frames the same way.)"""
+    import base64
+
+    from tests.apigateway import api_gateway_event
+
+    item, data, _ = issue164_with_frame_2_unreadable()
+    base = make_context(backend, tmp_path)
+    assert store_instance(base, data).status == "stored"
+    app = create_app(lambda: base)
+    resource = "/dicom-web/studies/{study}/series/{series}/instances/{instance}/frames/{frames}"
+    params = {"study": item.study_uid, "series": item.series_uid, "instance": item.sop_uid}
+
+    def frames(numbers: str, accept: str) -> dict[str, Any]:
+        path = f"{_corpus_path(item)}/frames/{numbers}"
+        headers = {"Host": HOST, "Accept": accept}
+        event = api_gateway_event(
+            "GET", path, resource, {**params, "frames": numbers}, headers, None
+        )
+        return app(event, None)
+
+    answer = frames("1,2", RAW)
+    _assert_unreadable_frame_as_stored(
+        answer["statusCode"], answer["headers"]["Content-Type"], base64.b64decode(answer["body"])
+    )
+    assert frames("1,2", ELE_FRAMES)["statusCode"] == 406
