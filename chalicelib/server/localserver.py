@@ -579,7 +579,12 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
         """Chalice's, except that a HEAD answer gets the body's Content-Length and not the body
         (RFC 9110 §9.3.2): the answers this handler makes itself (an unknown path, a
         malformed request) are written here; sending the body left it on the connection,
-        where the client read it as the start of the next answer."""
+        where the client read it as the start of the next answer. A 204 has no content, so
+        neither Content-Type nor Content-Length (RFC 9110 §15.3.5 and §8.6)."""
+        if code == 204:
+            self.send_response(code)
+            self._send_headers({k: v for k, v in headers.items() if k.lower() != "content-type"})
+            return
         if self.command != "HEAD":
             super()._send_http_response_with_body(code, headers, body)
             return

@@ -385,3 +385,48 @@ def test_delete_keeps_a_cache_folder_pending_while_s3_leaves_some_of_it(tmp_path
     finish_pending_deletes(context.index, context.blobs)
     assert context.index.pending_blob_deletes() == []
     assert not context.blobs.exists(f"{folder}{stored.series_uid}.json.gz")
+
+
+@pytest.mark.parametrize("backend", ["local", "aws"], indirect=True)
+def test_204_answers_carry_no_content_headers(backend: str, tmp_path: Path) -> None:
+    """A 204 has no content (RFC 9110 §15.3.5): no Content-Type, and on the local server no
+    Content-Length either (§8.6). An empty search, a DELETE and an OPTIONS carried
+    `Content-Type: application/json` from the local server; on Lambda the app's answer is
+    checked (through API Gateway events)."""
+    import base64
+
+    import requests
+
+    from tests.apigateway import api_gateway_event
+    from tests.server.test_localserver import in_process_server
+
+    context = make_context(backend, tmp_path)
+    stored = _store(context, testdata(CT).read_bytes())
+    calls = [
+        ("GET", "/dicom-web/studies", "/dicom-web/studies", None, {"PatientID": "nobody"}),
+        ("OPTIONS", "/dicom-web/studies", "/dicom-web/studies", None, None),
+        (
+            "DELETE",
+            _path(stored, "study"),
+            "/dicom-web/studies/{study}",
+            {"study": stored.study_uid},
+            None,
+        ),
+    ]
+    if backend == "aws":
+        app = create_app(lambda: context)
+        for method, path, resource, params, query in calls:
+            event = api_gateway_event(method, path, resource, params, {"Host": "x"}, None, query)
+            answer = app(event, None)
+            assert answer["statusCode"] == 204, (method, answer)
+            headers = {k.lower() for k in {**answer["headers"], **answer["multiValueHeaders"]}}
+            assert "content-type" not in headers and not base64.b64decode(answer["body"] or "")
+        return
+    with in_process_server(tmp_path / "data", 30.0) as url, requests.Session() as session:
+        for method, path, _, _, query in calls:
+            answer = session.request(method, url + path, params=query, timeout=30)
+            assert answer.status_code == 204, (method, answer.text[:300])
+            assert "Content-Type" not in answer.headers, (method, answer.headers)
+            assert "Content-Length" not in answer.headers, (method, answer.headers)
+        # the connection still serves: the 204 left nothing on it
+        assert session.get(url + "/dicom-web/studies", timeout=30).status_code == 204
