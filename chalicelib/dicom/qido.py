@@ -50,6 +50,12 @@ def _printable(name: str) -> str:
     return ascii(name[:64])[1:-1]
 
 
+_NOT_SEARCHABLE = (
+    "names a command, file meta or directory element (groups 0000-0006), not an attribute of "
+    "the stored datasets a search returns"
+)
+
+
 def _ignored(name: str, why: str) -> str:
     return f"The parameter '{_printable(name)}' {why} and was ignored"
 
@@ -275,6 +281,8 @@ def parse_qido_query(
                     include_all = True
                 elif (found := _resolve(field)) is None:
                     warnings.append(_ignored(f"includefield={field}", "names no known attribute"))
+                elif found.tags[0] < "00080000":  # command, file meta, directory: not searched
+                    warnings.append(_ignored(f"includefield={field}", _NOT_SEARCHABLE))
                 else:
                     includefield.append(found.tags[0])
         elif (attribute := _resolve(name)) is None:

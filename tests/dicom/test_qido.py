@@ -302,3 +302,15 @@ def test_parse_qido_query_modality_at_study_level_is_modalities_in_study() -> No
     assert any("Modality" in w and "ModalitiesInStudy" in w for w in query.warnings)
     series = parse_qido_query("series", [("00080060", "CT")], max_limit=100, default_limit=10)
     assert [k.tag for k in series.matches] == ["00080060"] and not series.warnings
+
+
+@pytest.mark.parametrize("field", ["00000000", "CommandGroupLength", "TransferSyntaxUID"])
+def test_includefield_of_a_command_or_file_meta_element_is_ignored_with_its_reason(
+    field: str,
+) -> None:
+    """CommandGroupLength was said to belong "to a level below the study"; it is no
+    attribute of a stored dataset at all."""
+    query = parse(f"includefield={field}&includefield=StudyDescription")
+    assert query.includefield == ("00081030",)
+    (warning,) = query.warnings
+    assert f"'includefield={field}'" in warning and "file meta" in warning
