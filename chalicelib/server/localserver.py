@@ -97,6 +97,7 @@ from chalicelib.server.localconnections import (
     SendBuffers,
     WorkerPool,
     head_is_complete,
+    reset_on_close,
 )
 from chalicelib.storage.ports import BlobStore
 
@@ -356,7 +357,8 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
             )
             self.close_connection = True
         except TimeoutError as late:  # writing an answer: reading has its own
-            log.info("%s - %s: connection closed", self.client_address[0], late)
+            log.info("%s - %s: connection reset", self.client_address[0], late)
+            reset_on_close(self.connection)
             self.close_connection = True
 
     def _next_request_comes(self) -> bool:
@@ -537,7 +539,8 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
             log.info("client closed the connection during %s %s", self.command, self.path)
             self.close_connection = True
         except TimeoutError as late:
-            log.info("%s during %s %s: connection closed", late, self.command, self.path)
+            log.info("%s during %s %s: connection reset", late, self.command, self.path)
+            reset_on_close(self.connection)
             self.close_connection = True
         except Exception:
             log.exception("streamed answer to %s %s broken off", self.command, self.path)

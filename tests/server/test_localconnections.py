@@ -25,12 +25,14 @@ import requests
 from chalicelib.server.localconnections import (
     HEAD_BUFFER,
     Connection,
+    DeadlineWriter,
     HeadReader,
     SelfCalls,
     SendBuffers,
     WorkerPool,
     head_is_complete,
 )
+from chalicelib.server.localserver import SEND_BUFFER
 from tests.server.test_localserver import (
     ANY_SYNTAX,
     _connect,
@@ -349,12 +351,18 @@ def _status_from_another_process(url: str, timeout: float) -> str:
     return done.stdout.strip() or done.stderr[-300:]
 
 
-def _read_slowly(connection: socket.socket, received: list[int]) -> None:
-    """Read 64 KB every 0.1 s until the server closes the connection."""
-    with suppress(OSError):
+def _read_slowly(connection: socket.socket, received: list[int], ends: list[str]) -> None:
+    """Read 64 KB every 0.1 s until the server closes the connection; `ends` gets how:
+    "reset", "closed" or the error."""
+    try:
         while chunk := connection.recv(65536):
             received.append(len(chunk))
             time.sleep(0.1)
+        ends.append("closed")
+    except ConnectionResetError:
+        ends.append("reset")
+    except OSError as error:
+        ends.append(repr(error))
 
 
 def test_slow_reader_is_cut_off_below_the_minimum_rate_and_frees_its_worker(
@@ -363,15 +371,18 @@ def test_slow_reader_is_cut_off_below_the_minimum_rate_and_frees_its_worker(
     """A client reading a 34 MB series at about 640 KB/s held the one worker (HttpThreadsCount
     1) for the 50 s it took, and every other request waited. With ResponseMinRate 2,000,000
     (bytes/s, after RequestHeadTimeout, 1 s, of waiting for it) it is cut off, its answer
-    truncated, and the other client is answered."""
+    truncated, and the other client is answered. The connection is reset: closed, it stayed
+    in the kernel with the unsent answer (FIN-WAIT-1, MBs), which the client went on
+    reading."""
     caplog.set_level(logging.INFO, logger=LOGGER)
     changes = {"http_threads_count": 1, "request_head_timeout": 1, "response_min_rate": 2_000_000}
     with in_process_server(tmp_path, 30, **changes) as url:
         path = _store(url, [_ct_of_64_frames()])
         received: list[int] = []
+        ends: list[str] = []
         with _receive_small(url) as slow:
             slow.sendall(f"GET {path} HTTP/1.1\r\nHost: h\r\nAccept: {ANY_SYNTAX}\r\n\r\n".encode())
-            reader = threading.Thread(target=_read_slowly, args=(slow, received))
+            reader = threading.Thread(target=_read_slowly, args=(slow, received, ends))
             reader.start()
             while not received:  # the worker is sending the series
                 time.sleep(0.05)
@@ -379,6 +390,7 @@ def test_slow_reader_is_cut_off_below_the_minimum_rate_and_frees_its_worker(
             reader.join(60)
     assert other == "200"
     assert 0 < sum(received) < 30_000_000
+    assert ends == ["reset"]
     assert "slower than 2000000 bytes/s after 1 s of waiting" in caplog.text
     assert "(DicomWeb.ResponseMinRate)" in caplog.text
 
@@ -396,7 +408,7 @@ def test_slow_reader_is_cut_off_after_a_short_grace_when_others_wait_for_its_wor
         received: list[int] = []
         with _receive_small(url) as slow:
             slow.sendall(f"GET {path} HTTP/1.1\r\nHost: h\r\nAccept: {ANY_SYNTAX}\r\n\r\n".encode())
-            reader = threading.Thread(target=_read_slowly, args=(slow, received))
+            reader = threading.Thread(target=_read_slowly, args=(slow, received, []))
             reader.start()
             while not received:  # the worker is sending the series
                 time.sleep(0.05)
@@ -405,6 +417,78 @@ def test_slow_reader_is_cut_off_after_a_short_grace_when_others_wait_for_its_wor
     assert other == "200"
     assert 0 < sum(received) < 30_000_000
     assert "after 1 s of waiting for it, other requests waiting for a worker" in caplog.text
+
+
+def _read_at(connection: socket.socket, rate: int, received: list[int]) -> None:
+    """Read at about `rate` bytes/s until the other end closes the connection; `received`
+    holds the bytes read."""
+    started = time.monotonic()
+    with suppress(OSError):
+        while chunk := connection.recv(16384):
+            received[0] += len(chunk)
+            ahead = received[0] / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+
+
+def _send_to_a_reader(source: int, length: int, reader_rate: int, crowded: bool) -> str:
+    """Send `length` bytes of the file `source` through a DeadlineWriter (ResponseMinRate
+    200,000 bytes/s, grace 1 s: 30 s cut to CROWDED_GRACE while `crowded`), with the server's
+    SEND_BUFFER, to a client reading at `reader_rate`: "done" or why it was cut, and the
+    bytes the client received."""
+    received = [0]
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        client.connect(listener.getsockname())
+        reader = threading.Thread(target=_read_at, args=(client, reader_rate, received))
+        reader.start()
+        ours, _ = listener.accept()
+        with ours, client:
+            ours.settimeout(60)
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            grace = 30.0 if crowded else 1.0
+            writer = DeadlineWriter(ours, 60, grace, 200_000, lambda: crowded)
+            try:
+                sent = writer.sendfile(source, 0, length)
+                outcome = f"done {sent}"
+            except TimeoutError as late:
+                outcome = f"cut: {late}"
+            ours.shutdown(socket.SHUT_WR)
+            reader.join(60)
+    return f"{outcome}, received {received[0]}"
+
+
+def test_client_reading_at_five_times_the_minimum_rate_gets_the_whole_answer(
+    tmp_path: Path,
+) -> None:
+    """Linux reports room in a send buffer (POLLOUT) only once a third of it has drained:
+    with the 4 MB SEND_BUFFER (8 MB in the kernel) the first wait lasted until ~2.7 MB had
+    gone, and counted no byte taken, so a client reading at 5x ResponseMinRate was cut after
+    the 1 s grace, crowded or not (OHIF's series and frames came truncated). What a client
+    took is what left the kernel's send queue (SIOCOUTQ), looked at on every tick of a wait."""
+    length = 12_000_000
+    blob = tmp_path / "answer"
+    blob.write_bytes(os.urandom(length))
+    outcomes: dict[bool, str] = {}
+    descriptor = os.open(blob, os.O_RDONLY)
+    try:
+        senders = [
+            threading.Thread(
+                target=lambda crowded=crowded: outcomes.__setitem__(
+                    crowded, _send_to_a_reader(descriptor, length, 1_000_000, crowded)
+                )
+            )
+            for crowded in (False, True)
+        ]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(120)
+    finally:
+        os.close(descriptor)
+    whole = f"done {length}, received {length}"
+    assert outcomes == {False: whole, True: whole}
 
 
 def test_send_buffers_are_bounded_and_given_back_on_close() -> None:
