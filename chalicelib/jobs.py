@@ -221,11 +221,13 @@ def fail(ctx: Context, job_id: str, message: str, code: int = NETWORK_PROTOCOL) 
     for _ in range(5):
         try:
             job = ctx.jobs.get(job_id)
-            if job.state in TERMINAL or job.state == "Paused":
+            if (
+                job.state in TERMINAL
+                or job.state == "Paused"
+                or _save_failure(ctx, job, message, code)
+            ):
                 return
-            if _save_failure(ctx, job, message, code):
-                return
-        except NotFound:
+        except NotFound:  # deleted: ended
             return
 
 
