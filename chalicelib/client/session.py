@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import ssl
 import threading
 from collections.abc import Iterator
@@ -30,6 +31,12 @@ from chalicelib.config import Settings
 from chalicelib.errors import BadGateway
 
 CONNECT_TIMEOUT = 10.0
+
+SELF_CALL_HEADER = "X-DicomWeb-Caller"
+SELF_CALL_TOKEN = secrets.token_hex(16)
+"""This process's token, sent in SELF_CALL_HEADER by each of its clients: the local server
+runs a request carrying it even with every worker busy, since one of them waits for it
+(`localserver.is_self_call`)."""
 
 
 class _GetRetry(Retry):
@@ -187,6 +194,7 @@ def _new_session(server: RemoteServer, settings: Settings) -> requests.Session:
     session = _ServerSession(server.url)
     session.trust_env = False  # HttpProxy, never the environment, decides the proxy
     session.headers.update(server.http_headers)
+    session.headers[SELF_CALL_HEADER] = SELF_CALL_TOKEN
     if server.username:
         # In UTF-8 (RFC 7617 §2.1, charset="UTF-8"): requests' own ISO-8859-1 failed the call
         # with a 500 on any other character.

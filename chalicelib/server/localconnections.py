@@ -16,8 +16,9 @@ timeout between bytes) held 4,000 threads, and would for ever. Here (`localserve
   and a whole request head, or a body at a minimum average rate, before a deadline;
   `DeadlineWriter` its writer: each wait for the client within the connection timeout, and
   the answer taken at a minimum average rate, so that slow readers cannot hold every worker;
-- a request from this process (a worker calling its own server) runs even with every worker
-  busy, since a worker waits for it (`SelfCalls`);
+- a request of the server to itself (a worker calling its own server, told by its
+  `X-DicomWeb-Caller` header: `localserver.is_self_call`) runs even with every worker busy,
+  since a worker waits for it;
 - `SendBuffers` bounds how many connections have a large send buffer at once.
 """
 
@@ -32,11 +33,9 @@ import select
 import selectors
 import socket
 import struct
-import sys
 import termios
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -256,6 +255,20 @@ class DeadlineWriter(io.BufferedIOBase):
         )
 
 
+def header_value(head: bytes, name: bytes) -> bytes | None:
+    """The value of the header `name` (lower case) in the request `head` (request line and
+    header lines, RFC 9112 §5), None when it has none: names compared whole, nothing read
+    past the blank line that ends the head."""
+    for line in head.split(b"\n")[1:]:
+        line = line.rstrip(b"\r")
+        if not line:
+            break
+        field_name, colon, value = line.partition(b":")
+        if colon and field_name.lower() == name:
+            return value.strip(b" \t")
+    return None
+
+
 def reset_on_close(connection: socket.socket) -> None:
     """Make closing `connection` reset it (SO_LINGER on, 0 s), for an answer cut off
     (truncated anyway): a plain close left the socket to the kernel, in FIN-WAIT-1 with the
@@ -447,7 +460,8 @@ class HeadReader:
 class WorkerPool:
     """At most `size` threads, started as needed, that each run `work` on one ready request
     at a time, oldest first; a request that finds them all busy waits for one, unless
-    `urgent` says that a busy thread waits for it: that one runs in a thread of its own.
+    `urgent` says that a busy thread waits for it: that one runs in a thread of its own, at
+    most `size` such threads at once (past them it waits like the others).
 
     `work` may return what is left to do once its thread counts as idle (the connection
     handed back to the head reader): a client's next request, arriving meanwhile, then goes
@@ -469,15 +483,13 @@ class WorkerPool:
         self._changed = threading.Condition()
         self._threads = 0
         self._idle = 0
+        self._urgent_threads = 0
         self._closing = False
 
     def submit(self, *job: Any) -> None:
         with self._changed:
             saturated = self._threads >= self.size and self._idle <= len(self._ready)
-        if saturated and self._urgent(*job):
-            threading.Thread(
-                target=self._run_once, args=job, name="urgent-request", daemon=True
-            ).start()
+        if saturated and self._urgent(*job) and self._run_beside(job):
             return
         with self._changed:
             self._ready.append(job)
@@ -529,10 +541,30 @@ class WorkerPool:
             with self._changed:
                 self._threads -= 1
 
+    def _run_beside(self, job: tuple[Any, ...]) -> bool:
+        """Run `job` in a thread of its own, if fewer than `size` run so: whether it does."""
+        with self._changed:
+            if self._urgent_threads >= self.size:
+                return False
+            self._urgent_threads += 1
+        try:
+            threading.Thread(
+                target=self._run_once, args=job, name="urgent-request", daemon=True
+            ).start()
+        except BaseException:
+            with self._changed:
+                self._urgent_threads -= 1
+            raise
+        return True
+
     def _run_once(self, *job: Any) -> None:
-        after = self._safely(self._work, *job)
-        if after is not None:
-            self._safely(after)
+        try:
+            after = self._safely(self._work, *job)
+            if after is not None:
+                self._safely(after)
+        finally:
+            with self._changed:
+                self._urgent_threads -= 1
 
     @staticmethod
     def _safely(action: Callable[..., Any], *job: Any) -> Any:
@@ -541,45 +573,6 @@ class WorkerPool:
         except Exception:
             log.exception("a request's worker failed; it takes the next request")
             return None
-
-
-class SelfCalls:
-    """This process's connections to its own server: a worker calling it
-    (`/servers/{name}/get`, a job whose remote is this server) waits for the answer, so with
-    every worker busy (HttpThreadsCount 1: always) the call waited for a worker that never
-    came free, until its HttpTimeout. Each connect(2) of the process to the server's `port`
-    is seen by an audit hook (Python's "socket.connect" event, `sys.addaudithook`), and its
-    socket kept, weakly, until it closes: few, so that telling whether a connection came from
-    one of them takes microseconds (reading /proc/net/tcp and /proc/self/fd took 65 ms with
-    1,000 connections open)."""
-
-    def __init__(self, port: int) -> None:
-        self.port: int | None = port
-        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        sys.addaudithook(self._audit)
-
-    def stop(self) -> None:
-        """Watch no more (an audit hook cannot be removed)."""
-        self.port = None
-
-    def _audit(self, event: str, args: tuple[Any, ...]) -> None:
-        if event != "socket.connect" or self.port is None:
-            return
-        sock, address = args
-        if isinstance(address, tuple) and len(address) >= 2 and address[1] == self.port:
-            with self._lock:
-                self._sockets.add(sock)
-
-    def opened(self, address: Any) -> bool:
-        """Whether the connection from `address` is one of them."""
-        with self._lock:
-            sockets = list(self._sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                if sock.getsockname()[:2] == address[:2]:
-                    return True
-        return False
 
 
 class SendBuffers:

@@ -22,17 +22,17 @@ from pathlib import Path
 import pytest
 import requests
 
+from chalicelib.client.session import SELF_CALL_TOKEN
 from chalicelib.server.localconnections import (
     HEAD_BUFFER,
     Connection,
     DeadlineWriter,
     HeadReader,
-    SelfCalls,
     SendBuffers,
     WorkerPool,
     head_is_complete,
 )
-from chalicelib.server.localserver import SEND_BUFFER
+from chalicelib.server.localserver import SEND_BUFFER, is_self_call
 from tests.server.test_localserver import (
     ANY_SYNTAX,
     _connect,
@@ -336,8 +336,8 @@ def test_worker_pool_goes_on_after_a_job_that_raises(caplog: pytest.LogCaptureFi
 
 
 def _status_from_another_process(url: str, timeout: float) -> str:
-    """The status of GET `url` from another process: the server runs a request of its own
-    process even with every worker busy (a call to itself, `SelfCalls`)."""
+    """The status of GET `url` from another process, without this process's client session
+    (the server runs its requests even with every worker busy: `is_self_call`)."""
     client = (
         "import requests, sys; "
         "print(requests.get(sys.argv[1], timeout=float(sys.argv[2])).status_code)"
@@ -512,26 +512,23 @@ def test_send_buffers_are_bounded_and_given_back_on_close() -> None:
             theirs.close()
 
 
-def test_self_calls_are_this_process_connections_not_another_process() -> None:
-    """A connection this process opened to the port is a call to itself; one that another
-    process opened (another client on this host) is not."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        port = listener.getsockname()[1]
-        calls = SelfCalls(port)
-        client = (
-            "import socket, sys; socket.create_connection(('127.0.0.1', int(sys.argv[1]))).recv(1)"
-        )
-        other = subprocess.Popen([sys.executable, "-c", client, str(port)])
-        try:
-            theirs, their_address = listener.accept()
-            with socket.create_connection(("127.0.0.1", port)), theirs:
-                ours, our_address = listener.accept()
-                ours.close()
-                assert calls.opened(our_address)
-                assert not calls.opened(their_address)
-        finally:
-            calls.stop()
-            other.wait(30)
+@pytest.mark.parametrize(
+    ("head", "self_call"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX-DicomWeb-Caller: %s\r\n\r\n", True),
+        (b"GET / HTTP/1.1\nx-dicomweb-caller:%s\n\n", True),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX-DicomWeb-Caller: 0%s\r\n\r\n", False),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX-Other: X-DicomWeb-Caller: %s\r\n\r\n", False),
+        (b"GET / HTTP/1.1\r\nX-DicomWeb-Callers: %s\r\n\r\n", False),
+        (b"POST / HTTP/1.1\r\nHost: h\r\n\r\nX-DicomWeb-Caller: %s\r\n", False),
+        (b"GET /X-DicomWeb-Caller:%s HTTP/1.1\r\nHost: h\r\n\r\n", False),
+    ],
+)
+def test_a_self_call_is_told_by_its_header_token(head: bytes, self_call: bool) -> None:
+    """A request of the server to itself carries this process's token in its
+    X-DicomWeb-Caller header (every client session sends it); the token elsewhere (another
+    header's value, the body, the path) or another token is not one."""
+    assert is_self_call(head % SELF_CALL_TOKEN.encode()) is self_call
 
 
 def test_a_request_of_the_server_to_itself_runs_with_every_worker_busy(tmp_path: Path) -> None:
@@ -549,6 +546,36 @@ def test_a_request_of_the_server_to_itself_runs_with_every_worker_busy(tmp_path:
         )
     assert answer.status_code == 200, answer.text
     assert len(answer.json()) == 1
+
+
+def test_urgent_requests_run_beside_a_full_pool_at_most_its_size() -> None:
+    """A request that a busy worker waits for runs in a thread of its own, but at most
+    `size` of them at once, the others waiting their turn: they were uncounted and
+    unbounded."""
+    started: list[str] = []
+    release = threading.Event()
+    all_ran = threading.Event()
+
+    def work(name: str) -> None:
+        started.append(name)
+        if len(started) == 4:
+            all_ran.set()
+        release.wait(30)
+
+    pool = WorkerPool(1, work, urgent=lambda name: name.startswith("urgent"))
+    try:
+        pool.submit("busy")
+        while not started:
+            time.sleep(0.01)
+        for name in ("urgent 1", "urgent 2", "urgent 3"):
+            pool.submit(name)
+        assert pool.crowded()  # two urgent requests wait: one runs beside the busy worker
+        release.set()
+        assert all_ran.wait(30), started
+    finally:
+        release.set()
+        pool.close()
+    assert sorted(started) == ["busy", "urgent 1", "urgent 2", "urgent 3"]
 
 
 def test_worker_pool_gives_a_connections_next_request_to_the_same_thread() -> None:
