@@ -12,6 +12,7 @@ import atexit
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import zipfile
@@ -67,6 +68,20 @@ def package_dir() -> Path:
     sys.path.remove(str(PACKAGE_DIR))
     sys.path.insert(0, str(PACKAGE_DIR))
     return PACKAGE_DIR
+
+
+def python_in_package(
+    package_dir: Path, code: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh, isolated Python (this one: Lambda's 3.12) that imports from the
+    unpacked package only, as a cold start does."""
+    return subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, '.'); {code}"],
+        cwd=package_dir,
+        env={"PYTHONNOUSERSITE": "1", **(env or {})},
+        capture_output=True,
+        text=True,
+    )
 
 
 def resources_of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:

@@ -4,13 +4,12 @@ holding the runtime's dependencies only, within Lambda's size quotas."""
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from conftest import PACKAGE
+from conftest import PACKAGE, python_in_package
 
 LAMBDA_PYTHON = (3, 12)
 LAMBDA_GLIBC = (2, 34)
@@ -162,16 +161,10 @@ def test_package_leaves_out_what_the_app_never_imports(package_dir: Path) -> Non
     ]
     assert left == [name for name in left if name.endswith("AvifImagePlugin.pyc")]
     probe = (
-        "import sys; sys.path.insert(0, '.'); from PIL import features, AvifImagePlugin; "
+        "from PIL import features, AvifImagePlugin; "
         "print(AvifImagePlugin.SUPPORTED, features.check('jpg'), features.check('zlib'))"
     )
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", probe],
-        cwd=package_dir,
-        env={"PYTHONNOUSERSITE": "1"},
-        capture_output=True,
-        text=True,
-    )
+    result = python_in_package(package_dir, probe)
     assert result.stdout.split() == ["False", "True", "True"], result.stderr
 
 

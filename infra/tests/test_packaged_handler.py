@@ -24,8 +24,6 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,7 +36,7 @@ from urllib.parse import quote, urlsplit
 import boto3
 import pytest
 import requests
-from conftest import logical_id, resources_of_type
+from conftest import logical_id, python_in_package, resources_of_type
 
 from infra.auth import PACKAGING_POOL_ARN, RESOURCE_SERVER
 from tests.apigateway import api_gateway_event
@@ -397,15 +395,8 @@ def _instance_path(uids: dict[str, str]) -> str:
 def test_packaged_app_imports_no_pixel_module(package_dir: Path) -> None:
     """A cold start of the package: `import app` in a fresh process, from the package only."""
     probe = "import sys, app; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
-    env = {"BACKEND": "aws", "BUCKET": "b", "TABLE": "t", "PYTHONNOUSERSITE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, '.'); {probe}"],
-        cwd=package_dir,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    result = python_in_package(package_dir, probe, {"BACKEND": "aws", "BUCKET": "b", "TABLE": "t"})
+    assert result.returncode == 0, result.stderr
     loaded = set(result.stdout.split())
     assert "chalicelib" in loaded
     assert not loaded & {"pydicom", "numpy", "PIL", "pylibjpeg", "libjpeg", "openjpeg", "jpeg_ls"}
@@ -415,16 +406,7 @@ def test_packaged_native_dependencies_load(package_dir: Path) -> None:
     """Every compiled dependency imports from the package alone: the shared libraries kept
     when copies were dropped are the ones the loader asks for (infra/packaging.py)."""
     modules = "numpy, PIL.Image, gdcm, libjpeg, openjpeg, rle, jpeg_ls, cryptography.x509"
-    probe = (
-        f"import sys; sys.path.insert(0, '.'); import {modules}; print(gdcm.Version.GetVersion())"
-    )
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", probe],
-        cwd=package_dir,
-        env={"PYTHONNOUSERSITE": "1"},
-        capture_output=True,
-        text=True,
-    )
+    result = python_in_package(package_dir, f"import {modules}; print(gdcm.Version.GetVersion())")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "3.0.26"
 
@@ -675,6 +657,31 @@ def test_packaged_policy_without_a_grant_is_refused(
         s3.put_object(Bucket=lambda_task.bucket, Key="tmp/x", Body=b"x")
 
 
+def start_stow_job(lambda_task: LambdaTask, name: str, resource: Any) -> str:
+    """Define the remote server `name` (a refused port, with a password kept in Secrets
+    Manager) and start an asynchronous STOW job of `resource` to it: the job's ID."""
+    server = {"Url": "http://127.0.0.1:9/dicom-web", "Username": "u", "Password": "secret"}
+    json_type = {"Content-Type": "application/json"}
+    status, _, body = invoke(
+        lambda_task,
+        "PUT",
+        f"/dicom-web/servers/{name}",
+        headers=json_type,
+        body=json.dumps(server).encode(),
+    )
+    assert status == 200, body
+    request = {"Resources": [resource], "Synchronous": False}
+    status, _, body = invoke(
+        lambda_task,
+        "POST",
+        f"/dicom-web/servers/{name}/stow",
+        headers=json_type,
+        body=json.dumps(request).encode(),
+    )
+    assert status == 200, body
+    return json.loads(body)["ID"]
+
+
 def test_packaged_client_job_starts_and_stops_an_execution(
     lambda_task: LambdaTask, stored: dict[str, dict[str, str]]
 ) -> None:
@@ -688,25 +695,7 @@ def test_packaged_client_job_starts_and_stops_an_execution(
 
     patient_id = pydicom.dcmread(testdata(CT), stop_before_pixels=True).PatientID
     study_id = orthanc_ids(patient_id, stored[CT]["study"], "", "")["study"]
-    server = {"Url": "http://127.0.0.1:9/dicom-web", "Username": "u", "Password": "secret"}
-    status, _, body = invoke(
-        lambda_task,
-        "PUT",
-        "/dicom-web/servers/peer",
-        headers={"Content-Type": "application/json"},
-        body=json.dumps(server).encode(),
-    )
-    assert status == 200, body
-    request = {"Resources": [study_id], "Synchronous": False}
-    status, _, body = invoke(
-        lambda_task,
-        "POST",
-        "/dicom-web/servers/peer/stow",
-        headers={"Content-Type": "application/json"},
-        body=json.dumps(request).encode(),
-    )
-    assert status == 200, body
-    job_id = json.loads(body)["ID"]
+    job_id = start_stow_job(lambda_task, "peer", study_id)
     executions = boto3.client("stepfunctions", **lambda_task.credentials["admin"])
     machine = os.environ["JOBS_STATE_MACHINE_ARN"]
     (execution,) = executions.list_executions(stateMachineArn=machine)["executions"]
@@ -729,25 +718,7 @@ def test_packaged_jobs_worker_runs_a_step_and_records_its_failure(
     from chalicelib.context import default_context
     from chalicelib.jobs import TransientJobError
 
-    server = {"Url": "http://127.0.0.1:9/dicom-web", "Username": "u", "Password": "secret"}
-    status, _, body = invoke(
-        lambda_task,
-        "PUT",
-        "/dicom-web/servers/refusing",
-        headers={"Content-Type": "application/json"},
-        body=json.dumps(server).encode(),
-    )
-    assert status == 200, body
-    request = {"Resources": [{"Study": stored[CT]["study"]}], "Synchronous": False}
-    status, _, body = invoke(
-        lambda_task,
-        "POST",
-        "/dicom-web/servers/refusing/stow",
-        headers={"Content-Type": "application/json"},
-        body=json.dumps(request).encode(),
-    )
-    assert status == 200, body
-    job_id = json.loads(body)["ID"]
+    job_id = start_stow_job(lambda_task, "refusing", {"Study": stored[CT]["study"]})
     execution = default_context().jobs.get(job_id).execution
 
     lambda_task.as_role("JobsWorkerRole")
@@ -762,6 +733,7 @@ def test_packaged_jobs_worker_runs_a_step_and_records_its_failure(
         lambda_task.as_role("ApiHandlerRole")
     assert answer == {"JobId": job_id, "Done": True, "Continued": False}
     status, _, body = invoke(lambda_task, "GET", f"/dicom-web/jobs/{job_id}")
+    assert status == 200, body
     job = json.loads(body)
     assert job["State"] == "Failure" and "connection refused" in job["ErrorDescription"], job
     assert invoke(lambda_task, "DELETE", "/dicom-web/servers/refusing")[0] == 200
