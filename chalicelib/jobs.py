@@ -133,12 +133,11 @@ def _advance(ctx: Context, job_id: str) -> bool:
         code = INEXISTENT_ITEM if exc.status == 404 else NETWORK_PROTOCOL
         _save_failure(ctx, job, exc.message, code)
         return True
-    except Exception as exc:  # a defect must end the job, not loop on it
-        if isinstance(exc, NotFound):  # a blob of the job: NotFound if the job is gone too
-            ctx.jobs.get(job_id)
-        log.exception("job %s: step failed", job_id)
-        _save_failure(ctx, job, f"internal error: {exc}", INTERNAL_ERROR)
-        return True
+    except NotFound as exc:  # a blob of the job: NotFound if the job is gone too (`advance`)
+        ctx.jobs.get(job_id)
+        return _end_on_defect(ctx, job, exc)
+    except Exception as exc:
+        return _end_on_defect(ctx, job, exc)
     job.cursor, job.execution_steps = cursor, job.execution_steps + 1
     job.runtime = round(job.runtime + time.monotonic() - began, 3)
     if done:
@@ -153,6 +152,13 @@ def _advance(ctx: Context, job_id: str) -> bool:
     if done:
         forget_old_jobs(ctx, job_id)
     return done
+
+
+def _end_on_defect(ctx: Context, job: JobRecord, exc: Exception) -> bool:
+    """A step's unforeseen error (a defect) ends the job, logged, rather than loop on it."""
+    log.exception("job %s: step failed", job.id)
+    _save_failure(ctx, job, f"internal error: {exc}", INTERNAL_ERROR)
+    return True
 
 
 def _failed(job: JobRecord, message: str, code: int) -> JobRecord:

@@ -283,7 +283,10 @@ def test_retrieve_job_of_ordinary_size_keeps_its_instances_in_the_record(
 
 def test_retrieve_job_recorded_before_keeps_its_list(context: Context, client: Client) -> None:
     """A record from before lists its `Instances` then a chunk per step (`chunks` in its
-    cursor): the view answers them; its next step moves them to the record's list."""
+    cursor): the view answers them; its next step moves them to the record's list. One
+    deleted (DELETE, retention: the oldest finished first, these after the upgrade) between
+    the read of its record and of its chunks was a 500, and failed the whole `jobs?expand`:
+    its view is 404, and the list leaves it out."""
     job = jobs.new_job(jobs.RETRIEVE, "remote", {"Resources": []}, {"Instances": _ids(0, 2)}, 0)
     job.cursor = {"chunks": 2}
     context.jobs.create(job)
@@ -293,6 +296,15 @@ def test_retrieve_job_recorded_before_keeps_its_list(context: Context, client: C
     assert _get(client, f"jobs/{job.id}")["Content"]["Instances"] == _ids(0, 6)
     job = _record_steps(context, job, [_ids(6, 1)])
     assert "chunks" not in job.cursor and job.content["Instances"] == _ids(0, 7)
+
+    gone = jobs.new_job(jobs.RETRIEVE, "remote", {"Resources": []}, {}, 0)
+    gone.cursor = {"chunks": 1}
+    context.jobs.create(gone)  # its chunk deleted, its record read before it was
+    response = client.http.get(f"/dicom-web/jobs/{gone.id}")
+    assert response.status_code == 404
+    assert "deleted" in json.loads(response.body)["Message"]
+    assert client.http.get(f"/dicom-web/jobs/{gone.id}/instances").status_code == 404
+    assert [view["ID"] for view in _get(client, "jobs?expand")] == [job.id]
 
 
 def test_retrieve_job_recorded_before_past_inline_instances_moves_its_list_to_chunks(

@@ -206,13 +206,23 @@ def _listed_by_step(ctx: Context, job: JobRecord, chunks: int) -> list[str]:
     `jobs/{id}/instances/{c}.json`), each id once."""
     instances: list[str] = list(job.content.get("Instances", []))
     for chunk in range(chunks):
-        instances += json.loads(ctx.blobs.get(f"jobs/{job.id}/instances/{chunk}.json"))
+        instances += _read_chunk(ctx, job, f"jobs/{job.id}/instances/{chunk}.json")
     return list(dict.fromkeys(instances))
+
+
+def _read_chunk(ctx: Context, job: JobRecord, key: str) -> list[str]:
+    """The ids of a chunk of the job's list; 404 when it is gone (the job deleted, by DELETE
+    or retention, since its record was read)."""
+    try:
+        return json.loads(ctx.blobs.get(key))
+    except ports.NotFound:
+        raise NotFound(f"job {job.id}: no {key}, deleted while its list was read") from None
 
 
 def retrieve_content(ctx: Context, job: JobRecord) -> dict[str, Any]:
     """The job's Content: its record's, with `Instances` when the record holds them (no chunk
-    is read), else `InstancesCount` and `InstancesPath` (the paged list, `instances_page`)."""
+    is read), else `InstancesCount` and `InstancesPath` (the paged list, `instances_page`);
+    a record from before reads its chunks (404 when the job is deleted meanwhile)."""
     if "InstancesCount" in job.content:
         return job.content
     if chunks := job.cursor.get("chunks", 0):
@@ -229,8 +239,5 @@ def instances_page(ctx: Context, job: JobRecord, offset: int, limit: int) -> lis
     first = offset // CHUNK_INSTANCES
     instances: list[str] = []
     for chunk in range(first, -(-end // CHUNK_INSTANCES)):
-        try:
-            instances += json.loads(ctx.blobs.get(_chunk_key(job.id, chunk)))
-        except ports.NotFound:
-            raise NotFound(f"job {job.id} was deleted while its list was read") from None
+        instances += _read_chunk(ctx, job, _chunk_key(job.id, chunk))
     return instances[offset - first * CHUNK_INSTANCES : end - first * CHUNK_INSTANCES]

@@ -6,20 +6,34 @@ Every route is `admin`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from chalicelib import jobs
 from chalicelib.dicom.query import UNSIGNED_INT
-from chalicelib.errors import BadRequest
+from chalicelib.errors import BadRequest, NotFound
 from chalicelib.server.http import Service, WebRequest, WebResponse, json_response
+from chalicelib.storage.ports import JobRecord
 
 service = Service("jobs")
 
 
 @service.route("/jobs", "GET", scope="admin")
 def list_jobs(request: WebRequest) -> WebResponse:
+    """Orthanc's job list: the ids, or with `expand` each job's view; a job deleted (DELETE,
+    retention) between the list and its view's read of its blobs is gone, and left out."""
     records = request.context.jobs.list()
     if request.query_values("expand"):
-        return json_response([jobs.orthanc_view(request.context, job) for job in records])
+        return json_response(list(_views(request, records)))
     return json_response([job.id for job in records])
+
+
+def _views(request: WebRequest, records: list[JobRecord]) -> Iterator[dict[str, Any]]:
+    for job in records:
+        try:
+            yield jobs.orthanc_view(request.context, job)
+        except NotFound:
+            continue
 
 
 @service.route("/jobs/{job_id}", "GET", scope="admin")
