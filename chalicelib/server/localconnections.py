@@ -129,9 +129,10 @@ class DeadlineWriter(io.BufferedIOBase):
     an answer waits for the client in all may pass `grace` seconds by one second per `rate`
     bytes it took since the first wait (0: no rate), i.e. a client must take its answer at
     `rate` bytes/s on average after the grace. Only waits count (time spent building the
-    answer is not the client's). Kestrel's MinResponseDataRate is the same guard. Then
-    TimeoutError: the caller resets the connection (`reset_on_close`), which frees its worker
-    for the other clients.
+    answer is not the client's). Kestrel's MinResponseDataRate is the same guard. Then the
+    connection is set to reset when it closes (`reset_on_close`), whoever catches the
+    TimeoutError raised (http.server's handle_one_request catches it itself and closes), and
+    its worker is freed for the other clients.
 
     What the client took is what left the kernel's send queue (SIOCOUTQ: bytes not sent or
     not acknowledged) since the first wait, looked at on every tick of a wait: Linux reports
@@ -233,9 +234,11 @@ class DeadlineWriter(io.BufferedIOBase):
             grace = min(self.grace, CROWDED_GRACE) if crowded else self.grace
             allowed = grace + taken / self.rate - self._waited if self.rate else 1e9
             if allowed <= 0:
+                reset_on_close(self.connection)
                 raise TimeoutError(self._late(grace, crowded))
             left = self.timeout - (time.monotonic() - quiet_since)
             if left <= 0:
+                reset_on_close(self.connection)
                 raise TimeoutError(f"the client took nothing of the answer for {self.timeout:g} s")
             started = time.monotonic()
             ready = self._writable.poll(min(left, allowed, CROWDED_GRACE) * 1000)

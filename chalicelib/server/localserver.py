@@ -99,7 +99,6 @@ from chalicelib.server.localconnections import (
     WorkerPool,
     head_is_complete,
     header_value,
-    reset_on_close,
 )
 from chalicelib.storage.ports import BlobStore
 
@@ -364,10 +363,6 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
                 "client %s closed the connection before it was answered", self.client_address[0]
             )
             self.close_connection = True
-        except TimeoutError as late:  # writing an answer: reading has its own
-            log.info("%s - %s: connection reset", self.client_address[0], late)
-            reset_on_close(self.connection)
-            self.close_connection = True
 
     def _next_request_comes(self) -> bool:
         """Whether bytes of the next request arrive within NEXT_REQUEST_WAIT (a poll, not
@@ -394,9 +389,11 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
         super().handle_one_request()
 
     def log_error(self, format: str, *args: Any) -> None:
-        """http.server's line for a request whose head was cut off by a timeout ("Request
-        timed out", its one use here: `send_error` is ours), in the server's log like the
-        other connection events, not on stderr."""
+        """http.server's line for a request cut off by a timeout ("Request timed out", its one
+        use here: `send_error` is ours): its head read too late, or its answer taken too
+        slowly (the writer's reason, e.g. DicomWeb.ResponseMinRate, in the line, and the
+        connection reset), in the server's log like the other connection events, not on
+        stderr."""
         log.info("%s - %s", self.client_address[0], format % args)
 
     def parse_request(self) -> bool:
@@ -546,9 +543,8 @@ class DicomWebRequestHandler(ChaliceRequestHandler):
         except (BrokenPipeError, ConnectionResetError):  # the client went away: nothing to fix
             log.info("client closed the connection during %s %s", self.command, self.path)
             self.close_connection = True
-        except TimeoutError as late:
+        except TimeoutError as late:  # the writer set the connection to reset on close
             log.info("%s during %s %s: connection reset", late, self.command, self.path)
-            reset_on_close(self.connection)
             self.close_connection = True
         except Exception:
             log.exception("streamed answer to %s %s broken off", self.command, self.path)

@@ -419,6 +419,31 @@ def test_slow_reader_is_cut_off_after_a_short_grace_when_others_wait_for_its_wor
     assert "after 1 s of waiting for it, other requests waiting for a worker" in caplog.text
 
 
+def test_stalled_reader_of_answers_built_whole_is_reset(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Eight pipelined rendered images (400 KB each, built whole, not streamed) to a client
+    that reads none: the writer is cut after the grace, and the connection reset. http.server
+    catches that TimeoutError itself ("Request timed out") and closed the connection plainly:
+    the client went on reading the 2.8 MB queued in the kernel, then EOF."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    changes = {"request_head_timeout": 1, "response_min_rate": 2_000_000}
+    with in_process_server(tmp_path, 30, **changes) as url:
+        path = _store(url, [_ct_of_64_frames()])
+        rendered = f"{path}/rendered?viewport=4096,4096"
+        request = f"GET {rendered} HTTP/1.1\r\nHost: h\r\nAccept: image/png\r\n\r\n"
+        with _receive_small(url) as stalled:
+            stalled.sendall(request.encode() * 8)
+            for _ in range(600):  # the writer gives up after its 1 s grace
+                if "(DicomWeb.ResponseMinRate)" in caplog.text:
+                    break
+                time.sleep(0.05)
+            ends: list[str] = []
+            _read_slowly(stalled, [], ends)
+    assert "Request timed out: TimeoutError('the client took the answer slower" in caplog.text
+    assert ends == ["reset"]
+
+
 def _read_at(connection: socket.socket, rate: int, received: list[int]) -> None:
     """Read at about `rate` bytes/s until the other end closes the connection; `received`
     holds the bytes read."""
