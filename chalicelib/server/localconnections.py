@@ -464,7 +464,8 @@ class WorkerPool:
     """At most `size` threads, started as needed, that each run `work` on one ready request
     at a time, oldest first; a request that finds them all busy waits for one, unless
     `urgent` says that a busy thread waits for it: that one runs in a thread of its own, at
-    most `size` such threads at once (past them it waits like the others).
+    most `size` such threads at once (past them it waits like the others; a thread beside
+    that ends takes the oldest waiting request while every worker is busy).
 
     `work` may return what is left to do once its thread counts as idle (the connection
     handed back to the head reader): a client's next request, arriving meanwhile, then goes
@@ -490,22 +491,31 @@ class WorkerPool:
         self._closing = False
 
     def submit(self, *job: Any) -> None:
+        """Run `job` when a thread is free, or beside the busy ones when urgent: told, counted
+        and else queued under one lock, so that a slot given back meanwhile takes it up."""
         with self._changed:
-            saturated = self._threads >= self.size and self._idle <= len(self._ready)
-        if saturated and self._urgent(*job) and self._run_beside(job):
-            return
-        with self._changed:
-            self._ready.append(job)
-            if self._idle >= len(self._ready):
-                self._changed.notify()
-            elif self._threads < self.size:
-                self._threads += 1
-                try:
-                    self._start_worker()
-                except BaseException:  # the pool keeps its size; the caller closes the job
-                    self._threads -= 1
-                    self._ready.remove(job)
-                    raise
+            beside = (
+                self._threads >= self.size
+                and self._idle <= len(self._ready)
+                and self._urgent_threads < self.size
+                and self._urgent(*job)
+            )
+            if beside:
+                self._urgent_threads += 1
+            else:
+                self._ready.append(job)
+                if self._idle >= len(self._ready):
+                    self._changed.notify()
+                elif self._threads < self.size:
+                    self._threads += 1
+                    try:
+                        self._start_worker()
+                    except BaseException:  # the pool keeps its size; the caller closes the job
+                        self._threads -= 1
+                        self._ready.remove(job)
+                        raise
+        if beside:
+            self._run_beside(job)
 
     def crowded(self) -> bool:
         """Whether requests wait for a worker."""
@@ -544,12 +554,8 @@ class WorkerPool:
             with self._changed:
                 self._threads -= 1
 
-    def _run_beside(self, job: tuple[Any, ...]) -> bool:
-        """Run `job` in a thread of its own, if fewer than `size` run so: whether it does."""
-        with self._changed:
-            if self._urgent_threads >= self.size:
-                return False
-            self._urgent_threads += 1
+    def _run_beside(self, job: tuple[Any, ...]) -> None:
+        """Run `job` in a thread of its own (its slot among the `size` counted by the caller)."""
         try:
             threading.Thread(
                 target=self._run_once, args=job, name="urgent-request", daemon=True
@@ -558,16 +564,27 @@ class WorkerPool:
             with self._changed:
                 self._urgent_threads -= 1
             raise
-        return True
 
     def _run_once(self, *job: Any) -> None:
+        """Run `job`, then, while every worker is busy, the oldest waiting ones, before giving
+        the slot back: an urgent request queued past the cap (a worker's self call while a
+        job runner's self call held the slot) was left to the busy workers, one of which
+        waited for it until its HttpTimeout."""
         try:
-            after = self._safely(self._work, *job)
-            if after is not None:
-                self._safely(after)
-        finally:
+            while True:
+                after = self._safely(self._work, *job)
+                if after is not None:
+                    self._safely(after)
+                with self._changed:  # checked and given back at once: no job queued between
+                    waiting = len(self._ready) - self._idle  # not taken by an idle worker
+                    if self._closing or self._threads < self.size or waiting <= 0:
+                        self._urgent_threads -= 1
+                        return
+                    job = self._ready.popleft()
+        except BaseException:
             with self._changed:
                 self._urgent_threads -= 1
+            raise
 
     @staticmethod
     def _safely(action: Callable[..., Any], *job: Any) -> Any:

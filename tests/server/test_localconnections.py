@@ -603,6 +603,43 @@ def test_urgent_requests_run_beside_a_full_pool_at_most_its_size() -> None:
     assert sorted(started) == ["busy", "urgent 1", "urgent 2", "urgent 3"]
 
 
+def test_an_urgent_request_queued_past_the_cap_runs_once_a_slot_is_free() -> None:
+    """Pool of 1: its worker waits for its own self call ("self B"), queued because another
+    self call ("self A", a job runner's) held the one slot beside. Once A ended, its slot
+    picked nothing up: B waited for the busy worker, which waited for B (until HttpTimeout).
+    The thread that ran A runs B."""
+    started: list[str] = []
+    release_a = threading.Event()
+    b_ran = threading.Event()
+
+    def work(name: str) -> None:
+        started.append(name)
+        if name == "busy":
+            b_ran.wait(30)
+        elif name == "self A":
+            release_a.wait(30)
+        else:
+            b_ran.set()
+
+    pool = WorkerPool(1, work, urgent=lambda name: name.startswith("self"))
+    try:
+        pool.submit("busy")
+        while "busy" not in started:
+            time.sleep(0.01)
+        pool.submit("self A")
+        while "self A" not in started:
+            time.sleep(0.01)
+        pool.submit("self B")
+        assert pool.crowded()  # past the cap: B waits
+        release_a.set()
+        assert b_ran.wait(10), "self B waited for the busy worker that waits for it"
+    finally:
+        release_a.set()
+        b_ran.set()
+        pool.close()
+    assert started == ["busy", "self A", "self B"]
+
+
 def test_worker_pool_gives_a_connections_next_request_to_the_same_thread() -> None:
     """`work` returns the hand-back of its connection, which the pool runs once the thread
     counts as idle: the next request, arriving at once, goes to that thread. Handed back
