@@ -215,7 +215,11 @@ class DicomWebHTTPServer(ThreadedHTTPServer):
     def _from_itself(self, connection: socket.socket, address: Any, received: bytes) -> bool:
         """A request of this server to itself: it runs even with every worker busy, since
         one of them waits for it (`is_self_call`)."""
-        return is_self_call(received)
+        try:
+            local = connection.getsockname()[0]
+        except OSError:  # closed meanwhile
+            return False
+        return is_self_call(received, address[0], local)
 
     def _answer(
         self, connection: socket.socket, address: Any, received: bytes
@@ -243,12 +247,17 @@ class DicomWebHTTPServer(ThreadedHTTPServer):
         super().server_close()
 
 
-def is_self_call(head: bytes) -> bool:
-    """Whether the request `head` is one of this process's clients (`/servers/{name}/get`,
-    a job whose remote is this server), by the token of its `X-DicomWeb-Caller` header
-    (`session.SELF_CALL_TOKEN`), whatever the port or proxy it came through. It replaces an
-    audit hook on every connect(2) of the process, one per server, never removed (~0.9 µs
-    per audited event each), which also counted the test's own clients."""
+def is_self_call(head: bytes, peer: str, local: str) -> bool:
+    """Whether the request `head`, from the address `peer` to this server's `local` one, is
+    one of this process's clients (`/servers/{name}/get`, a job whose remote is this server):
+    by the token of its `X-DicomWeb-Caller` header (`session.SELF_CALL_TOKEN`), from this host
+    (a loopback peer, or the server's own address). The token goes to every remote server:
+    from anywhere, a remote could take every self-call slot. A self call through an
+    HttpProxy comes from the proxy and does not count. It replaces an audit hook on every
+    connect(2) of the process, one per server, never removed (~0.9 µs per audited event
+    each), which also counted the test's own clients."""
+    if peer != local and not is_loopback(peer):
+        return False
     token = header_value(head, SELF_CALL_HEADER.lower().encode())
     return token is not None and hmac.compare_digest(token, SELF_CALL_TOKEN.encode())
 

@@ -553,7 +553,25 @@ def test_a_self_call_is_told_by_its_header_token(head: bytes, self_call: bool) -
     """A request of the server to itself carries this process's token in its
     X-DicomWeb-Caller header (every client session sends it); the token elsewhere (another
     header's value, the body, the path) or another token is not one."""
-    assert is_self_call(head % SELF_CALL_TOKEN.encode()) is self_call
+    assert is_self_call(head % SELF_CALL_TOKEN.encode(), "127.0.0.1", "127.0.0.1") is self_call
+
+
+@pytest.mark.parametrize(
+    ("peer", "local", "self_call"),
+    [
+        ("127.0.0.1", "127.0.0.1", True),
+        ("127.0.0.1", "10.1.2.3", True),
+        ("::1", "::1", True),
+        ("10.1.2.3", "10.1.2.3", True),
+        ("10.1.2.4", "10.1.2.3", False),
+        ("192.0.2.7", "127.0.0.1", False),
+    ],
+)
+def test_a_self_call_comes_from_this_host(peer: str, local: str, self_call: bool) -> None:
+    """The token goes to every remote server: from a peer that is neither loopback nor the
+    server's own address it does not count, or a remote could take every self-call slot."""
+    head = b"GET / HTTP/1.1\r\nHost: h\r\nX-DicomWeb-Caller: %s\r\n\r\n" % SELF_CALL_TOKEN.encode()
+    assert is_self_call(head, peer, local) is self_call
 
 
 def test_a_request_of_the_server_to_itself_runs_with_every_worker_busy(tmp_path: Path) -> None:
