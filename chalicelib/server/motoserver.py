@@ -49,7 +49,7 @@ def _serialize_moto() -> None:
     DynamoDB and S3 make each call atomic; so does this lock."""
     from moto.core.models import botocore_stubber
 
-    lock = threading.Lock()
+    lock = threading.RLock()  # re-entrant: a call that makes another one cannot deadlock
     process_request = botocore_stubber.process_request
 
     def one_at_a_time(request: Any) -> Any:  # moto's AWSPreparedRequest and its answer

@@ -29,6 +29,7 @@ from urllib.parse import unquote_plus
 
 from chalicelib.context import Context
 from chalicelib.dicom.ids import is_valid_uid
+from chalicelib.dicom.query import UNSIGNED_INT
 from chalicelib.errors import BadRequest, NotFound
 from chalicelib.ingest import IngestResult, store_instance
 from chalicelib.server.http import Service, WebRequest, WebResponse, json_response
@@ -127,7 +128,7 @@ def ingest_file(ctx: Context, upload_id: str, number: int, data: bytes) -> Inges
 @service.route("/uploads/{upload}/files/{number}", "PUT", scope="write")
 def upload_file(request: WebRequest, upload: str, number: str) -> WebResponse:
     """The local stand-in for a presigned S3 PUT: store the file at once."""
-    if not number.isdigit():
+    if not UNSIGNED_INT.fullmatch(number):
         raise NotFound(f"upload file number {number[:20]!r} is not a number")
     if not request.body:
         raise BadRequest("the upload body is empty: PUT one DICOM Part-10 file")

@@ -46,7 +46,13 @@ _DICOM = "application/dicom"
 @dataclass
 class DicomAccept:
     transfer_syntax: str
-    """A transfer syntax UID, or `*` for the stored one."""
+    """A transfer syntax UID, or `*` for the stored one: the one the client prefers."""
+    accepted: frozenset[str]
+    """Every transfer syntax an acceptable (q > 0) member names, `*` included, whatever its
+    q: a stored form the client accepts for an instance that cannot be converted."""
+
+    def allows(self, syntax: str) -> bool:
+        return ANY_SYNTAX in self.accepted or syntax in self.accepted
 
 
 def negotiate_dicom(entries: list[AcceptEntry]) -> DicomAccept:
@@ -71,8 +77,16 @@ def negotiate_dicom(entries: list[AcceptEntry]) -> DicomAccept:
             'this resource is available as multipart/related; type="application/dicom" '
             f"(transfer-syntax=* or a transfer syntax UID); the Accept header allows none{hint}"
         )
-    _, entry = found
-    return DicomAccept(entry.media.params.get("transfer-syntax", EXPLICIT_VR_LITTLE_ENDIAN))
+    accepted = frozenset(
+        _syntax_of(entry) for entry in entries if entry.q > 0 and _fits_dicom(entry, _DICOM)
+    )
+    return DicomAccept(_syntax_of(found[1]), accepted)
+
+
+def _syntax_of(entry: AcceptEntry) -> str:
+    """The member's transfer syntax: Explicit VR Little Endian when it names none (PS3.18
+    §8.7.3.3.1, 2025b)."""
+    return entry.media.params.get("transfer-syntax", EXPLICIT_VR_LITTLE_ENDIAN)
 
 
 def _fits_dicom(entry: AcceptEntry, offer: str) -> bool:
@@ -83,21 +97,24 @@ def _fits_dicom(entry: AcceptEntry, offer: str) -> bool:
     return type_matches(media.type, offer)
 
 
+def _web_ready(file: InstanceFile) -> bool:
+    """The stored file may go on the web as it is: it has File Meta and its transfer syntax
+    is not one that §8.7.3 (PS3.18 2025b) keeps off the web (`NOT_FOR_WEB`)."""
+    return file.has_file_meta and file.transfer_syntax_uid not in NOT_FOR_WEB
+
+
 def _sent_as_stored(file: InstanceFile, wanted: str) -> bool:
     """The stored file is the answer to a request for transfer syntax `wanted`."""
-    stored = file.transfer_syntax_uid
-    return wanted in (ANY_SYNTAX, stored) and file.has_file_meta and stored not in NOT_FOR_WEB
+    return wanted in (ANY_SYNTAX, file.transfer_syntax_uid) and _web_ready(file)
 
 
-def instance_part(
-    request: WebRequest, file: InstanceFile, wanted: str, *, one_of_several: bool = False
-) -> Part | LazyPart:
+def instance_part(request: WebRequest, file: InstanceFile, accept: DicomAccept) -> Part | LazyPart:
     """One instance's part: the stored file itself when its transfer syntax is the one to send,
-    else a part that transcodes it when built (see `transcode_part` for `one_of_several`)."""
-    if _sent_as_stored(file, wanted):
+    else a part that transcodes it when built (`transcode_part`)."""
+    if _sent_as_stored(file, accept.transfer_syntax):
         headers = _part_headers(request, file, file.transfer_syntax_uid)
         return headers, BlobRange(file.blob_key, 0, file.size)
-    return lambda: transcode_part(request, file, wanted, one_of_several=one_of_several)
+    return lambda: transcode_part(request, file, accept)
 
 
 def instance_body(request: WebRequest, file: InstanceFile, wanted: str) -> bytes | StoredObject:
@@ -105,49 +122,47 @@ def instance_body(request: WebRequest, file: InstanceFile, wanted: str) -> bytes
     as stored, else the converted bytes."""
     if _sent_as_stored(file, wanted):
         return StoredObject(request.context.blobs, BlobRange(file.blob_key, 0, file.size))
-    return transcode_part(request, file, wanted)[1]
+    return transcode_part(request, file, DicomAccept(wanted, frozenset({wanted})))[1]
 
 
 def transcode_part(
-    request: WebRequest, file: InstanceFile, wanted: str, *, one_of_several: bool = False
+    request: WebRequest, file: InstanceFile, accept: DicomAccept
 ) -> tuple[dict[str, str], bytes]:
-    """The instance converted to `wanted`. When Explicit VR Little Endian is wanted and the
-    instance cannot be converted, it goes as stored (its part's Content-Type names its
-    transfer syntax) if asked with `*`, if it is compressed (§8.7.3.4 Note 2), or if it is
-    `one_of_several` parts of a study or series: a 406 for one unreadable instance would
-    refuse the others, and once the answer is streaming it could only be broken off."""
-    from chalicelib.dicom.transcode import TranscodeError, to_explicit_little_endian
+    """The instance converted to the transfer syntax `accept` prefers. An instance that cannot
+    be converted goes as stored (its part's Content-Type names its transfer syntax) only when
+    the stored file may go on the web (`_web_ready`) and the Accept allows its transfer
+    syntax (`*`, or a member naming it at any q), or when it is compressed and Explicit VR
+    Little Endian was asked for (§8.7.3.4 Note 2); else NotAcceptable naming the way out."""
+    from pydicom.uid import UID
+
+    from chalicelib.dicom.transcode import (
+        TranscodeError,
+        to_explicit_little_endian,
+        to_transfer_syntax,
+    )
 
     data = request.context.blobs.get(file.blob_key)
-    stored = file.transfer_syntax_uid
-    web_ready = file.has_file_meta and stored not in NOT_FOR_WEB
-    if wanted in (ANY_SYNTAX, EXPLICIT_VR_LITTLE_ENDIAN):
-        try:
-            data = to_explicit_little_endian(data, stored)
-            syntax = EXPLICIT_VR_LITTLE_ENDIAN
-        except TranscodeError as exc:
-            from pydicom.uid import UID
-
-            compressed = UID(stored).is_transfer_syntax and UID(stored).is_compressed
-            if wanted == ANY_SYNTAX or (web_ready and compressed) or one_of_several:
-                syntax = stored
-            else:
-                raise NotAcceptable(
-                    f"instance {file.sop_uid} is stored as {stored}: {exc}; ask for "
-                    "transfer-syntax=* to get it as stored"
-                ) from None
-    else:
-        from chalicelib.dicom.transcode import to_transfer_syntax
-
-        try:
-            data = to_transfer_syntax(data, stored, wanted)
-            syntax = wanted
-        except TranscodeError as exc:
-            raise NotAcceptable(
-                f"instance {file.sop_uid} is stored as {stored}: {exc}; ask for "
-                f"transfer-syntax=* or {EXPLICIT_VR_LITTLE_ENDIAN}"
-            ) from None
-    return _part_headers(request, file, syntax), data
+    stored, wanted = file.transfer_syntax_uid, accept.transfer_syntax
+    to_explicit = wanted in (ANY_SYNTAX, EXPLICIT_VR_LITTLE_ENDIAN)
+    try:
+        if to_explicit:
+            return _part_headers(request, file, EXPLICIT_VR_LITTLE_ENDIAN), (
+                to_explicit_little_endian(data, stored)
+            )
+        return _part_headers(request, file, wanted), to_transfer_syntax(data, stored, wanted)
+    except TranscodeError as exc:
+        compressed = UID(stored).is_transfer_syntax and UID(stored).is_compressed
+        if _web_ready(file) and (accept.allows(stored) or (to_explicit and compressed)):
+            return _part_headers(request, file, stored), data
+        if not _web_ready(file):
+            way_out = "its stored form is not sent on the web (PS3.18 §8.7.3, 2025b)"
+        elif to_explicit:
+            way_out = "ask for transfer-syntax=* to get it as stored"
+        else:
+            way_out = f"ask for transfer-syntax=* or {EXPLICIT_VR_LITTLE_ENDIAN}"
+        raise NotAcceptable(
+            f"instance {file.sop_uid} is stored as {stored}: {exc}; {way_out}"
+        ) from None
 
 
 def _part_headers(request: WebRequest, file: InstanceFile, syntax: str) -> dict[str, str]:
@@ -160,9 +175,8 @@ def _part_headers(request: WebRequest, file: InstanceFile, syntax: str) -> dict[
 def retrieve_instances(request: WebRequest, files: list[InstanceFile]) -> WebResponse:
     """The instances as one multipart answer in the listing's order, streamed where the
     transport can (`delivery.StreamedMultipart`)."""
-    wanted = negotiate_dicom(parse_accept(request.accept)).transfer_syntax
-    several = len(files) > 1
-    parts = [instance_part(request, file, wanted, one_of_several=several) for file in files]
+    accept = negotiate_dicom(parse_accept(request.accept))
+    parts = [instance_part(request, file, accept) for file in files]
     body = StreamedMultipart(request.context.blobs, parts, new_boundary())
     content_type = multipart_content_type("application/dicom", body.boundary)
     return deliver(request, WebResponse(200, body, {}, content_type))

@@ -100,6 +100,19 @@ def test_create_upload_rejects_bad_requests(client: Client, document: dict, mess
     assert message in json_of(response)["Message"]
 
 
+@pytest.mark.parametrize("number", ["²", "x", "-1", "%2B1"])
+def test_upload_file_number_not_ascii_digits_is_404(client: Client, number: str) -> None:
+    """A file number of other than ASCII digits: "²" passed `str.isdigit` and was a 500."""
+    upload = json_of(_create(client, {"Files": 1}))
+    response = client.http.put(
+        f"/dicom-web/uploads/{upload['ID']}/files/{number}",
+        headers={**HEADERS, "Content-Type": "application/dicom"},
+        body=testdata(CT).read_bytes(),
+    )
+    assert response.status_code == 404, response.body[:300]
+    assert "is not a number" in json_of(response)["Message"]
+
+
 def test_retrieve_upload_unknown_is_404(client: Client) -> None:
     response = client.http.get("/dicom-web/uploads/" + "0" * 32, headers=HEADERS)
     assert response.status_code == 404
