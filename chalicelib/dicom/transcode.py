@@ -34,7 +34,9 @@ def _read_elements(ds: Dataset) -> None:
     """Convert every element pydicom has left raw, so that one it cannot read is a
     TranscodeError naming it, and writing gets each element's VR: a file whose dataset is
     Implicit VR under an explicit-VR File Meta syntax (pydicom's SC_rgb_jpeg.dcm) kept VR None
-    on the elements not yet read, and dcmwrite raised TypeError on them."""
+    on the elements not yet read, and dcmwrite raised TypeError on them. Run only once writing
+    or swapping has failed: most files need no such pass (it costs ~1 ms an instance), and
+    dcmwrite copies a raw element it could not decode as it is."""
     for tag in list(ds.keys()):
         try:
             element = ds[tag]
@@ -73,7 +75,6 @@ def to_explicit_little_endian(data: bytes, transfer_syntax_uid: str) -> bytes:
             f"its transfer syntax {syntax} is not one this server knows, so it cannot be "
             "converted to Explicit VR Little Endian"
         )
-    _read_elements(ds)
     if syntax.is_compressed:
         gdcm_plugin.register()
         if "TransferSyntaxUID" not in ds.file_meta:
@@ -87,7 +88,11 @@ def to_explicit_little_endian(data: bytes, transfer_syntax_uid: str) -> bytes:
     elif syntax.is_deflated:
         pass  # pydicom inflated it on reading
     elif not syntax.is_little_endian:
-        _swap_to_little_endian(ds, int(ds.get("BitsAllocated", 16) or 16))
+        try:
+            _swap_to_little_endian(ds, int(ds.get("BitsAllocated", 16) or 16))
+        except Exception as exc:
+            _read_elements(ds)  # names the element that cannot be read
+            raise TranscodeError(f"cannot be converted from big endian: {exc}") from exc
     meta = FileMetaDataset()
     for keyword in ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID"):
         if keyword in getattr(ds, "file_meta", Dataset()):
@@ -98,11 +103,19 @@ def to_explicit_little_endian(data: bytes, transfer_syntax_uid: str) -> bytes:
     validate_file_meta(meta, enforce_standard=True)
     ds.file_meta = meta
     ds.preamble = b"\0" * 128
-    out = io.BytesIO()
     try:
-        dcmwrite(out, ds, implicit_vr=False, little_endian=True, force_encoding=True)
+        return _explicit_little_endian_file(ds)
+    except Exception:
+        _read_elements(ds)  # names the element that cannot be read, or gives each its VR
+    try:
+        return _explicit_little_endian_file(ds)
     except Exception as exc:
         raise TranscodeError(f"cannot be written as Explicit VR Little Endian: {exc}") from exc
+
+
+def _explicit_little_endian_file(ds: Dataset) -> bytes:
+    out = io.BytesIO()
+    dcmwrite(out, ds, implicit_vr=False, little_endian=True, force_encoding=True)
     return out.getvalue()
 
 

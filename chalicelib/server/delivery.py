@@ -16,15 +16,19 @@ bucket's lifecycle rule) and the client follows the redirect. Where the store ca
 
 from __future__ import annotations
 
+import logging
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from chalicelib.dicom.multipart import encode_multipart, multipart_pieces
-from chalicelib.server.http import WebRequest, WebResponse
+from chalicelib.errors import NotAcceptable
+from chalicelib.server.http import WebRequest, WebResponse, warning_header
 from chalicelib.server.resources import parallel_map
 from chalicelib.storage.ports import BlobStore
+
+log = logging.getLogger(__name__)
 
 TMP_PREFIX = "tmp/"
 _EXPIRES_IN = 900
@@ -82,15 +86,21 @@ class StreamedMultipart(StreamedBody):
 
     The first lazy part is built at once, before the answer starts: an error that every part
     would meet (a transfer syntax that cannot be produced) is then a 4xx answer, not an answer
-    broken off after its status line."""
+    broken off after its status line. A lazy part other than the answer's first that cannot be
+    built as asked (NotAcceptable: an instance or frame that cannot be converted) is left out
+    and logged, its reason in `left_out`, which `deliver` sends as a `Warning: 299` when the
+    headers are still to go (a streamed answer's are gone by then); the first part's is the
+    answer's 406."""
 
     def __init__(self, blobs: BlobStore, parts: Sequence[Part | LazyPart], boundary: str) -> None:
         self.blobs = blobs
-        self.parts = list(parts)
+        self.parts: list[Part | LazyPart | None] = list(parts)
         self.boundary = boundary
+        self.left_out: list[str] = []
         first_lazy = next((i for i, part in enumerate(self.parts) if callable(part)), None)
         if first_lazy is not None:
-            self.parts[first_lazy] = self.parts[first_lazy]()  # type: ignore[operator]
+            self.parts[first_lazy] = self._build(self.parts[first_lazy], first_lazy == 0)  # type: ignore[arg-type]
+        self.parts = [part for part in self.parts if part is not None]
         self.length = None  # from the stored objects' sizes, unless a part is lazy
         self.laid_out: list[bytes | BlobRange] | None = None
         if not any(callable(part) for part in self.parts):
@@ -99,20 +109,32 @@ class StreamedMultipart(StreamedBody):
                 p.length if isinstance(p, BlobRange) else len(p) for p in self.laid_out
             )
 
+    def _build(self, part: LazyPart, first: bool) -> tuple[dict[str, str], bytes] | None:
+        """The lazy part built; None when it cannot be and is not the answer's first."""
+        try:
+            return part()
+        except NotAcceptable as exc:
+            if first:
+                raise
+            log.warning("a part of a multipart answer is left out: %s", exc.message)
+            self.left_out.append(f"a part is left out: {exc.message}")
+            return None
+
     def pieces(self) -> Iterator[bytes | BlobRange]:
         """The body in order; a lazy part is built when the writer reaches it, one at a time."""
         if self.laid_out is not None:
             return iter(self.laid_out)
-        parts = (part() if callable(part) else part for part in self.parts)
-        return multipart_pieces(parts, self.boundary)
+        built = (self._build(part, False) if callable(part) else part for part in self.parts)
+        return multipart_pieces((part for part in built if part is not None), self.boundary)
 
     def to_bytes(self) -> bytes:
         """The whole body, its parts read and built in parallel (the S3 round trips overlap)."""
-        return encode_multipart(parallel_map(self._resolve, self.parts), self.boundary)
+        parts = parallel_map(self._resolve, self.parts)
+        return encode_multipart([part for part in parts if part is not None], self.boundary)
 
-    def _resolve(self, part: Part | LazyPart) -> tuple[dict[str, str], bytes]:
+    def _resolve(self, part: Part | LazyPart) -> tuple[dict[str, str], bytes] | None:
         if callable(part):
-            return part()
+            return self._build(part, False)
         headers, body = part
         if isinstance(body, BlobRange):
             body = self.blobs.get_range(body.key, body.start, body.length)
@@ -133,9 +155,10 @@ def deliver(request: WebRequest, response: WebResponse) -> WebResponse:
         return response
     ctx = request.context
     limit = ctx.settings.inline_limit
-    body = response.body
+    body = streamed = response.body
     if isinstance(body, StreamedBody) and not request.streams:
         body = response.body = body.to_bytes()
+    _name_left_out(request, response, streamed)
     size = body.length if isinstance(body, StreamedBody) else len(body)
     if response.status != 200 or not limit or (size is not None and size <= limit):
         return response
@@ -145,7 +168,14 @@ def deliver(request: WebRequest, response: WebResponse) -> WebResponse:
         return response
     if isinstance(body, StreamedBody):  # lazy parts: the size is known once they are built
         body = response.body = body.to_bytes()
+        _name_left_out(request, response, streamed)
         if len(body) <= limit:
             return response
     ctx.blobs.put(key, body, response.content_type)
     return WebResponse(303, b"", {"Location": url}, "text/plain")
+
+
+def _name_left_out(request: WebRequest, response: WebResponse, body: object) -> None:
+    """The parts a multipart `body` left out so far, named in the answer's `Warning` header."""
+    if isinstance(body, StreamedMultipart) and body.left_out:
+        response.headers.update(warning_header(request.header("host", "-"), body.left_out))

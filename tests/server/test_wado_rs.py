@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import quote
 
 import numpy as np
@@ -25,6 +27,7 @@ ANY = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 EXPLICIT = (
     f'multipart/related; type="application/dicom"; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}'
 )
+RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 CT = "2020-08-12-Christopher.dcm"
 J70 = "1.2.840.10008.1.2.4.70"
 
@@ -137,6 +140,27 @@ def test_retrieve_instance_with_an_unreadable_element(client: Client, context: C
         assert "(0008,0032)" in json_of(response)["Message"]
 
 
+def test_retrieve_compressed_instance_with_an_unreadable_element(
+    client: Client, context: Context
+) -> None:
+    """A JPEG Lossless file with an element of a VR pydicom does not know is decoded and
+    written as Explicit VR Little Endian, that element copied as it is: transcoding reads
+    every element only once writing has failed (it was a 406 when it read them all first)."""
+    item = next(f for f in storable() if f.name == "TransferSyntaxes/1.2.840.10008.1.2.4.70.dcm")
+    data = item.data.replace(b"\x08\x00\x32\x00TM", b"\x08\x00\x32\x00T\xb6", 1)
+    assert data != item.data
+    assert store_instance(context, data).status == "stored"
+    response = client.http.get(
+        _instance_path(item), headers={"Accept": 'multipart/related; type="application/dicom"'}
+    )
+    assert response.status_code == 200, response.body[:300]
+    ((headers, body),) = parts_of(response)
+    assert headers["content-type"].endswith(EXPLICIT_VR_LITTLE_ENDIAN)
+    back, source = dcmread(io.BytesIO(body)), dcmread(io.BytesIO(item.data))
+    assert back.get_item(0x00080032).value.decode().strip() == source.AcquisitionTime
+    assert np.array_equal(back.pixel_array, source.pixel_array)
+
+
 def _store_unconvertible_series(context: Context) -> tuple[CorpusFile, str]:
     """MR_small_bigendian.dcm with an unreadable AcquisitionTime, and a sound copy (SOP
     Instance UID 1.2.3.4.5, listed first) in the same series; the sound copy's UID."""
@@ -163,14 +187,45 @@ def _store_unconvertible_series(context: Context) -> tuple[CorpusFile, str]:
 def test_retrieve_series_with_an_unconvertible_instance(
     client: Client, context: Context, accept: str
 ) -> None:
-    """A series holding that unreadable big-endian instance and a sound one: the unreadable one
-    is never sent as stored, Explicit VR Big Endian being no transfer syntax for the web
-    (PS3.18 §8.7.3, 2025b), whatever the Accept (it was, under each of these)."""
-    item, _ = _store_unconvertible_series(context)
+    """A series holding that unreadable big-endian instance (listed second) and a sound one:
+    the unreadable one is never sent as stored, Explicit VR Big Endian being no transfer
+    syntax for the web (PS3.18 §8.7.3, 2025b), whatever the Accept (it was, under each of
+    these); it is left out, named in a `Warning: 299` header."""
+    item, sound_uid = _store_unconvertible_series(context)
     path = f"/dicom-web/studies/{item.study_uid}/series/{item.series_uid}"
     response = client.http.get(path, headers={"Accept": accept})
-    assert response.status_code == 406, response.body[:300]
-    assert "(0008,0032)" in json_of(response)["Message"]
+    assert response.status_code == 200, response.body[:300]
+    ((headers, _),) = parts_of(response)
+    assert headers["content-location"].endswith(sound_uid)
+    assert headers["content-type"].endswith(EXPLICIT_VR_LITTLE_ENDIAN)
+    assert response.headers["Warning"].startswith("299 ")
+    assert "(0008,0032)" in response.headers["Warning"]
+
+
+def test_retrieve_series_as_rle_with_an_unconvertible_instance_streamed(tmp_path: Path) -> None:
+    """The same series asked as RLE Lossless from the local server, which streams: the
+    unreadable instance (the second part) is left out and the answer ends well; it broke off
+    after its status line. Its first part (the unreadable one alone) is a 406."""
+    import requests
+
+    from tests.server.test_localserver import in_process_server
+
+    local = make_context("local", tmp_path)
+    item, sound_uid = _store_unconvertible_series(local)
+    rle = f'multipart/related; type="application/dicom"; transfer-syntax={RLE_LOSSLESS}'
+    with in_process_server(tmp_path / "data", 30.0) as url:
+        series = f"{url}/dicom-web/studies/{item.study_uid}/series/{item.series_uid}"
+        answer = requests.get(series, headers={"Accept": rle}, timeout=60)
+        assert answer.status_code == 200, answer.text[:300]
+        joined = SimpleNamespace(headers=answer.headers, body=answer.content)
+        ((headers, body),) = parts_of(joined)
+        assert headers["content-location"].endswith(sound_uid)
+        assert dcmread(io.BytesIO(body)).file_meta.TransferSyntaxUID == RLE_LOSSLESS
+        alone = requests.get(
+            f"{series}/instances/{item.sop_uid}", headers={"Accept": rle}, timeout=60
+        )
+        assert alone.status_code == 406, alone.text[:300]
+        assert "(0008,0032)" in alone.json()["Message"]
 
 
 def test_retrieve_instance_lossy_source_as_stored_when_undecodable(
