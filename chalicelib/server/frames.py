@@ -103,9 +103,6 @@ class PixelChoice:
     """The Content-Type of a part whose frame cannot be converted and goes as stored instead:
     set for an answer of several frames that must be converted when the Accept admits the
     stored form (`negotiate_pixel`)."""
-    up_front: bool = False
-    """Every frame is converted before the answer starts: they must be converted and the
-    Accept admits no stored form, so a frame that cannot be is a 406, not a broken answer."""
 
     @property
     def part_type(self) -> str:
@@ -192,9 +189,7 @@ def negotiate_pixel(entries: list[AcceptEntry], record: InstanceRecord, parts: i
             return fits(entry, offer) or (default and _multipart(media))
 
         stored = best_match(entries, [as_stored], admits)
-        if stored is None:
-            choice.up_front = True
-        else:
+        if stored is not None:
             (stored_type, stored_syntax, _), stored_entry = stored
             media = OCTET_STREAM if _part(stored_entry.media) == OCTET_STREAM else stored_type
             choice.fallback = f"{media}; transfer-syntax={stored_syntax}"
@@ -384,9 +379,9 @@ def answer_frames(
     answer already streaming. Each part of a multipart answer carries its own Content-Type
     and transfer syntax (PS3.18 §8.7.3.4 Transfer Syntax, 2025b), so such a frame goes as stored,
     its part's Content-Type naming the stored transfer syntax, when the Accept admits that
-    (`PixelChoice.fallback`; as a study or series retrieve does with an instance that cannot
-    be converted). Otherwise every frame is converted before the first byte (each once), and
-    one that cannot be is a 406 for the whole answer. A single frame is a 406 either way."""
+    (`PixelChoice.fallback`). Otherwise it is a 406 when it is the first part and left out
+    when it is a later one (`StreamedMultipart`, as for the instances of a study or series
+    retrieve). A single frame is a 406 either way."""
     if not choice.multipart:
         headers = {"Content-Location": locations[0]}
         body = frame_bytes(request, bodies[0])
@@ -395,8 +390,6 @@ def answer_frames(
         _frame_part(location, body, choice.part_type)
         for body, location in zip(bodies, locations, strict=True)
     ]
-    if choice.up_front:
-        parts = [part() if callable(part) else part for part in parts]
     streamed = StreamedMultipart(request.context.blobs, parts, new_boundary())
     content_type = multipart_content_type(
         choice.media_type, streamed.boundary, transfer_syntax=choice.transfer_syntax

@@ -7,7 +7,10 @@ File Meta go out as Explicit VR Little Endian (which §8.7.3 requires); no trans
 asked means Explicit VR Little Endian, decoding compressed sources with pydicom's plugins, and
 a lossy source that cannot be decoded goes out as stored (§8.7.3.4 Note 2). Other transfer
 syntaxes are transcoded where pydicom can encode them (RLE Lossless, JPEG-LS Lossless,
-JPEG 2000 Lossless: `transcode.to_transfer_syntax`), otherwise 406.
+JPEG 2000 Lossless: `transcode.to_transfer_syntax`), otherwise 406. An instance that cannot
+be converted goes as stored only when it is fit for the web and the Accept allows its transfer
+syntax (`transcode_part`); else it is the answer's 406 as its first part, and left out as a
+later one (`delivery.StreamedMultipart`).
 """
 
 from __future__ import annotations

@@ -243,6 +243,25 @@ def test_retrieve_instance_lossy_source_as_stored_when_undecodable(
     assert headers["content-type"].endswith("1.2.840.10008.1.2.4.50")
 
 
+def test_retrieve_instance_as_stored_when_accepted_at_a_lower_q(
+    client: Client, context: Context
+) -> None:
+    """Asked as RLE Lossless first and `*` at a lower q, an instance that cannot be converted
+    goes as stored (the Accept allows it); asked as RLE Lossless alone, 406."""
+    data = undecodable_jpeg()
+    result = store_instance(context, data)
+    path = (
+        f"/dicom-web/studies/{result.study_uid}/series/{result.series_uid}"
+        f"/instances/{result.sop_instance_uid}"
+    )
+    rle = f'multipart/related; type="application/dicom"; transfer-syntax={RLE_LOSSLESS}'
+    answer = client.http.get(path, headers={"Accept": f"{rle}, {ANY}; q=0.2"})
+    ((headers, body),) = parts_of(answer)
+    assert body == data
+    assert headers["content-type"].endswith("1.2.840.10008.1.2.4.50")
+    assert client.http.get(path, headers={"Accept": rle}).status_code == 406
+
+
 def test_retrieve_instance_stored_in_an_unknown_syntax(client: Client, context: Context) -> None:
     """A file whose Transfer Syntax UID names no transfer syntax (here 1.2.840.10008.9.9.9,
     the same length as Explicit VR Little Endian's): pydicom raised ValueError on it and the
