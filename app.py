@@ -36,11 +36,13 @@ def sweep(event: dict[str, Any], context: Any) -> dict[str, Any]:
     documents of deleted resources (`delete.finish_pending_deletes`); the blobs of stores
     stopped between their blob writes and their index commit (`ingest.
     remove_interrupted_writes`); and fail the jobs whose execution ended without saying so
-    (`jobs.fail_abandoned`). Locally the server does the same, and resumes jobs, at start-up;
-    on AWS nothing restarts, and DELETE (which also finishes deletes) is off on `prod`. Its
-    timeout is 15 minutes (.chalice/config.json); a run cut short keeps what it confirmed."""
+    (`jobs.fail_abandoned`), and delete the finished jobs past `JobsHistorySize` that the
+    grace of `jobs.RECENTLY_ENDED_SECONDS` kept (`jobs.forget_old_jobs`). Locally the server
+    does the same, and resumes jobs, at start-up; on AWS nothing restarts, and DELETE (which
+    also finishes deletes) is off on `prod`. Its timeout is 15 minutes (.chalice/config.json);
+    a run cut short keeps what it confirmed."""
     from chalicelib.ingest import remove_interrupted_writes
-    from chalicelib.jobs import fail_abandoned
+    from chalicelib.jobs import fail_abandoned, forget_old_jobs
     from chalicelib.server.delete import finish_pending_deletes
 
     ctx = default_context()
@@ -48,4 +50,5 @@ def sweep(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "BlobsDeleted": finish_pending_deletes(ctx.index, ctx.blobs),
         "InterruptedBlobsDeleted": remove_interrupted_writes(ctx.index, ctx.blobs),
         "JobsFailed": fail_abandoned(ctx),
+        "JobsForgotten": forget_old_jobs(ctx),
     }

@@ -50,7 +50,7 @@ LOCAL_RETRY_DELAYS = (0.5, 1.0, 2.0)
 
 RECENTLY_ENDED_SECONDS = 60
 """A finished job is kept this long past `JobsHistorySize`, so that its caller can read its
-end (a synchronous call on AWS polls every 0.5 s); the next job's end deletes it."""
+end (a synchronous call on AWS polls every 0.5 s); the next job's end or sweep deletes it."""
 
 
 class TransientJobError(Exception):
@@ -179,27 +179,33 @@ def _save_failure(ctx: Context, job: JobRecord, message: str, code: int) -> bool
     return True
 
 
-def forget_old_jobs(ctx: Context, ended: str) -> None:
+def forget_old_jobs(ctx: Context, ended: str = "") -> list[str]:
     """Delete the finished jobs (Success, Failure) past `JobsHistorySize`, those that ended
-    first, as Orthanc drops them from its history; never the job that just `ended` nor one
-    that ended less than RECENTLY_ENDED_SECONDS ago, never one that is not finished (one
-    resubmitted meanwhile is saved since it was read: Conflict, kept). Housekeeping after a
-    job's end is saved: a failure is logged, never the job's."""
+    first, as Orthanc drops them from its history; their ids. Never the job that just `ended`
+    (none when a sweep calls it) nor one that ended less than RECENTLY_ENDED_SECONDS ago,
+    never one that is not finished (one resubmitted meanwhile is saved since it was read:
+    Conflict, kept). Housekeeping after a job's end is saved, and at each sweep (the jobs a
+    burst left in their grace, with no job ending after it): a failure is logged, never the
+    job's."""
+    forgotten: list[str] = []
     try:
         recent = _now(RECENTLY_ENDED_SECONDS)
         finished = sorted(
             (job for job in ctx.jobs.list() if job.state in TERMINAL and job.id != ended),
             key=lambda job: job.completion_time,
         )
-        for job in finished[: max(0, len(finished) + 1 - ctx.settings.jobs_history_size)]:
+        kept = ctx.settings.jobs_history_size - (1 if ended else 0)
+        for job in finished[: max(0, len(finished) - kept)]:
             if job.completion_time > recent:  # and those after it
                 break
             try:
                 _remove(ctx, job)
             except (Conflict, NotFound):
                 continue
+            forgotten.append(job.id)
     except Exception:  # the job's end stands whatever happens to older jobs
-        log.exception("job %s: older finished jobs could not be deleted", ended)
+        log.exception("job %s: older finished jobs could not be deleted", ended or "sweep")
+    return forgotten
 
 
 def _remove(ctx: Context, job: JobRecord) -> None:

@@ -113,7 +113,8 @@ SECRETS_WORKER_ACTIONS = ["secretsmanager:GetSecretValue"]
 # the write intents, reads each one's instance item (GetItem), deletes the blobs it does not
 # point to and the intents (BatchWriteItem); jobs.fail_abandoned Queries the jobs, asks for
 # the status of a Running job's execution and saves the job (PutItem, GetItem on a conflict),
-# which may delete finished jobs past JobsHistorySize (DeleteItem, their blobs DeleteObject).
+# which may delete finished jobs past JobsHistorySize (DeleteItem, their blobs DeleteObject),
+# as jobs.forget_old_jobs does after it (those the grace of a recent end kept).
 SWEEP_S3_OBJECT_ACTIONS = ["s3:DeleteObject"]
 SWEEP_DYNAMODB_ACTIONS = [
     "dynamodb:Query",

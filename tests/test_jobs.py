@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -382,6 +383,31 @@ def test_finished_jobs_past_jobs_history_size_are_deleted_with_their_blobs(
     recent = [_ended_job(ctx, jobs._now()) for _ in range(2)]
     last = _failed_job(ctx).id
     assert {job.id for job in ctx.jobs.list()} == {*waiting, first, *recent, last}
+
+
+def test_sweep_deletes_the_jobs_their_grace_kept_past_jobs_history_size(
+    backend: str, tmp_path: Path
+) -> None:
+    """Jobs kept past JobsHistorySize because they ended less than RECENTLY_ENDED_SECONDS ago
+    stayed until another job ended: after a burst with none after it, for ever. The sweep
+    (app.sweep on AWS, PeriodicSweep locally) deletes them once their grace is over, those
+    that ended first, with their blobs; the JobsHistorySize that ended last stay."""
+    ctx = make_context(backend, tmp_path, jobs_history_size=2)
+    burst = [_ended_job(ctx, jobs._now(jobs.RECENTLY_ENDED_SECONDS + 10 - n)) for n in range(4)]
+    recent = _ended_job(ctx, jobs._now())
+    if backend == "local":
+        from chalicelib.server.localserver import PeriodicSweep
+
+        sweep = PeriodicSweep(ctx, 3600, started=datetime.now(UTC))
+        try:
+            sweep.sweep(datetime.now(UTC))
+        finally:
+            sweep.stop()
+    else:
+        assert jobs.forget_old_jobs(ctx) == burst[:3]  # what app.sweep calls
+    assert [job.id for job in ctx.jobs.list()] == [burst[3], recent]
+    for job_id in burst:
+        assert ctx.blobs.exists(f"jobs/{job_id}/list/0.json") == (job_id == burst[3])
 
 
 def test_delete_job_removes_a_finished_job_and_refuses_one_not_ended(

@@ -140,7 +140,9 @@ class BodyTooLarge(Exception):
 class PeriodicSweep:
     """What the start-up does once, every `interval` seconds in a daemon thread: remove the
     blobs of deletes interrupted after their index commit (`delete.finish_pending_deletes`)
-    and of stores interrupted before it (`ingest.remove_interrupted_writes`). A server
+    and of stores interrupted before it (`ingest.remove_interrupted_writes`); and delete the
+    finished jobs past `JobsHistorySize` that the grace of `jobs.RECENTLY_ENDED_SECONDS`
+    kept (`jobs.forget_old_jobs`: after a burst with no job ending after it). A server
     restarted after a kill -9 found the intents of the killed stores too young to remove,
     and never looked again while it ran; a blob whose removal failed waited for the next
     restart.
@@ -166,11 +168,13 @@ class PeriodicSweep:
     def sweep(self, now: datetime) -> None:
         """One sweep at `now`."""
         from chalicelib.ingest import INTERRUPTED_WRITE_AGE, remove_interrupted_writes
+        from chalicelib.jobs import forget_old_jobs
         from chalicelib.server.delete import finish_pending_deletes
 
         finish_pending_deletes(self._ctx.index, self._ctx.blobs)
         cut_off = min(now, self.started + INTERRUPTED_WRITE_AGE)
         remove_interrupted_writes(self._ctx.index, self._ctx.blobs, cut_off)
+        forget_old_jobs(self._ctx)
 
     def _run(self) -> None:
         while not self._stopped.wait(self._interval):

@@ -849,3 +849,38 @@ def test_packaged_sweep_fails_a_running_job_whose_execution_ended(
     assert ctx.jobs.get(abandoned).state == "Failure"
     assert ctx.jobs.get(alive).state == "Running"
     jobs.cancel(ctx, alive)
+
+
+def test_packaged_sweep_deletes_finished_jobs_past_jobs_history_size(
+    lambda_task: LambdaTask,
+) -> None:
+    """Jobs kept past JobsHistorySize by their grace (jobs.RECENTLY_ENDED_SECONDS) stayed
+    until another job ended; the sweep Lambda deletes them, those that ended first, record
+    and blobs, under the sweep role's policy (the jobs of other tests, ended later, stay)."""
+    from chalicelib import jobs
+    from chalicelib.context import default_context
+    from chalicelib.storage.ports import NotFound
+
+    ctx = default_context()
+    ended = []
+    for n in range(ctx.settings.jobs_history_size + 2):
+        job = jobs.new_job(jobs.STOW, "peer", {"Resources": []}, {}, 0)
+        job.state, job.completion_time = "Success", f"20200101T0000{n:02}.000000"
+        ctx.jobs.create(job)
+        ctx.blobs.put(f"jobs/{job.id}/list/0.json", b"[]", "application/json")
+        ended.append(job.id)
+
+    lambda_task.as_role("SweepRole")
+    try:
+        outcome = lambda_task.app.sweep(SCHEDULED_EVENT, None)
+    finally:
+        lambda_task.as_role("ApiHandlerRole")
+    forgotten = outcome["JobsForgotten"]
+    assert len(forgotten) >= 2 and forgotten == ended[: len(forgotten)]
+    ctx = default_context()
+    for job_id in forgotten:
+        with pytest.raises(NotFound):
+            ctx.jobs.get(job_id)
+        assert not ctx.blobs.exists(f"jobs/{job_id}/list/0.json")
+    for job_id in ended[len(forgotten) :]:
+        jobs.delete(ctx, job_id)
