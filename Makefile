@@ -23,8 +23,14 @@ export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 # What the Lambda package is made of: a change to any of these rebuilds it.
 APP_SOURCES := app.py requirements.txt .chalice/config.json infra/packaging.py \
 	$(shell find chalicelib -type f -not -path '*/__pycache__/*')
+# What a stage's build reads from the environment: a change to one rewrites the stage's stamp
+# (build/settings/$(STAGE).synth or .package), which builds it again; unchanged, the stamp and
+# the build stay. The stack reads these (infra/stack.py); the package, the app as `chalice
+# package` loads it, with the stage's DICOMWEB_CONFIG over the one given.
+SYNTH_SETTINGS := AUTHORIZER DICOMWEB_CONFIG VIEWER_URLS COGNITO_DOMAIN_PREFIX
+PACKAGE_SETTINGS := AUTHORIZER COGNITO_USER_POOL_ARN
 
-.PHONY: run run-moto test test-infra lint format bench bench-scale clean package synth deploy destroy
+.PHONY: FORCE run run-moto test test-infra lint format bench bench-scale clean package synth deploy destroy
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -56,13 +62,22 @@ $(INFRA_VENV)/.installed: infra/requirements.txt requirements.txt
 
 package: $(LAMBDA_PACKAGE)  ## the stage's Lambda package (deployment.zip + sam.json) in build/lambda/$(STAGE)/
 
-$(LAMBDA_PACKAGE): $(INFRA_VENV)/.installed $(APP_SOURCES)
+$(LAMBDA_PACKAGE): $(INFRA_VENV)/.installed $(APP_SOURCES) build/settings/$(STAGE).package
 	$(INFRA_PY) -m infra.packaging --stage $(STAGE) --out $(@D)
 
 synth: build/cdk.out/$(STAGE).template.json  ## the CDK stack in build/cdk.out/ (no AWS account)
 
-build/cdk.out/$(STAGE).template.json: $(INFRA_VENV)/.installed $(APP_SOURCES) $(wildcard infra/*.py infra/*.json)
+build/cdk.out/$(STAGE).template.json: $(INFRA_VENV)/.installed $(APP_SOURCES) $(wildcard infra/*.py infra/*.json) \
+		build/settings/$(STAGE).synth
 	STAGE=$(STAGE) $(INFRA_PY) -m infra.app
+
+# `+`: written under `make -n` and `-q` too, so that they tell whether a setting changed.
+build/settings/$(STAGE).synth build/settings/$(STAGE).package: build/settings/$(STAGE).%: FORCE
+	+@mkdir -p $(@D) && for name in $(if $(filter synth,$*),$(SYNTH_SETTINGS),$(PACKAGE_SETTINGS)); do \
+		printf '%s=%s\n' "$$name" "$$(printenv $$name)"; done > $@.new
+	+@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
+
+FORCE:
 
 deploy: synth  ## the stack on the account of the environment (credentials, AWS_REGION)
 	$(CDK_CLI) bootstrap --app build/cdk.out

@@ -328,7 +328,10 @@ def _coerce(name: str, value: Any, default: Any, attr: str = "") -> Any:
     return Path(value) if isinstance(default, Path) else value
 
 
-def _read_document(raw: str) -> dict[str, Any]:
+def read_document(raw: str) -> dict[str, Any]:
+    """The `DICOMWEB_CONFIG` document: `raw` itself when it is JSON text (starts with `{`),
+    else the JSON file it names; ConfigError naming the problem when it is neither, or when
+    it or its `DicomWeb` section is not an object."""
     inline = raw.lstrip().startswith("{")
     source = "DICOMWEB_CONFIG" if inline else f"DICOMWEB_CONFIG file {raw}"
     try:
@@ -355,7 +358,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     defaults |= {"servers": {}, "registered_users": {}, "user_scopes": {}}
     chosen: dict[str, Any] = {}
     if env.get("DICOMWEB_CONFIG"):
-        document = _read_document(env["DICOMWEB_CONFIG"])
+        document = read_document(env["DICOMWEB_CONFIG"])
         section = document.get("DicomWeb", {})
         for key, value in section.items():
             if key in _DICOMWEB_KEYS:

@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from chalicelib.config import ConfigError, read_document
 from infra.packaging import ROOT
 
 KEEPS_DATA = {"dev": False, "aws": True, "prod": True}
@@ -42,17 +43,19 @@ def deployed_options(stage: str, env: Mapping[str, str]) -> str:
     """The `DICOMWEB_CONFIG` the stage's functions get: the stage's own, with the JSON of
     `DICOMWEB_CONFIG` in `env` (when set) merged over it, its `DicomWeb` section key by key.
     Chalice merges environment variables by name, so the given document alone would drop
-    the stage's options (`prod`'s `EnableDelete: false`)."""
+    the stage's options (`prod`'s `EnableDelete: false`). Only JSON text is taken, not a file
+    name as `make run` takes: the stack is synthesized in build/ (infra/app.py), where a
+    relative name would not be found."""
     options = stage_options(stage)
     raw = env.get("DICOMWEB_CONFIG", "").strip()
     if not raw:
         return json.dumps(options)
-    try:
-        given = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"DICOMWEB_CONFIG is not a JSON document: {error}") from None
-    if not isinstance(given, dict) or not isinstance(given.get("DicomWeb", {}), dict):
-        raise ValueError('DICOMWEB_CONFIG must be a JSON object like {"DicomWeb": {...}}')
+    if not raw.startswith("{"):
+        raise ConfigError(
+            f"DICOMWEB_CONFIG of a deployment must be the JSON text itself, like "
+            f'{{"DicomWeb": {{...}}}}, not a file name: {raw!r}'
+        )
+    given = read_document(raw)
     merged = {**options, **given}
     merged["DicomWeb"] = {**options.get("DicomWeb", {}), **given.get("DicomWeb", {})}
     return json.dumps(merged)

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +93,9 @@ def test_given_options_are_merged_over_the_stage_s() -> None:
         "Servers": {},
     }
     assert json.loads(deployed_options("aws", {})) == _options("aws")
-    with pytest.raises(ValueError, match="DICOMWEB_CONFIG"):
-        deployed_options("prod", {"DICOMWEB_CONFIG": "config.json"})
+    for bad in ("config.json", '{"DicomWeb": {', '{"DicomWeb": []}', "[]"):
+        with pytest.raises(ValueError, match="DICOMWEB_CONFIG"):
+            deployed_options("prod", {"DICOMWEB_CONFIG": bad})
 
 
 def _options(stage: str) -> dict[str, Any]:
@@ -129,3 +131,58 @@ def test_deploy_and_destroy_synthesize_the_stage_first(target: str) -> None:
     synth = next(i for i, c in enumerate(commands) if "-m infra.app" in c)
     run = next(i for i, c in enumerate(commands) if c.startswith(f"cdk {target} "))
     assert "STAGE=aws" in commands[synth] and synth < run
+
+
+SYNTH_SETTINGS = ("AUTHORIZER", "DICOMWEB_CONFIG", "VIEWER_URLS", "COGNITO_DOMAIN_PREFIX")
+PACKAGE_SETTINGS = ("AUTHORIZER", "COGNITO_USER_POOL_ARN")
+TEMPLATE = "build/cdk.out/aws.template.json"
+LAMBDA_PACKAGE = "build/lambda/aws/deployment.zip"
+
+
+def _make(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The Makefile's rules in `tmp_path`, a tree without sources: only the stage's settings
+    decide whether a target is up to date."""
+    command = ["make", "-f", str(ROOT / "Makefile"), "-o", ".venv-infra/.installed"]
+    command += ["APP_SOURCES=", "STAGE=aws", *args]
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+
+
+def _would_build(tmp_path: Path, target: str, changed: dict[str, str]) -> bool:
+    """Whether `make` would build `target` again, once built without any of the settings, when
+    `changed` is set (`make -q`: exit status 1 when out of date)."""
+    tmp_path.mkdir()
+    unset = {**os.environ, "MAKEFLAGS": ""}
+    for name in {*SYNTH_SETTINGS, *PACKAGE_SETTINGS}:
+        unset.pop(name, None)
+    stamps = _make(tmp_path, unset, "build/settings/aws.synth", "build/settings/aws.package")
+    assert stamps.returncode == 0, stamps.stderr
+    built = tmp_path / target
+    built.parent.mkdir(parents=True)
+    built.touch()
+    # Stamps and target an hour old: a stamp rewritten now is newer whatever the clock's grain.
+    an_hour_ago = time.time() - 3600
+    for path in [built, *(tmp_path / "build" / "settings").iterdir()]:
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    result = _make(tmp_path, {**unset, **changed}, "-q", target)
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode == 1
+
+
+@pytest.mark.parametrize("name", SYNTH_SETTINGS)
+def test_a_changed_setting_synthesizes_the_stack_again(name: str, tmp_path: Path) -> None:
+    """README's `VIEWER_URLS=.../callback make deploy` after a first deploy: the stack reads
+    these at synth, so a change builds the template again (it deployed the old one before);
+    the same settings keep the one built."""
+    assert _would_build(tmp_path / "changed", TEMPLATE, {name: "x"})
+    assert not _would_build(tmp_path / "same", TEMPLATE, {})
+
+
+@pytest.mark.parametrize("name", PACKAGE_SETTINGS)
+def test_a_changed_setting_packages_the_stage_again(name: str, tmp_path: Path) -> None:
+    """The app `chalice package` loads gives its routes the authorizer these name (sam.json);
+    the `DICOMWEB_CONFIG` given is not the package's: Chalice loads the app with the stage's
+    own over it."""
+    assert all("DICOMWEB_CONFIG" in _chalice_stage(s)["environment_variables"] for s in STAGES)
+    assert _would_build(tmp_path / "changed", LAMBDA_PACKAGE, {name: "x"})
+    assert not _would_build(tmp_path / "same", LAMBDA_PACKAGE, {})
+    assert not _would_build(tmp_path / "config", LAMBDA_PACKAGE, {"DICOMWEB_CONFIG": "{}"})
