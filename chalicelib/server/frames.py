@@ -102,7 +102,7 @@ class PixelChoice:
     fallback: str | None = None
     """The Content-Type of a part whose frame cannot be converted and goes as stored instead:
     set for an answer of several frames that must be converted when the Accept admits the
-    stored form (`negotiate_pixel`)."""
+    stored form (`negotiate_pixel`). The outer Content-Type then names no transfer syntax."""
 
     @property
     def part_type(self) -> str:
@@ -180,13 +180,14 @@ def negotiate_pixel(entries: list[AcceptEntry], record: InstanceRecord, parts: i
         )
 
         def admits(entry: AcceptEntry, offer: tuple[str, str, Mode]) -> bool:
-            """The entry takes the stored form, or names no transfer syntax: then "Explicit
-            VR Little Endian ... unless the origin server has only access to the pixel data
-            in lossy compressed form" (PS3.18 §8.7.3.3, 2025b), as for a frame that cannot
-            be decoded."""
+            """The entry takes the stored form, or names no transfer syntax and the stored
+            form may be lossy: then "Explicit VR Little Endian ... unless the origin server
+            has only access to the pixel data in lossy compressed form" (PS3.18 §8.7.3.3,
+            2025b). A lossless source's frame that cannot be decoded is not that case."""
             media = entry.media
             default = _part(media) == OCTET_STREAM and "transfer-syntax" not in media.params
-            return fits(entry, offer) or (default and _multipart(media))
+            lossy = offer[1] not in LOSSLESS_SYNTAXES
+            return fits(entry, offer) or (default and lossy and _multipart(media))
 
         stored = best_match(entries, [as_stored], admits)
         if stored is not None:
@@ -381,7 +382,9 @@ def answer_frames(
     its part's Content-Type naming the stored transfer syntax, when the Accept admits that
     (`PixelChoice.fallback`). Otherwise it is a 406 when it is the first part and left out
     when it is a later one (`StreamedMultipart`, as for the instances of a study or series
-    retrieve). A single frame is a 406 either way."""
+    retrieve). A single frame is a 406 either way. When a part may go as stored, the outer
+    Content-Type names no transfer syntax (as study and series retrieve), since its parts' may
+    differ."""
     if not choice.multipart:
         headers = {"Content-Location": locations[0]}
         body = frame_bytes(request, bodies[0])
@@ -391,9 +394,9 @@ def answer_frames(
         for body, location in zip(bodies, locations, strict=True)
     ]
     streamed = StreamedMultipart(request.context.blobs, parts, new_boundary())
-    content_type = multipart_content_type(
-        choice.media_type, streamed.boundary, transfer_syntax=choice.transfer_syntax
-    )
+    # A part that may go as stored has another transfer syntax than the outer one would say.
+    syntax = {} if choice.fallback else {"transfer_syntax": choice.transfer_syntax}
+    content_type = multipart_content_type(choice.media_type, streamed.boundary, **syntax)
     return deliver(request, WebResponse(200, streamed, {}, content_type))
 
 

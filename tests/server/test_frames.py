@@ -569,6 +569,8 @@ def _assert_unreadable_frame_as_stored(status: int, content_type: str, body: byt
     Content-Type naming JPEG Baseline."""
     assert status == 200, body[:300]
     assert content_type.startswith(RAW)
+    # the parts' transfer syntaxes differ: the outer header names none (PS3.18 §8.7.3.4)
+    assert "transfer-syntax" not in content_type
     answer = SimpleNamespace(headers={"Content-Type": content_type}, body=body)
     (first, decoded), (second, stored) = parts_of(answer)
     assert (
@@ -649,3 +651,34 @@ def test_retrieve_frames_one_unreadable_on_lambda(backend: str, tmp_path: Path) 
     ((headers, _),) = parts_of(joined)
     assert headers["content-location"].endswith("/frames/1")
     assert frames("2,1", ELE_FRAMES)["statusCode"] == 406
+
+
+def test_retrieve_frames_one_unreadable_lossless_frame_is_not_sent_as_stored(
+    context: Context,
+) -> None:
+    """SC_rgb_rle_2frame.dcm (RLE Lossless) with 0xFF over frame 2 (a copy), asked for with
+    no transfer syntax: PS3.18 §8.7.3.3 (Bulkdata Media Types, 2025b) allows a stored form
+    instead of Explicit VR Little Endian only when "the origin server has only access to the
+    pixel data in lossy compressed form", which a lossless source is not. So frame 2 is left
+    out as a later part (named in the Warning) and a 406 as the first, never sent as RLE;
+    the outer Content-Type keeps transfer-syntax, as every part has it."""
+    item = next(f for f in storable() if f.name == "SC_rgb_rle_2frame.dcm")
+    ds = dcmread(io.BytesIO(item.data))
+    _, second = generate_frames(ds.PixelData, number_of_frames=2)
+    start = item.data.index(second)
+    data = item.data[:start] + b"\xff" * len(second) + item.data[start + len(second) :]
+    assert store_instance(context, data).status == "stored"
+    with Client(create_app(lambda: context)) as client:
+        answer = get(client, f"{_corpus_path(item)}/frames/1,2", RAW)
+        first_unreadable = get(client, f"{_corpus_path(item)}/frames/2,1", RAW)
+    assert answer.status_code == 200, answer.body[:300]
+    assert f"transfer-syntax={ExplicitVRLittleEndian}" in answer.headers["Content-Type"]
+    assert "frame 2 of instance" in answer.headers["Warning"]
+    ((headers, body),) = parts_of(answer)
+    assert headers["content-location"].endswith("/frames/1")
+    assert (
+        headers["content-type"]
+        == f"application/octet-stream; transfer-syntax={ExplicitVRLittleEndian}"
+    )
+    assert body == ds.pixel_array[0].tobytes()
+    assert first_unreadable.status_code == 406, first_unreadable.body[:300]
