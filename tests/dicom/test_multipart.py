@@ -95,15 +95,16 @@ def test_split_multipart_bare_lf_tolerated() -> None:
     assert split_multipart(body, "b")[0].body == b"abc"
 
 
-@pytest.mark.parametrize(
-    ("body", "boundary", "message"),
-    [
-        (b"--b\r\n\r\nabc", "b", "closing delimiter"),
-        (b"no boundary here", "b", "does not occur"),
-        (b"--b\r\nbroken header\r\n\r\nabc\r\n--b--", "b", "malformed header"),
-        (b"--b\r\n\r\nabc\r\n--b--", "", "missing"),
-    ],
-)
+MALFORMED = [
+    (b"--b\r\n\r\nabc", "b", "closing delimiter"),
+    (b"no boundary here", "b", "does not occur"),
+    (b"--b\r\nbroken header\r\n\r\nabc\r\n--b--", "b", "malformed header"),
+    (b"--b\r\n\r\nabc\r\n--b--", "", "missing"),
+]
+"""Bodies (with their boundary) that both parsers refuse, and the words of the refusal."""
+
+
+@pytest.mark.parametrize(("body", "boundary", "message"), MALFORMED)
 def test_split_multipart_errors(body: bytes, boundary: str, message: str) -> None:
     with pytest.raises(MultipartError, match=message):
         split_multipart(body, boundary)
@@ -146,14 +147,7 @@ def test_iter_multipart_yields_each_part_before_the_next_arrives() -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "boundary", "message"),
-    [
-        (b"--b\r\n\r\nabc", "b", "closing delimiter"),
-        (b"no boundary here", "b", "does not occur"),
-        (b"--b\r\nbroken header\r\n\r\nabc\r\n--b--", "b", "malformed header"),
-        (b"--b\r\n\r\nabc\r\n--b--", "", "missing"),
-        (b"--b", "b", "inside a boundary line"),
-    ],
+    ("body", "boundary", "message"), [*MALFORMED, (b"--b", "b", "inside a boundary line")]
 )
 def test_iter_multipart_errors(body: bytes, boundary: str, message: str) -> None:
     with pytest.raises(MultipartError, match=message):
