@@ -71,7 +71,8 @@ build/cdk.out/$(STAGE).template.json: $(INFRA_VENV)/.installed $(APP_SOURCES) $(
 		build/settings/$(STAGE).synth
 	STAGE=$(STAGE) $(INFRA_PY) -m infra.app
 
-# `+`: written under `make -n` and `-q` too, so that they tell whether a setting changed.
+# `+`: written under `make -q` too, so that it tells whether a setting changed (`make -n` lists
+# every target with a FORCE prerequisite as remade, changed or not).
 build/settings/$(STAGE).synth build/settings/$(STAGE).package: build/settings/$(STAGE).%: FORCE
 	+@mkdir -p $(@D) && for name in $(if $(filter synth,$*),$(SYNTH_SETTINGS),$(PACKAGE_SETTINGS)); do \
 		printf '%s=%s\n' "$$name" "$$(printenv $$name)"; done > $@.new

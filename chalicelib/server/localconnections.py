@@ -566,10 +566,12 @@ class WorkerPool:
             raise
 
     def _run_once(self, *job: Any) -> None:
-        """Run `job`, then, while every worker is busy, the oldest waiting ones, before giving
-        the slot back: an urgent request queued past the cap (a worker's self call while a
-        job runner's self call held the slot) was left to the busy workers, one of which
-        waited for it until its HttpTimeout."""
+        """Run `job`, then, while every worker is busy, the oldest waiting urgent ones, before
+        giving the slot back: an urgent request queued past the cap (a worker's self call
+        while a job runner's self call held the slot) was left to the busy workers, one of
+        which waited for it until its HttpTimeout. Only urgent ones: an ordinary request
+        taken here could make a self call of its own that finds the cap full, and wait with
+        every worker for a slot none of them gives back."""
         try:
             while True:
                 after = self._safely(self._work, *job)
@@ -577,10 +579,16 @@ class WorkerPool:
                     self._safely(after)
                 with self._changed:  # checked and given back at once: no job queued between
                     waiting = len(self._ready) - self._idle  # not taken by an idle worker
-                    if self._closing or self._threads < self.size or waiting <= 0:
+                    urgent = None
+                    if not self._closing and self._threads >= self.size and waiting > 0:
+                        urgent = next(
+                            (queued for queued in self._ready if self._urgent(*queued)), None
+                        )
+                    if urgent is None:
                         self._urgent_threads -= 1
                         return
-                    job = self._ready.popleft()
+                    self._ready.remove(urgent)
+                    job = urgent
         except BaseException:
             with self._changed:
                 self._urgent_threads -= 1

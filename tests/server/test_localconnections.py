@@ -664,6 +664,50 @@ def test_an_urgent_request_queued_past_the_cap_runs_once_a_slot_is_free() -> Non
     assert started == ["busy", "self A", "self B"]
 
 
+def test_a_slot_beside_the_pool_takes_no_ordinary_request() -> None:
+    """Pool of 1: R1 makes self calls 1 and 2; R2 arrives while self call 1 runs and makes
+    self call 3. When the thread beside the pool took the oldest waiting request whatever it
+    was (R2), R2's self call 3 and R1's self call 2 both found the cap full and waited for
+    threads that waited for them: both until the timeout. Taking only urgent ones, both
+    are answered."""
+    answered = {name: threading.Event() for name in ("self 1", "self 2", "self 3")}
+    release_1 = threading.Event()
+    started: list[str] = []
+    got: dict[str, bool] = {}
+
+    def work(name: str) -> None:
+        started.append(name)
+        if name == "R1":
+            pool.submit("self 1")
+            answered["self 1"].wait(10)
+            pool.submit("self 2")
+            got["R1"] = answered["self 2"].wait(5)
+        elif name == "R2":
+            pool.submit("self 3")
+            got["R2"] = answered["self 3"].wait(5)
+        else:
+            if name == "self 1":
+                release_1.wait(10)
+            answered[name].set()
+
+    pool = WorkerPool(1, work, urgent=lambda name: name.startswith("self"))
+    try:
+        pool.submit("R1")
+        while "self 1" not in started:
+            time.sleep(0.01)
+        pool.submit("R2")
+        release_1.set()
+        deadline = time.monotonic() + 15
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        release_1.set()
+        for event in answered.values():
+            event.set()
+        pool.close()
+    assert got == {"R1": True, "R2": True}, started
+
+
 def test_worker_pool_gives_a_connections_next_request_to_the_same_thread() -> None:
     """`work` returns the hand-back of its connection, which the pool runs once the thread
     counts as idle: the next request, arriving at once, goes to that thread. Handed back
