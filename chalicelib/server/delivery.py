@@ -172,7 +172,10 @@ def deliver(request: WebRequest, response: WebResponse) -> WebResponse:
         if len(body) <= limit:
             return response
     ctx.blobs.put(key, body, response.content_type)
-    return WebResponse(303, b"", {"Location": url}, "text/plain")
+    headers = {"Location": url}
+    if "Warning" in response.headers:  # the parts left out of the copy
+        headers["Warning"] = response.headers["Warning"]
+    return WebResponse(303, b"", headers, "text/plain")
 
 
 def _name_left_out(request: WebRequest, response: WebResponse, body: object) -> None:

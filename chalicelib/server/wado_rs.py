@@ -15,6 +15,7 @@ later one (`delivery.StreamedMultipart`).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from chalicelib.dicom.encoding import EXPLICIT_VR_LITTLE_ENDIAN, NOT_FOR_WEB
@@ -135,7 +136,9 @@ def transcode_part(
     be converted goes as stored (its part's Content-Type names its transfer syntax) only when
     the stored file may go on the web (`_web_ready`) and the Accept allows its transfer
     syntax (`*`, or a member naming it at any q), or when it is compressed and Explicit VR
-    Little Endian was asked for (§8.7.3.4 Note 2); else NotAcceptable naming the way out."""
+    Little Endian was asked for (§8.7.3.4 Note 2); else NotAcceptable naming the way out.
+    Where the preferred syntax cannot be made and the Accept also takes Explicit VR Little
+    Endian (at a lower q), that is tried first."""
     from pydicom.uid import UID
 
     from chalicelib.dicom.transcode import (
@@ -154,6 +157,11 @@ def transcode_part(
             )
         return _part_headers(request, file, wanted), to_transfer_syntax(data, stored, wanted)
     except TranscodeError as exc:
+        if not to_explicit and EXPLICIT_VR_LITTLE_ENDIAN in accept.accepted:
+            with contextlib.suppress(TranscodeError):  # the Accept's next choice
+                return _part_headers(request, file, EXPLICIT_VR_LITTLE_ENDIAN), (
+                    to_explicit_little_endian(data, stored)
+                )
         compressed = UID(stored).is_transfer_syntax and UID(stored).is_compressed
         if _web_ready(file) and (accept.allows(stored) or (to_explicit and compressed)):
             return _part_headers(request, file, stored), data

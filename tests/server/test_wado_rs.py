@@ -161,6 +161,27 @@ def test_retrieve_compressed_instance_with_an_unreadable_element(
     assert np.array_equal(back.pixel_array, source.pixel_array)
 
 
+def test_retrieve_falls_back_to_explicit_little_endian_at_a_lower_q(
+    client: Client, context: Context
+) -> None:
+    """An RLE instance asked as JPEG Baseline (which cannot be made here) or, at q=0.5, as
+    Explicit VR Little Endian: the second choice, not a 406 telling the client to ask for
+    what it asked for."""
+    item = next(f for f in storable() if f.name == "SC_rgb_rle_2frame.dcm")
+    store_instance(context, item.data)
+    accept = (
+        'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50, '
+        f'multipart/related; type="application/dicom"; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}'
+        "; q=0.5"
+    )
+    response = client.http.get(_instance_path(item), headers={"Accept": accept})
+    assert response.status_code == 200, response.body[:300]
+    ((headers, body),) = parts_of(response)
+    assert headers["content-type"].endswith(EXPLICIT_VR_LITTLE_ENDIAN)
+    source = dcmread(io.BytesIO(item.data))
+    assert np.array_equal(dcmread(io.BytesIO(body)).pixel_array, source.pixel_array)
+
+
 def _store_unconvertible_series(context: Context) -> tuple[CorpusFile, str]:
     """MR_small_bigendian.dcm with an unreadable AcquisitionTime, and a sound copy (SOP
     Instance UID 1.2.3.4.5, listed first) in the same series; the sound copy's UID."""
@@ -199,6 +220,21 @@ def test_retrieve_series_with_an_unconvertible_instance(
     assert headers["content-location"].endswith(sound_uid)
     assert headers["content-type"].endswith(EXPLICIT_VR_LITTLE_ENDIAN)
     assert response.headers["Warning"].startswith("299 ")
+    assert "(0008,0032)" in response.headers["Warning"]
+
+
+@pytest.mark.parametrize("backend", ["aws"], indirect=True)
+def test_retrieve_series_over_the_inline_limit_names_the_left_out_instance(
+    backend: str, tmp_path: Path
+) -> None:
+    """Over `InlineLimit` on Lambda the answer is a 303 to a copy: the redirect carries the
+    `Warning` naming the instance left out of the copy (it was dropped with the body)."""
+    context = make_context(backend, tmp_path, inline_limit=1000)
+    client = Client(create_app(lambda: context))
+    item, _ = _store_unconvertible_series(context)
+    path = f"/dicom-web/studies/{item.study_uid}/series/{item.series_uid}"
+    response = client.http.get(path, headers={"Accept": EXPLICIT})
+    assert response.status_code == 303, response.body[:300]
     assert "(0008,0032)" in response.headers["Warning"]
 
 
