@@ -282,18 +282,25 @@ def test_retrieve_job_of_ordinary_size_keeps_its_instances_in_the_record(
     assert _get(client, f"jobs/{job.id}/instances?offset={len(ids) - 1}") == _ids(len(ids) - 1, 2)
 
 
+def _recorded_before(context: Context, inline: list[str], chunks: list[list[str]]) -> JobRecord:
+    """A retrieve job as 42dbdc3 recorded it: `inline` ids in its `Instances`, then a chunk
+    per step (`jobs/{id}/instances/{n}.json`, counted by its cursor's `chunks`)."""
+    job = jobs.new_job(jobs.RETRIEVE, "remote", {"Resources": []}, {"Instances": inline}, 0)
+    job.cursor = {"chunks": len(chunks)}
+    context.jobs.create(job)
+    for chunk, ids in enumerate(chunks):
+        key = f"jobs/{job.id}/instances/{chunk}.json"
+        context.blobs.put(key, json.dumps(ids).encode(), "application/json")
+    return job
+
+
 def test_retrieve_job_recorded_before_keeps_its_list(context: Context, client: Client) -> None:
     """A record from before lists its `Instances` then a chunk per step (`chunks` in its
     cursor): the view answers them; its next step moves them to the record's list. One
     deleted (DELETE, retention: the oldest finished first, these after the upgrade) between
     the read of its record and of its chunks was a 500, and failed the whole `jobs?expand`:
     its view is 404, and the list leaves it out."""
-    job = jobs.new_job(jobs.RETRIEVE, "remote", {"Resources": []}, {"Instances": _ids(0, 2)}, 0)
-    job.cursor = {"chunks": 2}
-    context.jobs.create(job)
-    for chunk, ids in enumerate([_ids(2, 3), _ids(4, 2)]):
-        key = f"jobs/{job.id}/instances/{chunk}.json"
-        context.blobs.put(key, json.dumps(ids).encode(), "application/json")
+    job = _recorded_before(context, _ids(0, 2), [_ids(2, 3), _ids(4, 2)])
     assert _get(client, f"jobs/{job.id}")["Content"]["Instances"] == _ids(0, 6)
     job = _record_steps(context, job, [_ids(6, 1)])
     assert "chunks" not in job.cursor and job.content["Instances"] == _ids(0, 7)
@@ -315,12 +322,7 @@ def test_retrieve_job_recorded_before_past_inline_instances_moves_its_list_to_ch
     nothing: its list went inline whole (9,000 ids: 432 KB, past DynamoDB's 400 KB item, the
     job failing every resubmit); it goes to chunks. A page whose chunk is gone (the job
     deleted while it was read) is 404, not 500."""
-    job = jobs.new_job(jobs.RETRIEVE, "remote", {"Resources": []}, {"Instances": _ids(0, 1500)}, 0)
-    job.cursor = {"chunks": 2}
-    context.jobs.create(job)
-    for chunk, ids in enumerate([_ids(1500, 1000), _ids(2500, 500)]):
-        key = f"jobs/{job.id}/instances/{chunk}.json"
-        context.blobs.put(key, json.dumps(ids).encode(), "application/json")
+    job = _recorded_before(context, _ids(0, 1500), [_ids(1500, 1000), _ids(2500, 500)])
     job = _record_steps(context, job, [[]])
     assert "chunks" not in job.cursor and "Instances" not in job.content
     assert job.content["InstancesCount"] == "3000"
